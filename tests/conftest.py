@@ -1,0 +1,1 @@
+"""Session fixtures: the local stack, started once on free loopback ports."""
