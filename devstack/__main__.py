@@ -1,0 +1,171 @@
+"""Command line of the local stack.
+
+    python -m devstack up [--detach]   start every stand-in; write .devstack/settings.json
+    python -m devstack down            stop a stack started with --detach
+    python -m devstack run             host the function app against the running stack
+    python -m devstack demo            start the stack and the app, submit the examples, show results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from devstack.stack import DEFAULT_WORKDIR, Stack, StackOptions
+
+PID_FILE = "stack.pid"
+SETTINGS_FILE = "settings.json"
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    workdir: Path = args.workdir
+    if args.detach:
+        return _up_detached(workdir)
+    options = StackOptions(workdir=workdir, propagation_delay_seconds=args.propagation_delay)
+    stack = Stack(options)
+    settings_path = workdir / SETTINGS_FILE
+    settings_path.unlink(missing_ok=True)
+    try:
+        stack.start()
+        stack.write_settings(settings_path)
+        (workdir / PID_FILE).write_text(str(os.getpid()))
+        _print(f"local stack up in {stack.startup_seconds:.2f} s")
+        for name, url in stack.describe().items():
+            _print(f"  {name:16} {url}")
+        _print(f"settings: {settings_path}")
+        _print("press Ctrl-C to stop")
+        _wait_for_signal()
+    finally:
+        stack.stop()
+        (workdir / PID_FILE).unlink(missing_ok=True)
+        settings_path.unlink(missing_ok=True)
+        _print("local stack stopped")
+    return 0
+
+
+def _up_detached(workdir: Path, timeout_seconds: float = 60) -> int:
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings_path = workdir / SETTINGS_FILE
+    settings_path.unlink(missing_ok=True)
+    log = (workdir / "stack.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "up", "--workdir", str(workdir)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if settings_path.exists():
+            _print(f"local stack up (pid {process.pid}); settings: {settings_path}")
+            return 0
+        if process.poll() is not None:
+            _print(f"the stack failed to start; see {workdir / 'stack.log'}")
+            return 1
+        time.sleep(0.1)
+    process.terminate()
+    _print(f"the stack did not start within {timeout_seconds:.0f} s; see {workdir / 'stack.log'}")
+    return 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    pid_path: Path = args.workdir / PID_FILE
+    if not pid_path.exists():
+        _print("no stack is running (no pid file)")
+        return 0
+    pid = int(pid_path.read_text())
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pid_path.unlink(missing_ok=True)
+        _print("the stack was not running")
+        return 0
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _print("local stack stopped")
+            return 0
+        time.sleep(0.1)
+    _print(f"the stack (pid {pid}) did not stop within 15 s")
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.workdir)
+    os.environ.update(settings)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import function_app
+
+    from devstack.runner import LocalHost
+
+    host = LocalHost(function_app.app, settings, http_port=args.port)
+    host.start()
+    _print(f"function app hosted locally; HTTP API at {host.http_url} (a development tool: production runs "
+           "on Azure Functions)")
+    _print("press Ctrl-C to stop")
+    try:
+        _wait_for_signal()
+    finally:
+        host.stop()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from devstack.demo import run_demo
+
+    return run_demo(timeout_seconds=args.timeout)
+
+
+def load_settings(workdir: Path) -> dict[str, str]:
+    path = workdir / SETTINGS_FILE
+    if not path.exists():
+        raise SystemExit(f"{path} not found: start the stack first with `python -m devstack up --detach`")
+    settings: dict[str, str] = json.loads(path.read_text())
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the local stack")
+    up.add_argument("--detach", action="store_true", help="start in the background and return")
+    up.add_argument("--propagation-delay", type=float, default=0.0,
+                    help="seconds a new client secret is rejected by the token endpoint (real: 4-18)")
+    down = sub.add_parser("down", help="stop a stack started with --detach")
+    run = sub.add_parser("run", help="host the function app against the running stack")
+    run.add_argument("--port", type=int, default=7071, help="HTTP port of the API (0: any free port)")
+    demo = sub.add_parser("demo", help="start everything, submit examples/, show events and results")
+    demo.add_argument("--timeout", type=float, default=180, help="seconds to wait for every request")
+    for command in (up, down, run):
+        command.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"up": cmd_up, "down": cmd_down, "run": cmd_run, "demo": cmd_demo}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The demo: start the stack and the app, submit the sample requests, show events and results.
+
+Each file in ``examples/`` is put on the onboarding queue as a ticketing system would. The demo
+prepares the Azure side first (registers each app with the Entra ID stand-in; for the request that
+names an existing Key Vault secret, stores a secret that Entra will refuse), then prints every
+event as it arrives and, at the end, what Palette holds. Exit code 0 when every request ends as
+its file expects (``examples/*.json`` ending in ``bad-credentials`` must fail, the others succeed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devstack.stack import REPO_ROOT, Stack, StackOptions
+
+EXAMPLES = REPO_ROOT / "examples"
+FINAL_TYPES = {"palette.onboarding.validated", "palette.onboarding.failed"}
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _expected_outcome(path: Path) -> str:
+    return "failed" if "bad-credentials" in path.stem else "succeeded"
+
+
+def prepare_azure(stack: Stack, examples: list[dict[str, Any]]) -> None:
+    """Register each request's app registration and, for Key Vault sources, store its secret."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+
+    assert stack.identity_https is not None
+    settings = stack.settings
+    verify = settings["REQUESTS_CA_BUNDLE"]
+    for example in examples:
+        azure = example["azure"]
+        requests.post(f"{stack.identity_https.url}/_devstack/applications",
+                      json={"appId": azure["clientId"], "tenantId": azure["tenantId"],
+                            "displayName": f"{example['accountName']} app"},
+                      verify=verify, timeout=10).raise_for_status()
+        secret = azure.get("secret", {})
+        if secret.get("source") == "keyVault":
+            client = SecretClient(settings["KEY_VAULT_URL"], DefaultAzureCredential(),
+                                  verify_challenge_resource=False)
+            # A secret Entra ID never issued for this app: Palette's validation must refuse it.
+            client.set_secret(secret["secretName"], "not-the-apps-secret-" + str(time.time_ns()),
+                              content_type="text/plain")
+            client.close()
+
+
+def run_demo(timeout_seconds: float = 180) -> int:
+    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+    from devstack.runner import LocalHost
+
+    paths = sorted(EXAMPLES.glob("*.json"))
+    if not paths:
+        _out(f"no examples found in {EXAMPLES}")
+        return 1
+    examples = [json.loads(p.read_text()) for p in paths]
+    expected = {e["requestId"]: _expected_outcome(p) for p, e in zip(paths, examples, strict=True)}
+
+    _out("== starting the local stack")
+    stack = Stack(StackOptions(propagation_delay_seconds=3.0))
+    settings = stack.start()
+    stack.write_settings()
+    for name, url in stack.describe().items():
+        _out(f"   {name:16} {url}")
+    import os
+
+    os.environ.update(settings)  # the SDKs pick up REQUESTS_CA_BUNDLE and the managed identity here
+    import function_app
+
+    host = LocalHost(function_app.app, settings)
+    try:
+        prepare_azure(stack, examples)
+        host.start()
+        _out(f"== function app hosted locally; HTTP API at {host.http_url}")
+        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client:
+            with client.get_queue_sender(settings["ONBOARDING_QUEUE"]) as sender:
+                for path, example in zip(paths, examples, strict=True):
+                    sender.send_messages(ServiceBusMessage(json.dumps(example), message_id=example["requestId"],
+                                                           content_type="application/json"))
+                    _out(f"== submitted {path.name} ({example['requestId']}, account {example['accountName']})")
+            outcomes = _follow_events(client, settings, set(expected), timeout_seconds)
+        _show_results(host.http_url, stack, list(expected))
+    finally:
+        host.stop()
+        stack.stop()
+
+    ok = True
+    _out("== outcome")
+    for request_id, want in expected.items():
+        got = outcomes.get(request_id, "no final event")
+        mark = "ok " if got == want else "BAD"
+        ok = ok and got == want
+        _out(f"   {mark} {request_id}: expected {want}, got {got}")
+    return 0 if ok else 1
+
+
+def _follow_events(client: Any, settings: dict[str, str], request_ids: set[str],
+                   timeout_seconds: float) -> dict[str, str]:
+    outcomes: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_seconds
+    _out("== events (CloudEvents on the events topic)")
+    with client.get_subscription_receiver(settings["EVENTS_TOPIC"], settings["EVENTS_SUBSCRIPTION"],
+                                          max_wait_time=2) as receiver:
+        while len(outcomes) < len(request_ids) and time.monotonic() < deadline:
+            for message in receiver.receive_messages(max_message_count=20, max_wait_time=2):
+                event = json.loads(b"".join(message.body) if not isinstance(message.body, bytes) else message.body)
+                receiver.complete_message(message)
+                data = event.get("data") or {}
+                request_id = data.get("requestId", "?")
+                detail = data.get("reason") or data.get("outcome") or ""
+                _out(f"   {event['time'][11:23]}  {request_id:10} {event['type']:40} {event['subject']:24} {detail}")
+                if event["type"] == "palette.onboarding.validated":
+                    for check in data.get("checks", []):
+                        _out(f"{'':28}{'pass' if check['ok'] else 'FAIL'}  {check['check']}: {check['detail']}")
+                if event["type"] == "palette.onboarding.failed" and data.get("message"):
+                    _out(f"{'':28}{data['message']}")
+                if event["type"] in FINAL_TYPES and request_id in request_ids:
+                    passed = event["type"].endswith("validated") and data.get("outcome") == "passed"
+                    outcomes[request_id] = "succeeded" if passed else "failed"
+    return outcomes
+
+
+def _show_results(http_url: str, stack: Stack, request_ids: list[str]) -> None:
+    _out("== request state (GET /api/onboardings/{requestId})")
+    for request_id in request_ids:
+        state = requests.get(f"{http_url}/onboardings/{request_id}", timeout=10).json()
+        steps = ", ".join(f"{name}={step['outcome']}" for name, step in state.get("steps", {}).items())
+        _out(f"   {request_id}: {state.get('status')}  [{steps}]")
+    assert stack.palette is not None
+    palette = requests.get(f"{stack.palette.url}/_devstack/state", timeout=10).json()
+    _out("== Palette state")
+    _out(json.dumps({k: palette.get(k) for k in ("cloudAccounts", "sshKeys", "apiKeys") if k in palette},
+                    indent=2, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

@@ -1,0 +1,298 @@
+"""A small local host for the Function App: a development tool, not the Azure Functions host.
+
+The Functions host cannot be installed on these machines, so this runner indexes ``function_app``
+the way the worker does (``app.get_functions()``) and feeds each function from the local stack:
+
+* Service Bus queue triggers: peek-lock receive from the broker; complete on success, abandon on
+  an exception (the queue's ``maxDeliveryCount`` then dead-letters), with lock renewal and
+  ``maxConcurrentCalls`` taken from host.json.
+* Timer triggers: fired on their NCRONTAB schedule (six fields, seconds first).
+* HTTP triggers: served under ``/api`` on a local port. Like ``func start``, it does not check
+  function keys.
+
+Production runs on Azure Functions; nothing here is deployed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+logger = logging.getLogger(__name__)
+
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+def resolve_setting(value: str, settings: Mapping[str, str]) -> str:
+    """Expand ``%NAME%`` binding expressions from the app settings, as the host does."""
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in settings:
+            raise KeyError(f"binding expression %{name}% names an app setting that is not set")
+        return settings[name]
+    return re.sub(r"%([^%]+)%", expand, value)
+
+
+def _parse_timespan(text: str) -> float:
+    hours, minutes, seconds = (float(part) for part in text.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _to_function_message(received: Any) -> func.ServiceBusMessage:
+    from azure.functions.servicebus import ServiceBusMessage
+
+    body = b"".join(received.body) if not isinstance(received.body, bytes) else received.body
+    properties = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in (received.application_properties or {}).items()
+    }
+    ttl = received.time_to_live
+    return ServiceBusMessage(
+        body=body, message_id=str(received.message_id or ""), application_properties=properties,
+        user_properties=dict(properties), content_type=received.content_type,
+        correlation_id=received.correlation_id, delivery_count=received.delivery_count,
+        enqueued_time_utc=received.enqueued_time_utc, sequence_number=received.sequence_number,
+        locked_until=received.locked_until_utc, subject=received.subject, label=received.subject,
+        lock_token=str(received.lock_token), dead_letter_reason=received.dead_letter_reason,
+        dead_letter_error_description=received.dead_letter_error_description,
+        scheduled_enqueue_time_utc=received.scheduled_enqueue_time_utc,
+        time_to_live=ttl,
+    )
+
+
+class _QueueListener:
+    """Peek-lock receive loop for one queue trigger."""
+
+    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, connection: str,
+                 queue: str, *, concurrency: int, lock_renewal_seconds: float) -> None:
+        self.name = name
+        self._function = function
+        self._arg_name = arg_name
+        self._connection = connection
+        self._queue = queue
+        self._concurrency = max(1, concurrency)
+        self._lock_renewal_seconds = lock_renewal_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"runner-{name}", daemon=True)
+        self.processed = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        from azure.servicebus import AutoLockRenewer, ServiceBusClient
+
+        while not self._stop.is_set():
+            try:
+                with ServiceBusClient.from_connection_string(self._connection) as client, \
+                        client.get_queue_receiver(self._queue, max_wait_time=1) as receiver, \
+                        AutoLockRenewer(max_lock_renewal_duration=self._lock_renewal_seconds) as renewer, \
+                        ThreadPoolExecutor(self._concurrency, thread_name_prefix=self.name) as pool:
+                    while not self._stop.is_set():
+                        batch = receiver.receive_messages(max_message_count=self._concurrency, max_wait_time=1)
+                        for message in batch:
+                            renewer.register(receiver, message)
+                        list(pool.map(lambda m: self._handle(receiver, m), batch))
+            except Exception:  # noqa: BLE001 - reconnect, as the host does
+                if not self._stop.is_set():
+                    logger.exception("runner: %s lost its receiver; reconnecting", self.name)
+                    self._stop.wait(1)
+
+    def _handle(self, receiver: Any, message: Any) -> None:
+        try:
+            self._function(**{self._arg_name: _to_function_message(message)})
+        except Exception:  # noqa: BLE001 - the host abandons on any exception
+            self.failed += 1
+            logger.exception("runner: %s failed (delivery %s); abandoning", self.name, message.delivery_count)
+            try:
+                receiver.abandon_message(message)
+            except Exception:  # noqa: BLE001 - the lock then expires and the message comes back
+                logger.warning("runner: could not abandon a message", exc_info=True)
+            return
+        self.processed += 1
+        try:
+            receiver.complete_message(message)
+        except Exception:  # noqa: BLE001 - the lock was lost; Service Bus redelivers
+            logger.warning("runner: could not complete a message", exc_info=True)
+
+
+class _TimerSchedule:
+    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, schedule: str) -> None:
+        from croniter import croniter
+
+        fields = schedule.split()
+        if len(fields) != 6:
+            raise ValueError(f"timer {name}: NCRONTAB schedules have six fields (seconds first): {schedule!r}")
+        self.name = name
+        self._function = function
+        self._arg_name = arg_name
+        self._cron = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"runner-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        from azure.functions.timer import TimerRequest
+
+        while not self._stop.is_set():
+            due: dt.datetime = self._cron.get_next(dt.datetime)
+            wait = (due - dt.datetime.now(dt.UTC)).total_seconds()
+            if self._stop.wait(max(0.0, wait)):
+                return
+            try:
+                self._function(**{self._arg_name: TimerRequest(past_due=False)})
+            except Exception:  # noqa: BLE001 - the host logs and waits for the next occurrence
+                logger.exception("runner: timer %s failed", self.name)
+
+
+class _HttpRoute:
+    def __init__(self, function: Callable[..., Any], arg_name: str, route: str, methods: list[str]) -> None:
+        pattern = re.sub(r"\{(\w+)(?::\w+)?\??\}", r"(?P<\1>[^/]+)", route.strip("/"))
+        self.regex = re.compile(f"^{pattern}/?$")
+        self.function = function
+        self.arg_name = arg_name
+        self.methods = {m.upper() for m in methods} or {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    server: _HttpServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("runner http: " + format, *args)
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        response = self.server.host.handle_http(self.command, split.path, dict(parse_qsl(split.query)),
+                                                dict(self.headers.items()), body,
+                                                f"http://{self.headers.get('Host', 'localhost')}{self.path}")
+        payload = response.get_body() or b""
+        self.send_response(response.status_code)
+        for name, value in response.headers.items():
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        if response.mimetype and "content-type" not in {k.lower() for k in response.headers}:
+            self.send_header("Content-Type", f"{response.mimetype}; charset={response.charset}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    host: LocalHost
+
+
+class LocalHost:
+    """Hosts every function of ``app`` against the settings of a running local stack."""
+
+    def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], *, http_port: int = 0,
+                 host_json: Path = HOST_JSON) -> None:
+        self.app = app
+        self.settings = dict(settings)
+        self._http_port = http_port
+        config = json.loads(host_json.read_text())
+        service_bus = config.get("extensions", {}).get("serviceBus", {})
+        self._concurrency = int(service_bus.get("maxConcurrentCalls", 16))
+        self._lock_renewal = _parse_timespan(service_bus.get("maxAutoLockRenewalDuration", "00:05:00"))
+        self._route_prefix = config.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
+        self._listeners: list[_QueueListener] = []
+        self._timers: list[_TimerSchedule] = []
+        self._routes: list[_HttpRoute] = []
+        self._http: _HttpServer | None = None
+        self.http_url = ""
+
+    def start(self) -> None:
+        # The functions read their settings from the environment, as they do in Azure.
+        os.environ.update(self.settings)
+        for fn in self.app.get_functions():
+            trigger = fn.get_trigger()
+            binding = trigger.get_dict_repr()
+            user_function = fn.get_user_function()
+            arg_name = trigger.name
+            kind = binding["type"]
+            if kind == "serviceBusTrigger":
+                queue = resolve_setting(binding["queueName"], self.settings)
+                connection = self.settings[binding["connection"]]
+                self._listeners.append(_QueueListener(
+                    fn.get_function_name(), user_function, arg_name, connection, queue,
+                    concurrency=self._concurrency, lock_renewal_seconds=self._lock_renewal))
+            elif kind == "timerTrigger":
+                schedule = resolve_setting(binding["schedule"], self.settings)
+                self._timers.append(_TimerSchedule(fn.get_function_name(), user_function, arg_name, schedule))
+            elif kind == "httpTrigger":
+                methods = [str(getattr(m, "value", m)) for m in binding.get("methods") or []]
+                self._routes.append(_HttpRoute(user_function, arg_name, binding.get("route") or fn.get_function_name(),
+                                               methods))
+            else:
+                raise ValueError(f"the local runner cannot host trigger type {kind!r}")
+        if self._routes:
+            self._http = _HttpServer(("127.0.0.1", self._http_port), _HttpHandler)
+            self._http.host = self
+            self.http_url = f"http://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
+            threading.Thread(target=self._http.serve_forever, name="runner-http", daemon=True).start()
+        for item in [*self._listeners, *self._timers]:
+            item.start()
+
+    def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
+                    body: bytes, url: str) -> func.HttpResponse:
+        prefix = f"/{self._route_prefix}/"
+        if not path.startswith(prefix):
+            return func.HttpResponse(status_code=404)
+        route_path = path[len(prefix):].strip("/")
+        # Literal routes win over parameterised ones, as in the host.
+        for route in sorted(self._routes, key=lambda r: r.regex.pattern.count("(?P<")):
+            match = route.regex.match(route_path)
+            if match and method.upper() in route.methods:
+                request = func.HttpRequest(method.upper(), url, headers=headers, params=params,
+                                           route_params=match.groupdict(), body=body)
+                try:
+                    response: func.HttpResponse = route.function(**{route.arg_name: request})
+                except Exception:  # noqa: BLE001 - the host answers 500 without details
+                    logger.exception("runner: HTTP function failed")
+                    return func.HttpResponse(status_code=500)
+                return response
+        return func.HttpResponse(status_code=404)
+
+    def stop(self) -> None:
+        for item in [*self._listeners, *self._timers]:
+            item.stop()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        from functions import dependencies
+
+        dependencies.reset()
+
+    def wait_idle(self, seconds: float) -> None:
+        time.sleep(seconds)

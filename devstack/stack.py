@@ -1,0 +1,182 @@
+"""Start every stand-in of the local stack on free loopback ports and describe it as app settings.
+
+``python -m devstack up`` and the pytest fixtures both use :class:`Stack`, so what the tests run
+against is what a developer runs. The settings it writes are the app settings of product.md, plus
+what the real SDKs need to reach loopback servers (``REQUESTS_CA_BUNDLE``, ``IDENTITY_ENDPOINT``,
+``IDENTITY_HEADER``) and ``EVENTS_SUBSCRIPTION`` for tools that read the events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devstack.azurite import RunningAzurite, start_azurite
+from devstack.httpbase import RunningServer
+from devstack.tls import make_loopback_certificate
+
+if TYPE_CHECKING:
+    from devstack.servicebus import RunningBroker
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The team's reference folder sits beside the repository; the spec is read from there, never copied.
+DEFAULT_SPEC_PATH = REPO_ROOT.parent / "shared" / "palette-api" / "palette-apis-spec.json"
+DEFAULT_WORKDIR = REPO_ROOT / ".devstack"
+ENTITIES_PATH = Path(__file__).resolve().parent / "entities.json"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackOptions:
+    """How to start the stack.
+
+    workdir: where the certificate, logs, Azurite data and ``settings.json`` go.
+    tools_dir: where the pinned Azurite is installed (kept across runs).
+    propagation_delay_seconds: how long Entra rejects a newly added client secret (real: 4-18 s).
+    palette_rate_per_second / palette_burst: Palette's documented rate limit (0 disables).
+    with_azurite: start the storage emulator (the state table needs it).
+    """
+
+    workdir: Path = DEFAULT_WORKDIR
+    tools_dir: Path | None = None
+    spec_path: Path = DEFAULT_SPEC_PATH
+    entities_path: Path = ENTITIES_PATH
+    propagation_delay_seconds: float = 0.0
+    password_cap: int | None = None
+    palette_rate_per_second: float = 10
+    palette_burst: int = 5
+    with_azurite: bool = True
+
+
+@dataclass
+class Stack:
+    """The running stand-ins; :meth:`start` brings them up, :meth:`stop` takes them down."""
+
+    options: StackOptions = field(default_factory=StackOptions)
+    settings: dict[str, str] = field(default_factory=dict)
+    palette: RunningServer | None = None
+    keyvault: RunningServer | None = None
+    identity: RunningServer | None = None
+    identity_https: RunningServer | None = None
+    broker: RunningBroker | None = None
+    azurite: RunningAzurite | None = None
+    startup_seconds: float = 0.0
+
+    def start(self) -> dict[str, str]:
+        from devstack.identity import create_app as create_identity_app
+        from devstack.keyvault import create_app as create_keyvault_app
+        from devstack.palette import create_app as create_palette_app
+        from devstack.palette import entra_credential_validator
+        from devstack.servicebus import load_entities, start_broker
+
+        began = time.monotonic()
+        opts = self.options
+        if not opts.spec_path.exists():
+            raise FileNotFoundError(
+                f"Palette's API spec was not found at {opts.spec_path}; the team's shared folder "
+                "must sit beside the repository."
+            )
+        workdir = opts.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            if opts.with_azurite:
+                # Azurite is a separate process: start it first so it boots while the rest starts.
+                self.azurite = start_azurite(opts.tools_dir or workdir / "tools", workdir)
+            cert = make_loopback_certificate(workdir / "tls")
+            tls = cert.server_context()
+
+            identity_header = secrets.token_urlsafe(24)
+            tenant_id = str(uuid.uuid4())
+            identity_app = create_identity_app(
+                identity_header=identity_header,
+                managed_identity_tenant_id=tenant_id,
+                managed_identity_client_id=str(uuid.uuid4()),
+                propagation_delay_seconds=opts.propagation_delay_seconds,
+                password_cap=opts.password_cap,
+            )
+            self.identity = RunningServer(identity_app)
+            self.identity_https = RunningServer(identity_app, tls=tls)
+            authority = self.identity_https.url
+
+            self.keyvault = RunningServer(create_keyvault_app(authority=authority, tenant_id=tenant_id),
+                                          tls=tls)
+            palette_api_key = secrets.token_urlsafe(32)
+            self.palette = RunningServer(create_palette_app(
+                spec_path=opts.spec_path,
+                api_key=palette_api_key,
+                credential_validator=entra_credential_validator(authority, verify=str(cert.ca_path)),
+                rate_per_second=opts.palette_rate_per_second,
+                burst=opts.palette_burst,
+            ))
+            queues, topics = load_entities(opts.entities_path)
+            self.broker = start_broker(queues=queues, topics=topics)
+            storage = (self.azurite.connection_string if self.azurite is not None
+                       else "UseDevelopmentStorage=true")
+            self.settings = {
+                "PALETTE_ENDPOINT": self.palette.url,
+                "PALETTE_API_KEY": palette_api_key,
+                "KEY_VAULT_URL": self.keyvault.url + "/",
+                "ServiceBusConnection": self.broker.connection_string,
+                "ONBOARDING_QUEUE": queues[0].name,
+                "EVENTS_TOPIC": topics[0].name,
+                "EVENTS_SUBSCRIPTION": topics[0].subscriptions[0].name,
+                "AzureWebJobsStorage": storage,
+                "GRAPH_ENDPOINT": authority,
+                "GRAPH_SCOPE": GRAPH_SCOPE,
+                "AZURE_AUTHORITY_HOST": authority,
+                "ROTATION_SCHEDULE": "0 0 3 * * *",
+                "ROTATION_THRESHOLD_DAYS": "30",
+                "REQUESTS_CA_BUNDLE": str(cert.ca_path),
+                "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
+                "IDENTITY_HEADER": identity_header,
+            }
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        return self.settings
+
+    def write_settings(self, path: Path | None = None) -> Path:
+        target = path or self.options.workdir / "settings.json"
+        target.write_text(json.dumps(self.settings, indent=2) + "\n")
+        target.chmod(0o600)
+        return target
+
+    def reset(self) -> None:
+        """Empty every stand-in (keeping seeds and entities) so a test starts from scratch."""
+        for server in (self.palette, self.keyvault, self.identity):
+            if server is not None:
+                server.reset()
+        if self.broker is not None:
+            self.broker.reset()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "palette": self.palette.url if self.palette else None,
+            "keyVault": self.keyvault.url if self.keyvault else None,
+            "identity": self.identity_https.url if self.identity_https else None,
+            "managedIdentity": self.identity.url if self.identity else None,
+            "serviceBus": f"sb://{self.broker.host}:{self.broker.port}" if self.broker else None,
+            "azuriteTable": self.azurite.table_port if self.azurite else None,
+            "startupSeconds": round(self.startup_seconds, 3),
+        }
+
+    def stop(self) -> None:
+        for server in (self.palette, self.keyvault, self.identity_https, self.identity):
+            if server is not None:
+                server.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.azurite is not None:
+            self.azurite.stop()
+        self.palette = self.keyvault = self.identity = self.identity_https = None
+        self.broker = None
+        self.azurite = None

@@ -1,0 +1,109 @@
+"""Settings and clients, built once per worker process on first use and then reused.
+
+Clients hold connection pools (one ``requests.Session`` per service, one Service Bus sender), so
+building them per invocation would cost a TLS handshake and an AMQP link every time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.clients.queue import RequestQueue
+    from shared.pipeline import OnboardingClients
+    from shared.settings import Settings
+
+_lock = threading.Lock()
+_current: Dependencies | None = None
+
+
+@dataclass
+class Dependencies:
+    settings: Settings
+    credential: TokenCredential
+    clients: OnboardingClients
+    queue: RequestQueue
+
+    def close(self) -> None:
+        self.clients.palette.close()
+        if self.clients.graph is not None:
+            self.clients.graph.close()
+        self.clients.secrets.close()
+        self.clients.events.close()
+        self.queue.close()
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build(settings: Settings) -> Dependencies:
+    """Build every client from settings (managed identity in Azure; the local stack's equivalents)."""
+    from azure.identity import DefaultAzureCredential
+
+    from shared.clients.events import EventPublisher
+    from shared.clients.graph import GraphClient
+    from shared.clients.keyvault import SecretStore
+    from shared.clients.palette import PaletteClient
+    from shared.clients.queue import RequestQueue
+    from shared.pipeline import OnboardingClients
+    from shared.state import TableStateStore
+
+    credential_kwargs = {}
+    if settings.authority_host:
+        credential_kwargs["authority"] = settings.authority_host
+    credential = DefaultAzureCredential(**credential_kwargs)
+    if settings.service_bus_connection:
+        events = EventPublisher.from_connection_string(settings.service_bus_connection, settings.events_topic)
+        queue = RequestQueue.from_connection_string(settings.service_bus_connection, settings.onboarding_queue)
+    else:
+        assert settings.service_bus_namespace is not None
+        events = EventPublisher.from_namespace(settings.service_bus_namespace, credential, settings.events_topic)
+        queue = RequestQueue.from_namespace(settings.service_bus_namespace, credential, settings.onboarding_queue)
+    if settings.storage_connection:
+        state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
+    else:
+        assert settings.table_endpoint is not None
+        state = TableStateStore.from_endpoint(settings.table_endpoint, credential, settings.state_table)
+    clients = OnboardingClients(
+        palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key),
+        graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope),
+        secrets=SecretStore(settings.key_vault_url, credential),
+        events=events,
+        state=state,
+    )
+    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue)
+
+
+def get() -> Dependencies:
+    """The worker's dependencies, built from the environment on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                from shared.settings import Settings
+
+                _current = build(Settings.from_mapping(os.environ))
+    return _current
+
+
+def reset() -> None:
+    """Drop the cached dependencies (the local runner calls this when settings change)."""
+    global _current
+    with _lock:
+        if _current is not None:
+            _current.close()
+        _current = None

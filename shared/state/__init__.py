@@ -1,0 +1,14 @@
+"""The onboarding state: one Table Storage row per requestId, updated under optimistic concurrency."""
+
+from shared.state.records import OnboardingRecord, RequestStatus, StepOutcome, StepRecord
+from shared.state.store import ConcurrentUpdateError, StateStore, TableStateStore
+
+__all__ = [
+    "ConcurrentUpdateError",
+    "OnboardingRecord",
+    "RequestStatus",
+    "StateStore",
+    "StepOutcome",
+    "StepRecord",
+    "TableStateStore",
+]
