@@ -53,7 +53,7 @@ class Request:
             raise HttpError(400, "BadRequest", "The request body is empty; a JSON body is required.")
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise HttpError(400, "BadRequest", f"The request body is not valid JSON: {exc}") from None
 
 
@@ -268,7 +268,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             chunks = []
             total = 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                try:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    raise HttpError(400, "BadRequest", "The chunked request body is malformed.") from None
                 if size == 0:
                     self.rfile.readline()
                     break
@@ -283,7 +286,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
             length = int(length_header)
         except ValueError:
             raise HttpError(400, "BadRequest", "The Content-Length header is not a number.") from None
-        if length < 0 or length > MAX_BODY_BYTES:
+        if length < 0:
+            raise HttpError(400, "BadRequest", "The Content-Length header is negative.")
+        if length > MAX_BODY_BYTES:
             raise HttpError(413, "RequestEntityTooLarge", "The request body is too large.")
         return self.rfile.read(length) if length else b""
 

@@ -32,6 +32,9 @@ DEFAULT_SPEC_PATH = REPO_ROOT.parent / "shared" / "palette-api" / "palette-apis-
 DEFAULT_WORKDIR = REPO_ROOT / ".devstack"
 ENTITIES_PATH = Path(__file__).resolve().parent / "entities.json"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+# The Entra tenant of the app's managed identity on the local stack. Graph only lets an identity
+# manage app registrations of its own tenant, so the examples' apps live in this tenant too.
+DEVSTACK_TENANT_ID = "11111111-1111-4111-8111-111111111111"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +97,7 @@ class Stack:
             tls = cert.server_context()
 
             identity_header = secrets.token_urlsafe(24)
-            tenant_id = str(uuid.uuid4())
+            tenant_id = DEVSTACK_TENANT_ID
             identity_app = create_identity_app(
                 identity_header=identity_header,
                 managed_identity_tenant_id=tenant_id,

@@ -1,0 +1,30 @@
+"""Local stand-in for Microsoft Entra ID (token endpoints) and Graph's app registrations.
+
+Serve the one app object on two listeners: plain HTTP for the managed identity endpoint
+(``IDENTITY_ENDPOINT=http://127.0.0.1:PORT/msi/token``) and HTTPS for the authority and Graph
+(``AZURE_AUTHORITY_HOST`` and ``GRAPH_ENDPOINT`` = ``https://127.0.0.1:PORT2``); every route works
+on both.
+"""
+
+from __future__ import annotations
+
+from devstack.identity.models import IdentityBackend, IdentityConfig
+from devstack.identity.routes import GRAPH_RESOURCE, IdentityApp
+
+__all__ = ["GRAPH_RESOURCE", "IdentityApp", "IdentityBackend", "IdentityConfig", "create_app"]
+
+
+def create_app(*, identity_header: str, managed_identity_tenant_id: str, managed_identity_client_id: str,
+               propagation_delay_seconds: float = 0.0, password_cap: int | None = None) -> IdentityApp:
+    """Build the identity app over a fresh backend.
+
+    ``propagation_delay_seconds`` is how long a new secret is refused (the real service takes
+    seconds to know it); ``password_cap`` is a tenant policy's limit of passwords per app. Both are
+    what ``reset()`` restores, and ``POST /_devstack/config`` changes them at run time.
+    """
+    backend = IdentityBackend(
+        managed_identity_tenant_id=managed_identity_tenant_id,
+        managed_identity_client_id=managed_identity_client_id,
+        config=IdentityConfig(propagation_delay_seconds=propagation_delay_seconds, password_cap=password_cap),
+    )
+    return IdentityApp(backend, identity_header=identity_header)

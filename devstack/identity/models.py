@@ -1,0 +1,374 @@
+"""Pure-Python backend of the identity stand-in: tenants, app registrations and their passwords.
+
+No HTTP here: the wire layer (``routes.py``) parses requests, calls these methods with typed
+arguments and renders the domain errors below in Entra's or Graph's own format. State is scoped
+like the real directory: every application lives in one tenant, and a caller only sees the
+applications of its own tenant.
+
+Secrets are never stored: each password keeps a salted SHA-256 digest of its ``secretText``, so
+the value exists only in the ``addPassword`` answer, as in Entra ID.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+import re
+import secrets
+import string
+import threading
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# Tenant names that are valid in an authority URL but identify no tenant.
+MULTI_TENANT_ALIASES: Final = frozenset({"common", "organizations", "consumers"})
+
+# Real secrets are 40 characters: a 3-character hint, a digit, ``Q~``, then 34 more.
+_SECRET_HEAD = string.ascii_letters + string.digits
+_SECRET_TAIL = string.ascii_letters + string.digits + "_.~-"
+_DEFAULT_LIFETIME_YEARS = 2
+_MAX_PROPAGATION_DELAY_SECONDS = 3600.0
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+class IdentityError(Exception):
+    """Base of the backend's domain errors; the wire layer maps each class to a status."""
+
+
+class TenantNotFoundError(IdentityError):
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"Tenant '{tenant_id}' not found.")
+        self.tenant_id = tenant_id
+
+
+class ApplicationNotFoundError(IdentityError):
+    """No application with this appId or object id in the caller's tenant."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(f"Application '{reference}' not found.")
+        self.reference = reference
+
+
+class ApplicationConflictError(IdentityError):
+    """The appId (or object id) already belongs to an application with other identifiers."""
+
+
+class InvalidClientSecretError(IdentityError):
+    """The secret matches no usable password (including ones not yet propagated)."""
+
+
+class ExpiredClientSecretError(IdentityError):
+    """The secret matches a password whose ``endDateTime`` has passed."""
+
+
+class PasswordLimitError(IdentityError):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"The application already holds the maximum of {cap} passwords.")
+        self.cap = cap
+
+
+class PasswordNotFoundError(IdentityError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"No password credential found with keyId '{key_id}'.")
+        self.key_id = key_id
+
+
+class InvalidPasswordDatesError(IdentityError):
+    """``endDateTime`` is in the past or not after ``startDateTime``."""
+
+
+class InvalidConfigError(IdentityError, ValueError):
+    """A run-time setting is out of range."""
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class PasswordCredential:
+    """One client secret of an application; ``digest`` is all that remains of the value."""
+
+    key_id: str
+    display_name: str | None
+    hint: str
+    start: dt.datetime
+    end: dt.datetime
+    created: dt.datetime
+    salt: bytes = field(repr=False)
+    digest: bytes = field(repr=False)
+
+    def matches(self, secret: str) -> bool:
+        candidate = hashlib.sha256(self.salt + secret.encode("utf-8", "surrogatepass")).digest()
+        return hmac.compare_digest(candidate, self.digest)
+
+
+@dataclass(frozen=True)
+class Application:
+    """An app registration as the backend hands it out: an immutable snapshot."""
+
+    object_id: str
+    app_id: str
+    tenant_id: str
+    display_name: str
+    created: dt.datetime
+    passwords: tuple[PasswordCredential, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Run-time settings: how long a new secret is refused, and the per-app password cap."""
+
+    propagation_delay_seconds: float = 0.0
+    password_cap: int | None = None
+
+    def __post_init__(self) -> None:
+        delay = self.propagation_delay_seconds
+        if (isinstance(delay, bool) or not isinstance(delay, (int, float))
+                or not 0 <= delay <= _MAX_PROPAGATION_DELAY_SECONDS or not math.isfinite(delay)):
+            raise InvalidConfigError(
+                f"propagationDelaySeconds must be a number from 0 to {_MAX_PROPAGATION_DELAY_SECONDS:g}.")
+        cap = self.password_cap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise InvalidConfigError("passwordCap must be a non-negative integer or null.")
+
+
+def generate_secret_text() -> str:
+    """A secret shaped like Entra's: 40 characters, ``Q~`` at positions 4-5."""
+    head = "".join(secrets.choice(_SECRET_HEAD) for _ in range(3)) + secrets.choice(string.digits)
+    tail = "".join(secrets.choice(_SECRET_TAIL) for _ in range(34))
+    return f"{head}Q~{tail}"
+
+
+def _add_years(moment: dt.datetime, years: int) -> dt.datetime:
+    """Same day ``years`` later (28 February for 29 February); ValueError past year 9999."""
+    if moment.month == 2 and moment.day == 29:
+        moment = moment.replace(day=28)
+    return moment.replace(year=moment.year + years)
+
+
+def is_guid(value: str) -> bool:
+    """The canonical 8-4-4-4-12 form Graph uses for object ids and keyIds."""
+    return _GUID.fullmatch(value) is not None
+
+
+class IdentityBackend:
+    """Tenants, applications and passwords, thread-safe and resettable.
+
+    ``clock`` is injectable so the propagation delay and expiry can be tested without sleeping.
+    """
+
+    def __init__(self, *, managed_identity_tenant_id: str, managed_identity_client_id: str,
+                 config: IdentityConfig | None = None,
+                 clock: Callable[[], dt.datetime] = utc_now) -> None:
+        self.managed_identity_tenant_id = managed_identity_tenant_id.lower()
+        self.managed_identity_client_id = managed_identity_client_id
+        self._initial_config = config or IdentityConfig()
+        self._config = self._initial_config
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._apps: dict[str, Application] = {}  # by lower-case appId
+
+    # -- lifecycle and settings -------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every application and restore the settings given at construction."""
+        with self._lock:
+            self._apps.clear()
+            self._config = self._initial_config
+
+    @property
+    def config(self) -> IdentityConfig:
+        with self._lock:
+            return self._config
+
+    def configure(self, **changes: Any) -> IdentityConfig:
+        """Change some settings (``propagation_delay_seconds``, ``password_cap``); validates all."""
+        with self._lock:
+            self._config = replace(self._config, **changes)
+            return self._config
+
+    def now(self) -> dt.datetime:
+        return self._clock()
+
+    # -- tenants and applications -----------------------------------------------------------
+
+    def tenant_exists(self, tenant_id: str) -> bool:
+        tenant = tenant_id.lower()
+        with self._lock:
+            return tenant == self.managed_identity_tenant_id or any(
+                app.tenant_id == tenant for app in self._apps.values())
+
+    def register_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None,
+                             object_id: str | None = None) -> tuple[Application, bool]:
+        """Create an app registration; returns ``(app, created)`` and is idempotent on appId."""
+        tenant = tenant_id.lower()
+        with self._lock:
+            existing = self._apps.get(app_id.lower())
+            if existing is not None:
+                if existing.tenant_id != tenant or (object_id and object_id.lower() != existing.object_id):
+                    raise ApplicationConflictError(
+                        f"appId '{app_id}' is already registered in tenant '{existing.tenant_id}' "
+                        f"with object id '{existing.object_id}'.")
+                return existing, False
+            if object_id is not None:
+                if not is_guid(object_id):
+                    raise ValueError(f"objectId '{object_id}' is not a GUID.")
+                if any(app.object_id == object_id.lower() for app in self._apps.values()):
+                    raise ApplicationConflictError(f"objectId '{object_id}' is already in use.")
+            app = Application(
+                object_id=(object_id or str(uuid.uuid4())).lower(), app_id=app_id, tenant_id=tenant,
+                display_name=display_name if display_name is not None else app_id, created=self.now())
+            self._apps[app_id.lower()] = app
+            return app, True
+
+    def delete_application(self, app_id: str) -> bool:
+        with self._lock:
+            return self._apps.pop(app_id.lower(), None) is not None
+
+    def list_applications(self, tenant_id: str) -> list[Application]:
+        tenant = tenant_id.lower()
+        with self._lock:
+            return [app for app in self._apps.values() if app.tenant_id == tenant]
+
+    def get_application(self, tenant_id: str, *, app_id: str | None = None,
+                        object_id: str | None = None) -> Application:
+        """Find an application of ``tenant_id`` by appId or object id (exactly one of them)."""
+        with self._lock:
+            return self._find(tenant_id.lower(), app_id, object_id)
+
+    def _find(self, tenant: str, app_id: str | None, object_id: str | None) -> Application:
+        if app_id is not None:
+            app = self._apps.get(app_id.lower())
+            if app is not None and app.tenant_id == tenant:
+                return app
+            raise ApplicationNotFoundError(app_id)
+        if object_id is not None:
+            wanted = object_id.lower()
+            for app in self._apps.values():
+                if app.object_id == wanted and app.tenant_id == tenant:
+                    return app
+            raise ApplicationNotFoundError(object_id)
+        raise ValueError("Give app_id or object_id.")
+
+    # -- passwords ----------------------------------------------------------------------------
+
+    def add_password(self, tenant_id: str, *, app_id: str | None = None, object_id: str | None = None,
+                     display_name: str | None = None, start: dt.datetime | None = None,
+                     end: dt.datetime | None = None) -> tuple[PasswordCredential, str]:
+        """Add a password; returns it with its ``secretText``, which is not kept anywhere."""
+        now = self.now()
+        start = start or now
+        if end is None:
+            try:
+                end = _add_years(start, _DEFAULT_LIFETIME_YEARS)
+            except ValueError:
+                raise InvalidPasswordDatesError("startDateTime is too far in the future.") from None
+        if end <= start:
+            raise InvalidPasswordDatesError("endDateTime must be later than startDateTime.")
+        if end <= now:
+            raise InvalidPasswordDatesError("endDateTime must be in the future.")
+        secret_text = generate_secret_text()
+        salt = secrets.token_bytes(16)
+        with self._lock:
+            app = self._find(tenant_id.lower(), app_id, object_id)
+            cap = self._config.password_cap
+            if cap is not None and len(app.passwords) >= cap:
+                raise PasswordLimitError(cap)
+            password = PasswordCredential(
+                key_id=str(uuid.uuid4()), display_name=display_name, hint=secret_text[:3], start=start,
+                end=end, created=now, salt=salt,
+                digest=hashlib.sha256(salt + secret_text.encode()).digest())
+            self._apps[app.app_id.lower()] = replace(app, passwords=(*app.passwords, password))
+        return password, secret_text
+
+    def remove_password(self, tenant_id: str, key_id: str, *, app_id: str | None = None,
+                        object_id: str | None = None) -> None:
+        with self._lock:
+            app = self._find(tenant_id.lower(), app_id, object_id)
+            kept = tuple(p for p in app.passwords if p.key_id != key_id.lower())
+            if len(kept) == len(app.passwords):
+                raise PasswordNotFoundError(key_id)
+            self._apps[app.app_id.lower()] = replace(app, passwords=kept)
+
+    # -- sign-in ------------------------------------------------------------------------------
+
+    def authenticate_client(self, tenant_id: str, client_id: str, client_secret: str) -> Application:
+        """Check a client-credentials sign-in the way Entra ID does.
+
+        A secret younger than the propagation delay, or not yet started, is refused exactly like a
+        wrong one: for its first seconds the real service does not know it either.
+        """
+        tenant = tenant_id.lower()
+        now = self.now()
+        with self._lock:
+            if not self.tenant_exists(tenant):
+                raise TenantNotFoundError(tenant_id)
+            app = self._find(tenant, client_id, None)
+            delay = self._config.propagation_delay_seconds
+        matched = [p for p in app.passwords if p.matches(client_secret)]
+        usable = [p for p in matched
+                  if (now - p.created).total_seconds() >= delay and p.start <= now]
+        if not usable:
+            raise InvalidClientSecretError(client_id)
+        if all(p.end <= now for p in usable):
+            raise ExpiredClientSecretError(client_id)
+        return app
+
+    # -- admin view ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready view of everything except secret material (no digests, no hints)."""
+        with self._lock:
+            config = self._config
+            apps = list(self._apps.values())
+        tenants: dict[str, Any] = {self.managed_identity_tenant_id: {"applications": []}}
+        for app in sorted(apps, key=lambda a: (a.tenant_id, a.app_id)):
+            tenants.setdefault(app.tenant_id, {"applications": []})["applications"].append({
+                "id": app.object_id,
+                "appId": app.app_id,
+                "displayName": app.display_name,
+                "createdDateTime": format_datetime(app.created),
+                "passwordCredentials": [
+                    {"keyId": p.key_id, "displayName": p.display_name,
+                     "startDateTime": format_datetime(p.start), "endDateTime": format_datetime(p.end),
+                     "createdDateTime": format_datetime(p.created)}
+                    for p in app.passwords
+                ],
+            })
+        return {
+            "config": {"propagationDelaySeconds": config.propagation_delay_seconds,
+                       "passwordCap": config.password_cap},
+            "managedIdentity": {"tenantId": self.managed_identity_tenant_id,
+                                "clientId": self.managed_identity_client_id},
+            "tenants": tenants,
+        }
+
+
+def format_datetime(moment: dt.datetime) -> str:
+    """Graph's form: UTC, ``Z``, seven fractional digits when there is a fraction."""
+    moment = moment.astimezone(dt.UTC)
+    base = moment.replace(tzinfo=None, microsecond=0).isoformat(timespec="seconds")
+    return f"{base}.{moment.microsecond:06d}0Z" if moment.microsecond else f"{base}Z"
+
+
+def parse_datetime(text: str) -> dt.datetime:
+    """Parse an ISO 8601 date-time as Graph accepts it; a naive value is taken as UTC.
+
+    Raises ``ValueError`` when ``text`` is not one.
+    """
+    if not isinstance(text, str) or not text.strip() or len(text) > 64:
+        raise ValueError(f"not a date-time: {text!r}")
+    moment = dt.datetime.fromisoformat(text.strip())  # takes Graph's seven fractional digits too
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"date-time out of range: {text!r}") from None
