@@ -58,6 +58,15 @@ class RunningAzurite:
     queue_port: int
     table_port: int
     host: str = "127.0.0.1"
+    log_path: Path | None = None
+    timeout_seconds: float = 20
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.timeout_seconds
+        for port in (self.blob_port, self.queue_port, self.table_port):
+            if not wait_for_port(self.host, port, deadline=deadline, alive=lambda: self.process.poll() is None):
+                self.stop()
+                raise AzuriteError(f"Azurite did not start; see {self.log_path}")
 
     @property
     def connection_string(self) -> str:
@@ -81,28 +90,22 @@ class RunningAzurite:
 
 def start_azurite(tools_dir: Path, workdir: Path, *, host: str = "127.0.0.1",
                   timeout_seconds: float = 20) -> RunningAzurite:
-    """Start Azurite (blob, queue, table) in memory on free ports and wait until it answers."""
+    """Start Azurite (blob, queue, table) in memory on free ports; :meth:`RunningAzurite.wait_ready`
+    waits until it answers, so the caller can start other servers meanwhile."""
     launcher = install_azurite(tools_dir)
     node = shutil.which("node")
     if node is None:
         raise AzuriteError("node was not found on PATH; install Node.js 20 to run Azurite.")
     ports = [free_port(host) for _ in range(3)]
-    location = workdir / "azurite"
-    location.mkdir(parents=True, exist_ok=True)
     log = (workdir / "azurite.log").open("wb")
     process = subprocess.Popen(
         [node, str(launcher), "--inMemoryPersistence", "--skipApiVersionCheck", "--disableTelemetry",
-         "--loose", "--location", str(location),
+         "--loose",
          "--blobHost", host, "--blobPort", str(ports[0]),
          "--queueHost", host, "--queuePort", str(ports[1]),
          "--tableHost", host, "--tablePort", str(ports[2])],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     log.close()
-    running = RunningAzurite(process, *ports, host=host)
-    deadline = time.monotonic() + timeout_seconds
-    for port in ports:
-        if not wait_for_port(host, port, deadline=deadline, alive=lambda: process.poll() is None):
-            running.stop()
-            raise AzuriteError(f"Azurite did not start; see {workdir / 'azurite.log'}")
-    return running
+    return RunningAzurite(process, *ports, host=host, log_path=workdir / "azurite.log",
+                          timeout_seconds=timeout_seconds)

@@ -121,6 +121,8 @@ class Stack:
             ))
             queues, topics = load_entities(opts.entities_path)
             self.broker = start_broker(queues=queues, topics=topics)
+            if self.azurite is not None:
+                self.azurite.wait_ready()
             storage = (self.azurite.connection_string if self.azurite is not None
                        else "UseDevelopmentStorage=true")
             self.settings = {

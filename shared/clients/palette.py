@@ -1,0 +1,533 @@
+"""A small client for the Palette REST calls the onboarding needs (see palette-api.md).
+
+Scope: Palette picks tenant or project scope from the ``ProjectUid`` header (absent: tenant).
+Every method that can work in either scope takes ``project_uid``; API keys and users are always
+tenant-scoped, so those methods never send the header.
+
+Rate limits: Palette allows about 10 requests/s per source IP and resource prefix (``/v1/users``,
+``/v1/cloudaccounts``...), burst 5, then answers 429. The client keeps its own token bucket per
+prefix, by default a little under that (8/s, burst 5), so a burst of onboardings in one worker is
+paced instead of bouncing off 429s; 429s that still happen (other workers, other tools) are
+retried by :class:`~shared.clients.http.JsonHttpClient`.
+
+Names are matched client-side by listing, as Palette's own SDK does: "create or update by name" is
+the caller's job, and a create whose response was lost is never repeated here (see ``http.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from azure.core.exceptions import DecodeError, ResourceNotFoundError
+from azure.core.paging import ItemPaged
+from pydantic import SecretStr
+
+from shared.clients.http import (
+    JsonHttpClient,
+    RateLimiter,
+    RetryPolicy,
+    format_timestamp,
+    parse_timestamp,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from datetime import datetime
+
+    import requests
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ``v1AzureCloudAccount.azureEnvironment`` values accepted by the published spec.
+AZURE_ENVIRONMENTS = frozenset({
+    "AzureChinaCloud", "AzurePublicCloud", "AzureUSGovernment", "AzureUSGovernmentCloud",
+    "AzureUSSecretCloud",
+})
+#: Palette's page size: both the default and the maximum of ``limit``.
+PAGE_SIZE = 50
+
+SCOPE_TENANT = "tenant"
+SCOPE_PROJECT = "project"
+
+
+@dataclass(frozen=True)
+class Project:
+    uid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Overlord:
+    """A Private Cloud Gateway (PCG); Palette only accepts one in state ``Running``."""
+
+    uid: str
+    name: str
+    state: str | None
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == "Running"
+
+
+@dataclass(frozen=True)
+class User:
+    uid: str
+    name: str
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AzureCredentials:
+    """The ``spec`` of an Azure cloud account: what Palette validates and stores.
+
+    Keyword-only so a tenant id and a client id (both GUIDs) cannot be swapped by position. The
+    secret is a :class:`SecretStr`, so ``repr`` and logs of this object show ``**********``.
+    """
+
+    tenant_id: str
+    client_id: str
+    client_secret: SecretStr
+    environment: str = "AzurePublicCloud"
+    tenant_name: str | None = None
+    disable_properties: bool = False
+    tls_cert: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.environment not in AZURE_ENVIRONMENTS:
+            raise ValueError(f"environment must be one of {', '.join(sorted(AZURE_ENVIRONMENTS))}; "
+                             f"got {self.environment!r}.")
+        if not isinstance(self.client_secret, SecretStr):
+            raise TypeError("client_secret must be a pydantic SecretStr, never a plain string.")
+
+    def to_spec(self) -> dict[str, Any]:
+        """The ``v1AzureCloudAccount`` body; the only place the secret value is unwrapped."""
+        spec: dict[str, Any] = {
+            "tenantId": self.tenant_id,
+            "clientId": self.client_id,
+            "clientSecret": self.client_secret.get_secret_value(),
+            "azureEnvironment": self.environment,
+            "settings": {"disablePropertiesRequest": self.disable_properties},
+        }
+        if self.tenant_name is not None:
+            spec["tenantName"] = self.tenant_name
+        if self.tls_cert is not None:
+            spec["tls"] = {"cert": self.tls_cert}
+        return spec
+
+
+@dataclass(frozen=True)
+class AzureAccount:
+    """An Azure cloud account as Palette lists it. The client secret is never read back."""
+
+    uid: str
+    name: str
+    scope: str
+    tenant_id: str | None
+    client_id: str | None
+    environment: str | None
+    tenant_name: str | None
+    disable_properties: bool
+    overlord_uid: str | None
+    state: str | None
+
+
+@dataclass(frozen=True)
+class SshKey:
+    uid: str
+    name: str
+    public_key: str
+    scope: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's metadata. Palette never returns the key value after creation."""
+
+    uid: str
+    name: str
+    user_uid: str | None
+    expiry: datetime | None
+    is_active: bool | None
+    description: str | None
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    """The result of creating an API key: the only time Palette shows the value."""
+
+    uid: str
+    value: SecretStr
+
+
+def rate_key_for(path: str) -> str:
+    """Palette's rate-limit bucket: the first two path segments (``/v1/cloudaccounts``)."""
+    segments = [s for s in path.split("?", 1)[0].split("/") if s]
+    return "/" + "/".join(segments[:2])
+
+
+def _seg(value: str) -> str:
+    """One URL path segment, so a uid can never reach another route.
+
+    An empty uid names no resource: ``get_*`` raise ``ResourceNotFoundError`` without a call
+    (``GET /v1/apiKeys/`` would be the list), and ``delete_*`` treat it as already gone.
+    """
+    if not value:
+        raise ResourceNotFoundError(message="An empty Palette uid names no resource.")
+    return quote(value, safe="")
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _metadata(item: dict[str, Any]) -> dict[str, Any]:
+    return _dict(item.get("metadata"))
+
+
+def _annotations(item: dict[str, Any]) -> dict[str, Any]:
+    return _dict(_metadata(item).get("annotations"))
+
+
+def _scope_of(item: dict[str, Any], asked_project_uid: str | None) -> str:
+    # Palette annotates every object with its scope. Without the annotation, the object can only
+    # come from the scope we asked for.
+    scope = _str(_annotations(item).get("scope"))
+    if scope:
+        return scope
+    return SCOPE_PROJECT if asked_project_uid else SCOPE_TENANT
+
+
+def _wanted_scope(project_uid: str | None) -> str:
+    return SCOPE_PROJECT if project_uid else SCOPE_TENANT
+
+
+def _azure_account(item: dict[str, Any], project_uid: str | None) -> AzureAccount:
+    meta = _metadata(item)
+    spec = _dict(item.get("spec"))
+    settings = _dict(spec.get("settings"))
+    overlord = _str(_annotations(item).get("overlordUid"))
+    return AzureAccount(
+        uid=str(meta.get("uid") or ""),
+        name=str(meta.get("name") or ""),
+        scope=_scope_of(item, project_uid),
+        tenant_id=_str(spec.get("tenantId")),
+        client_id=_str(spec.get("clientId")),
+        environment=_str(spec.get("azureEnvironment")),
+        tenant_name=_str(spec.get("tenantName")) or None,
+        disable_properties=bool(settings.get("disablePropertiesRequest", False)),
+        overlord_uid=overlord or None,
+        state=_str(_dict(item.get("status")).get("state")),
+    )
+
+
+def _ssh_key(item: dict[str, Any], project_uid: str | None) -> SshKey:
+    meta = _metadata(item)
+    return SshKey(uid=str(meta.get("uid") or ""), name=str(meta.get("name") or ""),
+                  public_key=str(_dict(item.get("spec")).get("publicKey") or ""),
+                  scope=_scope_of(item, project_uid))
+
+
+def _api_key(item: dict[str, Any]) -> ApiKey:
+    meta = _metadata(item)
+    spec = _dict(item.get("spec"))
+    active = _dict(item.get("status")).get("isActive")
+    return ApiKey(uid=str(meta.get("uid") or ""), name=str(meta.get("name") or ""),
+                  user_uid=_str(_dict(spec.get("user")).get("uid")),
+                  expiry=parse_timestamp(spec.get("expiry")),
+                  is_active=active if isinstance(active, bool) else None,
+                  description=_str(_annotations(item).get("description")))
+
+
+class PaletteClient(JsonHttpClient):
+    """Palette REST client authenticated with an API key.
+
+    :param endpoint: Palette API base URL, e.g. ``https://api.spectrocloud.com``.
+    :param api_key: The Palette API key (sent as the ``ApiKey`` header, never logged).
+    :keyword timeout: Seconds per connect and per read (default 30).
+    :keyword session: A :class:`requests.Session` seam for tests and custom TLS trust.
+    :keyword retry: The :class:`RetryPolicy` (defaults documented there).
+    :keyword rate_per_second: Client-side pace per resource prefix (default 8, under Palette's 10).
+    :keyword burst: Client-side burst per resource prefix (default 5, Palette's documented burst).
+    :keyword rate_limiter: Share one :class:`RateLimiter` between clients of one worker; when given,
+        ``rate_per_second`` and ``burst`` are ignored.
+
+    Every method raises azure-core exceptions: :class:`~azure.core.exceptions.ClientAuthenticationError`
+    (401/403: the key is wrong, expired or lacks the permission), ``ResourceNotFoundError`` (404),
+    ``ResourceExistsError`` (409), ``HttpResponseError`` (other statuses),
+    ``ServiceRequestError`` / ``ServiceResponseError`` (network).
+    """
+
+    service_name = "Palette"
+    request_id_headers = ("AuditUid", "X-Request-Id")
+
+    def __init__(self, endpoint: str, api_key: SecretStr, *, timeout: float = 30,
+                 session: requests.Session | None = None, retry: RetryPolicy | None = None,
+                 rate_per_second: float = 8, burst: int = 5, rate_limiter: RateLimiter | None = None) -> None:
+        if not isinstance(api_key, SecretStr):
+            raise TypeError("api_key must be a pydantic SecretStr.")
+        if not api_key.get_secret_value():
+            raise ValueError("api_key must not be empty: pass the Palette API key.")
+        super().__init__(endpoint, timeout=timeout, session=session, retry=retry,
+                         rate_limiter=rate_limiter or RateLimiter(rate_per_second, burst))
+        self._api_key = api_key
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, *, project_uid: str | None = None, json: Any = None,
+              params: dict[str, Any] | None = None, idempotent: bool | None = None,
+              secrets: Iterable[str] = ()) -> requests.Response:
+        headers = {"ApiKey": self._api_key.get_secret_value(), "Accept": "application/json"}
+        if project_uid:
+            headers["ProjectUid"] = project_uid
+        return self._send(method, path, json=json, params=params, headers=headers,
+                          rate_key=rate_key_for(path), idempotent=idempotent,
+                          secrets=(self._api_key.get_secret_value(), *secrets))
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self._call(method, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            raise DecodeError(message=f"Palette {method} {path} returned {response.status_code} "
+                                      "with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise DecodeError(message=f"Palette {method} {path} returned JSON that is not an object")
+        return body
+
+    @staticmethod
+    def _items(body: dict[str, Any]) -> list[dict[str, Any]]:
+        items = body.get("items")
+        return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+    def _paged(self, path: str, *, project_uid: str | None,
+               convert: Callable[[dict[str, Any]], T]) -> ItemPaged[T]:
+        """Items of a list endpoint, 50 a page, following ``listmeta.continue`` (``""`` ends it)."""
+
+        def get_next(token: str | None) -> dict[str, Any]:
+            params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if token:
+                params["continue"] = token
+            return self._json("GET", path, params=params, project_uid=project_uid)
+
+        def extract(body: dict[str, Any]) -> tuple[str | None, list[T]]:
+            token = _str(_dict(body.get("listmeta")).get("continue"))
+            return (token or None), [convert(item) for item in self._items(body)]
+
+        return ItemPaged[T](get_next, extract)
+
+    @staticmethod
+    def _uid_of(body: dict[str, Any], what: str) -> str:
+        uid = _str(body.get("uid"))
+        if not uid:
+            raise DecodeError(message=f"Palette created the {what} but returned no uid")
+        return uid
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def get_project(self, name: str) -> Project | None:
+        """The project called ``name`` (exact, case-sensitive), or ``None``.
+
+        ``GET /v1/dashboard/projects/metadata?name=``; the server filter is treated as a hint.
+        """
+        body = self._json("GET", "/v1/dashboard/projects/metadata", params={"name": name})
+        for item in self._items(body):
+            meta = _metadata(item)
+            if meta.get("name") == name and _str(meta.get("uid")):
+                return Project(uid=str(meta["uid"]), name=name)
+        return None
+
+    def find_overlord(self, name_or_uid: str) -> Overlord | None:
+        """The Private Cloud Gateway whose uid or name is ``name_or_uid``, or ``None``.
+
+        One ``GET /v1/overlords`` (a tenant has few gateways); an exact uid match wins over a
+        name match, so a gateway named like another's uid cannot shadow it.
+        """
+        overlords = [
+            Overlord(uid=str(_metadata(i).get("uid") or ""), name=str(_metadata(i).get("name") or ""),
+                     state=_str(_dict(i.get("status")).get("state")))
+            for i in self._items(self._json("GET", "/v1/overlords"))
+        ]
+        for overlord in overlords:
+            if overlord.uid == name_or_uid:
+                return overlord
+        for overlord in overlords:
+            if overlord.name == name_or_uid:
+                return overlord
+        return None
+
+    def find_user_by_email(self, email: str) -> User | None:
+        """The tenant user with this email (case-insensitive), or ``None``.
+
+        Uses the server-side filter ``POST /v1/users/summary`` (one call whatever the tenant size,
+        and what Palette's SDK uses) rather than paging ``GET /v1/users``. The POST only reads,
+        so it is retried like a GET. The match is re-checked here.
+        """
+        wanted = email.strip().casefold()
+        body = self._json("POST", "/v1/users/summary", idempotent=True,
+                          json={"filter": {"emailId": {"eq": email.strip(), "ignoreCase": True}}})
+        for item in self._items(body):
+            spec = _dict(item.get("spec"))
+            found = _str(spec.get("emailId"))
+            uid = _str(_metadata(item).get("uid"))
+            if found and uid and found.casefold() == wanted:
+                return User(uid=uid, name=str(_metadata(item).get("name") or ""), email=found,
+                            first_name=_str(spec.get("firstName")), last_name=_str(spec.get("lastName")))
+        return None
+
+    # -- Azure cloud accounts -------------------------------------------------------------------
+
+    def validate_azure_credentials(self, creds: AzureCredentials, *, project_uid: str | None = None) -> None:
+        """Ask Palette to sign in to Azure with ``creds`` (``POST /v1/clouds/azure/account/validate``).
+
+        Returns on 204. Invalid credentials raise the service's error (status and code as Palette
+        sends them). A new Graph secret can take seconds to work; retrying that is the caller's
+        decision, not this method's.
+        """
+        self._call("POST", "/v1/clouds/azure/account/validate", json=creds.to_spec(), project_uid=project_uid,
+                   secrets=(creds.client_secret.get_secret_value(),))
+
+    def list_azure_accounts(self, *, project_uid: str | None = None) -> ItemPaged[AzureAccount]:
+        """Every Azure cloud account visible in the scope, paging 50 at a time.
+
+        In project scope Palette also lists tenant-scoped accounts; ``AzureAccount.scope`` tells them
+        apart. Returns an :class:`~azure.core.paging.ItemPaged`, never ``None``.
+        """
+        return self._paged("/v1/cloudaccounts/azure", project_uid=project_uid,
+                           convert=lambda item: _azure_account(item, project_uid))
+
+    def find_azure_account(self, name: str, *, project_uid: str | None = None) -> AzureAccount | None:
+        """The account named ``name`` in exactly this scope, or ``None``.
+
+        In project scope a tenant-scoped account with the same name is ignored (and vice versa),
+        because Palette allows one of each.
+        """
+        wanted = _wanted_scope(project_uid)
+        for account in self.list_azure_accounts(project_uid=project_uid):
+            if account.name == name and account.scope == wanted:
+                return account
+        return None
+
+    def get_azure_account(self, uid: str, *, project_uid: str | None = None) -> AzureAccount:
+        """``GET /v1/cloudaccounts/azure/{uid}``; raises ``ResourceNotFoundError`` when absent."""
+        body = self._json("GET", f"/v1/cloudaccounts/azure/{_seg(uid)}", project_uid=project_uid)
+        return _azure_account(body, project_uid)
+
+    def _account_body(self, name: str, creds: AzureCredentials, project_uid: str | None,
+                      overlord_uid: str | None, uid: str | None = None) -> dict[str, Any]:
+        annotations = {"scope": _wanted_scope(project_uid)}
+        if overlord_uid:
+            annotations["overlordUid"] = overlord_uid
+        metadata: dict[str, Any] = {"name": name, "annotations": annotations}
+        if uid is not None:
+            metadata["uid"] = uid
+        return {"metadata": metadata, "spec": creds.to_spec()}
+
+    def create_azure_account(self, name: str, creds: AzureCredentials, *, project_uid: str | None = None,
+                             overlord_uid: str | None = None) -> str:
+        """Register an Azure cloud account (``POST /v1/cloudaccounts/azure``); return its uid.
+
+        Not retried once sent: if the response is lost (``ServiceResponseError``), look the
+        account up with :meth:`find_azure_account` before trying again. A duplicate name raises
+        ``ResourceExistsError`` when Palette reports it with 409.
+        """
+        body = self._json("POST", "/v1/cloudaccounts/azure", project_uid=project_uid,
+                          json=self._account_body(name, creds, project_uid, overlord_uid),
+                          secrets=(creds.client_secret.get_secret_value(),))
+        return self._uid_of(body, "Azure cloud account")
+
+    def update_azure_account(self, uid: str, name: str, creds: AzureCredentials, *,
+                             project_uid: str | None = None, overlord_uid: str | None = None) -> None:
+        """Overwrite the account (``PUT /v1/cloudaccounts/azure/{uid}``, full body incl. the secret).
+
+        A full PUT: annotations not passed here (such as a gateway) are removed.
+        """
+        self._call("PUT", f"/v1/cloudaccounts/azure/{_seg(uid)}", project_uid=project_uid,
+                   json=self._account_body(name, creds, project_uid, overlord_uid, uid=uid),
+                   secrets=(creds.client_secret.get_secret_value(),))
+
+    def delete_azure_account(self, uid: str, *, project_uid: str | None = None) -> None:
+        """Delete the account; succeeds when it is already gone (404)."""
+        try:
+            self._call("DELETE", f"/v1/cloudaccounts/azure/{_seg(uid)}", project_uid=project_uid)
+        except ResourceNotFoundError:
+            logger.debug("Azure cloud account %s was already deleted", uid)
+
+    # -- SSH keys -------------------------------------------------------------------------------
+
+    def list_ssh_keys(self, *, project_uid: str | None) -> list[SshKey]:
+        """SSH public keys visible in the scope (the endpoint is not paged).
+
+        ``project_uid`` has no default on purpose: the onboarding guide keeps keys in a project,
+        so tenant scope (``None``) must be asked for explicitly.
+        """
+        body = self._json("GET", "/v1/users/assets/sshkeys", project_uid=project_uid)
+        return [_ssh_key(item, project_uid) for item in self._items(body)]
+
+    def find_ssh_key(self, name: str, *, project_uid: str | None) -> SshKey | None:
+        """The key named ``name`` in exactly this scope, or ``None``."""
+        wanted = _wanted_scope(project_uid)
+        return next((k for k in self.list_ssh_keys(project_uid=project_uid)
+                     if k.name == name and k.scope == wanted), None)
+
+    def create_ssh_key(self, name: str, public_key: str, *, project_uid: str | None) -> str:
+        """Upload a public key (``POST /v1/users/assets/sshkeys``); return its uid. Not retried once sent."""
+        body = self._json("POST", "/v1/users/assets/sshkeys", project_uid=project_uid,
+                          json={"metadata": {"name": name}, "spec": {"publicKey": public_key}})
+        return self._uid_of(body, "SSH key")
+
+    def delete_ssh_key(self, uid: str, *, project_uid: str | None) -> None:
+        """Delete the key; succeeds when it is already gone (404)."""
+        try:
+            self._call("DELETE", f"/v1/users/assets/sshkeys/{_seg(uid)}", project_uid=project_uid)
+        except ResourceNotFoundError:
+            logger.debug("SSH key %s was already deleted", uid)
+
+    # -- API keys (always tenant scope) ----------------------------------------------------------
+
+    def list_api_keys(self) -> list[ApiKey]:
+        """Every API key in the tenant (``GET /v1/apiKeys``, not paged). Values are never included."""
+        return [_api_key(item) for item in self._items(self._json("GET", "/v1/apiKeys"))]
+
+    def find_api_key(self, name: str) -> ApiKey | None:
+        """The API key named ``name``, or ``None``."""
+        return next((k for k in self.list_api_keys() if k.name == name), None)
+
+    def get_api_key(self, uid: str) -> ApiKey:
+        """``GET /v1/apiKeys/{uid}``; raises ``ResourceNotFoundError`` when absent."""
+        return _api_key(self._json("GET", f"/v1/apiKeys/{_seg(uid)}"))
+
+    def create_api_key(self, name: str, *, user_uid: str, expiry: datetime,
+                       description: str | None = None) -> CreatedApiKey:
+        """Create an API key for ``user_uid`` (``POST /v1/apiKeys``); the value is returned only here.
+
+        ``expiry`` must be timezone-aware. Not retried once sent: Palette does not deduplicate
+        API keys, so after a lost response check :meth:`find_api_key` before creating another.
+        """
+        metadata: dict[str, Any] = {"name": name}
+        if description is not None:
+            metadata["annotations"] = {"description": description}
+        body = self._json("POST", "/v1/apiKeys",
+                          json={"metadata": metadata,
+                                "spec": {"userUid": user_uid, "expiry": format_timestamp(expiry)}})
+        value = _str(body.get("apiKey"))
+        if not value:
+            raise DecodeError(message="Palette created the API key but returned no key value")
+        return CreatedApiKey(uid=self._uid_of(body, "API key"), value=SecretStr(value))
+
+    def delete_api_key(self, uid: str) -> None:
+        """Delete the API key; succeeds when it is already gone (404)."""
+        try:
+            self._call("DELETE", f"/v1/apiKeys/{_seg(uid)}")
+        except ResourceNotFoundError:
+            logger.debug("API key %s was already deleted", uid)

@@ -1,0 +1,95 @@
+"""The whole local stack, as the app sees it: settings, and the real SDK chain end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from devstack.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACT_SETTINGS = {
+    "PALETTE_ENDPOINT", "PALETTE_API_KEY", "KEY_VAULT_URL", "ServiceBusConnection", "ONBOARDING_QUEUE",
+    "EVENTS_TOPIC", "AzureWebJobsStorage", "GRAPH_ENDPOINT", "AZURE_AUTHORITY_HOST", "ROTATION_SCHEDULE",
+    "ROTATION_THRESHOLD_DAYS", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "EVENTS_SUBSCRIPTION",
+}
+
+
+def test_settings_name_every_contract_setting(stack: Stack) -> None:
+    assert CONTRACT_SETTINGS <= set(stack.settings)
+    assert all(stack.settings[name] for name in CONTRACT_SETTINGS)
+
+
+def test_default_credential_reaches_key_vault_through_the_managed_identity(stack: Stack) -> None:
+    """DefaultAzureCredential, unmodified, gets a token from the managed-identity stand-in, and the
+    real SecretClient answers the vault's 401 challenge with it over TLS it trusts by
+    REQUESTS_CA_BUNDLE."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+
+    credential = DefaultAzureCredential()
+    with SecretClient(stack.settings["KEY_VAULT_URL"], credential, verify_challenge_resource=False) as client:
+        client.set_secret("stack-check", "value-1")
+        assert client.get_secret("stack-check").value == "value-1"
+
+
+def test_state_table_lives_in_azurite(stack: Stack) -> None:
+    from azure.data.tables import TableServiceClient
+
+    service = TableServiceClient.from_connection_string(stack.settings["AzureWebJobsStorage"])
+    table = service.create_table_if_not_exists("stackcheck")
+    table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "Value": 1})
+    assert table.get_entity("p", "r")["Value"] == 1
+
+
+def test_palette_credential_validation_asks_entra_for_real(stack: Stack) -> None:
+    """A secret Graph issued validates; a made-up one is refused, as Palette does with Azure."""
+    assert stack.identity_https is not None and stack.palette is not None
+    settings = stack.settings
+    verify = settings["REQUESTS_CA_BUNDLE"]
+    tenant, app_id = "11111111-1111-4111-8111-111111111111", "55555555-5555-4555-8555-555555555555"
+    requests.post(f"{stack.identity_https.url}/_devstack/applications", json={"appId": app_id, "tenantId": tenant},
+                  verify=verify, timeout=10).raise_for_status()
+    from azure.identity import DefaultAzureCredential
+
+    token = DefaultAzureCredential().get_token(settings["GRAPH_SCOPE"]).token
+    added = requests.post(f"{settings['GRAPH_ENDPOINT']}/v1.0/applications(appId='{app_id}')/addPassword",
+                          json={"passwordCredential": {"displayName": "stack check"}},
+                          headers={"Authorization": f"Bearer {token}"}, verify=verify, timeout=10)
+    added.raise_for_status()
+    body = {"tenantId": tenant, "clientId": app_id, "azureEnvironment": "AzurePublicCloud"}
+    headers = {"ApiKey": settings["PALETTE_API_KEY"]}
+    url = f"{settings['PALETTE_ENDPOINT']}/v1/clouds/azure/account/validate"
+    good = requests.post(url, json={**body, "clientSecret": added.json()["secretText"]}, headers=headers, timeout=10)
+    bad = requests.post(url, json={**body, "clientSecret": "not-the-secret"}, headers=headers, timeout=10)
+    assert good.status_code == 204
+    assert bad.status_code == 400
+    assert "not-the-secret" not in bad.text
+
+
+def test_up_detached_writes_settings_and_down_stops_it(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in CONTRACT_SETTINGS}
+    tools = ROOT / ".devstack" / "tools"
+    env["PYTHONPATH"] = str(ROOT)
+    up = subprocess.run([sys.executable, "-m", "devstack", "up", "--detach", "--workdir", str(tmp_path)],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        settings = json.loads((tmp_path / "settings.json").read_text())
+        assert CONTRACT_SETTINGS <= set(settings)
+        assert requests.get(f"{settings['PALETTE_ENDPOINT']}/_devstack/state", timeout=10).status_code == 200
+    finally:
+        down = subprocess.run([sys.executable, "-m", "devstack", "down", "--workdir", str(tmp_path)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
+    deadline = time.monotonic() + 10
+    while (tmp_path / "settings.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (tmp_path / "settings.json").exists()
+    assert tools.exists()
