@@ -35,7 +35,7 @@ from shared.errors import (
 from shared.pipeline import steps
 from shared.pipeline.handle import RecordHandle
 from shared.pipeline.outcome import Outcome, OutcomeKind
-from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome
+from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ def _run(request: OnboardingRequest, record: OnboardingRecord, clients: Onboardi
                      f"Onboarding finished but these checks failed: {failed}.")
 
     def finish(r: OnboardingRecord) -> None:
-        r.steps["verify"] = steps.StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), "all checks passed")
+        r.steps["verify"] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), "all checks passed")
         r.status = RequestStatus.SUCCEEDED
         r.current_step = "done"
         r.lease_owner = r.lease_expires_at = ""
@@ -271,7 +271,7 @@ def _release(handle: RecordHandle, status: RequestStatus) -> None:
 def _fail(ctx: steps.StepContext, handle: RecordHandle, step: str, reason: str, message: str) -> Outcome:
     def apply(r: OnboardingRecord) -> None:
         if step:
-            r.steps[step] = steps.StepRecord(StepOutcome.FAILED, iso(utcnow()), reason)
+            r.steps[step] = StepRecord(StepOutcome.FAILED, iso(utcnow()), reason)
         r.status = RequestStatus.FAILED
         r.error_reason = reason
         r.error_message = message
@@ -315,7 +315,7 @@ def _reject(body: bytes | str | Mapping[str, Any], exc: RequestValidationError,
         record = OnboardingRecord(request_id=request_id, account_name=account_name or "",
                                   fingerprint="invalid", status=RequestStatus.FAILED,
                                   error_reason="invalid_request", error_message=message)
-        record.steps["check"] = steps.StepRecord(StepOutcome.FAILED, iso(utcnow()), "invalid_request")
+        record.steps["check"] = StepRecord(StepOutcome.FAILED, iso(utcnow()), "invalid_request")
         try:
             clients.state.create(record)
         except ConcurrentUpdateError:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PRODUCT_TAG_VALUE = "palette-onboarding"
 CLIENT_SECRET_CONTENT_TYPE = "application/vnd.palette-onboarding.azure-client-secret"
 SSH_PRIVATE_KEY_CONTENT_TYPE = "application/x-pem-file"
 API_KEY_CONTENT_TYPE = "application/vnd.palette-onboarding.palette-api-key"
@@ -103,16 +102,18 @@ def _same_public_key(a: str, b: str) -> bool:
     return a.split()[:2] == b.split()[:2]
 
 
-def _secret_tags(ctx: StepContext, **extra: str) -> dict[str, str]:
+def _secret_tags(ctx: StepContext, purpose: str, **extra: str) -> dict[str, str]:
+    """The managed-by marker and account (so the rotation sweep finds what it owns), plus the ids
+    a retry or an operator needs to tie the secret to its request and app."""
+    from shared.clients.keyvault import managed_tags
+
     request = ctx.request
-    return {
-        "managed-by": PRODUCT_TAG_VALUE,
-        "account-name": request.account_name,
+    return managed_tags(request.account_name, purpose, {
         "request-id": request.request_id,
         "tenant-id": request.azure.tenant_id,
         "client-id": request.azure.client_id,
         **extra,
-    }
+    })
 
 
 # ---------------------------------------------------------------------------------------- check
@@ -262,7 +263,7 @@ def secret(ctx: StepContext) -> None:
     ctx.secret_generated_at = utcnow()
     stored = store.set_secret(
         name, password.secret_text, content_type=CLIENT_SECRET_CONTENT_TYPE, expires_on=password.end,
-        tags=_secret_tags(ctx, **{"graph-key-id": password.key_id,
+        tags=_secret_tags(ctx, "client-secret", **{"graph-key-id": password.key_id,
                                   "app-object-id": ctx.handle.result(APP_OBJECT_ID) or "",
                                   "validity-days": str(source.validity_days)}),
     )
@@ -389,7 +390,7 @@ def sshkey(ctx: StepContext) -> None:
     extra: dict[str, str] = {}
     if public_key is None:
         public_key, secret_id = _generated_key_pair(ctx, secret_name_for(
-            ctx.request.account_name, f"ssh-{spec.name}"))
+            ctx.request.account_name, f"ssh:{spec.name}"))
         extra[SSH_SECRET_ID] = secret_id
     palette = ctx.clients.palette
     existing = palette.find_ssh_key(spec.name, project_uid=project_uid)
@@ -430,7 +431,7 @@ def _generated_key_pair(ctx: StepContext, secret_name: str) -> tuple[str, str]:
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption()).decode())
         stored = store.set_secret(secret_name, pem, content_type=SSH_PRIVATE_KEY_CONTENT_TYPE,
-                                  tags=_secret_tags(ctx, purpose="ssh-private-key"))
+                                  tags=_secret_tags(ctx, f"ssh:{ctx.request.ssh_key.name if ctx.request.ssh_key else ''}"))
     public = private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return f"{public} palette-onboarding-{ctx.request.account_name}", stored.id
@@ -448,7 +449,7 @@ def apikey(ctx: StepContext) -> None:
         return
     palette = ctx.clients.palette
     store = ctx.clients.secrets
-    name = secret_name_for(ctx.request.account_name, f"apikey-{spec.name}")
+    name = secret_name_for(ctx.request.account_name, f"apikey:{spec.name}")
     if ctx.handle.result(API_KEY_CREATING):
         existing = palette.find_api_key(spec.name)
         if existing is not None:
@@ -469,8 +470,7 @@ def apikey(ctx: StepContext) -> None:
     created = palette.create_api_key(spec.name, user_uid=user_uid, expiry=expiry,
                                      description=spec.description)
     stored = store.set_secret(name, created.value, content_type=API_KEY_CONTENT_TYPE, expires_on=expiry,
-                              tags=_secret_tags(ctx, **{"api-key-uid": created.uid,
-                                                        "purpose": "palette-api-key"}))
+                              tags=_secret_tags(ctx, f"apikey:{spec.name}", **{"api-key-uid": created.uid}))
     _apikey_done(ctx, created.uid, stored.id)
 
 

@@ -1,0 +1,574 @@
+"""Palette's REST wire: routes looked up in the spec, request checks, auth, scope, rate limit, V1Error.
+
+Every route is registered under its exact ``paths`` template, and registration fails if the spec
+has no such operation, so the stand-in cannot invent endpoints. A request then goes through, in
+order: the rate limit (per resource prefix, before routing, as Palette's gateway does), routing
+(404/405), the ``ApiKey`` check (401), the spec checks of parameters and body (400 with every
+violation in ``details.violations``; 415 for a body that is not JSON), the ``ProjectUid`` scope
+(403 for an unknown project) and finally the handler, which calls the backend with typed values.
+
+Decisions where Palette's behaviour is not documented (see also ``errors.py`` for the codes):
+
+- ``GET`` never returns the client secret: the schema requires ``spec.clientSecret``, so it is
+  present but masked as ``********``.
+- An unknown ``ProjectUid`` is 403 ``Forbidden`` (not 404, which clients read as "the resource is
+  gone"); a blank one is 400. Routes that are tenant-wide (API keys, users, gateways, projects)
+  ignore the header, as the SDK's comments say Palette does.
+- Any key created through ``POST /v1/apiKeys`` acts with the full rights of its user; there is no
+  role model.
+- ``PUT`` needs ``metadata.uid`` equal to the path uid. ``PUT`` of a cloud account validates the
+  credentials again, as the SDK does before every update.
+- ``fields`` is accepted and ignored (whole objects come back); ``filters`` supports
+  ``field=value`` terms joined by ``AND``; ``orderBy`` supports ``field=1|-1`` lists.
+- The rate limit is one token bucket per resource prefix (``/v1/cloudaccounts``, ``/v1/users``...)
+  for all callers, not per source IP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devstack.httpbase import HttpError, Request, Response, ServiceApp
+from devstack.palette.errors import Forbidden, InvalidRequest, PaletteError, Unauthorized, invalid_field
+from devstack.palette.models import (
+    SECRET_MASK,
+    ApiKey,
+    AzureAccount,
+    Overlord,
+    PaletteBackend,
+    SshKey,
+    User,
+    apply_filters,
+    apply_order,
+    format_time,
+    new_uid,
+    paginate,
+    scope_annotations,
+)
+from devstack.palette.spec import Operation, PaletteSpec, Violation
+
+_REDACTED_KEYS = {"clientSecret", "apiKey"}
+
+
+@dataclass
+class Call:
+    """A request that passed auth and the spec checks, as a handler sees it."""
+
+    request: Request
+    operation: Operation
+    user: User
+    query: dict[str, Any]
+    body: Any
+    project_uid: str | None
+
+    def uid(self) -> str:
+        return self.request.path_params["uid"]
+
+
+CallHandler = Callable[[Call], Response]
+
+
+class RateLimiter:
+    """Token buckets per key holding ``rate * burst`` tokens and refilling at ``rate`` per second.
+
+    With Palette's 10 requests/s and burst 5 a client gets 50 requests at once, then 10 a second.
+    """
+
+    def __init__(self, rate_per_second: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.rate_per_second = rate_per_second
+        self.burst = burst
+        self.configure(rate_per_second, burst)
+
+    @property
+    def capacity(self) -> float:
+        return max(1.0, self.rate_per_second * self.burst)
+
+    def configure(self, rate_per_second: float, burst: int) -> None:
+        """Change the limits; every bucket starts full again."""
+        with self._lock:
+            self.rate_per_second = float(rate_per_second)
+            self.burst = int(burst)
+            self._buckets.clear()
+
+    def allow(self, key: str) -> bool:
+        with self._lock:
+            if self.rate_per_second <= 0:
+                return True
+            now = self._clock()
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate_per_second)
+            allowed = tokens >= 1.0 - 1e-9  # float rounding of the refill must not cost a token
+            self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+            return allowed
+
+
+def rate_limit_prefix(path: str) -> str:
+    """The resource prefix Palette counts a request under: the first two path segments."""
+    segments = [s for s in path.split("/") if s]
+    return "/" + "/".join(segments[:2])
+
+
+_SECRET_IN_TEXT = re.compile(r'("(?:clientSecret|apiKey)"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with every ``clientSecret`` and ``apiKey`` masked.
+
+    A body that was not valid JSON is recorded as text; secrets in it are masked by pattern.
+    """
+    if isinstance(value, str):
+        return _SECRET_IN_TEXT.sub(lambda m: f'{m.group(1)}"{SECRET_MASK}"', value)
+    if isinstance(value, dict):
+        return {k: (SECRET_MASK if k in _REDACTED_KEYS and v is not None else redact(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+class PaletteApp(ServiceApp):
+    """The HTTP surface of the Palette stand-in over a :class:`PaletteBackend`."""
+
+    name = "palette"
+
+    def __init__(self, *, spec: PaletteSpec, backend: PaletteBackend, rate_per_second: float = 10,
+                 burst: int = 5, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.spec = spec
+        self.backend = backend
+        self._initial_rate = (rate_per_second, burst)
+        self.limiter = RateLimiter(rate_per_second, burst, clock=clock)
+        self.operations: list[Operation] = []
+        self._register_routes()
+
+    # ------------------------------------------------------------------ ServiceApp hooks
+
+    def error_response(self, error: HttpError) -> Response:
+        """Every error as a ``V1Error``; ``ref`` is a fresh id to quote when reporting it."""
+        details = error.details
+        if details is None:
+            details = {}
+        elif not isinstance(details, dict):
+            details = {"detail": details}
+        body = {"code": error.code, "message": error.message, "details": details, "ref": new_uid()}
+        return Response.json(error.status, body, error.headers)
+
+    def before_request(self, request: Request) -> Response | None:
+        prefix = rate_limit_prefix(request.path)
+        if not self.limiter.allow(prefix):
+            raise PaletteError(429, "TooManyRequests",
+                               f"Too Many Requests, [{request.method}] {request.path}: the limit for {prefix} "
+                               f"is {self.limiter.rate_per_second:g} requests per second with a burst of "
+                               f"{self.limiter.burst}; retry after a few moments.")
+        return None
+
+    def reset(self) -> None:
+        self.backend.reset()
+        self.limiter.configure(*self._initial_rate)
+
+    def state(self) -> Any:
+        snapshot = self.backend.snapshot()
+        snapshot["rateLimit"] = self._rate_config()
+        return snapshot
+
+    def redact(self, body: Any) -> Any:
+        return redact(body)
+
+    def admin(self, request: Request, subpath: str) -> Response | None:
+        if subpath == "config" and request.method == "GET":
+            return Response.json(200, self._rate_config())
+        if subpath == "config" and request.method == "POST":
+            config = request.json()
+            if not isinstance(config, dict) or set(config) - {"ratePerSecond", "burst"}:
+                raise InvalidRequest('The config body is {"ratePerSecond"?: number, "burst"?: integer}.')
+            rate = config.get("ratePerSecond", self.limiter.rate_per_second)
+            burst = config.get("burst", self.limiter.burst)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+                raise InvalidRequest("ratePerSecond must be a number (0 or less disables the limit).")
+            if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+                raise InvalidRequest("burst must be an integer of 1 or more.")
+            self.limiter.configure(rate, burst)
+            return Response.json(200, self._rate_config())
+        if subpath == "overlords" and request.method == "POST":
+            spec = request.json()
+            if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]
+                    or not isinstance(spec.get("state"), str)):
+                raise InvalidRequest('The body is {"name": string, "state": string, "cloudType"?: string}.')
+            gateway = self.backend.set_overlord(spec["name"], spec["state"], str(spec.get("cloudType", "azure")))
+            return Response.json(200, {"uid": gateway.uid, "name": gateway.name, "state": gateway.state})
+        return None
+
+    def _rate_config(self) -> dict[str, Any]:
+        return {"ratePerSecond": self.limiter.rate_per_second, "burst": self.limiter.burst,
+                "capacity": self.limiter.capacity if self.limiter.rate_per_second > 0 else None,
+                "enabled": self.limiter.rate_per_second > 0}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _serve(self, method: str, path: str, handler: CallHandler, *, scoped: bool = False) -> None:
+        """Register ``handler`` for the spec operation at ``method path`` (which must exist)."""
+        operation = self.spec.operation(method, path)
+        self.operations.append(operation)
+
+        def run(request: Request) -> Response:
+            user = self._authenticate(request)
+            query, body = self._checked(operation, request)
+            project_uid = self._project_scope(request) if scoped else None
+            return handler(Call(request, operation, user, query, body, project_uid))
+
+        self.router.add(method, path, run)
+
+    def _authenticate(self, request: Request) -> User:
+        key = request.header("ApiKey")
+        if not key:
+            hint = (" A JWT in Authorization is not accepted by the stand-in."
+                    if request.header("Authorization") else "")
+            raise Unauthorized("Authentication is required: send the ApiKey header." + hint)
+        user = self.backend.authenticate(key)
+        if user is None:
+            raise Unauthorized("The API key is not valid: it is unknown, revoked, deactivated or expired.")
+        return user
+
+    def _checked(self, operation: Operation, request: Request) -> tuple[dict[str, Any], Any]:
+        query, violations = self.spec.check_parameters(operation, path_params=request.path_params,
+                                                       query=request.query, headers=request.headers)
+        body: Any = None
+        if request.body:
+            if operation.body_schema is None:
+                violations.append(Violation("body", "", "absent",
+                                            f"{operation.operation_id} takes no request body."))
+            else:
+                body = self._parse_json(request)
+                violations.extend(self.spec.check_body(operation, body))
+        elif operation.body_required:
+            violations.append(Violation("body", "", "required", "A JSON request body is required."))
+        if violations:
+            first = violations[0].message
+            more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+            raise InvalidRequest(f"The request does not match the API spec of {operation.operation_id}: "
+                                 f"{first}{more}", [v.as_dict() for v in violations])
+        return query, body
+
+    @staticmethod
+    def _parse_json(request: Request) -> Any:
+        media = (request.header("Content-Type") or "").split(";")[0].strip().lower()
+        if media != "application/json":
+            raise PaletteError(415, "UnsupportedMediaType",
+                               f"The body must be sent as application/json, not {media or 'no content type'}.")
+
+        def no_constants(name: str) -> Any:
+            raise ValueError(f"{name} is not valid JSON")
+
+        try:
+            return json.loads(request.body.decode("utf-8"), parse_constant=no_constants)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            reason = str(exc) if not isinstance(exc, RecursionError) else "it is nested too deeply"
+            raise InvalidRequest(f"The request body is not valid JSON: {reason}",
+                                 [{"in": "body", "path": "", "rule": "json", "message": reason}]) from None
+
+    def _project_scope(self, request: Request) -> str | None:
+        project_uid = request.header("ProjectUid")
+        if project_uid is None:
+            return None
+        if not project_uid.strip():
+            raise InvalidRequest("The ProjectUid header is blank; leave it out for tenant scope.",
+                                 [{"in": "header", "path": "ProjectUid", "rule": "blank",
+                                   "message": "ProjectUid must be a project uid."}])
+        if self.backend.project(project_uid) is None:
+            raise Forbidden(f"ProjectUid '{project_uid}' is not a project of this tenant (or not one the "
+                            "API key may use).")
+        return project_uid
+
+    # ------------------------------------------------------------------ routes
+
+    def _register_routes(self) -> None:
+        serve = self._serve
+        serve("POST", "/v1/clouds/azure/account/validate", self._validate_azure, scoped=True)
+        serve("POST", "/v1/cloudaccounts/azure", self._create_account, scoped=True)
+        serve("GET", "/v1/cloudaccounts/azure", self._list_accounts, scoped=True)
+        serve("GET", "/v1/cloudaccounts/azure/{uid}", self._get_account, scoped=True)
+        serve("PUT", "/v1/cloudaccounts/azure/{uid}", self._update_account, scoped=True)
+        serve("DELETE", "/v1/cloudaccounts/azure/{uid}", self._delete_account, scoped=True)
+        serve("GET", "/v1/cloudaccounts/summary", self._account_summaries, scoped=True)
+        serve("POST", "/v1/users/assets/sshkeys", self._create_ssh_key, scoped=True)
+        serve("GET", "/v1/users/assets/sshkeys", self._list_ssh_keys, scoped=True)
+        serve("GET", "/v1/users/assets/sshkeys/{uid}", self._get_ssh_key, scoped=True)
+        serve("PUT", "/v1/users/assets/sshkeys/{uid}", self._update_ssh_key, scoped=True)
+        serve("DELETE", "/v1/users/assets/sshkeys/{uid}", self._delete_ssh_key, scoped=True)
+        serve("POST", "/v1/apiKeys", self._create_api_key)
+        serve("GET", "/v1/apiKeys", self._list_api_keys)
+        serve("GET", "/v1/apiKeys/{uid}", self._get_api_key)
+        serve("PUT", "/v1/apiKeys/{uid}", self._update_api_key)
+        serve("PATCH", "/v1/apiKeys/{uid}", self._set_api_key_active)
+        serve("DELETE", "/v1/apiKeys/{uid}", self._delete_api_key)
+        serve("PUT", "/v1/apiKeys/{uid}/state", self._set_api_key_active)
+        serve("GET", "/v1/users", self._list_users)
+        serve("POST", "/v1/users/summary", self._user_summaries)
+        serve("GET", "/v1/users/info", self._user_info)
+        serve("GET", "/v1/dashboard/projects/metadata", self._projects_metadata)
+        serve("GET", "/v1/overlords", self._list_overlords)
+        serve("GET", "/v1/overlords/{uid}", self._get_overlord)
+
+    # Azure cloud accounts
+
+    def _validate_azure(self, call: Call) -> Response:
+        self.backend.validate_azure_credentials(call.body)
+        return Response.empty(204, {"AuditUid": new_uid()})
+
+    def _create_account(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = body.get("metadata") or {}
+        spec = _required_object(body, "spec")
+        account = self.backend.create_azure_account(
+            call.project_uid, name=metadata.get("name"), spec=spec,
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.json(201, {"uid": account.uid}, {"AuditUid": new_uid()})
+
+    def _list_accounts(self, call: Call) -> Response:
+        items = [account_wire(a) for a in self.backend.list_azure_accounts(call.project_uid)]
+        return self._paged(call, "cloudaccounts/azure", items)
+
+    def _get_account(self, call: Call) -> Response:
+        return Response.json(200, account_wire(self.backend.get_azure_account(call.project_uid, call.uid())))
+
+    def _update_account(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = _metadata_for_put(body, call.uid())
+        spec = _required_object(body, "spec")
+        self.backend.update_azure_account(
+            call.project_uid, call.uid(), name=metadata.get("name"), spec=spec,
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.empty(204)
+
+    def _delete_account(self, call: Call) -> Response:
+        self.backend.delete_azure_account(call.project_uid, call.uid())
+        return Response.empty(204)
+
+    def _account_summaries(self, call: Call) -> Response:
+        items = [account_summary_wire(a) for a in self.backend.list_azure_accounts(call.project_uid)]
+        return self._paged(call, "cloudaccounts/summary", items)
+
+    # SSH keys
+
+    def _create_ssh_key(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = body.get("metadata") or {}
+        key = self.backend.create_ssh_key(
+            call.project_uid, name=metadata.get("name"), public_key=(body.get("spec") or {}).get("publicKey"),
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.json(201, {"uid": key.uid}, {"AuditUid": new_uid()})
+
+    def _list_ssh_keys(self, call: Call) -> Response:
+        items = [ssh_key_wire(k) for k in self.backend.list_ssh_keys(call.project_uid)]
+        items = apply_order(apply_filters(items, call.query.get("filters")), call.query.get("orderBy"))
+        return Response.json(200, {"items": items})
+
+    def _get_ssh_key(self, call: Call) -> Response:
+        return Response.json(200, ssh_key_wire(self.backend.get_ssh_key(call.project_uid, call.uid())))
+
+    def _update_ssh_key(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = _metadata_for_put(body, call.uid())
+        self.backend.update_ssh_key(
+            call.project_uid, call.uid(), name=metadata.get("name"),
+            public_key=(body.get("spec") or {}).get("publicKey"),
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.empty(204)
+
+    def _delete_ssh_key(self, call: Call) -> Response:
+        self.backend.delete_ssh_key(call.project_uid, call.uid())
+        return Response.empty(204)
+
+    # API keys
+
+    def _create_api_key(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = body.get("metadata") or {}
+        spec = body.get("spec") or {}
+        key, value = self.backend.create_api_key(
+            call.user, name=metadata.get("name"), user_uid=spec.get("userUid"), expiry=spec.get("expiry"),
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.json(201, {"apiKey": value, "uid": key.uid})
+
+    def _list_api_keys(self, call: Call) -> Response:
+        return Response.json(200, {"items": [self._api_key_wire(k) for k in self.backend.list_api_keys()]})
+
+    def _get_api_key(self, call: Call) -> Response:
+        return Response.json(200, self._api_key_wire(self.backend.get_api_key(call.uid())))
+
+    def _update_api_key(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = _metadata_for_put(body, call.uid())
+        self.backend.update_api_key(call.uid(), name=metadata.get("name"),
+                                    expiry=(body.get("spec") or {}).get("expiry"),
+                                    annotations=metadata.get("annotations") or {},
+                                    labels=metadata.get("labels") or {})
+        return Response.empty(204)
+
+    def _set_api_key_active(self, call: Call) -> Response:
+        self.backend.set_api_key_active(call.uid(), (call.body or {}).get("isActive"))
+        return Response.empty(204)
+
+    def _delete_api_key(self, call: Call) -> Response:
+        self.backend.delete_api_key(call.uid())
+        return Response.empty(204)
+
+    def _api_key_wire(self, key: ApiKey) -> dict[str, Any]:
+        owner = self.backend.user(key.user_uid)
+        user = {"uid": key.user_uid}
+        if owner is not None:
+            user.update(firstName=owner.first_name, lastName=owner.last_name)
+        return {
+            "metadata": _metadata(key.uid, key.name, key.created, key.modified, key.annotations, key.labels),
+            "spec": {"expiry": format_time(key.expiry), "user": user},
+            "status": {"isActive": key.active},
+        }
+
+    # Users, projects, gateways
+
+    def _list_users(self, call: Call) -> Response:
+        return self._paged(call, "users", [user_wire(u) for u in self.backend.users()])
+
+    def _user_summaries(self, call: Call) -> Response:
+        body = call.body or {}
+        users = self.backend.user_summaries(body.get("filter"), body.get("sort"))
+        project_count = len(self.backend.projects())
+        return Response.json(200, {"items": [user_summary_wire(u, project_count) for u in users]})
+
+    def _user_info(self, call: Call) -> Response:
+        return Response.json(200, {"userUid": call.user.uid, "tenantUid": self.backend.tenant_uid,
+                                   "orgName": self.backend.org_name})
+
+    def _projects_metadata(self, call: Call) -> Response:
+        projects = self.backend.projects(call.query.get("name"))
+        return Response.json(200, {"items": [{"metadata": {"name": p.name, "uid": p.uid}} for p in projects]})
+
+    def _list_overlords(self, call: Call) -> Response:
+        gateways = self.backend.overlords(call.query.get("name"))
+        return Response.json(200, {"items": [overlord_wire(o, self.backend.tenant_uid) for o in gateways]})
+
+    def _get_overlord(self, call: Call) -> Response:
+        gateway = self.backend.overlord(call.uid())
+        if gateway is None:
+            raise PaletteError(404, "ResourceNotFound", f"Private cloud gateway '{call.uid()}' not found.")
+        return Response.json(200, overlord_wire(gateway, self.backend.tenant_uid))
+
+    # Paging
+
+    def _paged(self, call: Call, kind: str, items: list[dict[str, Any]]) -> Response:
+        filters, order_by = call.query.get("filters"), call.query.get("orderBy")
+        items = apply_order(apply_filters(items, filters), order_by)
+        # The token is bound to the list, scope and query so it cannot be replayed on another list.
+        listing = f"{kind}|{call.project_uid or 'tenant'}|{filters or ''}|{order_by or ''}"
+        page, listmeta = paginate(items, listing=hashlib.sha256(listing.encode()).hexdigest()[:16],
+                                  limit=call.query.get("limit"), offset=call.query.get("offset"),
+                                  token=call.query.get("continue"))
+        return Response.json(200, {"items": page, "listmeta": listmeta})
+
+
+# ---------------------------------------------------------------------------------------------- bodies
+
+
+def _required_object(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise invalid_field(name, "required", f"{name} is required.")
+    return value
+
+
+def _metadata_for_put(body: dict[str, Any], uid: str) -> dict[str, Any]:
+    """PUT replaces the resource; ``metadata.uid`` must name the one in the path."""
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        raise invalid_field("metadata", "required", "metadata is required on PUT (with name and uid).")
+    sent = metadata.get("uid")
+    if sent != uid:
+        message = ("metadata.uid is required on PUT and must equal the uid in the path" if sent is None
+                   else f"metadata.uid '{sent}' does not match the uid in the path '{uid}'; a uid cannot change")
+        raise invalid_field("metadata.uid", "uid", message + ".")
+    return metadata
+
+
+def _metadata(uid: str, name: str, created: float, modified: float, annotations: dict[str, str],
+              labels: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": uid, "annotations": dict(annotations),
+                            "creationTimestamp": format_time(created),
+                            "lastModifiedTimestamp": format_time(modified)}
+    if labels:
+        meta["labels"] = dict(labels)
+    return meta
+
+
+def account_wire(account: AzureAccount) -> dict[str, Any]:
+    """``v1AzureAccount`` with the secret masked and the scope annotations set."""
+    annotations = {**account.annotations, **scope_annotations(account.project_uid)}
+    return {
+        "metadata": _metadata(account.uid, account.name, account.created, account.modified, annotations,
+                              account.labels),
+        "spec": {**account.spec, "clientSecret": SECRET_MASK},
+        "status": {"state": "Running"},
+    }
+
+
+def account_summary_wire(account: AzureAccount) -> dict[str, Any]:
+    annotations = {**account.annotations, **scope_annotations(account.project_uid)}
+    return {
+        "kind": "azure",
+        "metadata": _metadata(account.uid, account.name, account.created, account.modified, annotations,
+                              account.labels),
+        "specSummary": {"accountId": str(account.spec.get("tenantId", ""))},
+        "status": {"state": "Running"},
+    }
+
+
+def ssh_key_wire(key: SshKey) -> dict[str, Any]:
+    annotations = {**key.annotations, **scope_annotations(key.project_uid)}
+    return {
+        "metadata": _metadata(key.uid, key.name, key.created, key.modified, annotations, key.labels),
+        "spec": {"publicKey": key.public_key},
+    }
+
+
+def user_wire(user: User) -> dict[str, Any]:
+    return {
+        "metadata": _metadata(user.uid, user.name, user.created, user.created, {}, {}),
+        "spec": {"emailId": user.email, "firstName": user.first_name, "lastName": user.last_name,
+                 "roles": list(user.roles)},
+        "status": {"isActive": True, "activationLink": "", "isPasswordResetting": False},
+    }
+
+
+def _role_uid(role: str) -> str:
+    return hashlib.sha256(f"role:{role}".encode()).hexdigest()[:24]
+
+
+def user_summary_wire(user: User, project_count: int) -> dict[str, Any]:
+    return {
+        "metadata": _metadata(user.uid, user.name, user.created, user.created, {}, {}),
+        "spec": {"emailId": user.email, "firstName": user.first_name, "lastName": user.last_name,
+                 "projectsCount": project_count if "Tenant Admin" in user.roles else 1,
+                 "roles": [{"name": r, "uid": _role_uid(r)} for r in user.roles], "teams": []},
+        "status": {"isActive": True, "activationLink": "", "isPasswordResetting": False},
+    }
+
+
+def overlord_wire(gateway: Overlord, tenant_uid: str) -> dict[str, Any]:
+    running = gateway.state == "Running"
+    return {
+        "kind": "overlord",
+        "metadata": _metadata(gateway.uid, gateway.name, gateway.created, gateway.created, {}, {}),
+        "spec": {"cloudAccountUid": "", "spectroClusterUid": "", "tenantUid": tenant_uid,
+                 "isSelfHosted": False, "isSystem": False},
+        "status": {"state": gateway.state, "isActive": running, "isReady": running,
+                   "health": {"state": "Healthy" if running else "Unknown"}},
+    }
