@@ -107,5 +107,5 @@ def start_azurite(tools_dir: Path, workdir: Path, *, host: str = "127.0.0.1",
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )
     log.close()
-    return RunningAzurite(process, *ports, host=host, log_path=workdir / "azurite.log",
-                          timeout_seconds=timeout_seconds)
+    return RunningAzurite(process, blob_port=ports[0], queue_port=ports[1], table_port=ports[2], host=host,
+                          log_path=workdir / "azurite.log", timeout_seconds=timeout_seconds)

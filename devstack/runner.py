@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -113,7 +112,7 @@ class _QueueListener:
                         for message in batch:
                             renewer.register(receiver, message)
                         list(pool.map(lambda m: self._handle(receiver, m), batch))
-            except Exception:  # noqa: BLE001 - reconnect, as the host does
+            except Exception:
                 if not self._stop.is_set():
                     logger.exception("runner: %s lost its receiver; reconnecting", self.name)
                     self._stop.wait(1)
@@ -121,18 +120,18 @@ class _QueueListener:
     def _handle(self, receiver: Any, message: Any) -> None:
         try:
             self._function(**{self._arg_name: _to_function_message(message)})
-        except Exception:  # noqa: BLE001 - the host abandons on any exception
+        except Exception:
             self.failed += 1
             logger.exception("runner: %s failed (delivery %s); abandoning", self.name, message.delivery_count)
             try:
                 receiver.abandon_message(message)
-            except Exception:  # noqa: BLE001 - the lock then expires and the message comes back
+            except Exception:
                 logger.warning("runner: could not abandon a message", exc_info=True)
             return
         self.processed += 1
         try:
             receiver.complete_message(message)
-        except Exception:  # noqa: BLE001 - the lock was lost; Service Bus redelivers
+        except Exception:
             logger.warning("runner: could not complete a message", exc_info=True)
 
 
@@ -167,7 +166,7 @@ class _TimerSchedule:
                 return
             try:
                 self._function(**{self._arg_name: TimerRequest(past_due=False)})
-            except Exception:  # noqa: BLE001 - the host logs and waits for the next occurrence
+            except Exception:
                 logger.exception("runner: timer %s failed", self.name)
 
 
@@ -237,22 +236,25 @@ class LocalHost:
         os.environ.update(self.settings)
         for fn in self.app.get_functions():
             trigger = fn.get_trigger()
+            if trigger is None:
+                raise ValueError(f"function {fn.get_function_name()} has no trigger")
             binding = trigger.get_dict_repr()
             user_function = fn.get_user_function()
             arg_name = trigger.name
             kind = binding["type"]
+            name = fn.get_function_name() or user_function.__name__
             if kind == "serviceBusTrigger":
                 queue = resolve_setting(binding["queueName"], self.settings)
                 connection = self.settings[binding["connection"]]
                 self._listeners.append(_QueueListener(
-                    fn.get_function_name(), user_function, arg_name, connection, queue,
+                    name, user_function, arg_name, connection, queue,
                     concurrency=self._concurrency, lock_renewal_seconds=self._lock_renewal))
             elif kind == "timerTrigger":
                 schedule = resolve_setting(binding["schedule"], self.settings)
-                self._timers.append(_TimerSchedule(fn.get_function_name(), user_function, arg_name, schedule))
+                self._timers.append(_TimerSchedule(name, user_function, arg_name, schedule))
             elif kind == "httpTrigger":
                 methods = [str(getattr(m, "value", m)) for m in binding.get("methods") or []]
-                self._routes.append(_HttpRoute(user_function, arg_name, binding.get("route") or fn.get_function_name(),
+                self._routes.append(_HttpRoute(user_function, arg_name, str(binding.get("route") or name),
                                                methods))
             else:
                 raise ValueError(f"the local runner cannot host trigger type {kind!r}")
@@ -261,8 +263,10 @@ class LocalHost:
             self._http.host = self
             self.http_url = f"http://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
             threading.Thread(target=self._http.serve_forever, name="runner-http", daemon=True).start()
-        for item in [*self._listeners, *self._timers]:
-            item.start()
+        for listener in self._listeners:
+            listener.start()
+        for timer in self._timers:
+            timer.start()
 
     def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
                     body: bytes, url: str) -> func.HttpResponse:
@@ -278,21 +282,20 @@ class LocalHost:
                                            route_params=match.groupdict(), body=body)
                 try:
                     response: func.HttpResponse = route.function(**{route.arg_name: request})
-                except Exception:  # noqa: BLE001 - the host answers 500 without details
+                except Exception:
                     logger.exception("runner: HTTP function failed")
                     return func.HttpResponse(status_code=500)
                 return response
         return func.HttpResponse(status_code=404)
 
     def stop(self) -> None:
-        for item in [*self._listeners, *self._timers]:
-            item.stop()
+        for listener in self._listeners:
+            listener.stop()
+        for timer in self._timers:
+            timer.stop()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
         from functions import dependencies
 
         dependencies.reset()
-
-    def wait_idle(self, seconds: float) -> None:
-        time.sleep(seconds)

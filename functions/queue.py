@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import uuid
 
@@ -32,5 +33,6 @@ def onboarding_queue(message: func.ServiceBusMessage) -> None:
     if outcome.kind in (OutcomeKind.RETRY_LATER, OutcomeKind.BUSY) and outcome.retry_in_seconds:
         at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
         next_attempt = outcome.attempt if outcome.kind is OutcomeKind.RETRY_LATER else attempt
-        deps.queue.schedule(body, message_id=f"{outcome.request_id}/{outcome.kind.value}/{uuid.uuid4().hex[:8]}",
-                            at=at, application_properties={"attempt": next_attempt})
+        message_id = f"{outcome.request_id}/{outcome.kind.value}/{uuid.uuid4().hex[:8]}"
+        deps.queue.schedule(json.loads(body), message_id=message_id, at=at,
+                            application_properties={"attempt": next_attempt})

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 INTAKE_FINGERPRINT = "_intakeFingerprint"
 INLINE_SECRET_VERSION = "_inlineSecretVersion"
-INLINE_SECRET_CONTENT_TYPE = "application/vnd.palette-onboarding.azure-client-secret"
 
 
 def submit(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, queue: RequestQueue, *,
@@ -70,16 +69,16 @@ def _inline_secret_name(request: OnboardingRequest) -> str:
 
 
 def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients) -> OnboardingRequest:
-    from shared.clients.keyvault import managed_tags
+    from shared.clients import keyvault
 
     secret = request.azure.secret
     value = getattr(secret, "value", None)
     assert value is not None
     name = _inline_secret_name(request)
-    tags = managed_tags(request.account_name, "client-secret", {
-        "request-id": request.request_id, "tenant-id": request.azure.tenant_id,
-        "client-id": request.azure.client_id, "source": "inline"})
-    stored = clients.secrets.set_secret(name, value, content_type=INLINE_SECRET_CONTENT_TYPE, tags=tags)
+    tags = keyvault.managed_tags(request.account_name, keyvault.PURPOSE_CLIENT_SECRET, {
+        keyvault.REQUEST_ID_TAG: request.request_id, keyvault.TENANT_ID_TAG: request.azure.tenant_id,
+        keyvault.CLIENT_ID_TAG: request.azure.client_id})
+    stored = clients.secrets.set_secret(name, value, content_type=keyvault.CONTENT_TYPE_CLIENT_SECRET, tags=tags)
     return request.with_key_vault_secret(name, stored.version)
 
 

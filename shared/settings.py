@@ -92,6 +92,7 @@ class Settings:
         except ValueError:
             problems.append("ROTATION_THRESHOLD_DAYS must be a whole number of days")
         graph_endpoint = (env.get("GRAPH_ENDPOINT") or "https://graph.microsoft.com").rstrip("/")
+        pipeline = _pipeline_config(env, problems)
         settings = cls(
             palette_endpoint=required("PALETTE_ENDPOINT").rstrip("/"),
             palette_api_key=SecretStr(required("PALETTE_API_KEY")),
@@ -107,7 +108,34 @@ class Settings:
             authority_host=env.get("AZURE_AUTHORITY_HOST") or None,
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
+            pipeline=pipeline,
         )
         if problems:
             raise SettingsError("App settings are incomplete: " + "; ".join(problems) + ".")
         return settings
+
+
+def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineConfig:
+    """Optional overrides of :class:`PipelineConfig` (all have sane defaults)."""
+    defaults = PipelineConfig()
+    budget = defaults.validation_budget_seconds
+    delays = defaults.retry_delays_seconds
+    text = (env.get("VALIDATION_BUDGET_SECONDS") or "").strip()
+    if text:
+        try:
+            budget = float(text)
+            if not 0 <= budget <= 600:
+                raise ValueError
+        except ValueError:
+            problems.append("VALIDATION_BUDGET_SECONDS must be a number of seconds between 0 and 600")
+    text = (env.get("RETRY_DELAYS_SECONDS") or "").strip()
+    if text:
+        try:
+            delays = tuple(float(part) for part in text.split(","))
+            if not delays or any(d < 0 for d in delays):
+                raise ValueError
+        except ValueError:
+            problems.append("RETRY_DELAYS_SECONDS must be a comma-separated list of seconds, e.g. 30,60,120")
+    require_pcg = (env.get("PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT") or "true").strip().lower() != "false"
+    return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays,
+                          require_pcg_for_us_government=require_pcg)

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from pydantic import SecretStr
 
+from shared.clients import keyvault
 from shared.errors import PermanentStepError
+from shared.models import GeneratedSecret
 from shared.state import StepOutcome
 from shared.state.records import utcnow
 
 if TYPE_CHECKING:
-    from shared.clients.palette import AzureCredentials
+    from shared.clients.palette import AzureAccount, AzureCredentials
     from shared.models import OnboardingRequest
     from shared.pipeline.handle import RecordHandle
     from shared.pipeline.runner import OnboardingClients
@@ -37,9 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CLIENT_SECRET_CONTENT_TYPE = "application/vnd.palette-onboarding.azure-client-secret"
-SSH_PRIVATE_KEY_CONTENT_TYPE = "application/x-pem-file"
-API_KEY_CONTENT_TYPE = "application/vnd.palette-onboarding.palette-api-key"
 
 # Result keys kept in the state row. Keys starting with "_" are internal markers, hidden from the API.
 ACCOUNT_UID = "accountUid"
@@ -66,7 +65,6 @@ class StepContext:
     handle: RecordHandle
     # Held in memory only for the length of one delivery; never written to state or logs.
     client_secret: SecretStr | None = None
-    secret_generated_at: dt.datetime | None = None
 
     @property
     def request_id(self) -> str:
@@ -97,6 +95,12 @@ class StepContext:
         return {k: record.results[k] for k in keys if record.results.get(k)}
 
 
+def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
+    """Whether an existing Palette account is for the same Entra tenant and app as the request."""
+    return ((account.tenant_id or "").lower(), (account.client_id or "").lower()) == (
+        request.azure.tenant_id, request.azure.client_id)
+
+
 def _same_public_key(a: str, b: str) -> bool:
     """OpenSSH keys are equal when type and base64 body match; the comment does not count."""
     return a.split()[:2] == b.split()[:2]
@@ -105,13 +109,11 @@ def _same_public_key(a: str, b: str) -> bool:
 def _secret_tags(ctx: StepContext, purpose: str, **extra: str) -> dict[str, str]:
     """The managed-by marker and account (so the rotation sweep finds what it owns), plus the ids
     a retry or an operator needs to tie the secret to its request and app."""
-    from shared.clients.keyvault import managed_tags
-
     request = ctx.request
-    return managed_tags(request.account_name, purpose, {
-        "request-id": request.request_id,
-        "tenant-id": request.azure.tenant_id,
-        "client-id": request.azure.client_id,
+    return keyvault.managed_tags(request.account_name, purpose, {
+        keyvault.REQUEST_ID_TAG: request.request_id,
+        keyvault.TENANT_ID_TAG: request.azure.tenant_id,
+        keyvault.CLIENT_ID_TAG: request.azure.client_id,
         **extra,
     })
 
@@ -164,8 +166,7 @@ def check(ctx: StepContext) -> None:
                 f"request {request.request_id}; choose another apiKey.name.")
 
     account = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-    if account is not None and (account.tenant_id.lower(), account.client_id.lower()) != (
-            request.azure.tenant_id, request.azure.client_id):
+    if account is not None and not _same_identity(account, request):
         raise PermanentStepError(
             "check", "account_name_clash",
             f"Palette already has an Azure account named '{request.account_name}' for another tenant "
@@ -210,8 +211,6 @@ def check(ctx: StepContext) -> None:
 
 def secret(ctx: StepContext) -> None:
     """Make (or read) the client secret and keep it in Key Vault."""
-    from shared.clients.keyvault import secret_name_for
-
     request = ctx.request
     source = request.azure.secret
     store = ctx.clients.secrets
@@ -224,15 +223,15 @@ def secret(ctx: StepContext) -> None:
 
     graph = ctx.clients.graph
     assert graph is not None  # checked in the check step
-    name = secret_name_for(request.account_name, "client-secret")
+    assert isinstance(source, GeneratedSecret)  # inline secrets are stored by the intake
+    name = keyvault.secret_name_for(request.account_name, keyvault.PURPOSE_CLIENT_SECRET)
     display_name = f"palette-onboarding {request.account_name} {request.request_id}"
     key_id = ctx.handle.result(GRAPH_KEY_ID)
     if key_id:
-        stored = store.find_version(name, tag="graph-key-id", value=key_id)
-        if stored is not None:
-            ctx.client_secret, _ = store.get_secret(name, stored.version)
-            ctx.secret_generated_at = stored.created_on
-            _secret_done(ctx, stored.id, key_id)
+        kept = store.find_version(name, tag=keyvault.CREDENTIAL_ID_TAG, value=key_id)
+        if kept is not None:
+            ctx.client_secret, _ = store.get_secret(name, kept.version)
+            _secret_done(ctx, kept.id, key_id)
             return
         # The password was made but its value never reached Key Vault: it is lost. Remove it.
         graph.remove_password(request.azure.client_id, key_id)
@@ -260,12 +259,12 @@ def secret(ctx: StepContext) -> None:
                 "owner of the app registration (Application.ReadWrite.OwnedBy).") from None
         raise
     ctx.handle.set_results(**{GRAPH_KEY_ID: password.key_id})
-    ctx.secret_generated_at = utcnow()
     stored = store.set_secret(
-        name, password.secret_text, content_type=CLIENT_SECRET_CONTENT_TYPE, expires_on=password.end,
-        tags=_secret_tags(ctx, "client-secret", **{"graph-key-id": password.key_id,
-                                  "app-object-id": ctx.handle.result(APP_OBJECT_ID) or "",
-                                  "validity-days": str(source.validity_days)}),
+        name, password.secret_text, content_type=keyvault.CONTENT_TYPE_CLIENT_SECRET, expires_on=password.end,
+        tags=_secret_tags(ctx, keyvault.PURPOSE_CLIENT_SECRET, **{
+            keyvault.CREDENTIAL_ID_TAG: password.key_id,
+            keyvault.PROVIDER_ADDRESS_TAG: ctx.handle.result(APP_OBJECT_ID) or "",
+            keyvault.VALIDITY_PERIOD_DAYS_TAG: str(source.validity_days)}),
     )
     ctx.client_secret = password.secret_text
     _secret_done(ctx, stored.id, password.key_id)
@@ -345,8 +344,7 @@ def register(ctx: StepContext) -> None:
     scope_uid = ctx.scope_project_uid
     overlord = ctx.handle.result(OVERLORD_UID)
     existing = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-    if existing is not None and (existing.tenant_id.lower(), existing.client_id.lower()) != (
-            request.azure.tenant_id, request.azure.client_id):
+    if existing is not None and not _same_identity(existing, request):
         raise PermanentStepError(
             "register", "account_name_clash",
             f"Palette already has an Azure account named '{request.account_name}' for another tenant "
@@ -365,7 +363,7 @@ def register(ctx: StepContext) -> None:
                                                overlord_uid=overlord)
         except ResourceExistsError:
             found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-            if found is None or found.client_id.lower() != request.azure.client_id:
+            if found is None or not _same_identity(found, request):
                 raise
             uid = found.uid
         action, event = "created", "account.registered"
@@ -378,8 +376,6 @@ def register(ctx: StepContext) -> None:
 
 def sshkey(ctx: StepContext) -> None:
     """Upload the SSH public key to the project (generating the pair if asked), by name."""
-    from shared.clients.keyvault import secret_name_for
-
     spec = ctx.request.ssh_key
     if spec is None:
         ctx.handle.step("sshkey", StepOutcome.SKIPPED, "no SSH key requested")
@@ -389,8 +385,9 @@ def sshkey(ctx: StepContext) -> None:
     public_key = spec.public_key
     extra: dict[str, str] = {}
     if public_key is None:
-        public_key, secret_id = _generated_key_pair(ctx, secret_name_for(
-            ctx.request.account_name, f"ssh:{spec.name}"))
+        purpose = f"{keyvault.PURPOSE_SSH_KEY}:{spec.name}"
+        public_key, secret_id = _generated_key_pair(
+            ctx, keyvault.secret_name_for(ctx.request.account_name, purpose), purpose)
         extra[SSH_SECRET_ID] = secret_id
     palette = ctx.clients.palette
     existing = palette.find_ssh_key(spec.name, project_uid=project_uid)
@@ -415,13 +412,13 @@ def sshkey(ctx: StepContext) -> None:
     ctx.emit("sshkey.uploaded", "sshkey", "created", palette={"sshKeyUid": uid})
 
 
-def _generated_key_pair(ctx: StepContext, secret_name: str) -> tuple[str, str]:
+def _generated_key_pair(ctx: StepContext, secret_name: str, purpose: str) -> tuple[str, str]:
     """The public half of this request's generated key pair, making and storing it once."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     store = ctx.clients.secrets
-    stored = store.find_version(secret_name, tag="request-id", value=ctx.request_id)
+    stored = store.find_version(secret_name, tag=keyvault.REQUEST_ID_TAG, value=ctx.request_id)
     if stored is not None:
         pem, _ = store.get_secret(secret_name, stored.version)
         private_key = serialization.load_pem_private_key(pem.get_secret_value().encode(), password=None)
@@ -430,8 +427,8 @@ def _generated_key_pair(ctx: StepContext, secret_name: str) -> tuple[str, str]:
         pem = SecretStr(private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption()).decode())
-        stored = store.set_secret(secret_name, pem, content_type=SSH_PRIVATE_KEY_CONTENT_TYPE,
-                                  tags=_secret_tags(ctx, f"ssh:{ctx.request.ssh_key.name if ctx.request.ssh_key else ''}"))
+        stored = store.set_secret(secret_name, pem, content_type=keyvault.CONTENT_TYPE_SSH_PRIVATE_KEY,
+                                  tags=_secret_tags(ctx, purpose))
     public = private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return f"{public} palette-onboarding-{ctx.request.account_name}", stored.id
@@ -441,19 +438,17 @@ def _generated_key_pair(ctx: StepContext, secret_name: str) -> tuple[str, str]:
 
 def apikey(ctx: StepContext) -> None:
     """Create the Palette API key once and put its value in Key Vault at once (shown only once)."""
-    from shared.clients.keyvault import secret_name_for
-
     spec = ctx.request.api_key
     if spec is None:
         ctx.handle.step("apikey", StepOutcome.SKIPPED, "no API key requested")
         return
     palette = ctx.clients.palette
     store = ctx.clients.secrets
-    name = secret_name_for(ctx.request.account_name, f"apikey:{spec.name}")
+    name = keyvault.secret_name_for(ctx.request.account_name, f"{keyvault.PURPOSE_API_KEY}:{spec.name}")
     if ctx.handle.result(API_KEY_CREATING):
         existing = palette.find_api_key(spec.name)
         if existing is not None:
-            stored = store.find_version(name, tag="api-key-uid", value=existing.uid)
+            stored = store.find_version(name, tag=keyvault.PALETTE_UID_TAG, value=existing.uid)
             if stored is not None:
                 _apikey_done(ctx, existing.uid, stored.id)
                 return
@@ -469,8 +464,9 @@ def apikey(ctx: StepContext) -> None:
     expiry = spec.expiry(utcnow())
     created = palette.create_api_key(spec.name, user_uid=user_uid, expiry=expiry,
                                      description=spec.description)
-    stored = store.set_secret(name, created.value, content_type=API_KEY_CONTENT_TYPE, expires_on=expiry,
-                              tags=_secret_tags(ctx, f"apikey:{spec.name}", **{"api-key-uid": created.uid}))
+    stored = store.set_secret(name, created.value, content_type=keyvault.CONTENT_TYPE_API_KEY, expires_on=expiry,
+                              tags=_secret_tags(ctx, f"{keyvault.PURPOSE_API_KEY}:{spec.name}",
+                                                **{keyvault.PALETTE_UID_TAG: created.uid}))
     _apikey_done(ctx, created.uid, stored.id)
 
 
@@ -497,7 +493,7 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
     try:
         account = palette.get_azure_account(account_uid, project_uid=scope_uid)
         add("account.readable", account.name == request.account_name
-            and account.client_id.lower() == request.azure.client_id,
+            and _same_identity(account, request),
             f"account {account_uid} reads back as '{account.name}'")
         add("account.scope", account.scope == request.palette.scope,
             f"account scope is {account.scope}")
@@ -518,7 +514,8 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
         uid = ctx.handle.result(API_KEY_UID) or ""
         try:
             api_key = palette.get_api_key(uid)
-            add("apikey.active", api_key.is_active, f"API key {uid} is {'active' if api_key.is_active else 'inactive'}")
+            state = "active" if api_key.is_active else "inactive"
+            add("apikey.active", bool(api_key.is_active), f"API key {uid} is {state}")
         except ResourceNotFoundError:
             add("apikey.active", False, f"API key {uid} was not found")
     return checks

@@ -1,0 +1,426 @@
+"""Key Vault secrets the onboarding owns: client secrets, SSH private keys and Palette API keys.
+
+A thin layer over :class:`azure.keyvault.secrets.SecretClient` that exists for three reasons:
+
+* values cross our API only as :class:`pydantic.SecretStr`, so they cannot end up in a log line, a
+  repr or an exception message by accident;
+* what we read back is a small frozen :class:`StoredSecret` (ids, tags, dates), never an SDK object
+  that carries the value;
+* the questions the pipeline and the rotation sweep ask ("which version holds Graph credential X?",
+  "which secrets do we manage?") are answered here once, by tag.
+
+Errors are the SDK's azure-core exceptions (``ResourceNotFoundError``, ``HttpResponseError``,
+``ClientAuthenticationError``, ...), passed through unchanged so the domain catches one family for
+every service.
+
+Secret names follow one scheme (see :func:`secret_name_for`) and every secret we write carries
+:data:`MANAGED_BY_TAG` = :data:`MANAGED_BY_VALUE`, which is how the rotation sweep finds what it owns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import re
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient
+from pydantic import SecretStr
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from datetime import datetime
+    from types import TracebackType
+
+    from azure.core.credentials import TokenCredential
+    from azure.keyvault.secrets import SecretProperties
+
+logger = logging.getLogger(__name__)
+
+# --- Tags -------------------------------------------------------------------------------------
+# Key Vault allows 15 tags per secret; these are the ones we write. The CamelCase three are the
+# names Microsoft's credential-rotation samples use, kept so their tooling understands our secrets.
+
+MANAGED_BY_TAG = "managed-by"
+"""Present on every secret this app writes; the rotation sweep lists secrets by it."""
+MANAGED_BY_VALUE = "palette-onboarding"
+ACCOUNT_TAG = "palette-account"
+"""The Palette cloud account name the secret belongs to."""
+PURPOSE_TAG = "purpose"
+"""One of the ``PURPOSE_*`` values below."""
+REQUEST_ID_TAG = "request-id"
+"""The onboarding ``requestId`` that wrote this version (lets a resumed step find its own write)."""
+PALETTE_UID_TAG = "palette-uid"
+"""The uid of the Palette object using the value (cloud account, SSH key or API key)."""
+TENANT_ID_TAG = "azure-tenant-id"
+CLIENT_ID_TAG = "azure-client-id"
+CREDENTIAL_ID_TAG = "CredentialId"
+"""The Graph ``keyId`` of the password credential this version holds."""
+PROVIDER_ADDRESS_TAG = "ProviderAddress"
+"""The app registration the credential belongs to."""
+VALIDITY_PERIOD_DAYS_TAG = "ValidityPeriodDays"
+ROTATION_STATE_TAG = "rotation-state"
+"""``pending`` while a rotated value is not yet confirmed in Palette, then ``current``."""
+ROTATION_STATE_PENDING = "pending"
+ROTATION_STATE_CURRENT = "current"
+
+# --- Purposes and names -----------------------------------------------------------------------
+
+PURPOSE_CLIENT_SECRET = "client-secret"
+PURPOSE_SSH_KEY = "ssh"
+PURPOSE_API_KEY = "apikey"
+
+CONTENT_TYPE_CLIENT_SECRET = "text/plain; purpose=azure-client-secret"
+CONTENT_TYPE_SSH_PRIVATE_KEY = "application/x-pem-file"
+CONTENT_TYPE_API_KEY = "text/plain; purpose=palette-api-key"
+
+MAX_SECRET_NAME_LENGTH = 127
+_VALID_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+_UNSAFE_CHARS = re.compile(r"[^0-9a-z-]+")
+_DASH_RUNS = re.compile(r"-{2,}")
+
+
+def _name_part(text: str, what: str) -> str:
+    """Lower-case ``text`` and turn every run of characters Key Vault rejects into one ``-``."""
+    part = _DASH_RUNS.sub("-", _UNSAFE_CHARS.sub("-", text.strip().lower())).strip("-")
+    if not part:
+        raise ValueError(f"The {what} {text!r} has no letter or digit to build a Key Vault secret name from.")
+    return part
+
+
+def secret_name_for(account_name: str, purpose: str) -> str:
+    """Return the Key Vault secret name for one of an account's secrets.
+
+    The scheme, so operators can find a secret by eye and names never collide across kinds:
+
+    ==========================  =============================================
+    ``purpose``                 secret name
+    ==========================  =============================================
+    ``"client-secret"``         ``palette-azure-<account>-client-secret``
+    ``"ssh:<key name>"``        ``palette-<account>-ssh-<key name>``
+    ``"apikey:<key name>"``     ``palette-apikey-<key name>`` (Palette API keys are tenant-scoped,
+                                so the account is not part of the name)
+    ==========================  =============================================
+
+    Parts are lower-cased (Key Vault names are case-insensitive) and every character other than
+    letters, digits and ``-`` (``.``, ``_``, spaces) becomes ``-``. Two key names that differ only
+    in such characters (``a.b`` and ``a_b``) therefore share a secret: the ``purpose`` tag and the
+    key name in the tags tell them apart, and Palette key names are expected to be plain. A name
+    longer than 127 characters is cut and ends in 8 hex digits of a hash of the full name, so it
+    stays unique and stable.
+
+    Raises
+    ------
+    ValueError
+        ``purpose`` is not one of the forms above, or a part has no letter or digit.
+    """
+    kind, _, key_name = purpose.partition(":")
+    if kind == PURPOSE_CLIENT_SECRET and not key_name:
+        name = f"palette-azure-{_name_part(account_name, 'account name')}-client-secret"
+    elif kind == PURPOSE_SSH_KEY and key_name:
+        account = _name_part(account_name, "account name")
+        name = f"palette-{account}-ssh-{_name_part(key_name, 'SSH key name')}"
+    elif kind == PURPOSE_API_KEY and key_name:
+        name = f"palette-apikey-{_name_part(key_name, 'API key name')}"
+    else:
+        raise ValueError(
+            f"Unknown secret purpose {purpose!r}: "
+            "use 'client-secret', 'ssh:<key name>' or 'apikey:<key name>'."
+        )
+    if len(name) > MAX_SECRET_NAME_LENGTH:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_SECRET_NAME_LENGTH - 9].rstrip('-')}-{digest}"
+    return name
+
+
+def managed_tags(account_name: str, purpose: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The tags every secret we write starts with: the managed-by marker, account and purpose."""
+    tags = {
+        MANAGED_BY_TAG: MANAGED_BY_VALUE,
+        ACCOUNT_TAG: account_name,
+        PURPOSE_TAG: purpose.partition(":")[0],
+    }
+    tags.update(extra or {})
+    return tags
+
+
+def _check_name(name: str) -> None:
+    if not _VALID_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid Key Vault secret name: use 1-127 letters, digits and '-'."
+        )
+
+
+def _is_loopback_host(vault_url: str) -> bool:
+    host = (urlsplit(vault_url).hostname or "").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- Values read back -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """The properties of one secret version: everything except the value.
+
+    ``version`` is ``""`` for entries from :meth:`SecretStore.list_secrets`, which (like Key Vault's
+    own listing) describe a secret's current version without naming it.
+    """
+
+    name: str
+    version: str
+    id: str
+    tags: Mapping[str, str] = field(hash=False)
+    expires_on: datetime | None
+    enabled: bool
+    content_type: str | None
+    created_on: datetime | None
+    not_before: datetime | None = None
+    updated_on: datetime | None = None
+
+    @classmethod
+    def from_properties(cls, properties: SecretProperties) -> StoredSecret:
+        return cls(
+            name=properties.name or "",
+            version=properties.version or "",
+            id=properties.id or "",
+            tags=MappingProxyType(dict(properties.tags or {})),
+            expires_on=properties.expires_on,
+            enabled=properties.enabled is not False,
+            content_type=properties.content_type,
+            created_on=properties.created_on,
+            not_before=properties.not_before,
+            updated_on=properties.updated_on,
+        )
+
+
+def _newest_first(item: StoredSecret) -> tuple[float, float]:
+    created = item.created_on.timestamp() if item.created_on else float("-inf")
+    updated = item.updated_on.timestamp() if item.updated_on else float("-inf")
+    return (created, updated)
+
+
+# --- The store --------------------------------------------------------------------------------
+
+
+class SecretStore:
+    """Reads and writes our secrets in one vault.
+
+    Parameters
+    ----------
+    vault_url
+        ``https://<vault>.vault.azure.net`` (or the sovereign-cloud or local-stack equivalent).
+    credential
+        Any azure-core token credential (managed identity in Azure).
+    client
+        An existing ``SecretClient`` to use instead of building one (tests, shared pipelines). A
+        client passed in is not closed by :meth:`close`: its owner closes it.
+    connection_verify
+        A CA bundle path (or ``False``) for a vault whose certificate is not publicly trusted, as
+        the local stack's.
+
+    The client checks that the ``resource`` of Key Vault's authentication challenge matches the
+    vault's host, which is what keeps a token from being sent to an impostor; that check is turned
+    off only for a vault on a loopback address, whose challenge necessarily names the real
+    service (``https://vault.azure.net``).
+
+    Request and response bodies are never logged (``logging_enable=False``): they carry values.
+    """
+
+    def __init__(
+        self,
+        vault_url: str,
+        credential: TokenCredential,
+        *,
+        client: SecretClient | None = None,
+        connection_verify: str | bool | None = None,
+    ) -> None:
+        if not vault_url:
+            raise ValueError("vault_url is empty: pass the vault's URL, e.g. https://<vault>.vault.azure.net.")
+        self.vault_url = vault_url.rstrip("/")
+        if client is not None:
+            self._client = client
+            self._owns_client = False
+            return
+        options: dict[str, Any] = {
+            "verify_challenge_resource": not _is_loopback_host(self.vault_url),
+            "logging_enable": False,
+        }
+        if connection_verify is not None:
+            options["connection_verify"] = connection_verify
+        self._client = SecretClient(self.vault_url, credential, **options)
+        self._owns_client = True
+
+    def __repr__(self) -> str:
+        return f"SecretStore(vault_url={self.vault_url!r})"
+
+    # Writes -----------------------------------------------------------------------------------
+
+    def set_secret(
+        self,
+        name: str,
+        value: SecretStr,
+        *,
+        content_type: str,
+        tags: Mapping[str, str],
+        expires_on: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> StoredSecret:
+        """Write a new version of ``name`` and return its properties (never the value).
+
+        Each call makes a new version, so a retried step should first look for its own write with
+        :meth:`find_version` (by ``request-id`` or ``CredentialId`` tag).
+
+        Needs ``secrets/set`` (RBAC: Key Vault Secrets Officer).
+
+        Raises
+        ------
+        ValueError
+            ``name`` is not a valid Key Vault secret name (checked before any call).
+        azure.core.exceptions.HttpResponseError
+            Key Vault refused the write (a deleted secret of that name still in soft-delete answers
+            409 ``ResourceExistsError``).
+        """
+        _check_name(name)
+        secret = self._client.set_secret(
+            name,
+            value.get_secret_value(),
+            content_type=content_type,
+            tags=dict(tags),
+            expires_on=expires_on,
+            not_before=not_before,
+        )
+        stored = StoredSecret.from_properties(secret.properties)
+        logger.info("Stored Key Vault secret %s version %s", stored.name, stored.version)
+        return stored
+
+    def update_tags(self, name: str, version: str, tags: Mapping[str, str]) -> StoredSecret:
+        """Replace the tags of one version (Key Vault replaces the whole set, it does not merge).
+
+        Pass the full set, e.g. ``{**stored.tags, ROTATION_STATE_TAG: ROTATION_STATE_CURRENT}``.
+        Needs ``secrets/set``.
+
+        Raises
+        ------
+        ValueError
+            ``version`` is empty (which Key Vault would read as "the current version").
+        azure.core.exceptions.ResourceNotFoundError
+            No such secret or version.
+        """
+        _check_name(name)
+        self._check_version(version)
+        properties = self._client.update_secret_properties(name, version, tags=dict(tags))
+        return StoredSecret.from_properties(properties)
+
+    def disable_version(self, name: str, version: str) -> None:
+        """Disable one version so it can no longer be read (it stays listed and can be re-enabled).
+
+        Needs ``secrets/set``.
+
+        Raises
+        ------
+        ValueError
+            ``version`` is empty: disabling "the current version" by accident is never wanted.
+        azure.core.exceptions.ResourceNotFoundError
+            No such secret or version.
+        """
+        _check_name(name)
+        self._check_version(version)
+        self._client.update_secret_properties(name, version, enabled=False)
+        logger.info("Disabled Key Vault secret %s version %s", name, version)
+
+    # Reads ------------------------------------------------------------------------------------
+
+    def get_secret(self, name: str, version: str | None = None) -> tuple[SecretStr, StoredSecret]:
+        """Return the value (wrapped) and the properties of a version, the current one by default.
+
+        Needs ``secrets/get`` (RBAC: Key Vault Secrets User).
+
+        Raises
+        ------
+        azure.core.exceptions.ResourceNotFoundError
+            No such secret or version.
+        azure.core.exceptions.HttpResponseError
+            403 when the version is disabled.
+        """
+        _check_name(name)
+        secret = self._client.get_secret(name, version)
+        return SecretStr(secret.value or ""), StoredSecret.from_properties(secret.properties)
+
+    def list_versions(self, name: str) -> list[StoredSecret]:
+        """Every version of ``name``, newest first; empty when the secret does not exist.
+
+        Key Vault lists versions in no particular order and pages them, so this reads every page
+        and sorts by creation time (then update time).
+
+        Needs ``secrets/list``.
+        """
+        _check_name(name)
+        try:
+            versions = [
+                StoredSecret.from_properties(p) for p in self._client.list_properties_of_secret_versions(name)
+            ]
+        except ResourceNotFoundError:
+            return []
+        versions.sort(key=_newest_first, reverse=True)
+        return versions
+
+    def find_version(self, name: str, *, tag: str, value: str) -> StoredSecret | None:
+        """The newest version of ``name`` whose tag ``tag`` equals ``value``, or ``None``.
+
+        ``None`` also when the secret does not exist. This is how a resumed step finds the version
+        it wrote before a crash (``request-id``) and how rotation finds the version holding a given
+        Graph credential (``CredentialId``). Needs ``secrets/list``.
+        """
+        for version in self.list_versions(name):
+            if version.tags.get(tag) == value:
+                return version
+        return None
+
+    def list_secrets(self, *, tag: str | None = None, value: str | None = None) -> Iterator[StoredSecret]:
+        """The current properties of each secret in the vault, optionally only those tagged so.
+
+        With ``tag`` alone, secrets that have the tag; with ``tag`` and ``value``, those where it
+        equals ``value``. ``list_secrets(tag=MANAGED_BY_TAG, value=MANAGED_BY_VALUE)`` is the
+        rotation sweep's inventory. Entries carry no version (``version == ""``). Pages are read
+        lazily. Needs ``secrets/list``.
+        """
+        if value is not None and tag is None:
+            raise ValueError("list_secrets: a tag value was given without the tag name.")
+        for properties in self._client.list_properties_of_secrets():
+            item = StoredSecret.from_properties(properties)
+            if tag is None or (tag in item.tags and (value is None or item.tags[tag] == value)):
+                yield item
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the underlying client's connections (unless it was passed in)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> SecretStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @staticmethod
+    def _check_version(version: str) -> None:
+        if not version:
+            raise ValueError("A secret version is required here; '' would address the current version.")

@@ -1,0 +1,311 @@
+"""SecretStore against the Key Vault stand-in, through the real azure-keyvault-secrets client over HTTPS.
+
+The vault's clock is ours, so versions get distinct creation times without sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from devstack.httpbase import Fault, RunningServer
+from devstack.keyvault import KeyVaultApp
+from devstack.tls import make_loopback_certificate
+from devstack.tokens import issue_token
+from shared.clients.keyvault import (
+    ACCOUNT_TAG,
+    CREDENTIAL_ID_TAG,
+    MANAGED_BY_TAG,
+    MANAGED_BY_VALUE,
+    ROTATION_STATE_CURRENT,
+    ROTATION_STATE_PENDING,
+    ROTATION_STATE_TAG,
+    SecretStore,
+    StoredSecret,
+    _is_loopback_host,
+    managed_tags,
+    secret_name_for,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+TENANT_ID = "7d3f4c1e-2b6a-4e8f-9a0b-1c2d3e4f5a6b"
+VALUE = "s3cr3t-Value~with.Unusual_chars-9f8e7d"
+VAULT_AUDIENCE = "https://vault.azure.net"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = float(int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: int = 1) -> None:
+        self.now += seconds
+
+
+class StaticCredential:
+    """Hands out tokens the stand-in accepts, as a managed identity would for the vault."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        assert scopes and scopes[0].startswith(VAULT_AUDIENCE)
+        token, expires_on = issue_token(audience=VAULT_AUDIENCE, subject="onboarding-app", tenant_id=TENANT_ID)
+        return AccessToken(token, expires_on)
+
+
+class Vault:
+    def __init__(self, server: RunningServer, clock: FakeClock, ca_path: str) -> None:
+        self.server = server
+        self.clock = clock
+        self.ca_path = ca_path
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
+    cert = make_loopback_certificate(tmp_path_factory.mktemp("kv-tls"))
+    clock = FakeClock()
+    app = KeyVaultApp(authority="https://127.0.0.1:1/identity", tenant_id=TENANT_ID, clock=clock)
+    server = RunningServer(app, tls=cert.server_context())
+    try:
+        yield Vault(server, clock, str(cert.ca_path))
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(vault: Vault) -> Iterator[SecretStore]:
+    vault.server.reset()
+    with SecretStore(vault.server.url, StaticCredential(), connection_verify=vault.ca_path) as s:
+        yield s
+
+
+def _set(store: SecretStore, vault: Vault, name: str, value: str = VALUE, **tags: str) -> StoredSecret:
+    vault.clock.tick()
+    return store.set_secret(name, SecretStr(value), content_type="text/plain",
+                            tags={**managed_tags("acct-one", "client-secret"), **tags})
+
+
+# --- Naming ---------------------------------------------------------------------------------------
+
+
+def test_secret_names_follow_the_documented_scheme() -> None:
+    assert secret_name_for("contoso-prod", "client-secret") == "palette-azure-contoso-prod-client-secret"
+    assert secret_name_for("contoso-prod", "ssh:Ops_Key.v2") == "palette-contoso-prod-ssh-ops-key-v2"
+    assert secret_name_for("contoso-prod", "apikey:ci.bot") == "palette-apikey-ci-bot"
+
+
+@pytest.mark.parametrize("purpose", ["", "ssh", "ssh:", "apikey", "client-secret:x", "password", "ssh:..."])
+def test_secret_name_rejects_unknown_or_empty_purposes(purpose: str) -> None:
+    with pytest.raises(ValueError, match=r"purpose|letter or digit"):
+        secret_name_for("contoso", purpose)
+
+
+@given(
+    account=st.from_regex(r"[a-z][a-z0-9-]{2,63}", fullmatch=True),
+    key=st.text(min_size=1, max_size=300).filter(lambda s: re.search(r"[A-Za-z0-9]", s) is not None),
+    kind=st.sampled_from(["ssh", "apikey"]),
+)
+def test_generated_names_are_always_valid_key_vault_names(account: str, key: str, kind: str) -> None:
+    name = secret_name_for(account, f"{kind}:{key}")
+    assert re.fullmatch(r"[0-9a-z-]{1,127}", name)
+    assert name == secret_name_for(account, f"{kind}:{key}")
+
+
+def test_long_names_are_cut_with_a_stable_hash_suffix() -> None:
+    one = secret_name_for("a" * 64, "ssh:" + "k" * 200)
+    two = secret_name_for("a" * 64, "ssh:" + "k" * 201)
+    assert len(one) == 127 and len(two) == 127 and one != two
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("https://127.0.0.1:8443", True), ("https://127.5.6.7", True), ("https://[::1]:9000/", True),
+    ("https://LOCALHOST:1234", True), ("https://myvault.vault.azure.net", False),
+    ("https://myvault.vault.usgovcloudapi.net/", False), ("https://10.0.0.4", False),
+])
+def test_challenge_resource_check_is_off_only_for_loopback_vaults(url: str, loopback: bool) -> None:
+    assert _is_loopback_host(url) is loopback
+
+
+# --- Against the stand-in -------------------------------------------------------------------------
+
+
+def test_set_then_get_round_trips_value_and_properties(store: SecretStore, vault: Vault) -> None:
+    expires = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    not_before = datetime(2025, 12, 31, tzinfo=UTC)
+    vault.clock.tick()
+    stored = store.set_secret(
+        "palette-azure-acct-one-client-secret", SecretStr(VALUE), content_type="text/plain",
+        tags={MANAGED_BY_TAG: MANAGED_BY_VALUE, CREDENTIAL_ID_TAG: "key-1"},
+        expires_on=expires, not_before=not_before,
+    )
+    assert stored.name == "palette-azure-acct-one-client-secret"
+    assert re.fullmatch(r"[0-9a-f]{32}", stored.version)
+    assert stored.id.endswith(f"/secrets/{stored.name}/{stored.version}")
+    assert stored.expires_on == expires and stored.not_before == not_before
+    assert stored.created_on == datetime.fromtimestamp(vault.clock.now, UTC)
+    assert stored.enabled and stored.content_type == "text/plain"
+    assert dict(stored.tags) == {MANAGED_BY_TAG: MANAGED_BY_VALUE, CREDENTIAL_ID_TAG: "key-1"}
+
+    value, props = store.get_secret(stored.name)
+    assert isinstance(value, SecretStr) and value.get_secret_value() == VALUE
+    assert props == stored
+    value_v, props_v = store.get_secret(stored.name, stored.version)
+    assert value_v.get_secret_value() == VALUE and props_v.version == stored.version
+
+
+def test_get_missing_secret_raises_resource_not_found(store: SecretStore) -> None:
+    with pytest.raises(ResourceNotFoundError):
+        store.get_secret("no-such-secret")
+
+
+def test_versions_are_listed_newest_first_across_pages(store: SecretStore, vault: Vault) -> None:
+    name = "palette-acct-one-ssh-deploy"
+    written = [_set(store, vault, name, f"value-{i}", **{CREDENTIAL_ID_TAG: f"key-{i}"}) for i in range(30)]
+    listed = store.list_versions(name)
+    assert [v.version for v in listed] == [w.version for w in reversed(written)]
+    # The stand-in pages at 25, so 30 versions needed a second page.
+    assert any("$skiptoken" in r.query for r in vault.server.requests if r.path.endswith("/versions"))
+    assert store.list_versions("never-written") == []
+
+
+def test_find_version_by_tag_returns_the_newest_match_or_none(store: SecretStore, vault: Vault) -> None:
+    name = "palette-azure-acct-one-client-secret"
+    for i in range(28):
+        _set(store, vault, name, f"v{i}", **{CREDENTIAL_ID_TAG: f"key-{i}", "request-id": f"REQ-{i % 3}"})
+    found = store.find_version(name, tag=CREDENTIAL_ID_TAG, value="key-3")
+    assert found is not None and found.tags[CREDENTIAL_ID_TAG] == "key-3"
+    assert store.get_secret(name, found.version)[0].get_secret_value() == "v3"
+    newest_req1 = store.find_version(name, tag="request-id", value="REQ-1")
+    assert newest_req1 is not None and newest_req1.tags[CREDENTIAL_ID_TAG] == "key-25"
+    assert store.find_version(name, tag=CREDENTIAL_ID_TAG, value="key-99") is None
+    assert store.find_version("not-there", tag=CREDENTIAL_ID_TAG, value="key-1") is None
+
+
+def test_list_secrets_filters_by_managed_by_tag(store: SecretStore, vault: Vault) -> None:
+    for i in range(27):
+        _set(store, vault, f"palette-azure-acct-{i:02d}-client-secret", **{ACCOUNT_TAG: f"acct-{i:02d}"})
+    vault.clock.tick()
+    store.set_secret("someone-elses", SecretStr("x"), content_type="text/plain", tags={"owner": "team-b"})
+    vault.clock.tick()
+    store.set_secret("untagged", SecretStr("y"), content_type="text/plain", tags={})
+
+    managed = list(store.list_secrets(tag=MANAGED_BY_TAG, value=MANAGED_BY_VALUE))
+    assert sorted(s.name for s in managed) == [f"palette-azure-acct-{i:02d}-client-secret" for i in range(27)]
+    assert all(s.version == "" and s.tags[MANAGED_BY_TAG] == MANAGED_BY_VALUE for s in managed)
+    assert [s.name for s in store.list_secrets(tag="owner")] == ["someone-elses"]
+    assert list(store.list_secrets(tag=MANAGED_BY_TAG, value="other-tool")) == []
+    assert len(list(store.list_secrets())) == 29
+    with pytest.raises(ValueError, match="without the tag"):
+        list(store.list_secrets(value="x"))
+
+
+def test_update_tags_replaces_the_tag_set_of_one_version(store: SecretStore, vault: Vault) -> None:
+    name = "palette-azure-acct-one-client-secret"
+    first = _set(store, vault, name, "old", **{ROTATION_STATE_TAG: ROTATION_STATE_CURRENT})
+    second = _set(store, vault, name, "new", **{ROTATION_STATE_TAG: ROTATION_STATE_PENDING})
+    vault.clock.tick()
+    updated = store.update_tags(name, second.version, {**second.tags, ROTATION_STATE_TAG: ROTATION_STATE_CURRENT})
+    assert updated.version == second.version
+    assert updated.tags[ROTATION_STATE_TAG] == ROTATION_STATE_CURRENT
+    assert updated.tags[MANAGED_BY_TAG] == MANAGED_BY_VALUE
+    assert updated.updated_on is not None and updated.created_on is not None
+    assert updated.updated_on > updated.created_on
+    # The other version is untouched, and the value of the updated one is unchanged.
+    untouched = store.find_version(name, tag=ROTATION_STATE_TAG, value=ROTATION_STATE_CURRENT)
+    assert untouched is not None and untouched.version == second.version
+    assert [v.version for v in store.list_versions(name)] == [second.version, first.version]
+    assert store.get_secret(name, second.version)[0].get_secret_value() == "new"
+    replaced = store.update_tags(name, first.version, {"only": "this"})
+    assert dict(replaced.tags) == {"only": "this"}
+    with pytest.raises(ValueError, match="version is required"):
+        store.update_tags(name, "", {})
+    with pytest.raises(ResourceNotFoundError):
+        store.update_tags(name, "0" * 32, {})
+
+
+def test_disable_version_blocks_reads_of_that_version_only(store: SecretStore, vault: Vault) -> None:
+    name = "palette-apikey-ci-bot"
+    old = _set(store, vault, name, "old-value")
+    new = _set(store, vault, name, "new-value")
+    store.disable_version(name, old.version)
+    by_version = {v.version: v for v in store.list_versions(name)}
+    assert by_version[old.version].enabled is False and by_version[new.version].enabled is True
+    with pytest.raises(HttpResponseError) as info:
+        store.get_secret(name, old.version)
+    assert info.value.status_code == 403
+    assert "old-value" not in str(info.value)
+    assert store.get_secret(name)[0].get_secret_value() == "new-value"
+    with pytest.raises(ValueError, match="version is required"):
+        store.disable_version(name, "")
+
+
+def test_invalid_name_is_refused_before_any_call(store: SecretStore, vault: Vault) -> None:
+    before = len(vault.server.requests)
+    with pytest.raises(ValueError, match="not a valid Key Vault secret name") as info:
+        store.set_secret("bad_name.x", SecretStr(VALUE), content_type="text/plain", tags={})
+    assert VALUE not in str(info.value)
+    assert len(vault.server.requests) == before
+
+
+# --- The value never leaks ------------------------------------------------------------------------
+
+
+def test_secret_value_never_in_reprs_logs_or_errors(
+    store: SecretStore, vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    name = "palette-azure-acct-one-client-secret"
+    stored = _set(store, vault, name)
+    value, props = store.get_secret(name)
+    store.update_tags(name, stored.version, {**stored.tags, "checked": "yes"})
+    list(store.list_secrets(tag=MANAGED_BY_TAG))
+    store.find_version(name, tag="checked", value="yes")
+
+    vault.server.add_fault(Fault(method="PUT", path_regex="^/secrets/", status=400, times=1))
+    with pytest.raises(HttpResponseError) as failed:
+        _set(store, vault, name)
+
+    texts = [repr(stored), str(stored), repr(props), repr(value), str(value), repr((value, props)),
+             repr(store), str(failed.value), repr(failed.value), caplog.text]
+    for text in texts:
+        assert VALUE not in text
+    assert "Stored Key Vault secret" in caplog.text  # the capture did see our log lines
+
+
+def test_client_passed_in_is_used_and_not_closed(vault: Vault) -> None:
+    vault.server.reset()
+    credential = StaticCredential()
+    client = SecretClient(vault.server.url, credential, verify_challenge_resource=False,
+                          connection_verify=vault.ca_path)
+    with SecretStore(vault.server.url, credential, client=client) as s:
+        vault.clock.tick()
+        s.set_secret("shared-client", SecretStr("v"), content_type="text/plain", tags={})
+    # Still usable after the store closed: its owner closes it.
+    assert client.get_secret("shared-client").value == "v"
+    client.close()
+    assert credential.calls >= 1
+
+
+def test_expired_version_is_still_readable_and_reports_its_dates(store: SecretStore, vault: Vault) -> None:
+    vault.clock.tick()
+    past = datetime.fromtimestamp(vault.clock.now, UTC) - timedelta(days=1)
+    stored = store.set_secret("palette-azure-acct-two-client-secret", SecretStr("expired"),
+                              content_type="text/plain", tags={}, expires_on=past)
+    value, props = store.get_secret(stored.name)
+    assert value.get_secret_value() == "expired" and props.expires_on == past

@@ -1,0 +1,163 @@
+"""Fixtures for onboarding tests: the real app clients over the session's local stack, a clean
+slate per test, and helpers that read outcomes back from the stand-ins (never from our clients)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import requests
+
+from devstack.stack import DEVSTACK_TENANT_ID, Stack
+from functions.dependencies import Dependencies, build
+from shared.pipeline import Outcome, process_request
+from shared.settings import Settings
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def deps(stack: Stack) -> Iterator[Dependencies]:
+    settings = Settings.from_mapping({**stack.settings, "VALIDATION_BUDGET_SECONDS": "5",
+                                      "RETRY_DELAYS_SECONDS": "1,1,1"})
+    built = build(settings)
+    yield built
+    built.close()
+
+
+@dataclass
+class World:
+    """One test's view of the stack."""
+
+    stack: Stack
+    deps: Dependencies
+    verify: str
+    apps: list[str] = field(default_factory=list)
+
+    # -- Azure side ---------------------------------------------------------------------------
+    def register_app(self, client_id: str | None = None, tenant_id: str = DEVSTACK_TENANT_ID) -> str:
+        client_id = client_id or str(uuid.uuid4())
+        assert self.stack.identity_https is not None
+        requests.post(f"{self.stack.identity_https.url}/_devstack/applications",
+                      json={"appId": client_id, "tenantId": tenant_id}, verify=self.verify,
+                      timeout=10).raise_for_status()
+        self.apps.append(client_id)
+        return client_id
+
+    def graph_passwords(self, client_id: str) -> list[dict[str, Any]]:
+        state = self.identity_state()
+        for tenant in state.get("tenants", []) if isinstance(state.get("tenants"), list) else []:
+            for app in tenant.get("applications", []):
+                if app.get("appId") == client_id:
+                    return list(app.get("passwordCredentials", []))
+        for app in _walk_apps(state):
+            if app.get("appId") == client_id:
+                return list(app.get("passwordCredentials") or app.get("passwords") or [])
+        raise AssertionError(f"app {client_id} not in the identity stand-in")
+
+    def identity_state(self) -> dict[str, Any]:
+        assert self.stack.identity_https is not None
+        return requests.get(f"{self.stack.identity_https.url}/_devstack/state", verify=self.verify,
+                            timeout=10).json()
+
+    # -- the request ---------------------------------------------------------------------------
+    def request(self, **overrides: Any) -> dict[str, Any]:
+        """A valid schema-v1 request for a freshly registered app; ``overrides`` replace top-level
+        keys (pass ``azure={...}`` to replace the whole azure object)."""
+        number = next(_counter)
+        client_id = overrides.pop("client_id", None) or self.register_app()
+        body: dict[str, Any] = {
+            "requestId": f"TEST-{uuid.uuid4().hex[:8]}-{number}",
+            "accountName": f"acct-{number}-{uuid.uuid4().hex[:6]}",
+            "azure": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id},
+        }
+        body.update(overrides)
+        return body
+
+    def run(self, body: dict[str, Any] | bytes, **kwargs: Any) -> Outcome:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        kwargs.setdefault("owner", f"test-{uuid.uuid4().hex[:8]}")
+        return process_request(raw, self.deps.clients, self.deps.settings.pipeline, **kwargs)
+
+    # -- what the services hold -----------------------------------------------------------------
+    def palette_state(self) -> dict[str, Any]:
+        assert self.stack.palette is not None
+        return requests.get(f"{self.stack.palette.url}/_devstack/state", timeout=10).json()
+
+    def palette_accounts(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.palette_state()["cloudAccounts"] if name is None or a["name"] == name]
+
+    def palette_requests(self) -> list[dict[str, Any]]:
+        assert self.stack.palette is not None
+        return requests.get(f"{self.stack.palette.url}/_devstack/requests", timeout=10).json()["items"]
+
+    def palette_fault(self, **fault: Any) -> None:
+        assert self.stack.palette is not None
+        requests.post(f"{self.stack.palette.url}/_devstack/faults", json=fault, timeout=10).raise_for_status()
+
+    def identity_fault(self, **fault: Any) -> None:
+        assert self.stack.identity_https is not None
+        requests.post(f"{self.stack.identity_https.url}/_devstack/faults", json=fault, verify=self.verify,
+                      timeout=10).raise_for_status()
+
+    def keyvault_fault(self, **fault: Any) -> None:
+        assert self.stack.keyvault is not None
+        requests.post(f"{self.stack.keyvault.url}/_devstack/faults", json=fault, verify=self.verify,
+                      timeout=10).raise_for_status()
+
+    def keyvault_state(self) -> Any:
+        assert self.stack.keyvault is not None
+        return requests.get(f"{self.stack.keyvault.url}/_devstack/state", verify=self.verify, timeout=10).json()
+
+    def secret_versions(self, name: str) -> list[Any]:
+        return self.deps.clients.secrets.list_versions(name)
+
+    def state_row(self, request_id: str) -> dict[str, Any]:
+        """The raw Table entity, as stored."""
+        from azure.data.tables import TableClient
+
+        with TableClient.from_connection_string(self.stack.settings["AzureWebJobsStorage"],
+                                                table_name=self.deps.settings.state_table) as table:
+            return dict(table.get_entity(request_id, "onboarding"))
+
+    def events(self, wait: float = 1.0) -> list[dict[str, Any]]:
+        """Every event published since the last call (drained from the events subscription)."""
+        from azure.servicebus import ServiceBusClient
+
+        settings = self.stack.settings
+        found: list[dict[str, Any]] = []
+        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
+                client.get_subscription_receiver(settings["EVENTS_TOPIC"], settings["EVENTS_SUBSCRIPTION"],
+                                                 max_wait_time=wait) as receiver:
+            while True:
+                batch = receiver.receive_messages(max_message_count=50, max_wait_time=wait)
+                if not batch:
+                    break
+                for message in batch:
+                    found.append(json.loads(b"".join(message.body)))
+                    receiver.complete_message(message)
+        return found
+
+
+def _walk_apps(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "appId" in node:
+            yield node
+        for value in node.values():
+            yield from _walk_apps(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk_apps(value)
+
+
+@pytest.fixture
+def world(stack: Stack, deps: Dependencies) -> Iterator[World]:
+    stack.reset()
+    deps.clients.state.delete_all()  # type: ignore[attr-defined]
+    yield World(stack=stack, deps=deps, verify=stack.settings["REQUESTS_CA_BUNDLE"])
+    stack.reset()
