@@ -115,7 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.update(settings)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import function_app
-
     from devstack.runner import LocalHost
 
     host = LocalHost(function_app.app, settings, http_port=args.port)

@@ -22,7 +22,7 @@ CONTRACT_SETTINGS = {
 
 
 def test_settings_name_every_contract_setting(stack: Stack) -> None:
-    assert CONTRACT_SETTINGS <= set(stack.settings)
+    assert set(stack.settings) >= CONTRACT_SETTINGS
     assert all(stack.settings[name] for name in CONTRACT_SETTINGS)
 
 
@@ -82,7 +82,7 @@ def test_up_detached_writes_settings_and_down_stops_it(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         settings = json.loads((tmp_path / "settings.json").read_text())
-        assert CONTRACT_SETTINGS <= set(settings)
+        assert set(settings) >= CONTRACT_SETTINGS
         assert requests.get(f"{settings['PALETTE_ENDPOINT']}/_devstack/state", timeout=10).status_code == 200
     finally:
         down = subprocess.run([sys.executable, "-m", "devstack", "down", "--workdir", str(tmp_path)],
