@@ -1,0 +1,153 @@
+// Every role assignment of the deployment: built-in data roles only, each on the narrowest scope
+// that works. The app's managed identity gets them all; an optional developer identity gets the
+// same set, so the app can run locally against the real resources.
+// Assignment names are guid(scope, principal, role): re-deploying changes nothing.
+
+param identityPrincipalId string
+
+@description('Optional object id of a developer (or CI) identity given the same roles.')
+param developerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param developerPrincipalType string = 'User'
+
+param storageAccountName string
+param keyVaultName string
+param serviceBusNamespaceName string
+param queueName string
+param topicName string
+param appInsightsName string
+
+// Built-in role definition ids (the same in every tenant and cloud).
+// Storage Blob Data Owner: the Functions host creates and leases blobs in its own containers
+// (azure-webjobs-hosts, azure-webjobs-secrets) and Flex reads the deployment package.
+var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+// Storage Table Data Contributor: the `onboardings` state table (created on first use).
+var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+// Key Vault Secrets Officer: the app writes, tags and reads secrets (client secrets, SSH private
+// keys, Palette API key values); also resolves the PALETTE_API_KEY Key Vault reference.
+var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+// Azure Service Bus Data Receiver: the queue trigger (receive, complete, abandon, renew lock).
+var serviceBusDataReceiverRoleId = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+// Azure Service Bus Data Sender: HTTP intake and scheduled (delayed) retries on the queue;
+// CloudEvents on the topic.
+var serviceBusDataSenderRoleId = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+// Monitoring Metrics Publisher: telemetry ingestion with Entra ID (App Insights local auth is off).
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
+// Not granted: Storage Queue Data Contributor. On Flex Consumption the host uses storage queues
+// only for Durable Functions and queue/blob triggers, none of which this app has.
+
+var appPrincipal = [
+  {
+    id: identityPrincipalId
+    type: 'ServicePrincipal'
+  }
+]
+var developerPrincipal = empty(developerPrincipalId) ? [] : [
+  {
+    id: developerPrincipalId
+    type: developerPrincipalType
+  }
+]
+var principals = concat(appPrincipal, developerPrincipal)
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
+  name: serviceBusNamespaceName
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
+  parent: namespace
+  name: queueName
+}
+
+resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' existing = {
+  parent: namespace
+  name: topicName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource storageBlobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(storage.id, principal.id, storageBlobDataOwnerRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+// Account scope: creating the table on first use is an account-level operation, and the account
+// holds nothing but this app's state and host data.
+resource storageTableDataContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(storage.id, principal.id, storageTableDataContributorRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource keyVaultSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(keyVault.id, principal.id, keyVaultSecretsOfficerRoleId)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficerRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource queueDataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(queue.id, principal.id, serviceBusDataReceiverRoleId)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiverRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource queueDataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(queue.id, principal.id, serviceBusDataSenderRoleId)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource topicDataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(topic.id, principal.id, serviceBusDataSenderRoleId)
+  scope: topic
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource appInsightsMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(appInsights.id, principal.id, monitoringMetricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
