@@ -124,6 +124,9 @@ class Fault:
     """A fault injected on matching requests: status and/or latency and/or a dropped connection.
 
     ``times`` counts how many matching requests it still applies to (``None``: all of them).
+    ``drop_after_handling`` drops the connection only after the request was carried out: the
+    response is lost, as when a network fails on the way back, which is what tests of "did my
+    create happen?" need.
     """
 
     method: str | None
@@ -132,6 +135,7 @@ class Fault:
     body: Any = None
     latency_ms: int = 0
     drop: bool = False
+    drop_after_handling: bool = False
     times: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -310,10 +314,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
                         time.sleep(fault.latency_ms / 1000)
                     if fault.drop:
                         self._record(request, 0)
-                        self.close_connection = True
-                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self._drop()
                         return
                 response = self._faulted_or_handled(request, fault)
+                if fault is not None and fault.drop_after_handling:
+                    self._record(request, response.status)
+                    self._drop()
+                    return
         except HttpError as error:
             response = app.error_response(error)
         except Exception:
@@ -322,6 +329,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if not path.startswith(ADMIN_PREFIX):
             self._record(request, response.status)
         self._write(response, head=method == "HEAD")
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
 
     def _faulted_or_handled(self, request: Request, fault: Fault | None) -> Response:
         app = self.server.app
@@ -374,7 +385,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise HttpError(400, "BadRequest", "A fault needs at least a 'path' regular expression.")
             fault = Fault(method=spec.get("method"), path_regex=spec["path"], status=spec.get("status"),
                           body=spec.get("body"), latency_ms=int(spec.get("latencyMs", 0)),
-                          drop=bool(spec.get("drop", False)), times=spec.get("times"),
+                          drop=bool(spec.get("drop", False)),
+                          drop_after_handling=bool(spec.get("dropAfterHandling", False)), times=spec.get("times"),
                           headers=dict(spec.get("headers") or {}))
             with server.lock:
                 server.faults.append(fault)

@@ -421,7 +421,7 @@ def _generated_key_pair(ctx: StepContext, secret_name: str, purpose: str) -> tup
     stored = store.find_version(secret_name, tag=keyvault.REQUEST_ID_TAG, value=ctx.request_id)
     if stored is not None:
         pem, _ = store.get_secret(secret_name, stored.version)
-        private_key = serialization.load_pem_private_key(pem.get_secret_value().encode(), password=None)
+        private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None)
     else:
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
         pem = SecretStr(private_key.private_bytes(

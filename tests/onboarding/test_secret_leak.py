@@ -1,0 +1,103 @@
+"""No secret ever appears in a log line, an event, a state row, an exception or an outcome.
+
+Secrets made during real runs (the Graph client secret, the generated SSH private key, the Palette
+API key value, all read back from Key Vault afterwards), a canary client secret handed in through
+Key Vault and through the HTTP intake, and the app's own Palette API key are searched for in
+everything the app produced: every log record at DEBUG from every logger (ours and the SDKs'),
+every event on the topic, every raw row of the state table, every outcome and exception text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from azure.data.tables import TableClient
+
+from shared.clients.keyvault import secret_name_for
+from shared.errors import RequestValidationError
+from shared.intake import submit
+from shared.pipeline import OutcomeKind
+
+from .conftest import World
+
+CANARY = "canary-Secret-7f3a9c1e5b2d4086aa11"
+
+
+def _needles(secret: str) -> list[str]:
+    """The secret and the distinctive parts that would betray it if it were cut or wrapped."""
+    lines = [line for line in secret.splitlines() if len(line) >= 24 and "-----" not in line]
+    return [secret, *lines[:3]] if lines else [secret]
+
+
+def test_no_secret_reaches_logs_events_state_or_errors(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    produced: list[str] = []
+
+    # A full onboarding that makes every kind of secret.
+    body = world.request(sshKey={"name": "leak-key", "generate": True},
+                         apiKey={"name": "leak-api-key", "user": "admin@example.com", "expiresInDays": 7})
+    outcome = world.run(body)
+    assert outcome.kind is OutcomeKind.SUCCEEDED
+    produced.append(repr(outcome))
+
+    # A canary client secret handed in through Key Vault; Entra refuses it, so it shows up in a
+    # failure path too.
+    world.deps.clients.secrets.set_secret("leak-canary", _secret(CANARY), content_type="text/plain", tags={})
+    failing = world.request(azure={"tenantId": body["azure"]["tenantId"], "clientId": world.register_app(),
+                                   "secret": {"source": "keyVault", "secretName": "leak-canary"}})
+    failed = world.run(failing)
+    assert failed.kind is OutcomeKind.FAILED and failed.reason == "credentials_invalid"
+    produced.append(repr(failed))
+
+    # The canary through the HTTP intake (inline) and a request that is invalid while carrying it.
+    inline = world.request(azure={"tenantId": body["azure"]["tenantId"], "clientId": world.register_app(),
+                                  "secret": {"source": "inline", "value": CANARY}})
+    record = submit(json.dumps(inline).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True)
+    produced.append(repr(record.to_public()))
+    bad = dict(inline, accountName="Not Valid!")
+    with pytest.raises(RequestValidationError) as invalid:
+        submit(json.dumps(bad).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True)
+    produced.append(str(invalid.value))
+    produced.append(repr(invalid.value.errors))
+    queued_to_pipeline = world.run(json.dumps(inline).encode())
+    produced.append(repr(queued_to_pipeline))
+    rejected = world.run(dict(inline))  # inline on the queue is refused, naming the field only
+    assert rejected.kind in (OutcomeKind.REJECTED, OutcomeKind.CONFLICT, OutcomeKind.DUPLICATE)
+    produced.append(repr(rejected))
+
+    secrets = _made_secrets(world, body) + [CANARY, world.stack.settings["PALETTE_API_KEY"]]
+    haystacks = {
+        "logs": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+        "events": json.dumps(world.events()),
+        "state rows": json.dumps(_all_rows(world), default=str),
+        "outcomes and errors": "\n".join(produced),
+    }
+    for where, text in haystacks.items():
+        for secret in secrets:
+            for needle in _needles(secret):
+                assert needle not in text, f"a secret value appears in the {where}"
+
+
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
+def _made_secrets(world: World, body: dict[str, Any]) -> list[str]:
+    store = world.deps.clients.secrets
+    account = body["accountName"]
+    names = [secret_name_for(account, "client-secret"), secret_name_for(account, "ssh:leak-key"),
+             secret_name_for(account, "apikey:leak-api-key")]
+    values = [store.get_secret(name)[0].get_secret_value() for name in names]
+    assert all(len(v) >= 16 for v in values)
+    return values
+
+
+def _all_rows(world: World) -> list[dict[str, Any]]:
+    with TableClient.from_connection_string(world.stack.settings["AzureWebJobsStorage"],
+                                            table_name=world.deps.settings.state_table) as table:
+        return [dict(entity) for entity in table.list_entities()]
