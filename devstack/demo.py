@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from devstack.stack import REPO_ROOT, Stack, StackOptions
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXAMPLES = REPO_ROOT / "examples"
 FINAL_TYPES = {"palette.onboarding.validated", "palette.onboarding.failed"}

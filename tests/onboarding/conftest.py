@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -19,6 +20,7 @@ from shared.pipeline import Outcome, process_request
 from shared.settings import Settings
 
 _counter = itertools.count(1)
+_T = TypeVar("_T")
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +163,30 @@ def world(stack: Stack, deps: Dependencies) -> Iterator[World]:
     deps.clients.state.delete_all()  # type: ignore[attr-defined]
     yield World(stack=stack, deps=deps, verify=stack.settings["REQUESTS_CA_BUNDLE"])
     stack.reset()
+
+
+# -- helpers shared with tests outside this folder (HTTP API, local runner) ----------------------
+
+def wait_for(probe: Callable[[], _T | None], what: str, timeout: float = 60.0, interval: float = 0.2) -> _T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def graph_add_password(world: World, client_id: str, display_name: str = "issued by a test") -> str:
+    """A real client secret of ``client_id``, issued by Graph ``addPassword`` (as its owner would)."""
+    from azure.identity import DefaultAzureCredential
+
+    settings = world.stack.settings
+    token = DefaultAzureCredential().get_token(settings["GRAPH_SCOPE"]).token
+    response = requests.post(f"{settings['GRAPH_ENDPOINT']}/v1.0/applications(appId='{client_id}')/addPassword",
+                             json={"passwordCredential": {"displayName": display_name}},
+                             headers={"Authorization": f"Bearer {token}"}, verify=world.verify, timeout=10)
+    response.raise_for_status()
+    return str(response.json()["secretText"])

@@ -240,8 +240,12 @@ def test_a_dependency_down_for_every_retry_fails_for_good(world: World) -> None:
 
 def test_a_lease_held_by_a_live_delivery_is_respected_and_an_expired_one_taken_over(world: World) -> None:
     body = world.request()
+    def crash_after_secret(step: str) -> None:
+        if step == "secret":
+            raise InjectedCrash(step)
+
     with pytest.raises(InjectedCrash):
-        world.run(body, after_step=lambda step: (_ for _ in ()).throw(InjectedCrash(step)) if step == "secret" else None)
+        world.run(body, after_step=crash_after_secret)
     store = world.deps.clients.state
     record = store.get(body["requestId"])
     assert record is not None

@@ -68,7 +68,7 @@ def test_no_secret_reaches_logs_events_state_or_errors(world: World, caplog: pyt
     assert rejected.kind in (OutcomeKind.REJECTED, OutcomeKind.CONFLICT, OutcomeKind.DUPLICATE)
     produced.append(repr(rejected))
 
-    secrets = _made_secrets(world, body) + [CANARY, world.stack.settings["PALETTE_API_KEY"]]
+    secrets = [*_made_secrets(world, body), CANARY, world.stack.settings["PALETTE_API_KEY"]]
     haystacks = {
         "logs": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
         "events": json.dumps(world.events()),
