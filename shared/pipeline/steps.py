@@ -172,14 +172,15 @@ def check(ctx: StepContext) -> None:
             f"Palette already has an Azure account named '{request.account_name}' for another tenant "
             "or client; choose another accountName or remove that account first.")
 
-    if request.ssh_key is not None and request.ssh_key.public_key:
+    if request.ssh_key is not None:
         existing_ssh = palette.find_ssh_key(request.ssh_key.name, project_uid=project.uid)
-        if existing_ssh is not None and not _same_public_key(existing_ssh.public_key,
-                                                             request.ssh_key.public_key):
-            raise PermanentStepError(
-                "check", "ssh_key_name_clash",
-                f"Project '{request.palette.project}' already has a different SSH key named "
-                f"'{request.ssh_key.name}'; choose another sshKey.name.")
+        if existing_ssh is not None:
+            wanted = request.ssh_key.public_key or _kept_public_key(ctx, project.uid)
+            if wanted is None or not _same_public_key(existing_ssh.public_key, wanted):
+                raise PermanentStepError(
+                    "check", "ssh_key_name_clash",
+                    f"Project '{request.palette.project}' already has a different SSH key named "
+                    f"'{request.ssh_key.name}'; choose another sshKey.name.")
 
     secret = request.azure.secret
     if secret.source == "keyVault":
@@ -418,20 +419,47 @@ def _generated_key_pair(ctx: StepContext, secret_name: str, purpose: str) -> tup
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     store = ctx.clients.secrets
+    comment = f"palette-onboarding-{ctx.request.account_name}"
     stored = store.find_version(secret_name, tag=keyvault.REQUEST_ID_TAG, value=ctx.request_id)
     if stored is not None:
         pem, _ = store.get_secret(secret_name, stored.version)
-        private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None)
-    else:
-        private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-        pem = SecretStr(private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption()).decode())
-        stored = store.set_secret(secret_name, pem, content_type=keyvault.CONTENT_TYPE_SSH_PRIVATE_KEY,
-                                  tags=_secret_tags(ctx, purpose))
-    public = private_key.public_key().public_bytes(
+        return f"{_public_key_of(pem)} {comment}", stored.id
+    kept = _kept_public_key(ctx, ctx.handle.result(PROJECT_UID))
+    if kept is not None:
+        # An earlier request generated the key under this name and Palette holds it: keep it.
+        _, latest = store.get_secret(secret_name)
+        return f"{kept} {comment}", latest.id
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    pem = SecretStr(private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()).decode())
+    stored = store.set_secret(secret_name, pem, content_type=keyvault.CONTENT_TYPE_SSH_PRIVATE_KEY,
+                              tags=_secret_tags(ctx, purpose))
+    return f"{_public_key_of(pem)} {comment}", stored.id
+
+
+def _public_key_of(pem: SecretStr) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None)
+    return private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    return f"{public} palette-onboarding-{ctx.request.account_name}", stored.id
+
+
+def _kept_public_key(ctx: StepContext, project_uid: str | None) -> str | None:
+    """The public half of the generated SSH key this app keeps in Key Vault for the request's key
+    name, when the same key is already in Palette (a re-run with a new requestId); else None."""
+    spec = ctx.request.ssh_key
+    if spec is None or not spec.generate:
+        return None
+    name = keyvault.secret_name_for(ctx.request.account_name, f"{keyvault.PURPOSE_SSH_KEY}:{spec.name}")
+    try:
+        pem, _ = ctx.clients.secrets.get_secret(name)
+    except ResourceNotFoundError:
+        return None
+    public = _public_key_of(pem)
+    existing = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid) if project_uid else None
+    return public if existing is not None and _same_public_key(existing.public_key, public) else None
 
 
 # --------------------------------------------------------------------------------------- apikey

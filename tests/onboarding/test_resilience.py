@@ -283,3 +283,15 @@ def body_bytes(body: dict[str, Any]) -> bytes:
 def test_secret_str_never_shows_in_reprs() -> None:
     value = SecretStr("canary-value")
     assert "canary-value" not in repr(value) and "canary-value" not in str(value)
+
+
+def test_a_new_request_for_an_account_keeps_the_ssh_key_generated_before(world: World) -> None:
+    """Re-onboarding with a new requestId and sshKey.generate finds the key pair this app made and
+    Palette holds under that name, instead of calling it a clash or making a second key."""
+    first = world.request(sshKey={"name": "kept-key", "generate": True})
+    assert world.run(first).kind is OutcomeKind.SUCCEEDED
+    second = dict(first, requestId=first["requestId"] + "-again")
+    assert world.run(second).kind is OutcomeKind.SUCCEEDED
+    palette = world.palette_state()
+    assert len([k for k in palette["sshKeys"] if k["name"] == "kept-key"]) == 1
+    assert len(world.secret_versions(secret_name_for(first["accountName"], "ssh:kept-key"))) == 1
