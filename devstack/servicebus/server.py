@@ -1,0 +1,372 @@
+"""Sockets and the event-loop thread: one proton engine per TCP connection, one model for all.
+
+The loop owns the listening socket, every connection's proton ``Transport``/``Connection`` and
+the model, so nothing needs locking; other threads (``reset``, ``stop``) hand it work through a
+wake-up socket and wait for the answer. A connection whose bytes are not AMQP, or whose handling
+raises, is closed on its own; the loop keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import logging
+import queue
+import secrets
+import selectors
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from proton import Collector, Condition, Connection, Transport
+
+from devstack.servicebus.errors import CONNECTION_FORCED, INTERNAL_ERROR
+from devstack.servicebus.models import Namespace
+from devstack.servicebus.routes import Router, TokenValidator
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from devstack.servicebus.config import QueueConfig, TopicConfig
+
+logger = logging.getLogger(__name__)
+
+KEY_NAME = "devstack"
+MAX_FRAME_SIZE = 256 * 1024
+READ_CHUNK = 64 * 1024
+MAX_WAIT_SECONDS = 0.5
+STOP_TIMEOUT_SECONDS = 5.0
+_T = TypeVar("_T")
+
+
+class _Channel:
+    """One accepted TCP connection and its proton engine."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.connection = Connection()
+        self.transport = Transport(Transport.SERVER)
+        self.transport.max_frame_size = MAX_FRAME_SIZE
+        sasl = self.transport.sasl()
+        sasl.allowed_mechs("ANONYMOUS")
+        sasl.allow_insecure_mechs = True
+        self.transport.bind(self.connection)
+        self.collector = Collector()
+        self.connection.collect(self.collector)
+        self.events = 0
+        self.failed = False
+        self.deadline = 0.0
+
+    def read(self) -> None:
+        capacity = self.transport.capacity()
+        if capacity <= 0:
+            return
+        try:
+            data = self.sock.recv(min(capacity, READ_CHUNK))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.transport.close_tail()
+            return
+        if not data:
+            self.transport.close_tail()
+            return
+        try:
+            self.transport.push(data)
+        except Exception:  # proton raises TransportException on bytes it cannot take
+            logger.debug("Closing a connection that sent bytes proton refused.", exc_info=True)
+            self.transport.close_tail()
+
+    def write(self) -> None:
+        while True:
+            pending = self.transport.pending()
+            if pending <= 0:
+                return
+            try:
+                sent = self.sock.send(self.transport.peek(pending) or b"")
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.transport.close_head()
+                return
+            self.transport.pop(sent)
+
+    def process(self, router: Router) -> None:
+        while True:
+            event = self.collector.peek()
+            if event is None:
+                return
+            try:
+                event.dispatch(router)
+            finally:
+                self.collector.pop()
+
+    def fail(self, error: BaseException) -> None:
+        """Close this connection with an error the client can see; abort it if that fails too."""
+        if self.failed:
+            self.abort()
+            return
+        self.failed = True
+        try:
+            self.connection.condition = Condition(INTERNAL_ERROR, f"The broker failed: {error}")
+            self.connection.close()
+        except Exception:  # noqa: BLE001 - any failure here means the engine is unusable
+            self.abort()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close_tail()
+        with contextlib.suppress(Exception):
+            self.transport.close_head()
+
+    @property
+    def done(self) -> bool:
+        pending = self.transport.pending()
+        return pending < 0 or (self.transport.capacity() < 0 and pending == 0)
+
+    def wanted_events(self) -> int:
+        events = 0
+        if self.transport.capacity() > 0:
+            events |= selectors.EVENT_READ
+        if self.transport.pending() > 0:
+            events |= selectors.EVENT_WRITE
+        return events
+
+
+class BrokerServer:
+    """The listening socket and the loop thread; :class:`RunningBroker` is its public face."""
+
+    def __init__(self, namespace: Namespace, *, host: str, port: int, key: str) -> None:
+        self.namespace = namespace
+        self.router = Router(namespace, TokenValidator(KEY_NAME, key))
+        self._listener = socket.create_server((host, port), backlog=128)
+        self._listener.setblocking(False)
+        self.host = host
+        self.port = int(self._listener.getsockname()[1])
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, "listener")
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
+        self._channels: dict[socket.socket, _Channel] = {}
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"servicebus-broker-{self.port}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, function: Callable[[], _T], timeout: float = STOP_TIMEOUT_SECONDS) -> _T:
+        """Run ``function`` on the loop thread and return its result."""
+        if not self._thread.is_alive():
+            return function()
+        future: Future[_T] = Future()
+        self._calls.put((function, future))
+        self._wake()
+        return future.result(timeout=timeout)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            self._close_all()
+            return
+        self._running = False
+        self._wake()
+        self._thread.join(timeout=STOP_TIMEOUT_SECONDS)
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._running:
+                try:
+                    self._iteration()
+                except Exception:  # the loop must outlive any single bad event
+                    logger.exception("Service Bus broker loop iteration failed; continuing.")
+                    time.sleep(0.01)
+        finally:
+            self._close_all()
+
+    def _iteration(self) -> None:
+        ready = self._selector.select(self._timeout())
+        for key, mask in ready:
+            if key.data == "listener":
+                self._accept()
+            elif key.data == "wake":
+                self._drain_wake()
+            elif isinstance(key.data, _Channel) and key.data.sock in self._channels:
+                channel = key.data
+                if mask & selectors.EVENT_READ:
+                    self._guard(channel, channel.read)
+                if mask & selectors.EVENT_WRITE:
+                    self._guard(channel, channel.write)
+        self._run_calls()
+        self.namespace.advance(time.time())
+        for channel in list(self._channels.values()):
+            self._guard(channel, functools.partial(channel.process, self.router))
+        self._guard_pump()
+        now = time.monotonic()
+        for channel in list(self._channels.values()):
+            self._guard(channel, functools.partial(channel.process, self.router))
+            self._guard(channel, channel.write)
+            try:
+                channel.deadline = channel.transport.tick(now)
+            except Exception:  # noqa: BLE001 - a transport that cannot tick is finished
+                channel.abort()
+            self._refresh(channel)
+
+    def _guard(self, channel: _Channel, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as error:
+            logger.warning("Closing an AMQP connection after an error in the broker.", exc_info=True)
+            channel.fail(error)
+
+    def _guard_pump(self) -> None:
+        try:
+            self.router.pump(channel.connection for channel in self._channels.values()
+                             if not channel.failed)
+        except Exception:
+            logger.exception("Handing messages to receivers failed.")
+
+    def _timeout(self) -> float:
+        wait = MAX_WAIT_SECONDS
+        deadline = self.namespace.next_deadline()
+        if deadline is not None:
+            wait = min(wait, deadline - time.time())
+        now = time.monotonic()
+        for channel in self._channels.values():
+            if channel.deadline:
+                wait = min(wait, channel.deadline - now)
+        return max(wait, 0.0)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                logger.warning("accept() failed", exc_info=True)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                channel = _Channel(sock)
+            except Exception:
+                logger.exception("Could not set up an AMQP engine for a new connection.")
+                sock.close()
+                continue
+            self._channels[sock] = channel
+            channel.events = selectors.EVENT_READ
+            self._selector.register(sock, channel.events, channel)
+
+    def _refresh(self, channel: _Channel) -> None:
+        if channel.done:
+            self._drop(channel)
+            return
+        events = channel.wanted_events()
+        if events == channel.events:
+            return
+        if channel.events and events:
+            self._selector.modify(channel.sock, events, channel)
+        elif events:
+            self._selector.register(channel.sock, events, channel)
+        else:
+            self._selector.unregister(channel.sock)
+        channel.events = events
+
+    def _drop(self, channel: _Channel) -> None:
+        self._channels.pop(channel.sock, None)
+        if channel.events:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(channel.sock)
+        channel.events = 0
+        with contextlib.suppress(OSError):
+            channel.sock.close()
+        with contextlib.suppress(Exception):
+            channel.transport.unbind()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
+            while self._wake_reader.recv(4096):
+                pass
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                function, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(function())
+            except Exception as error:  # noqa: BLE001 - handed to the calling thread, which re-raises it
+                future.set_exception(error)
+
+    def _close_all(self) -> None:
+        for channel in list(self._channels.values()):
+            with contextlib.suppress(Exception):  # best effort: tell clients before hanging up
+                channel.connection.condition = Condition(CONNECTION_FORCED, "The broker is shutting down.")
+                channel.connection.close()
+                channel.write()
+            self._drop(channel)
+        for sock in (self._listener, self._wake_reader, self._wake_writer):
+            with contextlib.suppress(OSError):
+                sock.close()
+        with contextlib.suppress(Exception):
+            self._selector.close()
+
+
+class RunningBroker:
+    """A broker serving on ``host:port`` in a daemon thread; use :func:`start_broker`."""
+
+    def __init__(self, server: BrokerServer, key: str) -> None:
+        self._server = server
+        self.host = server.host
+        self.port = server.port
+        self.connection_string = (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={KEY_NAME};"
+                                  f"SharedAccessKey={key};UseDevelopmentEmulator=true")
+
+    def call(self, function: Callable[[Namespace], _T]) -> _T:
+        """Run ``function(namespace)`` on the broker thread: the safe way to inspect the model."""
+        namespace = self._server.namespace
+        return self._server.call(lambda: function(namespace))
+
+    def reset(self) -> None:
+        """Drop every message, lock, scheduled message and duplicate-detection record; keep entities."""
+        self._server.call(lambda: self._server.namespace.reset())
+
+    def stop(self) -> None:
+        """Close every connection and the listening socket; safe to call twice."""
+        self._server.stop()
+
+
+def start_broker(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    queues: Iterable[QueueConfig] = (),
+    topics: Iterable[TopicConfig] = (),
+) -> RunningBroker:
+    """Start a broker; it is accepting connections when this returns.
+
+    Raises
+    ------
+    ValueError
+        The entity configuration is invalid (see :func:`validate_entities`).
+    OSError
+        The address cannot be bound.
+    """
+    from devstack.servicebus.config import validate_entities
+
+    queue_list, topic_list = list(queues), list(topics)
+    validate_entities(queue_list, topic_list)
+    key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+    server = BrokerServer(Namespace(queue_list, topic_list), host=host, port=port, key=key)
+    server.start()
+    return RunningBroker(server, key)

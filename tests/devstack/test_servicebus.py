@@ -1,0 +1,641 @@
+"""Conformance tests for the Service Bus stand-in, driven only through the real azure-servicebus SDK.
+
+One broker serves the whole module (opening an SDK handler costs about half a second of the SDK's
+own polling, so tests share the broker and reset its state instead of restarting it). Waits are
+bounded by ``max_wait_time`` and pytest-timeout; no assertion depends on how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+from azure.servicebus import (
+    AutoLockRenewer,
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusMessageState,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiveMode,
+    ServiceBusReceiver,
+    ServiceBusSender,
+    ServiceBusSubQueue,
+)
+from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
+from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
+from azure.servicebus.exceptions import (
+    MessageLockLostError,
+    MessageNotFoundError,
+    MessageSizeExceededError,
+    MessagingEntityNotFoundError,
+    ServiceBusAuthenticationError,
+    ServiceBusError,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devstack.servicebus import (
+    QueueConfig,
+    RunningBroker,
+    SubscriptionConfig,
+    TopicConfig,
+    load_entities,
+    start_broker,
+)
+from devstack.servicebus.errors import MessageLockLostError as LockLost
+from devstack.servicebus.models import IncomingMessage, Namespace
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.timeout(45)
+
+QUEUES = (
+    QueueConfig("orders"),
+    QueueConfig("short-lock", lock_duration_seconds=1, max_delivery_count=2),
+    QueueConfig("no-dedup", duplicate_detection_window_seconds=None),
+)
+TOPICS = (TopicConfig("events", (SubscriptionConfig("audit"), SubscriptionConfig("billing"))),)
+WAIT = 5  # upper bound for a receive that is expected to return something
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[RunningBroker]:
+    running = start_broker(queues=QUEUES, topics=TOPICS)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def closer(broker: RunningBroker) -> Iterator[ThreadPoolExecutor]:
+    """Closes SDK handlers off the test's path: ``close()`` joins a keep-alive thread that sleeps in
+    1 s steps, which would otherwise cost every test about half a second per handler."""
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix="sb-close") as pool:
+        yield pool
+
+
+@pytest.fixture(autouse=True)
+def clean(request: pytest.FixtureRequest) -> None:
+    """Every test starts from empty entities (the module's broker is reused)."""
+    if "broker" in request.fixturenames:
+        request.getfixturevalue("broker").reset()
+
+
+class Bus:
+    """The handlers one test opens on one client, kept open until the test ends."""
+
+    def __init__(self, client: ServiceBusClient) -> None:
+        self.client = client
+        self.handlers: dict[tuple[str, ...], ServiceBusSender | ServiceBusReceiver] = {}
+
+    def sender(self, queue: str) -> ServiceBusSender:
+        return self._open(("sender", queue), lambda: self.client.get_queue_sender(queue))
+
+    def topic_sender(self, topic: str) -> ServiceBusSender:
+        return self._open(("topic", topic), lambda: self.client.get_topic_sender(topic))
+
+    def receiver(self, queue: str, **options: Any) -> ServiceBusReceiver:
+        return self._open(("receiver", queue, repr(sorted(options.items()))),
+                          lambda: self.client.get_queue_receiver(queue, **options))
+
+    def subscription_receiver(self, topic: str, subscription: str, **options: Any) -> ServiceBusReceiver:
+        return self._open(("subscription", topic, subscription, repr(sorted(options.items()))),
+                          lambda: self.client.get_subscription_receiver(topic, subscription, **options))
+
+    def send(self, queue: str, *messages: ServiceBusMessage) -> None:
+        self.sender(queue).send_messages(list(messages))
+
+    def close(self) -> None:
+        for handler in self.handlers.values():
+            handler.close()
+        self.client.close()
+
+    def _open(self, key: tuple[str, ...], factory: Callable[[], _H]) -> _H:
+        """One handler per entity and options for the whole test, opened on first use."""
+        if key not in self.handlers:
+            self.handlers[key] = factory()
+        return self.handlers[key]  # type: ignore[return-value]
+
+
+_H = TypeVar("_H", ServiceBusSender, ServiceBusReceiver)
+
+
+@pytest.fixture
+def bus(broker: RunningBroker, closer: ThreadPoolExecutor) -> Iterator[Bus]:
+    opened = Bus(ServiceBusClient.from_connection_string(broker.connection_string, retry_total=0))
+    yield opened
+    closer.submit(opened.close)
+
+
+def receive(receiver: ServiceBusReceiver, count: int) -> list[ServiceBusReceivedMessage]:
+    """Exactly ``count`` messages (a receive call may return fewer than asked for)."""
+    received: list[ServiceBusReceivedMessage] = []
+    while len(received) < count:
+        batch = receiver.receive_messages(max_message_count=count - len(received), max_wait_time=WAIT)
+        assert batch, f"expected {count} messages, got {len(received)}"
+        received += batch
+    return received
+
+
+def bodies(messages: list[ServiceBusReceivedMessage]) -> list[str]:
+    return [str(message) for message in messages]
+
+
+def seq(message: ServiceBusReceivedMessage) -> int:
+    number = message.sequence_number
+    assert number is not None
+    return number
+
+
+# -- configuration and start-up ------------------------------------------------------------------
+def test_load_entities_reads_the_json_config(tmp_path: Path) -> None:
+    path = tmp_path / "entities.json"
+    path.write_text(json.dumps({
+        "queues": [{"name": "onboarding", "lockDurationSeconds": 30, "maxDeliveryCount": 5,
+                    "duplicateDetectionWindowSeconds": None}],
+        "topics": [{"name": "events", "subscriptions": [{"name": "devstack", "maxDeliveryCount": 3}]}],
+    }))
+    queues, topics = load_entities(path)
+    assert queues == [QueueConfig("onboarding", 30, 5, None)]
+    assert topics == [TopicConfig("events", (SubscriptionConfig("devstack", 60, 3),), 600)]
+
+    path.write_text(json.dumps({"queues": [{"name": "a"}, {"name": "A"}]}))
+    with pytest.raises(ValueError, match="twice"):
+        load_entities(path)
+    path.write_text(json.dumps({"queues": [{"name": "a", "lockDuration": 5}]}))
+    with pytest.raises(ValueError, match="Unknown"):
+        load_entities(path)
+
+
+def test_broker_listens_when_started_with_a_fresh_key() -> None:
+    first = start_broker(queues=[QueueConfig("q")])
+    second = start_broker()
+    try:
+        with socket.create_connection((first.host, first.port), timeout=2):
+            pass
+        assert first.connection_string.startswith(f"Endpoint=sb://127.0.0.1:{first.port};")
+        assert "SharedAccessKeyName=devstack;" in first.connection_string
+        assert first.connection_string.endswith(";UseDevelopmentEmulator=true")
+        key = first.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+        assert key and key not in second.connection_string
+    finally:
+        first.stop()
+        second.stop()
+    first.stop()  # stopping twice is harmless
+
+
+# -- sending -------------------------------------------------------------------------------------
+def test_message_properties_and_broker_annotations_round_trip(bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage(
+        b'{"requestId": "REQ-1"}', message_id="REQ-1", correlation_id="corr-1", subject="onboard",
+        content_type="application/json", application_properties={"kind": "create", "attempt": 2},
+        time_to_live=timedelta(minutes=5),
+    ))
+    receiver = bus.receiver("orders")
+    (received,) = receive(receiver, 1)
+    assert b"".join(received.body) == b'{"requestId": "REQ-1"}'
+    assert received.message_id == "REQ-1"
+    assert received.correlation_id == "corr-1"
+    assert received.subject == "onboard"
+    assert received.content_type == "application/json"
+    assert received.application_properties == {b"kind": b"create", b"attempt": 2}
+    assert received.time_to_live == timedelta(minutes=5)
+    assert received.delivery_count == 0
+    assert received.sequence_number is not None and received.sequence_number >= 1
+    assert received.enqueued_time_utc is not None
+    assert received.locked_until_utc is not None and received.locked_until_utc > received.enqueued_time_utc
+    assert isinstance(received.lock_token, uuid.UUID)
+    assert received.session_id is None
+    receiver.complete_message(received)
+
+
+def test_list_and_batch_sends_arrive_as_separate_messages(bus: Bus) -> None:
+    sender = bus.sender("ORDERS")  # entity names are case-insensitive, as in Service Bus
+    sender.send_messages([ServiceBusMessage("a"), ServiceBusMessage("b")])
+    batch = sender.create_message_batch()
+    for body in ("c", "d", "e"):
+        batch.add_message(ServiceBusMessage(body, application_properties={"body": body}))
+    sender.send_messages(batch)
+    received = receive(bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 5)
+    assert bodies(received) == ["a", "b", "c", "d", "e"]
+    numbers = [seq(m) for m in received]
+    assert numbers == list(range(numbers[0], numbers[0] + 5))
+    assert received[3].application_properties == {b"body": b"d"}
+
+
+def test_large_and_non_data_bodies_round_trip_and_oversized_messages_are_refused(bus: Bus) -> None:
+    sender = bus.sender("orders")
+    sender.send_messages(ServiceBusMessage(b"x" * 200_000))  # several AMQP frames each way
+    sender.send_messages(AmqpAnnotatedMessage(value_body={"a": 1}, application_properties={"p": 1}))
+    sender.send_messages(AmqpAnnotatedMessage(sequence_body=[[1, 2]]))
+    with pytest.raises(MessageSizeExceededError):
+        sender.send_messages(ServiceBusMessage(b"x" * 300_000))  # over the 256 KiB Standard-tier limit
+    large, value, sequence = receive(bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 3)
+    assert b"".join(large.body) == b"x" * 200_000
+    assert (value.body_type, value.body, value.application_properties) == (
+        AmqpMessageBodyType.VALUE, {b"a": 1}, {b"p": 1})
+    assert (sequence.body_type, list(sequence.body)) == (AmqpMessageBodyType.SEQUENCE, [[1, 2]])
+
+
+def test_topic_copies_each_message_to_every_subscription(bus: Bus) -> None:
+    bus.topic_sender("events").send_messages([ServiceBusMessage("one"), ServiceBusMessage("two")])
+    for name in ("audit", "billing"):
+        receiver = bus.subscription_receiver("events", name)
+        received = receive(receiver, 2)
+        assert bodies(received) == ["one", "two"]
+        for message in received:
+            receiver.complete_message(message)
+
+
+def test_unknown_entity_is_refused_not_hung(bus: Bus) -> None:
+    with pytest.raises(MessagingEntityNotFoundError):
+        bus.sender("missing").send_messages(ServiceBusMessage("x"))
+    with pytest.raises(MessagingEntityNotFoundError):
+        bus.receiver("missing").receive_messages(max_wait_time=1)
+    with pytest.raises(ServiceBusError):  # a topic exists but cannot be received from (amqp:not-allowed)
+        bus.receiver("events").receive_messages(max_wait_time=1)
+
+
+def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor) -> None:
+    key = broker.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+    wrong = Bus(ServiceBusClient.from_connection_string(
+        broker.connection_string.replace(key, "d3Jvbmcta2V5"), retry_total=0))
+    try:
+        with pytest.raises(ServiceBusAuthenticationError):
+            wrong.sender("orders").send_messages(ServiceBusMessage("x"))
+    finally:
+        closer.submit(wrong.close)
+
+
+def test_duplicate_message_id_is_accepted_and_dropped_within_the_window(bus: Bus) -> None:
+    for queue in ("orders", "no-dedup"):
+        bus.send(queue, ServiceBusMessage("first", message_id="same"))
+        bus.send(queue, ServiceBusMessage("second", message_id="same"), ServiceBusMessage("other"))
+    assert bodies(bus.receiver("orders").peek_messages(max_message_count=10)) == ["first", "other"]
+    assert bodies(bus.receiver("no-dedup").peek_messages(max_message_count=10)) == ["first", "second", "other"]
+
+
+# -- receiving and settling ----------------------------------------------------------------------
+def test_receive_and_delete_removes_the_message(bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("gone"))
+    receiver = bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
+    (message,) = receive(receiver, 1)
+    assert str(message) == "gone"
+    assert message.lock_token is None
+    assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
+
+
+def test_complete_abandon_and_redelivery_count(bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("retry me"), ServiceBusMessage("done"))
+    receiver = bus.receiver("orders")
+    first, second = receive(receiver, 2)
+    receiver.complete_message(second)
+    receiver.abandon_message(first)
+    (again,) = receive(receiver, 1)
+    assert str(again) == "retry me"
+    assert again.delivery_count == 1
+    assert again.lock_token != first.lock_token
+    receiver.complete_message(again)
+    assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
+
+
+def test_dead_letter_keeps_reason_and_description(bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("poison", message_id="p-1"))
+    receiver = bus.receiver("orders")
+    (message,) = receive(receiver, 1)
+    receiver.dead_letter_message(message, reason="ValidationFailed", error_description="accountName is invalid")
+    dlq = bus.receiver("orders", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+    (dead,) = receive(dlq, 1)
+    assert (str(dead), dead.message_id) == ("poison", "p-1")
+    assert dead.dead_letter_reason == "ValidationFailed"
+    assert dead.dead_letter_error_description == "accountName is invalid"
+    dlq.complete_message(dead)
+
+
+def test_defer_then_receive_deferred_by_sequence_number(bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("later"))
+    receiver = bus.receiver("orders")
+    (message,) = receive(receiver, 1)
+    receiver.defer_message(message)
+    (peeked,) = receiver.peek_messages(max_message_count=1, sequence_number=1)
+    assert peeked.state == ServiceBusMessageState.DEFERRED
+    (deferred,) = receiver.receive_deferred_messages([seq(message)])
+    assert str(deferred) == "later"
+    assert deferred.lock_token is not None
+    receiver.complete_message(deferred)  # through $management update-disposition
+    with pytest.raises(MessageNotFoundError):
+        receiver.receive_deferred_messages([seq(message)])
+
+
+def test_max_delivery_count_moves_the_message_to_the_dead_letter_queue(bus: Bus) -> None:
+    bus.send("short-lock", ServiceBusMessage("keeps failing"))
+    receiver = bus.receiver("short-lock")
+    for expected_count in (0, 1):  # max delivery count is 2
+        (message,) = receive(receiver, 1)
+        assert message.delivery_count == expected_count
+        receiver.abandon_message(message)
+    assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
+    dlq = bus.receiver("short-lock", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+    (dead,) = receive(dlq, 1)
+    assert str(dead) == "keeps failing"
+    assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    dlq.complete_message(dead)
+
+
+def test_lock_expiry_redelivers_and_the_old_lock_is_lost(bus: Bus) -> None:
+    bus.send("short-lock", ServiceBusMessage("slow consumer"))
+    receiver = bus.receiver("short-lock")
+    (first,) = receive(receiver, 1)
+    # Not settled: once the 1 s lock runs out the broker hands the message out again.
+    (second,) = receive(receiver, 1)
+    assert str(second) == "slow consumer"
+    assert second.delivery_count == 1
+    with pytest.raises(MessageLockLostError):
+        receiver.renew_message_lock(first)  # asks the broker, which no longer knows that lock
+    with pytest.raises(MessageLockLostError):
+        receiver.complete_message(first)
+    receiver.complete_message(second)
+
+
+def test_settling_a_lock_the_broker_dropped_fails_with_lock_lost(broker: RunningBroker, bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("reset under me"))
+    receiver = bus.receiver("orders")
+    (message,) = receive(receiver, 1)
+    broker.reset()  # the lock is still valid client-side; only the broker can refuse it
+    with pytest.raises(MessageLockLostError):
+        receiver.complete_message(message)
+
+
+def test_renew_message_lock_and_auto_lock_renewer(bus: Bus) -> None:
+    bus.send("short-lock", ServiceBusMessage("renew me"), ServiceBusMessage("auto"))
+    receiver = bus.receiver("short-lock")
+    manual, auto = receive(receiver, 2)
+    before = manual.locked_until_utc
+    assert before is not None
+    assert receiver.renew_message_lock(manual) > before
+    receiver.complete_message(manual)
+
+    original = auto.locked_until_utc
+    assert original is not None
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30)
+    try:
+        renewer.register(receiver, auto)
+        renewed = threading.Event()
+        for _ in range(200):
+            if auto.locked_until_utc is not None and auto.locked_until_utc > original + timedelta(seconds=1):
+                renewed.set()
+                break
+            renewed.wait(0.05)
+        assert renewed.is_set(), "AutoLockRenewer never renewed the lock"
+        receiver.complete_message(auto)  # past the first 1 s lock, still held thanks to renewal
+    finally:
+        renewer.close()
+    assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
+
+
+def test_peek_neither_locks_nor_counts(bus: Bus) -> None:
+    bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(4)))
+    receiver = bus.receiver("orders")
+    start = seq(receiver.peek_messages(max_message_count=1, sequence_number=1)[0])
+    peeked = receiver.peek_messages(max_message_count=2, sequence_number=start + 1)
+    assert [(str(m), m.sequence_number, m.delivery_count) for m in peeked] == [
+        ("m1", start + 1, 0), ("m2", start + 2, 0)]
+    received = receive(receiver, 4)
+    assert bodies(received) == ["m0", "m1", "m2", "m3"]
+    assert all(m.delivery_count == 0 for m in received)
+    for message in received:
+        receiver.complete_message(message)
+
+
+def test_schedule_cancel_and_scheduled_enqueue_time(bus: Bus) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    far = datetime.now(UTC) + timedelta(hours=1)
+    sender = bus.sender("orders")
+    kept, cancelled = sender.schedule_messages([ServiceBusMessage("kept"), ServiceBusMessage("cancelled")], soon)
+    sender.cancel_scheduled_messages(cancelled)
+    sender.send_messages(ServiceBusMessage("plain-later", scheduled_enqueue_time_utc=far))
+    receiver = bus.receiver("orders")
+    (message,) = receive(receiver, 1)
+    assert (str(message), message.sequence_number) == ("kept", kept)
+    assert message.scheduled_enqueue_time_utc is not None
+    receiver.complete_message(message)
+    (waiting,) = receiver.peek_messages(max_message_count=5, sequence_number=1)
+    assert str(waiting) == "plain-later"
+    assert waiting.state == ServiceBusMessageState.SCHEDULED
+    assert waiting.scheduled_enqueue_time_utc is not None
+    assert abs(waiting.scheduled_enqueue_time_utc - far) < timedelta(seconds=1)
+
+
+def test_link_credit_limits_each_receive_and_iteration_gets_the_rest(bus: Bus) -> None:
+    bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(5)))
+    receiver = bus.receiver("orders", max_wait_time=WAIT)
+    first = receiver.receive_messages(max_message_count=2, max_wait_time=WAIT)
+    assert 1 <= len(first) <= 2  # never more than the credit the call granted
+    rest = []
+    for message in receiver:
+        rest.append(message)
+        receiver.complete_message(message)
+        if len(first) + len(rest) == 5:
+            break
+    for message in first:
+        receiver.complete_message(message)
+    assert sorted(bodies(first + rest)) == [f"m{i}" for i in range(5)]
+
+
+def test_closing_a_prefetching_receiver_releases_what_it_buffered(bus: Bus) -> None:
+    bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(3)))
+    prefetching = bus.receiver("orders", prefetch_count=10)
+    (taken,) = receive(prefetching, 1)
+    prefetching.complete_message(taken)
+    prefetching.close()  # releases the buffered messages instead of leaving them locked
+    left = bus.receiver("orders").peek_messages(max_message_count=5, sequence_number=1)
+    assert [(str(m), m.delivery_count) for m in left] == [("m1", 0), ("m2", 0)]
+    assert bodies(receive(bus.receiver("orders"), 2)) == ["m1", "m2"]
+
+
+def test_concurrent_connections_are_served(broker: RunningBroker, closer: ThreadPoolExecutor, bus: Bus) -> None:
+    errors: list[BaseException] = []
+
+    def produce(worker: int) -> None:
+        producer = Bus(ServiceBusClient.from_connection_string(broker.connection_string, retry_total=0))
+        try:
+            producer.send("orders", *(ServiceBusMessage(f"w{worker}-{i}") for i in range(5)))
+        except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+        finally:
+            closer.submit(producer.close)
+
+    threads = [threading.Thread(target=produce, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    received = receive(bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 20)
+    assert sorted(bodies(received)) == sorted(f"w{w}-{i}" for w in range(4) for i in range(5))
+
+
+def test_reset_drops_messages_and_keeps_entities(broker: RunningBroker, bus: Bus) -> None:
+    bus.send("orders", ServiceBusMessage("old"))
+    broker.reset()
+    bus.send("orders", ServiceBusMessage("new"))
+    assert bodies(bus.receiver("orders").peek_messages(max_message_count=5, sequence_number=1)) == ["new"]
+
+
+# -- aio -----------------------------------------------------------------------------------------
+async def _close_together(*handlers: Any) -> None:
+    """Close aio handlers concurrently (each close waits up to 1 s for its keep-alive task)."""
+    await asyncio.gather(*(handler.close() for handler in handlers), return_exceptions=True)
+
+
+def test_aio_send_receive_settle_and_manage(broker: RunningBroker) -> None:
+    async def scenario() -> None:
+        sb_client = AsyncServiceBusClient.from_connection_string(broker.connection_string, retry_total=0)
+        sender = sb_client.get_queue_sender("orders")
+        receiver = sb_client.get_queue_receiver("orders")
+        dlq = sb_client.get_queue_receiver("orders", sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+        try:
+            await sender.send_messages([ServiceBusMessage("a1"), ServiceBusMessage("a2")])
+            batch = await sender.create_message_batch()
+            batch.add_message(ServiceBusMessage("a3"))
+            await sender.send_messages(batch)
+            await sender.schedule_messages(ServiceBusMessage("a4"), datetime.now(UTC) + timedelta(hours=1))
+            received = await receiver.receive_messages(max_message_count=3, max_wait_time=WAIT)
+            while len(received) < 3:
+                more = await receiver.receive_messages(max_message_count=3 - len(received), max_wait_time=WAIT)
+                assert more, "messages missing"
+                received += more
+            assert bodies(received) == ["a1", "a2", "a3"]
+            await receiver.renew_message_lock(received[0])
+            await receiver.complete_message(received[0])
+            await receiver.abandon_message(received[1])
+            await receiver.dead_letter_message(received[2], reason="r", error_description="d")
+            (again,) = await receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
+            assert (str(again), again.delivery_count) == ("a2", 1)
+            await receiver.defer_message(again)
+            (deferred,) = await receiver.receive_deferred_messages([seq(again)])
+            await receiver.complete_message(deferred)
+            peeked = await receiver.peek_messages(max_message_count=5, sequence_number=1)
+            assert [(str(m), m.state) for m in peeked] == [("a4", ServiceBusMessageState.SCHEDULED)]
+            (dead,) = await dlq.receive_messages(max_message_count=1, max_wait_time=WAIT)
+            assert (str(dead), dead.dead_letter_reason, dead.dead_letter_error_description) == ("a3", "r", "d")
+            await dlq.complete_message(dead)
+        finally:
+            await _close_together(sender, receiver, dlq)
+            await sb_client.close()
+
+    asyncio.run(scenario())
+
+
+def test_aio_topic_and_unknown_entity(broker: RunningBroker) -> None:
+    async def scenario() -> None:
+        sb_client = AsyncServiceBusClient.from_connection_string(broker.connection_string, retry_total=0)
+        sender = sb_client.get_topic_sender("events")
+        receiver = sb_client.get_subscription_receiver(
+            "events", "billing", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE)
+        missing = sb_client.get_queue_sender("missing")
+        try:
+            await sender.send_messages(ServiceBusMessage("fan-out"))
+            (message,) = await receiver.receive_messages(max_message_count=1, max_wait_time=WAIT)
+            assert str(message) == "fan-out"
+            with pytest.raises(MessagingEntityNotFoundError):
+                await missing.send_messages(ServiceBusMessage("x"))
+        finally:
+            await _close_together(sender, receiver, missing)
+            await sb_client.close()
+
+    asyncio.run(scenario())
+
+
+# -- robustness ----------------------------------------------------------------------------------
+AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
+SASL_HEADER = b"AMQP\x03\x01\x00\x00"
+
+
+def _raw_connection(broker: RunningBroker, payload: bytes) -> None:
+    """Send ``payload`` on a fresh TCP connection and read until the broker hangs up (or 2 s)."""
+    with socket.create_connection((broker.host, broker.port), timeout=2) as sock:
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass  # a reset is one of the ways the broker may hang up
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.binary(max_size=512),
+       prefix=st.sampled_from([b"", AMQP_HEADER, AMQP_HEADER[:5], SASL_HEADER, SASL_HEADER + AMQP_HEADER[:3]]))
+def test_fuzzed_bytes_close_only_their_connection(broker: RunningBroker, bus: Bus, prefix: bytes,
+                                                  junk: bytes) -> None:
+    _raw_connection(broker, prefix + junk)
+    bus.send("orders", ServiceBusMessage("still here"))  # handlers are opened once, shared by examples
+    (message,) = receive(bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 1)
+    assert str(message) == "still here"
+
+
+def test_malformed_frames_do_not_disturb_open_connections(broker: RunningBroker, bus: Bus) -> None:
+    sender = bus.sender("orders")
+    sender.send_messages(ServiceBusMessage("before"))
+    # A frame header announcing 64 KiB with nothing behind it, then a frame of garbage type.
+    _raw_connection(broker, AMQP_HEADER + b"\x00\x01\x00\x00\x02\x00\x00\x00")
+    _raw_connection(broker, AMQP_HEADER + b"\x00\x00\x00\x10\x02\x07\x00\x00" + b"\xff" * 8)
+    _raw_connection(broker, SASL_HEADER + b"\x00\x00\x00\x0c\x02\x01\x00\x00\x00\x53\x41\x45")
+    sender.send_messages(ServiceBusMessage("after"))  # the open connection was not disturbed
+    received = receive(bus.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 2)
+    assert bodies(received) == ["before", "after"]
+
+
+# -- the model on its own (no sockets) -----------------------------------------------------------
+def test_model_lock_expiry_and_dead_lettering_follow_the_clock() -> None:
+    namespace = Namespace([QueueConfig("q", lock_duration_seconds=10, max_delivery_count=2)])
+    namespace.sender("q").send([IncomingMessage(b"payload", message_id="m")], now=100.0)
+    entity = namespace.receiver("q")
+    first = entity.receive(100.0, lock=True)
+    assert first is not None and first.locked_until == 110.0
+    assert entity.receive(105.0, lock=True) is None
+    namespace.advance(110.0)  # lock expired: delivery count 1, available again
+    second = entity.receive(110.0, lock=True)
+    assert second is not None and second.delivery_count == 1
+    namespace.advance(120.0)  # second expiry reaches max delivery count 2
+    dead = namespace.receiver("q/$DeadLetterQueue").receive(120.0, lock=False)
+    assert dead is not None and dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+    assert second.lock_token is None
+    with pytest.raises(LockLost):
+        entity.complete(uuid.uuid4(), 121.0)
+
+
+def test_model_duplicate_window_expires() -> None:
+    namespace = Namespace([QueueConfig("q", duplicate_detection_window_seconds=60)])
+    sender = namespace.sender("q")
+    sender.send([IncomingMessage(b"1", message_id="same")], now=0.0)
+    sender.send([IncomingMessage(b"2", message_id="same")], now=59.0)
+    namespace.advance(61.0)
+    sender.send([IncomingMessage(b"3", message_id="same")], now=61.0)
+    assert [m.payload for m in namespace.receiver("q").peek(1, 10, 61.0)] == [b"1", b"3"]
+
+
+def test_model_time_to_live_and_scheduled_messages_follow_the_clock() -> None:
+    namespace = Namespace([QueueConfig("q")], [TopicConfig("t", (SubscriptionConfig("s"),))])
+    queue, topic = namespace.sender("q"), namespace.sender("t")
+    queue.send([IncomingMessage(b"short-lived", time_to_live_seconds=5)], now=0.0)
+    queue.send([IncomingMessage(b"later", scheduled_enqueue_time=50.0)], now=0.0)
+    (number,) = topic.schedule([IncomingMessage(b"to-subscribers", scheduled_enqueue_time=50.0)], now=0.0)
+    entity, subscription = namespace.receiver("q"), namespace.receiver("t/subscriptions/S")
+    assert namespace.next_deadline() == 50.0
+    assert entity.receive(10.0, lock=False) is None  # expired, and the other is not due yet
+    assert subscription.peek(1, 10, 10.0) == []
+    namespace.advance(50.0)
+    later = entity.receive(50.0, lock=False)
+    assert later is not None and later.payload == b"later" and later.enqueued_at == 50.0
+    received = subscription.receive(50.0, lock=False)
+    assert received is not None and received.sequence_number == number
