@@ -79,4 +79,7 @@ class RecordHandle:
             if event_id in self._record.emitted:
                 return
         publish()
-        self.save(lambda r: r.emitted.append(event_id))
+        # Recording it must not take back a lease already released (the failure just recorded).
+        with self._lock:
+            held = bool(self._record.lease_owner)
+        self.save(lambda r: r.emitted.append(event_id), keep_lease=held)

@@ -175,13 +175,18 @@ def _run(request: OnboardingRequest, record: OnboardingRecord, clients: Onboardi
                           events=clients.events)
     ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
     ctx.emit("requested", "requested", "accepted", cloud=request.azure.cloud, scope=request.palette.scope)
+    failed_in: dict[int, str] = {}  # id of an error raised by a step -> that step's name
 
     def run_steps(names: list[tuple[str, Callable[[steps.StepContext], object]]]) -> None:
         for name, step in names:
             if handle.record.step_done(name):
                 continue
             logger.info("request %s: step %s", request.request_id, name)
-            step(ctx)
+            try:
+                step(ctx)
+            except BaseException as exc:
+                failed_in.setdefault(id(exc), name)
+                raise
             if after_step is not None:
                 after_step(name)
 
@@ -201,7 +206,7 @@ def _run(request: OnboardingRequest, record: OnboardingRecord, clients: Onboardi
         if after_step is not None:
             after_step("verify")
     except Exception as exc:  # noqa: BLE001 - classified below; unexpected errors are re-raised
-        return _handle_failure(exc, ctx, request, handle, config, attempt)
+        return _handle_failure(exc, ctx, request, handle, config, attempt, failed_in.get(id(exc)))
 
     all_ok = all(check["ok"] for check in checks)
     ctx.emit("validated", "verify", "passed" if all_ok else "failed", checks=checks,
@@ -232,19 +237,21 @@ def _raise_first(*errors: BaseException | None) -> None:
 
 
 def _handle_failure(exc: BaseException, ctx: steps.StepContext, request: OnboardingRequest,
-                    handle: RecordHandle, config: PipelineConfig, attempt: int) -> Outcome:
+                    handle: RecordHandle, config: PipelineConfig, attempt: int,
+                    failed_step: str | None = None) -> Outcome:
     kind = _classify(exc)
+    failed_step = failed_step or handle.record.current_step
     if kind == "busy":
         return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress", str(exc),
                        retry_in_seconds=config.busy_delay_seconds)
     if kind == "permanent":
         reason, message = _failure_message(exc)
-        step = exc.step if isinstance(exc, PermanentStepError) else handle.record.current_step
+        step = exc.step if isinstance(exc, PermanentStepError) else failed_step
         return _fail(ctx, handle, step, reason, message)
     if kind == "transient":
         if attempt >= len(config.retry_delays_seconds):
             reason, message = _failure_message(exc)
-            return _fail(ctx, handle, handle.record.current_step, "dependency_unavailable",
+            return _fail(ctx, handle, failed_step, "dependency_unavailable",
                          f"Gave up after {attempt + 1} attempts: {message}")
         delay = config.retry_delays_seconds[attempt]
         logger.warning("request %s: dependency unavailable (%s); resuming in %.0f s",
@@ -326,7 +333,7 @@ def _reject(body: bytes | str | Mapping[str, Any], exc: RequestValidationError,
                            state=state, errors=errors)
     clients.events.publish(build_event(
         event_type="failed", account_name=account_name or "unknown", request_id=request_id or "unknown",
-        data={"requestId": request_id, "step": "check", "outcome": "failed", "reason": "invalid_request",
+        data={"requestId": request_id or "unknown", "step": "check", "outcome": "failed", "reason": "invalid_request",
               "message": message, "errors": errors},
         discriminator="invalid",
     ))
