@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,10 +61,13 @@ def _to_function_message(received: Any) -> func.ServiceBusMessage:
         for k, v in (received.application_properties or {}).items()
     }
     ttl = received.time_to_live
+    # The AMQP header counts earlier failed deliveries (0 on the first); the Functions host, like
+    # the .NET SDK, reports DeliveryCount from 1.
+    delivery_count = (received.delivery_count or 0) + 1
     return ServiceBusMessage(
         body=body, message_id=str(received.message_id or ""), application_properties=properties,
         user_properties=dict(properties), content_type=received.content_type,
-        correlation_id=received.correlation_id, delivery_count=received.delivery_count,
+        correlation_id=received.correlation_id, delivery_count=delivery_count,
         enqueued_time_utc=received.enqueued_time_utc, sequence_number=received.sequence_number,
         locked_until=received.locked_until_utc, subject=received.subject, label=received.subject,
         lock_token=str(received.lock_token), dead_letter_reason=received.dead_letter_reason,
@@ -107,22 +110,44 @@ class _QueueListener:
                         client.get_queue_receiver(self._queue, max_wait_time=1) as receiver, \
                         AutoLockRenewer(max_lock_renewal_duration=self._lock_renewal_seconds) as renewer, \
                         ThreadPoolExecutor(self._concurrency, thread_name_prefix=self.name) as pool:
-                    while not self._stop.is_set():
-                        batch = receiver.receive_messages(max_message_count=self._concurrency, max_wait_time=1)
-                        for message in batch:
-                            renewer.register(receiver, message)
-                        list(pool.map(lambda m: self._handle(receiver, m), batch))
+                    # Like the host, keep up to maxConcurrentCalls calls in flight and fill a free
+                    # slot at once (no waiting for a whole batch). The sync receiver is not
+                    # thread-safe, so messages are received and settled on this thread only.
+                    in_flight: set[Future[tuple[Any, bool]]] = set()
+                    try:
+                        while not self._stop.is_set():
+                            for future in [f for f in in_flight if f.done()]:
+                                in_flight.discard(future)
+                                self._settle(receiver, *future.result())
+                            free = self._concurrency - len(in_flight)
+                            if free <= 0:
+                                wait(in_flight, timeout=1, return_when=FIRST_COMPLETED)
+                                continue
+                            batch = receiver.receive_messages(max_message_count=free,
+                                                              max_wait_time=0.2 if in_flight else 1)
+                            for message in batch:
+                                renewer.register(receiver, message)
+                                in_flight.add(pool.submit(self._invoke, message))
+                    finally:
+                        for future in as_completed(in_flight):
+                            self._settle(receiver, *future.result())
             except Exception:
                 if not self._stop.is_set():
                     logger.exception("runner: %s lost its receiver; reconnecting", self.name)
                     self._stop.wait(1)
 
-    def _handle(self, receiver: Any, message: Any) -> None:
+    def _invoke(self, message: Any) -> tuple[Any, bool]:
         try:
             self._function(**{self._arg_name: _to_function_message(message)})
         except Exception:
+            logger.exception("runner: %s failed (delivery %s); abandoning", self.name,
+                             (message.delivery_count or 0) + 1)
+            return message, False
+        return message, True
+
+    def _settle(self, receiver: Any, message: Any, succeeded: bool) -> None:
+        if not succeeded:
             self.failed += 1
-            logger.exception("runner: %s failed (delivery %s); abandoning", self.name, message.delivery_count)
             try:
                 receiver.abandon_message(message)
             except Exception:
@@ -234,6 +259,10 @@ class LocalHost:
     def start(self) -> None:
         # The functions read their settings from the environment, as they do in Azure.
         os.environ.update(self.settings)
+        # The worker indexes an app once per process, and get_functions() refuses a second call
+        # (every name then looks duplicated). Here the same app object may be hosted again, or have
+        # been indexed by a test first: forget the names an earlier indexing recorded.
+        self.app.functions_bindings = None
         for fn in self.app.get_functions():
             trigger = fn.get_trigger()
             if trigger is None:
