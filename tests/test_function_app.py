@@ -16,6 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bindings() -> dict[str, dict[str, object]]:
+    # get_functions() indexes once per app object (as the worker does once per process); the local
+    # runner may have indexed this one already in the same test session.
+    function_app.app.functions_bindings = None
     found = {}
     for fn in function_app.app.get_functions():
         trigger = json.loads(json.dumps(fn.get_trigger().get_dict_repr(), default=lambda o: getattr(o, "value", o)))
