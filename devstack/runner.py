@@ -77,22 +77,15 @@ def _to_function_message(received: Any) -> func.ServiceBusMessage:
     )
 
 
-class _QueueListener:
-    """Peek-lock receive loop for one queue trigger."""
+class _BackgroundLoop:
+    """A daemon thread running ``_loop`` until :meth:`stop`."""
 
-    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, connection: str,
-                 queue: str, *, concurrency: int, lock_renewal_seconds: float) -> None:
+    name: str
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self._function = function
-        self._arg_name = arg_name
-        self._connection = connection
-        self._queue = queue
-        self._concurrency = max(1, concurrency)
-        self._lock_renewal_seconds = lock_renewal_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"runner-{name}", daemon=True)
-        self.processed = 0
-        self.failed = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -100,6 +93,25 @@ class _QueueListener:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=15)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class _QueueListener(_BackgroundLoop):
+    """Peek-lock receive loop for one queue trigger."""
+
+    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, connection: str,
+                 queue: str, *, concurrency: int, lock_renewal_seconds: float) -> None:
+        super().__init__(name)
+        self._function = function
+        self._arg_name = arg_name
+        self._connection = connection
+        self._queue = queue
+        self._concurrency = max(1, concurrency)
+        self._lock_renewal_seconds = lock_renewal_seconds
+        self.processed = 0
+        self.failed = 0
 
     def _loop(self) -> None:
         from azure.servicebus import AutoLockRenewer, ServiceBusClient
@@ -160,26 +172,17 @@ class _QueueListener:
             logger.warning("runner: could not complete a message", exc_info=True)
 
 
-class _TimerSchedule:
+class _TimerSchedule(_BackgroundLoop):
     def __init__(self, name: str, function: Callable[..., Any], arg_name: str, schedule: str) -> None:
         from croniter import croniter
 
         fields = schedule.split()
         if len(fields) != 6:
             raise ValueError(f"timer {name}: NCRONTAB schedules have six fields (seconds first): {schedule!r}")
-        self.name = name
+        super().__init__(name)
         self._function = function
         self._arg_name = arg_name
         self._cron = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"runner-{name}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
 
     def _loop(self) -> None:
         from azure.functions.timer import TimerRequest

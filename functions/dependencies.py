@@ -6,12 +6,10 @@ building them per invocation would cost a TLS handshake and an AMQP link every t
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -38,16 +36,6 @@ class Dependencies:
         self.clients.secrets.close()
         self.clients.events.close()
         self.queue.close()
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build(settings: Settings) -> Dependencies:

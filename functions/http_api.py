@@ -89,7 +89,7 @@ def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
 def _is_https(req: func.HttpRequest) -> bool:
     """Behind the Functions front end the scheme is in the URL or X-Forwarded-Proto; loopback
     (the local runner) counts as secure, as nothing leaves the machine."""
-    from functions.dependencies import is_loopback
+    from shared.net import is_loopback_url
 
     proto = req.headers.get("x-forwarded-proto", "")
-    return req.url.startswith("https://") or proto == "https" or is_loopback(req.url)
+    return req.url.startswith("https://") or proto == "https" or is_loopback_url(req.url)

@@ -21,15 +21,12 @@ import uuid
 from base64 import b64encode
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from azure.core.messaging import CloudEvent
-from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus import ServiceBusMessage
 
 from shared.clients.queue import ServiceBusSenderHandle
-
-if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
 
 logger = logging.getLogger(__name__)
 
@@ -209,19 +206,7 @@ class EventPublisher(ServiceBusSenderHandle):
     Needs Azure Service Bus Data Sender on the topic.
     """
 
-    @classmethod
-    def from_connection_string(cls, conn_str: str, topic: str) -> EventPublisher:
-        """Build from a connection string (the local stack, or shared-key setups)."""
-        client = ServiceBusClient.from_connection_string(conn_str)
-        return cls(client.get_topic_sender(topic), client=client)
-
-    @classmethod
-    def from_namespace(
-        cls, fully_qualified_namespace: str, credential: TokenCredential, topic: str
-    ) -> EventPublisher:
-        """Build from ``<namespace>.servicebus.windows.net`` and a credential (managed identity)."""
-        client = ServiceBusClient(fully_qualified_namespace, credential)
-        return cls(client.get_topic_sender(topic), client=client)
+    entity_kind = "topic"
 
     def publish(self, *events: CloudEvent[Any]) -> None:
         """Send each event as its own message; several go in as few batches as fit.

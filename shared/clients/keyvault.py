@@ -20,17 +20,17 @@ Secret names follow one scheme (see :func:`secret_name_for`) and every secret we
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 from pydantic import SecretStr
+
+from shared.net import is_loopback_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -156,16 +156,6 @@ def _check_name(name: str) -> None:
         )
 
 
-def _is_loopback_host(vault_url: str) -> bool:
-    host = (urlsplit(vault_url).hostname or "").rstrip(".").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 # --- Values read back -------------------------------------------------------------------------
 
 
@@ -253,7 +243,7 @@ class SecretStore:
             self._owns_client = False
             return
         options: dict[str, Any] = {
-            "verify_challenge_resource": not _is_loopback_host(self.vault_url),
+            "verify_challenge_resource": not is_loopback_url(self.vault_url),
             "logging_enable": False,
         }
         if connection_verify is not None:

@@ -45,6 +45,25 @@ class ServiceBusSenderHandle:
         The ``ServiceBusClient`` it came from, when this object owns it; closed by :meth:`close`.
     """
 
+    entity_kind = "queue"
+    """``queue`` or ``topic``: which kind of entity the ``from_*`` constructors open a sender on."""
+
+    @classmethod
+    def from_connection_string(cls, conn_str: str, entity: str) -> Self:
+        """Build from a connection string (the local stack, or shared-key setups)."""
+        return cls._open(ServiceBusClient.from_connection_string(conn_str), entity)
+
+    @classmethod
+    def from_namespace(cls, fully_qualified_namespace: str, credential: TokenCredential, entity: str) -> Self:
+        """Build from ``<namespace>.servicebus.windows.net`` and a credential (managed identity)."""
+        return cls._open(ServiceBusClient(fully_qualified_namespace, credential), entity)
+
+    @classmethod
+    def _open(cls, client: ServiceBusClient, entity: str) -> Self:
+        if cls.entity_kind == "topic":
+            return cls(client.get_topic_sender(entity), client=client)
+        return cls(client.get_queue_sender(entity), client=client)
+
     def __init__(self, sender: ServiceBusSender, *, client: ServiceBusClient | None = None) -> None:
         self._sender = sender
         self._client = client
@@ -131,19 +150,7 @@ class RequestQueue(ServiceBusSenderHandle):
     Needs Azure Service Bus Data Sender on the queue.
     """
 
-    @classmethod
-    def from_connection_string(cls, conn_str: str, queue: str) -> RequestQueue:
-        """Build from a connection string (the local stack, or shared-key setups)."""
-        client = ServiceBusClient.from_connection_string(conn_str)
-        return cls(client.get_queue_sender(queue), client=client)
-
-    @classmethod
-    def from_namespace(
-        cls, fully_qualified_namespace: str, credential: TokenCredential, queue: str
-    ) -> RequestQueue:
-        """Build from ``<namespace>.servicebus.windows.net`` and a credential (managed identity)."""
-        client = ServiceBusClient(fully_qualified_namespace, credential)
-        return cls(client.get_queue_sender(queue), client=client)
+    entity_kind = "queue"
 
     def send(
         self,

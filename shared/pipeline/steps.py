@@ -101,6 +101,17 @@ def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
         request.azure.tenant_id, request.azure.client_id)
 
 
+def _account_not_clashing(step: str, account: AzureAccount | None,
+                          request: OnboardingRequest) -> AzureAccount | None:
+    """The existing account of that name when it is for the same app; a clash otherwise."""
+    if account is not None and not _same_identity(account, request):
+        raise PermanentStepError(
+            step, "account_name_clash",
+            f"Palette already has an Azure account named '{request.account_name}' for another tenant "
+            "or client; nothing was changed. Choose another accountName or remove that account first.")
+    return account
+
+
 def _same_public_key(a: str, b: str) -> bool:
     """OpenSSH keys are equal when type and base64 body match; the comment does not count."""
     return a.split()[:2] == b.split()[:2]
@@ -165,12 +176,8 @@ def check(ctx: StepContext) -> None:
                 f"A Palette API key named '{request.api_key.name}' already exists and was not made by "
                 f"request {request.request_id}; choose another apiKey.name.")
 
-    account = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-    if account is not None and not _same_identity(account, request):
-        raise PermanentStepError(
-            "check", "account_name_clash",
-            f"Palette already has an Azure account named '{request.account_name}' for another tenant "
-            "or client; choose another accountName or remove that account first.")
+    _account_not_clashing("check", palette.find_azure_account(request.account_name, project_uid=scope_uid),
+                          request)
 
     if request.ssh_key is not None:
         existing_ssh = palette.find_ssh_key(request.ssh_key.name, project_uid=project.uid)
@@ -344,12 +351,8 @@ def register(ctx: StepContext) -> None:
     creds = credentials(ctx)
     scope_uid = ctx.scope_project_uid
     overlord = ctx.handle.result(OVERLORD_UID)
-    existing = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-    if existing is not None and not _same_identity(existing, request):
-        raise PermanentStepError(
-            "register", "account_name_clash",
-            f"Palette already has an Azure account named '{request.account_name}' for another tenant "
-            "or client; nothing was changed.")
+    existing = _account_not_clashing(
+        "register", palette.find_azure_account(request.account_name, project_uid=scope_uid), request)
     if existing is not None and not ctx.handle.result(ACCOUNT_CREATING):
         palette.update_azure_account(existing.uid, request.account_name, creds, project_uid=scope_uid,
                                      overlord_uid=overlord)

@@ -32,10 +32,10 @@ from shared.clients.keyvault import (
     ROTATION_STATE_TAG,
     SecretStore,
     StoredSecret,
-    _is_loopback_host,
     managed_tags,
     secret_name_for,
 )
+from shared.net import is_loopback_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -139,7 +139,7 @@ def test_long_names_are_cut_with_a_stable_hash_suffix() -> None:
     ("https://myvault.vault.usgovcloudapi.net/", False), ("https://10.0.0.4", False),
 ])
 def test_challenge_resource_check_is_off_only_for_loopback_vaults(url: str, loopback: bool) -> None:
-    assert _is_loopback_host(url) is loopback
+    assert is_loopback_url(url) is loopback
 
 
 # --- Against the stand-in -------------------------------------------------------------------------

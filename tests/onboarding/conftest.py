@@ -94,6 +94,19 @@ class World:
     def palette_accounts(self, name: str | None = None) -> list[dict[str, Any]]:
         return [a for a in self.palette_state()["cloudAccounts"] if name is None or a["name"] == name]
 
+    def palette_call(self, method: str, path: str, *, project_uid: str | None = None,
+                     api_key: str | None = None, body: Any = None) -> requests.Response:
+        """A call to the Palette stand-in's public API, as an operator or another tool would make."""
+        settings = self.stack.settings
+        headers = {"ApiKey": api_key or settings["PALETTE_API_KEY"]}
+        if project_uid:
+            headers["ProjectUid"] = project_uid
+        return requests.request(method, f"{settings['PALETTE_ENDPOINT']}{path}", headers=headers, json=body,
+                                timeout=10)
+
+    def project_uid(self, name: str) -> str:
+        return str(next(p["uid"] for p in self.palette_state()["projects"] if p["name"] == name))
+
     def palette_requests(self) -> list[dict[str, Any]]:
         assert self.stack.palette is not None
         return requests.get(f"{self.stack.palette.url}/_devstack/requests", timeout=10).json()["items"]

@@ -28,19 +28,8 @@ EVENT_WAIT = 0.5  # every event is on the topic before process_request returns
 
 # ------------------------------------------------------------------------------------- helpers
 
-def _palette(world: World, method: str, path: str, *, project_uid: str | None = None,
-             body: Any = None) -> requests.Response:
-    """A call to the Palette stand-in's public API, as an operator or another tool would make."""
-    settings = world.stack.settings
-    headers = {"ApiKey": settings["PALETTE_API_KEY"]}
-    if project_uid:
-        headers["ProjectUid"] = project_uid
-    return requests.request(method, f"{settings['PALETTE_ENDPOINT']}{path}", headers=headers, json=body,
-                            timeout=10)
 
 
-def _project_uid(world: World, name: str) -> str:
-    return next(p["uid"] for p in world.palette_state()["projects"] if p["name"] == name)
 
 
 def _graph_add_password(world: World, client_id: str, display_name: str = "made by the app owner") -> dict[str, Any]:
@@ -242,7 +231,7 @@ def test_user_not_found(world: World) -> None:
 def test_account_name_clash(world: World) -> None:
     other_client = world.register_app()
     password = _graph_add_password(world, other_client)
-    made = _palette(world, "POST", "/v1/cloudaccounts/azure", body={
+    made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
         "metadata": {"name": "taken-name"},
         "spec": {"tenantId": DEVSTACK_TENANT_ID, "clientId": other_client, "clientSecret": password["secretText"]},
     })
@@ -257,7 +246,7 @@ def test_account_name_clash(world: World) -> None:
 @pytest.mark.parametrize("mode", ["public-key", "generate"])
 def test_ssh_key_name_clash(world: World, mode: str) -> None:
     existing = _rsa_public_key()
-    made = _palette(world, "POST", "/v1/users/assets/sshkeys", project_uid=_project_uid(world, "Default"),
+    made = world.palette_call("POST", "/v1/users/assets/sshkeys", project_uid=world.project_uid("Default"),
                     body={"metadata": {"name": "ops-key"}, "spec": {"publicKey": existing}})
     assert made.status_code == 201, made.text
     ssh_key: dict[str, Any] = ({"name": "ops-key", "publicKey": _rsa_public_key()} if mode == "public-key"
@@ -269,7 +258,7 @@ def test_ssh_key_name_clash(world: World, mode: str) -> None:
 
 def test_api_key_name_clash(world: World) -> None:
     alice = next(u["uid"] for u in world.palette_state()["users"] if u["emailId"] == "alice.ops@example.com")
-    made = _palette(world, "POST", "/v1/apiKeys", body={
+    made = world.palette_call("POST", "/v1/apiKeys", body={
         "metadata": {"name": "robot"}, "spec": {"userUid": alice, "expiry": "2099-01-01T00:00:00Z"}})
     assert made.status_code == 201, made.text
     body = world.request(apiKey={"name": "robot", "user": "bob.dev@example.com", "expiresInDays": 30})

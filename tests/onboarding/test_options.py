@@ -48,19 +48,8 @@ def _parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).astimezone(dt.UTC)
 
 
-def _palette(world: World, method: str, path: str, *, project_uid: str | None = None,
-             api_key: str | None = None, body: Any = None) -> requests.Response:
-    """A call to the Palette stand-in's public API (as an operator or another tool would make)."""
-    settings = world.stack.settings
-    headers = {"ApiKey": api_key or settings["PALETTE_API_KEY"]}
-    if project_uid:
-        headers["ProjectUid"] = project_uid
-    return requests.request(method, f"{settings['PALETTE_ENDPOINT']}{path}", headers=headers, json=body,
-                            timeout=10)
 
 
-def _project_uid(world: World, name: str) -> str:
-    return next(p["uid"] for p in world.palette_state()["projects"] if p["name"] == name)
 
 
 def _user_uid(world: World, email: str) -> str:
@@ -141,7 +130,7 @@ def _assert_success(world: World, body: dict[str, Any], outcome: Any, *, account
     palette = body.get("palette", {})
     if palette.get("scope", "tenant") == "project":
         assert account["scope"] == "project"
-        assert account["projectUid"] == _project_uid(world, palette.get("project", "Default"))
+        assert account["projectUid"] == world.project_uid(palette.get("project", "Default"))
     else:
         assert account["scope"] == "tenant"
         assert account["projectUid"] is None
@@ -312,13 +301,13 @@ def test_project_scoped_account(world: World) -> None:
     body = world.request(palette={"scope": "project", "project": "Team-A"})
     outcome = world.run(body)
     account, events = _assert_success(world, body, outcome)
-    team_a = _project_uid(world, "Team-A")
+    team_a = world.project_uid("Team-A")
     assert account["projectUid"] == team_a
     registered = next(e for e in events if _short(e) == "account.registered")["data"]
     assert registered["palette"]["scope"] == "project"
     # Listed in Team-A, not in the tenant's own list.
-    in_project = _palette(world, "GET", "/v1/cloudaccounts/azure", project_uid=team_a).json()["items"]
-    in_tenant = _palette(world, "GET", "/v1/cloudaccounts/azure").json()["items"]
+    in_project = world.palette_call("GET", "/v1/cloudaccounts/azure", project_uid=team_a).json()["items"]
+    in_tenant = world.palette_call("GET", "/v1/cloudaccounts/azure").json()["items"]
     assert [a["metadata"]["uid"] for a in in_project] == [account["uid"]]
     assert in_tenant == []
 
@@ -332,7 +321,7 @@ def test_given_rsa_public_key_for_iaas_and_aks(world: World) -> None:
     assert len(keys) == 1
     key = keys[0]
     assert key["name"] == "ops-key"
-    assert key["projectUid"] == _project_uid(world, "Default")
+    assert key["projectUid"] == world.project_uid("Default")
     assert key["publicKey"].split()[:2] == public_key.split()[:2]
     uploaded = next(e for e in events if _short(e) == "sshkey.uploaded")["data"]
     assert uploaded["outcome"] == "created"
@@ -359,7 +348,7 @@ def test_generated_ssh_key_pair(world: World) -> None:
     keys = world.palette_state()["sshKeys"]
     assert len(keys) == 1
     assert keys[0]["name"] == "generated"
-    assert keys[0]["projectUid"] == _project_uid(world, "Default")
+    assert keys[0]["projectUid"] == world.project_uid("Default")
     assert keys[0]["publicKey"].split()[:2] == derived.split()[:2]
     results = json.loads(world.state_row(body["requestId"])["Results"])
     assert results["sshPrivateKeySecretId"] == versions[0].id
@@ -367,8 +356,8 @@ def test_generated_ssh_key_pair(world: World) -> None:
 
 def test_ssh_key_already_in_the_project(world: World) -> None:
     public_key = _rsa_public_key(2048)
-    default = _project_uid(world, "Default")
-    made = _palette(world, "POST", "/v1/users/assets/sshkeys", project_uid=default,
+    default = world.project_uid("Default")
+    made = world.palette_call("POST", "/v1/users/assets/sshkeys", project_uid=default,
                     body={"metadata": {"name": "shared-key"}, "spec": {"publicKey": public_key}})
     assert made.status_code == 201, made.text
     existing_uid = made.json()["uid"]
@@ -407,7 +396,7 @@ def _assert_api_key(world: World, body: dict[str, Any], events: list[dict[str, A
     assert abs(versions[0].expires_on - expiry) < dt.timedelta(seconds=1)
     # The value kept in Key Vault is a working Palette API key of that user.
     value = _kv_value(world, secret_name)
-    info = _palette(world, "GET", "/v1/users/info", api_key=value)
+    info = world.palette_call("GET", "/v1/users/info", api_key=value)
     assert info.status_code == 200, info.text
     assert info.json()["userUid"] == key["userUid"]
     created = next(e for e in events if _short(e) == "apikey.created")["data"]
@@ -452,14 +441,14 @@ def test_every_option_at_once(world: World) -> None:
     _assert_generated_secret(world, body, 90)
     assert account["annotations"]["overlordUid"] == _overlord_uid(world, "pcg-east")
     keys = world.palette_state()["sshKeys"]
-    assert [k["projectUid"] for k in keys] == [_project_uid(world, "Team-A")]
+    assert [k["projectUid"] for k in keys] == [world.project_uid("Team-A")]
     _assert_api_key(world, body, events, _now() + dt.timedelta(days=10), SLACK)
 
 
 def test_existing_account_for_the_same_app_is_updated_in_place(world: World) -> None:
     client_id = world.register_app()
     first = _graph_add_password(world, client_id, "registered by hand")
-    made = _palette(world, "POST", "/v1/cloudaccounts/azure", body={
+    made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
         "metadata": {"name": "hand-made", "annotations": {"scope": "tenant"}},
         "spec": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id, "clientSecret": first["secretText"],
                  "azureEnvironment": "AzurePublicCloud", "tenantName": "old name"},
