@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     for command in (up, down, run):
         command.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+    quiet = logging.ERROR if args.command == "demo" else logging.WARNING  # the demo shows events instead
+    logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"up": cmd_up, "down": cmd_down, "run": cmd_run, "demo": cmd_demo}
     return handlers[args.command](args)

@@ -1,7 +1,8 @@
 """HTTP triggers: internal tools submit requests and ask for their state.
 
 Routes (under ``/api``): ``POST onboardings``, ``GET onboardings``, ``GET onboardings/{requestId}``,
-``GET health``. Function keys guard every route but health (auth level set on the app).
+``GET health``. Function keys guard every route but health (auth level set on the app); where Easy
+Auth is on, the caller's app roles are checked too (``functions/auth.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> func.HttpRes
     return _json(status, {"title": title, "detail": detail, **extra})
 
 
+def _denied(req: func.HttpRequest, *roles: str) -> func.HttpResponse | None:
+    """A 401/403 response when Easy Auth's principal lacks every one of ``roles``; else None."""
+    from functions.auth import AuthorizationError, require_role
+
+    try:
+        require_role(req.headers, *roles)
+    except AuthorizationError as exc:
+        return _problem(exc.status, "Forbidden" if exc.status == 403 else "Unauthorized", str(exc))
+    return None
+
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
@@ -40,9 +52,12 @@ def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     its requestId (409). An inline secret is written to Key Vault at once; the queued message
     carries only the reference."""
     from functions import dependencies
+    from functions.auth import SUBMIT_ROLE
     from shared.errors import IdempotencyConflictError, RequestValidationError
     from shared.intake import submit
 
+    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
+        return denied
     deps: Dependencies = dependencies.get()
     try:
         record = submit(req.get_body(), deps.clients, deps.queue, allow_inline_secret=_is_https(req),
@@ -59,8 +74,11 @@ def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings", methods=["GET"])
 def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
     from shared.state import RequestStatus
 
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
     status_text = req.params.get("status")
     status = None
     if status_text:
@@ -78,7 +96,10 @@ def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="onboardings/{requestId}", methods=["GET"])
 def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
 
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
     request_id = req.route_params.get("requestId", "")
     record = dependencies.get().clients.state.get(request_id)
     if record is None:
