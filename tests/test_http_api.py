@@ -199,7 +199,7 @@ def test_inline_secret_goes_to_key_vault_and_only_a_reference_is_queued(api: Api
     from azure.keyvault.secrets import SecretClient
 
     client_id = world.register_app()
-    value = graph_add_password(world, client_id)
+    value = graph_add_password(world, client_id)["secretText"]
     body = world.request(client_id=client_id)
     body["azure"]["secret"] = {"source": "inline", "value": value}
     # Palette answers the validation slowly once, so the message is still on the queue (locked by
@@ -260,7 +260,7 @@ def test_unknown_request_is_a_404(api: Api) -> None:
 
 def test_state_shows_every_step_and_the_palette_uids_but_no_secret(api: Api, world: World) -> None:
     client_id = world.register_app()
-    value = graph_add_password(world, client_id)
+    value = graph_add_password(world, client_id)["secretText"]
     body = world.request(client_id=client_id)
     body["azure"]["secret"] = {"source": "inline", "value": value}
     body["sshKey"] = {"name": f"key-{body['accountName']}", "generate": True}

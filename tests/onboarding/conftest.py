@@ -192,8 +192,9 @@ def wait_for(probe: Callable[[], _T | None], what: str, timeout: float = 60.0, i
         time.sleep(interval)
 
 
-def graph_add_password(world: World, client_id: str, display_name: str = "issued by a test") -> str:
-    """A real client secret of ``client_id``, issued by Graph ``addPassword`` (as its owner would)."""
+def graph_add_password(world: World, client_id: str, display_name: str = "issued by a test") -> dict[str, Any]:
+    """Graph's ``addPassword`` answer (``keyId``, ``secretText``...) for a real client secret of
+    ``client_id``, issued as the app's owner would."""
     from azure.identity import DefaultAzureCredential
 
     settings = world.stack.settings
@@ -202,4 +203,5 @@ def graph_add_password(world: World, client_id: str, display_name: str = "issued
                              json={"passwordCredential": {"displayName": display_name}},
                              headers={"Authorization": f"Bearer {token}"}, verify=world.verify, timeout=10)
     response.raise_for_status()
-    return str(response.json()["secretText"])
+    added: dict[str, Any] = response.json()
+    return added

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.stack import DEVSTACK_TENANT_ID
 from shared.pipeline import OutcomeKind
+from tests.onboarding.conftest import graph_add_password
 
 if TYPE_CHECKING:
     from tests.onboarding.conftest import World
@@ -31,18 +32,6 @@ EVENT_WAIT = 0.5  # every event is on the topic before process_request returns
 
 
 
-
-def _graph_add_password(world: World, client_id: str, display_name: str = "made by the app owner") -> dict[str, Any]:
-    from azure.identity import DefaultAzureCredential
-
-    settings = world.stack.settings
-    token = DefaultAzureCredential().get_token(settings["GRAPH_SCOPE"]).token
-    response = requests.post(
-        f"{settings['GRAPH_ENDPOINT']}/v1.0/applications(appId='{client_id}')/addPassword",
-        json={"passwordCredential": {"displayName": display_name}},
-        headers={"Authorization": f"Bearer {token}"}, verify=world.verify, timeout=10)
-    response.raise_for_status()
-    return response.json()
 
 
 def _kv_set(world: World, name: str, value: str) -> Any:
@@ -230,7 +219,7 @@ def test_user_not_found(world: World) -> None:
 
 def test_account_name_clash(world: World) -> None:
     other_client = world.register_app()
-    password = _graph_add_password(world, other_client)
+    password = graph_add_password(world, other_client)
     made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
         "metadata": {"name": "taken-name"},
         "spec": {"tenantId": DEVSTACK_TENANT_ID, "clientId": other_client, "clientSecret": password["secretText"]},
@@ -288,7 +277,7 @@ def test_secret_not_found(world: World, which: str) -> None:
 
 def test_credentials_invalid_never_reveals_the_value(world: World) -> None:
     client_id = world.register_app()
-    _graph_add_password(world, client_id)
+    graph_add_password(world, client_id)
     wrong = f"Wr0ng~{uuid.uuid4().hex}"
     _kv_set(world, "wrong-client-secret", wrong)
     body = world.request(client_id=client_id)
@@ -308,7 +297,7 @@ def test_credentials_invalid_never_reveals_the_value(world: World) -> None:
 
 def test_graph_rejected(world: World) -> None:
     client_id = world.register_app()
-    _graph_add_password(world, client_id)
+    graph_add_password(world, client_id)
     count = len(world.graph_passwords(client_id))
     assert world.stack.identity_https is not None
     requests.post(f"{world.stack.identity_https.url}/_devstack/config", json={"passwordCap": count},

@@ -12,7 +12,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -20,6 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from devstack.stack import DEVSTACK_TENANT_ID
 from shared.pipeline import OutcomeKind
+from tests.onboarding.conftest import graph_add_password
 
 if TYPE_CHECKING:
     from tests.onboarding.conftest import World
@@ -59,19 +59,6 @@ def _user_uid(world: World, email: str) -> str:
 def _overlord_uid(world: World, name: str) -> str:
     return next(o["uid"] for o in world.palette_state()["overlords"] if o["name"] == name)
 
-
-def _graph_add_password(world: World, client_id: str, display_name: str) -> dict[str, Any]:
-    """Add a password to an app through the Graph stand-in, as an app owner would."""
-    from azure.identity import DefaultAzureCredential
-
-    settings = world.stack.settings
-    token = DefaultAzureCredential().get_token(settings["GRAPH_SCOPE"]).token
-    response = requests.post(
-        f"{settings['GRAPH_ENDPOINT']}/v1.0/applications(appId='{client_id}')/addPassword",
-        json={"passwordCredential": {"displayName": display_name}},
-        headers={"Authorization": f"Bearer {token}"}, verify=world.verify, timeout=10)
-    response.raise_for_status()
-    return response.json()
 
 
 def _secret_client(world: World) -> Any:
@@ -234,7 +221,7 @@ def test_custom_validity_days(world: World) -> None:
 @pytest.mark.parametrize("pinned", [False, True], ids=["latest", "pinned-version"])
 def test_existing_key_vault_secret(world: World, pinned: bool) -> None:
     client_id = world.register_app()
-    added = _graph_add_password(world, client_id, "made by the app owner")
+    added = graph_add_password(world, client_id, "made by the app owner")
     secret_name = f"ext-{client_id[:8]}-secret"
     with _secret_client(world) as client:
         good = client.set_secret(secret_name, added["secretText"])
@@ -447,7 +434,7 @@ def test_every_option_at_once(world: World) -> None:
 
 def test_existing_account_for_the_same_app_is_updated_in_place(world: World) -> None:
     client_id = world.register_app()
-    first = _graph_add_password(world, client_id, "registered by hand")
+    first = graph_add_password(world, client_id, "registered by hand")
     made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
         "metadata": {"name": "hand-made", "annotations": {"scope": "tenant"}},
         "spec": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id, "clientSecret": first["secretText"],
