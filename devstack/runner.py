@@ -110,8 +110,6 @@ class _QueueListener(_BackgroundLoop):
         self._queue = queue
         self._concurrency = max(1, concurrency)
         self._lock_renewal_seconds = lock_renewal_seconds
-        self.processed = 0
-        self.failed = 0
 
     def _loop(self) -> None:
         from azure.servicebus import AutoLockRenewer, ServiceBusClient
@@ -159,13 +157,11 @@ class _QueueListener(_BackgroundLoop):
 
     def _settle(self, receiver: Any, message: Any, succeeded: bool) -> None:
         if not succeeded:
-            self.failed += 1
             try:
                 receiver.abandon_message(message)
             except Exception:
                 logger.warning("runner: could not abandon a message", exc_info=True)
             return
-        self.processed += 1
         try:
             receiver.complete_message(message)
         except Exception:

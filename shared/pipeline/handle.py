@@ -19,7 +19,6 @@ from shared.state.records import iso, utcnow
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from shared.clients.events import EventPublisher
     from shared.state import StateStore
 
 
@@ -29,12 +28,11 @@ class LeaseLostError(StepInProgressError):
 
 class RecordHandle:
     def __init__(self, store: StateStore, record: OnboardingRecord, *, owner: str,
-                 lease_seconds: float, events: EventPublisher) -> None:
+                 lease_seconds: float) -> None:
         self._store = store
         self._record = record
         self._owner = owner
         self._lease = dt.timedelta(seconds=lease_seconds)
-        self._events = events
         self._lock = threading.RLock()
 
     @property

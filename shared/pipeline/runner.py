@@ -171,8 +171,7 @@ def _claim_existing(request: OnboardingRequest, record: OnboardingRecord, finger
 
 def _run(request: OnboardingRequest, record: OnboardingRecord, clients: OnboardingClients,
          config: PipelineConfig, owner: str, attempt: int, after_step: StepHook | None) -> Outcome:
-    handle = RecordHandle(clients.state, record, owner=owner, lease_seconds=config.lease_seconds,
-                          events=clients.events)
+    handle = RecordHandle(clients.state, record, owner=owner, lease_seconds=config.lease_seconds)
     ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
     ctx.emit("requested", "requested", "accepted", cloud=request.azure.cloud, scope=request.palette.scope)
     failed_in: dict[int, str] = {}  # id of an error raised by a step -> that step's name
