@@ -126,7 +126,8 @@ class Fault:
     ``times`` counts how many matching requests it still applies to (``None``: all of them).
     ``drop_after_handling`` drops the connection only after the request was carried out: the
     response is lost, as when a network fails on the way back, which is what tests of "did my
-    create happen?" need.
+    create happen?" need. ``after_handling`` with a ``status`` carries the request out and then
+    answers with that status instead (a gateway's 503 after the backend did the work).
     """
 
     method: str | None
@@ -136,6 +137,7 @@ class Fault:
     latency_ms: int = 0
     drop: bool = False
     drop_after_handling: bool = False
+    after_handling: bool = False
     times: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -336,6 +338,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _faulted_or_handled(self, request: Request, fault: Fault | None) -> Response:
         app = self.server.app
+        if fault is not None and fault.status is not None and fault.after_handling:
+            self._faulted_or_handled(request, None)
         if fault is not None and fault.status is not None:
             if fault.body is not None:
                 return Response.json(fault.status, fault.body, fault.headers)
@@ -386,7 +390,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             fault = Fault(method=spec.get("method"), path_regex=spec["path"], status=spec.get("status"),
                           body=spec.get("body"), latency_ms=int(spec.get("latencyMs", 0)),
                           drop=bool(spec.get("drop", False)),
-                          drop_after_handling=bool(spec.get("dropAfterHandling", False)), times=spec.get("times"),
+                          drop_after_handling=bool(spec.get("dropAfterHandling", False)),
+                          after_handling=bool(spec.get("afterHandling", False)), times=spec.get("times"),
                           headers=dict(spec.get("headers") or {}))
             with server.lock:
                 server.faults.append(fault)

@@ -16,11 +16,13 @@ Production runs on Azure Functions; nothing here is deployed.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import os
 import re
 import threading
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,6 +77,46 @@ def _to_function_message(received: Any) -> func.ServiceBusMessage:
         scheduled_enqueue_time_utc=received.scheduled_enqueue_time_utc,
         time_to_live=ttl,
     )
+
+
+class _Context(func.Context):
+    """What the worker hands a function that asks for ``context``: a fresh invocation id each call."""
+
+    def __init__(self, function_name: str) -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return str(HOST_JSON.parent)
+
+    @property
+    def trace_context(self) -> Any:
+        return None
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return threading.local()
+
+
+def _call(function: Callable[..., Any], name: str, arg_name: str, value: Any) -> Any:
+    """Call a user function as the worker does: its trigger argument, plus ``context`` if it takes one."""
+    kwargs = {arg_name: value}
+    if "context" in inspect.signature(function).parameters:
+        kwargs["context"] = _Context(name)
+    return function(**kwargs)
 
 
 class _BackgroundLoop:
@@ -148,7 +190,7 @@ class _QueueListener(_BackgroundLoop):
 
     def _invoke(self, message: Any) -> tuple[Any, bool]:
         try:
-            self._function(**{self._arg_name: _to_function_message(message)})
+            _call(self._function, self.name, self._arg_name, _to_function_message(message))
         except Exception:
             logger.exception("runner: %s failed (delivery %s); abandoning", self.name,
                              (message.delivery_count or 0) + 1)
@@ -189,7 +231,7 @@ class _TimerSchedule(_BackgroundLoop):
             if self._stop.wait(max(0.0, wait)):
                 return
             try:
-                self._function(**{self._arg_name: TimerRequest(past_due=False)})
+                _call(self._function, self.name, self._arg_name, TimerRequest(past_due=False))
             except Exception:
                 logger.exception("runner: timer %s failed", self.name)
 
@@ -309,7 +351,7 @@ class LocalHost:
                 request = func.HttpRequest(method.upper(), url, headers=headers, params=params,
                                            route_params=match.groupdict(), body=body)
                 try:
-                    response: func.HttpResponse = route.function(**{route.arg_name: request})
+                    response: func.HttpResponse = _call(route.function, route.regex.pattern, route.arg_name, request)
                 except Exception:
                     logger.exception("runner: HTTP function failed")
                     return func.HttpResponse(status_code=500)

@@ -139,6 +139,7 @@ class Stack:
                 "AZURE_AUTHORITY_HOST": authority,
                 "ROTATION_SCHEDULE": "0 0 3 * * *",
                 "ROTATION_THRESHOLD_DAYS": "30",
+                "SWEEP_SCHEDULE": "0 */2 * * * *",
                 "REQUESTS_CA_BUNDLE": str(cert.ca_path),
                 "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
                 "IDENTITY_HEADER": identity_header,

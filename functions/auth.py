@@ -45,9 +45,17 @@ def roles_of(headers: Mapping[str, str]) -> set[str] | None:
         raise AuthorizationError(401, "The X-MS-CLIENT-PRINCIPAL header is not a valid principal.") from None
 
 
-def require_role(headers: Mapping[str, str], *accepted: str) -> None:
-    """Raise :class:`AuthorizationError` unless there is no principal or it holds an accepted role."""
+def require_role(headers: Mapping[str, str], *accepted: str, require_principal: bool = False) -> None:
+    """Raise :class:`AuthorizationError` unless the principal holds an accepted role.
+
+    Without a principal the call passes on its function key alone, unless ``require_principal``
+    (the ``REQUIRE_CLIENT_PRINCIPAL`` setting, on in Azure): Easy Auth configured to let
+    anonymous callers through would otherwise skip the role check, failing open.
+    """
     roles = roles_of(headers)
+    if roles is None and require_principal:
+        raise AuthorizationError(401, "This API needs a signed-in caller (App Service authentication with Entra "
+                                      "ID); no client principal came with the request.")
     if roles is None or roles & set(accepted):
         return
     raise AuthorizationError(403, f"This call needs the app role {' or '.join(accepted)}.")

@@ -29,11 +29,13 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> func.HttpRes
 
 
 def _denied(req: func.HttpRequest, *roles: str) -> func.HttpResponse | None:
-    """A 401/403 response when Easy Auth's principal lacks every one of ``roles``; else None."""
+    """A 401/403 response when Easy Auth's principal lacks every one of ``roles`` (or, where
+    ``REQUIRE_CLIENT_PRINCIPAL`` is on, when there is no principal); else None."""
+    from functions import dependencies
     from functions.auth import AuthorizationError, require_role
 
     try:
-        require_role(req.headers, *roles)
+        require_role(req.headers, *roles, require_principal=dependencies.get().settings.require_client_principal)
     except AuthorizationError as exc:
         return _problem(exc.status, "Forbidden" if exc.status == 403 else "Unauthorized", str(exc))
     return None
@@ -54,18 +56,20 @@ def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
     from functions.auth import SUBMIT_ROLE
     from shared.errors import IdempotencyConflictError, RequestValidationError
-    from shared.intake import submit
+    from shared.intake import SecretNameBlockedError, submit
 
     if (denied := _denied(req, SUBMIT_ROLE)) is not None:
         return denied
     deps: Dependencies = dependencies.get()
     try:
         record = submit(req.get_body(), deps.clients, deps.queue, allow_inline_secret=_is_https(req),
-                        require_pcg_for_us_government=deps.settings.pipeline.require_pcg_for_us_government)
+                        config=deps.settings.pipeline)
     except RequestValidationError as exc:
         return _problem(400, "Invalid onboarding request", str(exc), errors=[e.as_dict() for e in exc.errors])
     except IdempotencyConflictError as exc:
         return _problem(409, "requestId already used", str(exc))
+    except SecretNameBlockedError as exc:
+        return _problem(409, "Key Vault secret name unavailable", str(exc))
     status_url = req.url.split("/api/")[0] + f"/api/onboardings/{record.request_id}"
     return _json(202, {"id": record.request_id, "status": record.status.value, "statusUrl": status_url})
 
@@ -100,7 +104,12 @@ def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
 
     if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
         return denied
+    from shared.models.fields import REQUEST_ID_PATTERN
+
     request_id = req.route_params.get("requestId", "")
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        rule = "must be 1-64 characters: letters, digits, '.', '_' or '-'"
+        return _problem(400, "Invalid requestId", f"requestId {rule}.", errors=[{"path": "requestId", "message": rule}])
     record = dependencies.get().clients.state.get(request_id)
     if record is None:
         return _problem(404, "Not found", f"No onboarding request has the id {request_id!r}.")

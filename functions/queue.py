@@ -1,38 +1,58 @@
-"""Service Bus queue trigger: onboarding requests from ticketing systems."""
+"""Service Bus queue triggers: onboarding requests from ticketing systems, and the messages
+Service Bus gave up on (the queue's dead-letter queue)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import uuid
 
 import azure.functions as func
 
+from shared.logs import bind, get_logger
+
 bp = func.Blueprint()
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 @bp.function_name("onboarding_queue")
 @bp.service_bus_queue_trigger(arg_name="message", queue_name="%ONBOARDING_QUEUE%",
                               connection="ServiceBusConnection")
-def onboarding_queue(message: func.ServiceBusMessage) -> None:
+def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> None:
     """Run or resume one onboarding. Permanent failures are recorded, announced and completed;
-    when a dependency stays down, a delayed copy is scheduled and this one completes; anything
+    when the request must wait, a delayed copy is scheduled and this one completes; anything
     unexpected raises, so the host abandons the message and Service Bus redelivers it."""
     from functions import dependencies
-    from shared.pipeline import OutcomeKind, process_request
+    from shared.pipeline import process_request
 
     deps = dependencies.get()
     properties = message.application_properties or {}
-    attempt = int(properties.get("attempt", 0) or 0)
-    owner = f"{message.message_id}/{message.delivery_count}/{uuid.uuid4().hex[:8]}"
     body = message.get_body()
-    outcome = process_request(body, deps.clients, deps.settings.pipeline, owner=owner, attempt=attempt)
-    logger.info("request %s: %s %s", outcome.request_id, outcome.kind.value, outcome.reason)
-    if outcome.kind in (OutcomeKind.RETRY_LATER, OutcomeKind.BUSY) and outcome.retry_in_seconds:
-        at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
-        next_attempt = outcome.attempt if outcome.kind is OutcomeKind.RETRY_LATER else attempt
-        message_id = f"{outcome.request_id}/{outcome.kind.value}/{uuid.uuid4().hex[:8]}"
-        deps.queue.schedule(json.loads(body), message_id=message_id, at=at,
-                            application_properties={"attempt": next_attempt})
+    with bind(messageId=message.message_id, invocationId=context.invocation_id):
+        outcome = process_request(body, deps.clients, deps.settings.pipeline, owner=context.invocation_id,
+                                  message_id=message.message_id or "",
+                                  retry_token=str(properties.get("retryToken") or ""))
+        logger.info("request %s: %s %s", outcome.request_id or "(none)", outcome.kind.value, outcome.reason)
+        if outcome.retry_in_seconds is not None:
+            at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
+            deps.queue.schedule(json.loads(body), message_id=f"{outcome.request_id}/{outcome.kind.value}/"
+                                f"{uuid.uuid4().hex[:8]}", at=at,
+                                application_properties={"retryToken": outcome.retry_token}
+                                if outcome.retry_token else None)
+
+
+@bp.function_name("onboarding_dead_letters")
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%ONBOARDING_QUEUE%/$DeadLetterQueue",
+                              connection="ServiceBusConnection")
+def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Context) -> None:
+    """A message Service Bus dead-lettered: fail its request with the reason and announce it."""
+    from functions import dependencies
+    from shared.pipeline.sweeper import handle_dead_letter
+
+    deps = dependencies.get()
+    with bind(messageId=message.message_id, invocationId=context.invocation_id):
+        outcome = handle_dead_letter(message.get_body(), deps.clients, message_id=message.message_id or "",
+                                     reason=message.dead_letter_reason or "",
+                                     description=message.dead_letter_error_description or "")
+        logger.warning("dead-lettered message %s: request %s %s", message.message_id,
+                       outcome.request_id or "(none)", outcome.kind.value)

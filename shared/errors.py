@@ -36,12 +36,19 @@ class RequestValidationError(OnboardingError):
 class PermanentStepError(OnboardingError):
     """A step failed for a reason a retry will not fix (name clash, bad credentials, Palette 4xx).
 
-    ``reason`` is a short machine-readable code; the message tells a person what to do.
+    ``reason`` is a short machine-readable code; the message tells a person what to do. ``field``
+    names the request field to change, when one is to blame. ``removed`` says what the step made
+    and took back before giving up; ``cleanup`` what it made and could not remove yet (the sweeper
+    keeps trying), each ``{"kind": ..., ...ids}``.
     """
 
-    def __init__(self, step: str, reason: str, message: str) -> None:
+    def __init__(self, step: str, reason: str, message: str, *, field: str | None = None,
+                 removed: list[str] | None = None, cleanup: list[dict[str, str]] | None = None) -> None:
         self.step = step
         self.reason = reason
+        self.field = field
+        self.removed = removed or []
+        self.cleanup = cleanup or []
         super().__init__(message)
 
 

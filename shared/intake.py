@@ -1,15 +1,18 @@
 """The HTTP intake: validate a request, keep an inline secret in Key Vault, record it, queue it.
 
-The state row is written before the message is sent, so a resubmission of the same body after a
-failed send finds it and sends again (the queue's duplicate detection on ``message_id`` drops the
-second copy if the first did arrive).
+The state row is written before the message is sent, with the request as queued, so a failed send
+is repaired by a resubmission of the same body or by the sweeper (the queue's duplicate detection
+on ``message_id`` drops the second copy if the first did arrive). A requestId whose earlier body
+was invalid may be used again with a valid one: a corrected ticket is not a conflict.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import IdempotencyConflictError
+from shared import credentials
+from shared.errors import IdempotencyConflictError, OnboardingError
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus
 
 if TYPE_CHECKING:
@@ -18,69 +21,104 @@ if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
     from shared.models import OnboardingRequest
     from shared.pipeline import OnboardingClients
+    from shared.settings import PipelineConfig
 
 INTAKE_FINGERPRINT = "_intakeFingerprint"
 INLINE_SECRET_VERSION = "_inlineSecretVersion"
 
 
+class SecretNameBlockedError(OnboardingError):
+    """The Key Vault name an inline secret goes to cannot take it (answer 409, naming it)."""
+
+
 def submit(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, queue: RequestQueue, *,
-           allow_inline_secret: bool, require_pcg_for_us_government: bool = True) -> OnboardingRecord:
-    """Accept one request; raises RequestValidationError (400) or IdempotencyConflictError (409)."""
+           allow_inline_secret: bool, config: PipelineConfig) -> OnboardingRecord:
+    """Accept one request.
+
+    Raises
+    ------
+    RequestValidationError
+        The body is invalid (400, one error per field).
+    IdempotencyConflictError
+        The requestId was used with another body (409).
+    SecretNameBlockedError
+        An inline secret's Key Vault name is taken or blocked by a deleted secret (409).
+    """
     from shared.models import parse_request, request_fingerprint
 
     request = parse_request(body, allow_inline_secret=allow_inline_secret,
-                            require_pcg_for_us_government=require_pcg_for_us_government)
-    submitted_fingerprint = request_fingerprint(request)
+                            require_pcg_for_us_government=config.require_pcg_for_us_government,
+                            allowed_secret_prefix=config.allowed_secret_prefix)
+    submitted = request_fingerprint(request)
     existing = clients.state.get(request.request_id)
-    if existing is None:
-        queued = request
-        results = {INTAKE_FINGERPRINT: submitted_fingerprint}
-        if request.has_inline_secret:
-            queued = _store_inline_secret(request, clients)
-            results[INLINE_SECRET_VERSION] = getattr(queued.azure.secret, "version", "") or ""
-        record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
-                                  fingerprint=request_fingerprint(queued), status=RequestStatus.QUEUED,
-                                  current_step="queued", results=results)
-        try:
-            record = clients.state.create(record)
-        except ConcurrentUpdateError:
-            existing = clients.state.get(request.request_id)
-            if existing is None:
-                raise
-        else:
-            _send(queued, queue)
+    if existing is None or existing.rejected:
+        record = _record_new(request, submitted, clients, existing)
+        if record is not None:
+            _send(record, queue)
             return record
-    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) != submitted_fingerprint:
+        existing = clients.state.get(request.request_id)
+        if existing is None:
+            raise ConcurrentUpdateError(f"The state of request {request.request_id} vanished; submit it again.")
+    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) != submitted:
         raise IdempotencyConflictError(
             f"Request {existing.request_id} was already submitted with a different body; use a new "
             "requestId for a new request.")
     if existing.status is RequestStatus.QUEUED:
-        # The first send may have failed after the row was written: send again (deduplicated).
-        version = existing.results.get(INLINE_SECRET_VERSION)
-        _send(request.with_key_vault_secret(_inline_secret_name(request), version) if version else request,
-              queue)
+        _send(existing, queue)  # the first send may have failed after the row was written
     return existing
 
 
-def _inline_secret_name(request: OnboardingRequest) -> str:
-    from shared.clients.keyvault import secret_name_for
+def _record_new(request: OnboardingRequest, submitted: str, clients: OnboardingClients,
+                replaced: OnboardingRecord | None) -> OnboardingRecord | None:
+    """Write the queued row (replacing a rejected one); None when another submission won."""
+    from shared.models import request_fingerprint
 
-    return secret_name_for(request.account_name, "client-secret")
+    queued = request
+    results = {INTAKE_FINGERPRINT: submitted}
+    if request.has_inline_secret:
+        queued = _store_inline_secret(request, clients)
+        results[INLINE_SECRET_VERSION] = getattr(queued.azure.secret, "version", "") or ""
+    document = json.dumps(queued.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
+    if replaced is None:
+        record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
+                                  fingerprint=request_fingerprint(queued), request=document)
+    else:
+        record = replaced.fresh(account_name=request.account_name, fingerprint=request_fingerprint(queued),
+                                request=document)
+    record.status = RequestStatus.QUEUED
+    record.current_step = "queued"
+    record.results.update(results)
+    try:
+        return clients.state.replace(record) if replaced is not None else clients.state.create(record)
+    except ConcurrentUpdateError:
+        return None
 
 
 def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients) -> OnboardingRequest:
-    from shared.clients import keyvault
-
+    """Put the inline secret into the account's client-secret secret; return the request as it is
+    queued, naming that version."""
     secret = request.azure.secret
     value = getattr(secret, "value", None)
     assert value is not None
-    name = _inline_secret_name(request)
-    tags = keyvault.managed_tags(request.account_name, keyvault.PURPOSE_CLIENT_SECRET, {
-        keyvault.REQUEST_ID_TAG: request.request_id, keyvault.TENANT_ID_TAG: request.azure.tenant_id,
-        keyvault.CLIENT_ID_TAG: request.azure.client_id})
-    stored = clients.secrets.set_secret(name, value, content_type=keyvault.CONTENT_TYPE_CLIENT_SECRET, tags=tags)
+    store = clients.secrets
+    kind = credentials.SecretKind.CLIENT_SECRET
+    name = request.derived_names.client_secret
+    if store.get_deleted_secret(name) is not None:
+        raise SecretNameBlockedError(
+            f"Key Vault secret '{name}' (where this request's client secret goes) was deleted but is still "
+            f"recoverable: recover it (az keyvault secret recover --id {store.vault_url}/deletedsecrets/{name}) or "
+            "purge it, then submit again.")
+    versions = store.list_versions(name)
+    if versions and not credentials.is_secret_of(versions[0].tags, request.account_name, kind):
+        raise SecretNameBlockedError(
+            f"Key Vault secret '{name}' exists and was not written by this product for account "
+            f"'{request.account_name}'; nothing was stored. Rename or remove that secret, or choose another "
+            "accountName.")
+    tags = credentials.secret_tags(request.account_name, kind, request_id=request.request_id,
+                                   tenant_id=request.azure.tenant_id, client_id=request.azure.client_id)
+    stored = store.set_secret(name, value, content_type=credentials.CONTENT_TYPES[kind], tags=tags)
     return request.with_key_vault_secret(name, stored.version)
 
 
-def _send(request: OnboardingRequest, queue: RequestQueue) -> None:
-    queue.send(request.model_dump(mode="json", by_alias=True, exclude_none=True), message_id=request.request_id)
+def _send(record: OnboardingRecord, queue: RequestQueue) -> None:
+    queue.send(json.loads(record.request), message_id=record.request_id)

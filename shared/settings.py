@@ -6,6 +6,7 @@ environment itself; the triggers build :class:`Settings` and hand clients over.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,22 +28,48 @@ class PipelineConfig:
 
     validation_budget_seconds: how long to keep retrying Palette's credential validation while a
         new client secret propagates through Entra ID (the real service takes 4-18 s).
-    lease_seconds: how long a delivery holds a request before another may take over; the host's
-        ``functionTimeout`` (10 min), after which the host has killed the invocation anyway.
-    retry_delays_seconds: delays of the delayed copies scheduled when a dependency stays down
-        past the in-call budget; after the last one the request is failed for good.
-    busy_delay_seconds: when a duplicate delivery finds the request leased by another, it checks
-        back after this long.
     validation_initial_delay_seconds: first backoff between credential validation attempts.
+    lease_seconds: how long a delivery's leases (on the request's row and on its names) last
+        without renewal. A heartbeat renews them every third of it while the work runs, so after
+        a hard kill another delivery resumes the request within one lease period. Keep it at or
+        under the queue's lock duration (1 min), so a redelivery after a kill finds it lapsed.
+    max_run_seconds: the host's ``functionTimeout`` (host.json, 10 min): the heartbeat stops
+        renewing after this long, since the host has ended the invocation by then.
+    retry_delays_seconds: delays before a request resumes when a dependency stays down past the
+        in-call budget; the budget is the request's, counted in its row. After the last delay the
+        request fails for good.
+    busy_delay_seconds: when two deliveries race to claim one row, the loser checks back after this.
+    max_defects: unexpected errors (bugs) a request may hit before it is failed with
+        ``internal_error`` instead of being redelivered again (the queue's ``maxDeliveryCount`` is 10).
+    allowed_secret_prefix: ``KEY_VAULT_ALLOWED_SECRET_PREFIX``; see :class:`shared.models.fields.ParseOptions`.
     """
 
     validation_budget_seconds: float = 60.0
     validation_initial_delay_seconds: float = 1.0
-    lease_seconds: float = 600.0
+    lease_seconds: float = 30.0
+    max_run_seconds: float = 600.0
     retry_delays_seconds: tuple[float, ...] = (30, 60, 120, 300, 600, 900)
-    busy_delay_seconds: float = 30.0
+    busy_delay_seconds: float = 5.0
+    max_defects: int = 3
     default_project: str = "Default"
     require_pcg_for_us_government: bool = True
+    allowed_secret_prefix: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """Knobs of the sweeper that re-drives stuck requests (``SWEEP_SCHEDULE``, every 2 minutes).
+
+    queued_after_seconds: a row left ``queued`` this long (the HTTP intake wrote it, the queue
+        send failed) has its message sent again.
+    grace_seconds: a lease or due time this far in the past, with no delivery taking the row
+        over, means its message is gone: the sweeper sends a new one.
+    max_redrives: re-drives of one request before it is failed as ``stuck``.
+    """
+
+    queued_after_seconds: float = 120.0
+    grace_seconds: float = 60.0
+    max_redrives: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +88,11 @@ class Settings:
     authority_host: str | None
     rotation_schedule: str
     rotation_threshold_days: int
+    sweep_schedule: str = "0 */2 * * * *"
+    require_client_principal: bool = False
     state_table: str = "onboardings"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     @classmethod
     def from_mapping(cls, env: Mapping[str, str]) -> Settings:
@@ -108,6 +138,8 @@ class Settings:
             authority_host=env.get("AZURE_AUTHORITY_HOST") or None,
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
+            sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),
+            require_client_principal=_flag(env, "REQUIRE_CLIENT_PRINCIPAL", default=False, problems=problems),
             pipeline=pipeline,
         )
         if problems:
@@ -136,6 +168,30 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineCon
                 raise ValueError
         except ValueError:
             problems.append("RETRY_DELAYS_SECONDS must be a comma-separated list of seconds, e.g. 30,60,120")
-    require_pcg = (env.get("PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT") or "true").strip().lower() != "false"
-    return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays,
-                          require_pcg_for_us_government=require_pcg)
+    lease = defaults.lease_seconds
+    text = (env.get("LEASE_SECONDS") or "").strip()
+    if text:
+        try:
+            lease = float(text)
+            if not 1 <= lease <= 60:
+                raise ValueError
+        except ValueError:
+            problems.append("LEASE_SECONDS must be a number of seconds between 1 and 60 (at most the queue's lock "
+                            "duration)")
+    require_pcg = _flag(env, "PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT", default=True, problems=problems)
+    prefix = (env.get("KEY_VAULT_ALLOWED_SECRET_PREFIX") or "").strip()
+    if prefix and not re.fullmatch(r"[0-9A-Za-z-]{1,100}", prefix):
+        problems.append("KEY_VAULT_ALLOWED_SECRET_PREFIX must be letters, digits or '-' (the start of a Key Vault "
+                        "secret name)")
+    return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
+                          require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix)
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool, problems: list[str]) -> bool:
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text not in ("true", "false"):
+        problems.append(f"{name} must be true or false")
+        return default
+    return text == "true"

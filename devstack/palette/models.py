@@ -191,6 +191,10 @@ class PaletteBackend:
         self._admin_digest = key_digest(admin_api_key)
         self.credential_validator = credential_validator
         self.clock = clock
+        # Palette documents no error for a duplicate name (only Terraform's mock answers 409).
+        # Off, the stand-in takes duplicates as any undocumented server might, so tests can show
+        # the product never relies on a 409 to keep names unique.
+        self.unique_names = True
         self.org_name = org_name
         self._lock = threading.RLock()
         now = clock()
@@ -222,6 +226,7 @@ class PaletteBackend:
             store.overlords[uid] = Overlord(uid, name, state, "azure", seed.created)
         with self._lock:
             self._store = store
+            self.unique_names = True
 
     @property
     def tenant_uid(self) -> str:
@@ -406,6 +411,8 @@ class PaletteBackend:
         return account
 
     def _check_account_name_free(self, project_uid: str | None, name: str, except_uid: str | None) -> None:
+        if not self.unique_names:
+            return
         for other in self._store.accounts.values():
             if other.project_uid == project_uid and other.name == name and other.uid != except_uid:
                 raise AlreadyExists("CloudAccountAlreadyExists", "Cloud account", name,
@@ -455,6 +462,8 @@ class PaletteBackend:
             del self._store.ssh_keys[uid]
 
     def _check_ssh_name_free(self, project_uid: str | None, name: str, except_uid: str | None) -> None:
+        if not self.unique_names:
+            return
         for other in self._store.ssh_keys.values():
             if other.project_uid == project_uid and other.name == name and other.uid != except_uid:
                 raise AlreadyExists("SshKeyAlreadyExists", "SSH key", name, scope_name(project_uid))
@@ -531,6 +540,8 @@ class PaletteBackend:
         return expires
 
     def _check_api_key_name_free(self, name: str, except_uid: str | None) -> None:
+        if not self.unique_names:
+            return
         for other in self._store.api_keys.values():
             if other.name == name and other.uid != except_uid:
                 raise AlreadyExists("ApiKeyAlreadyExists", "API key", name, "tenant")
@@ -538,7 +549,8 @@ class PaletteBackend:
     # ------------------------------------------------------------------ admin view
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything, JSON-ready, with the client secrets masked and no API key values."""
+        """Everything, JSON-ready, with the client secrets masked (a SHA-256 lets tests compare one
+        with what Key Vault holds) and no API key values."""
         with self._lock:
             store = self._store
             return {
@@ -552,7 +564,8 @@ class PaletteBackend:
                               for o in store.overlords.values()],
                 "cloudAccounts": [{"uid": a.uid, "name": a.name, "scope": scope_name(a.project_uid),
                                    "projectUid": a.project_uid, "annotations": a.annotations,
-                                   "spec": {**a.spec, "clientSecret": SECRET_MASK}}
+                                   "spec": {**a.spec, "clientSecret": SECRET_MASK},
+                                   "clientSecretSha256": key_digest(str(a.spec.get("clientSecret", "")))}
                                   for a in store.accounts.values()],
                 "sshKeys": [{"uid": k.uid, "name": k.name, "scope": scope_name(k.project_uid),
                              "projectUid": k.project_uid, "publicKey": k.public_key}

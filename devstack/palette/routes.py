@@ -189,15 +189,20 @@ class PaletteApp(ServiceApp):
             return Response.json(200, self._rate_config())
         if subpath == "config" and request.method == "POST":
             config = request.json()
-            if not isinstance(config, dict) or set(config) - {"ratePerSecond", "burst"}:
-                raise InvalidRequest('The config body is {"ratePerSecond"?: number, "burst"?: integer}.')
+            if not isinstance(config, dict) or set(config) - {"ratePerSecond", "burst", "uniqueNames"}:
+                raise InvalidRequest('The config body is {"ratePerSecond"?: number, "burst"?: integer, '
+                                     '"uniqueNames"?: boolean}.')
             rate = config.get("ratePerSecond", self.limiter.rate_per_second)
             burst = config.get("burst", self.limiter.burst)
+            unique = config.get("uniqueNames", self.backend.unique_names)
             if isinstance(rate, bool) or not isinstance(rate, (int, float)):
                 raise InvalidRequest("ratePerSecond must be a number (0 or less disables the limit).")
             if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
                 raise InvalidRequest("burst must be an integer of 1 or more.")
+            if not isinstance(unique, bool):
+                raise InvalidRequest("uniqueNames must be true or false.")
             self.limiter.configure(rate, burst)
+            self.backend.unique_names = unique
             return Response.json(200, self._rate_config())
         if subpath == "overlords" and request.method == "POST":
             spec = request.json()
@@ -211,7 +216,7 @@ class PaletteApp(ServiceApp):
     def _rate_config(self) -> dict[str, Any]:
         return {"ratePerSecond": self.limiter.rate_per_second, "burst": self.limiter.burst,
                 "capacity": self.limiter.capacity if self.limiter.rate_per_second > 0 else None,
-                "enabled": self.limiter.rate_per_second > 0}
+                "enabled": self.limiter.rate_per_second > 0, "uniqueNames": self.backend.unique_names}
 
     # ------------------------------------------------------------------ plumbing
 

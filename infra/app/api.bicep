@@ -151,6 +151,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'ROTATION_THRESHOLD_DAYS'
           value: string(rotationThresholdDays)
         }
+        // The sweeper re-drives stuck onboardings and sends events an outage held back.
+        {
+          name: 'SWEEP_SCHEDULE'
+          value: '0 */2 * * * *'
+        }
+        // A call without Easy Auth's principal is refused (401), so the app-role check cannot be
+        // skipped by an authentication setting that lets anonymous callers through.
+        {
+          name: 'REQUIRE_CLIENT_PRINCIPAL'
+          value: 'true'
+        }
         // Telemetry with Entra ID: App Insights has local auth disabled.
         {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'

@@ -196,6 +196,8 @@ class EventSink(Protocol):
 
     def publish(self, *events: CloudEvent[Any]) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class EventPublisher(ServiceBusSenderHandle):
     """Publishes events to the events topic through one long-lived, lock-guarded sender.

@@ -8,10 +8,12 @@ do take from the Azure SDK is the contract seen by callers: the same azure-core 
 
 Retry rules (``JsonHttpClient._send``):
 
-- **429 and 503** are retried for every method: the service says it did not do the work.
-- **500, 502 and 504** are retried only for idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE):
-  the request may have been carried out before the failure, and repeating a POST that creates
-  something could create it twice (an API key is never deduplicated by name, for instance).
+- **429** is retried for every method: the service throttled the call before doing any work.
+- **500, 502, 503 and 504** are retried only for idempotent methods (GET, HEAD, OPTIONS, PUT,
+  DELETE): a gateway or a busy server may answer after the request was carried out, and repeating
+  a POST that creates something could create it twice (an API key is never deduplicated by name,
+  for instance). A creating POST that fails so is left to its step, whose marker says whether to
+  look for what the first call made before calling again.
 - **Connection errors before the request was sent** (refused, DNS, connect timeout) are retried
   for every method. **Errors after it was sent** (read timeout, connection dropped mid-response)
   are retried only for idempotent methods. A create whose response was lost surfaces as
@@ -60,9 +62,9 @@ logger = logging.getLogger(__name__)
 #: Methods whose repetition has the same effect as one call (RFC 9110 section 9.2.2).
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 #: The service refused the work: safe to repeat whatever the method.
-RETRY_ANY_METHOD_STATUSES = frozenset({429, 503})
+RETRY_ANY_METHOD_STATUSES = frozenset({429})
 #: The work may have happened: repeat only when doing it twice is harmless.
-RETRY_IDEMPOTENT_STATUSES = frozenset({500, 502, 504})
+RETRY_IDEMPOTENT_STATUSES = frozenset({500, 502, 503, 504})
 
 _STATUS_ERRORS: dict[int, type[HttpResponseError]] = {
     401: ClientAuthenticationError,
@@ -404,11 +406,15 @@ class JsonHttpClient:
             message = (f"{self.service_name} {method} {path}: the response was lost ({failure.cause}) "
                        f"after {attempts} {noun}; the request may have been carried out")
             cls_response = ServiceResponseTimeoutError if failure.timeout else ServiceResponseError
-            return cls_response(message, error=exc)
+            response_error = cls_response(message, error=exc)
+            response_error.service = self.service_name  # type: ignore[attr-defined]
+            return response_error
         message = (f"{self.service_name} {method} {path}: could not send the request ({failure.cause}) "
                    f"after {attempts} {noun}")
         cls_request = ServiceRequestTimeoutError if failure.timeout else ServiceRequestError
-        return cls_request(message, error=exc)
+        request_error = cls_request(message, error=exc)
+        request_error.service = self.service_name  # type: ignore[attr-defined]
+        return request_error
 
     def _parse_error_body(self, response: requests.Response) -> tuple[str | None, str | None]:
         """The service's ``(code, message)`` from an error body: flat or under ``"error"``."""
@@ -441,6 +447,7 @@ class JsonHttpClient:
         error = cls(message=text)
         error.status_code = status
         error.reason = response.reason
+        error.service = self.service_name  # type: ignore[attr-defined]
         if code or service_message:
             error.error = ODataV4Format({"code": code, "message": service_message})
         headers = response.headers

@@ -11,29 +11,29 @@ A thin layer over :class:`azure.keyvault.secrets.SecretClient` that exists for t
 
 Errors are the SDK's azure-core exceptions (``ResourceNotFoundError``, ``HttpResponseError``,
 ``ClientAuthenticationError``, ...), passed through unchanged so the domain catches one family for
-every service.
+every service. Each carries ``service = "Key Vault"`` so the failure table
+(:mod:`shared.pipeline.failures`) can tell them from Palette's and Graph's.
 
-Secret names follow one scheme (see :func:`secret_name_for`) and every secret we write carries
-:data:`MANAGED_BY_TAG` = :data:`MANAGED_BY_VALUE`, which is how the rotation sweep finds what it owns.
+The names and tags of the product's secrets are :mod:`shared.credentials`' business.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 from pydantic import SecretStr
 
 from shared.net import is_loopback_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from datetime import datetime
     from types import TracebackType
 
@@ -42,111 +42,26 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# --- Tags -------------------------------------------------------------------------------------
-# Key Vault allows 15 tags per secret; these are the ones we write. The CamelCase three are the
-# names Microsoft's credential-rotation samples use, kept so their tooling understands our secrets.
+SERVICE_NAME = "Key Vault"
 
-MANAGED_BY_TAG = "managed-by"
-"""Present on every secret this app writes; the rotation sweep lists secrets by it."""
-MANAGED_BY_VALUE = "palette-onboarding"
-ACCOUNT_TAG = "palette-account"
-"""The Palette cloud account name the secret belongs to."""
-PURPOSE_TAG = "purpose"
-"""One of the ``PURPOSE_*`` values below."""
-REQUEST_ID_TAG = "request-id"
-"""The onboarding ``requestId`` that wrote this version (lets a resumed step find its own write)."""
-PALETTE_UID_TAG = "palette-uid"
-"""The uid of the Palette object using the value (cloud account, SSH key or API key)."""
-TENANT_ID_TAG = "azure-tenant-id"
-CLIENT_ID_TAG = "azure-client-id"
-CREDENTIAL_ID_TAG = "CredentialId"
-"""The Graph ``keyId`` of the password credential this version holds."""
-PROVIDER_ADDRESS_TAG = "ProviderAddress"
-"""The app registration the credential belongs to."""
-VALIDITY_PERIOD_DAYS_TAG = "ValidityPeriodDays"
-ROTATION_STATE_TAG = "rotation-state"
-"""``pending`` while a rotated value is not yet confirmed in Palette, then ``current``."""
-ROTATION_STATE_PENDING = "pending"
-ROTATION_STATE_CURRENT = "current"
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
-# --- Purposes and names -----------------------------------------------------------------------
 
-PURPOSE_CLIENT_SECRET = "client-secret"
-PURPOSE_SSH_KEY = "ssh"
-PURPOSE_API_KEY = "apikey"
+def _names_service(method: _F) -> _F:
+    """Mark every azure-core error the SDK raises with ``service``, as our own HTTP clients do."""
 
-CONTENT_TYPE_CLIENT_SECRET = "text/plain; purpose=azure-client-secret"
-CONTENT_TYPE_SSH_PRIVATE_KEY = "application/x-pem-file"
-CONTENT_TYPE_API_KEY = "text/plain; purpose=palette-api-key"
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except AzureError as exc:
+            exc.service = SERVICE_NAME  # type: ignore[attr-defined]
+            raise
 
-MAX_SECRET_NAME_LENGTH = 127
+    return wrapper  # type: ignore[return-value]
+
+
 _VALID_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
-_UNSAFE_CHARS = re.compile(r"[^0-9a-z-]+")
-_DASH_RUNS = re.compile(r"-{2,}")
-
-
-def _name_part(text: str, what: str) -> str:
-    """Lower-case ``text`` and turn every run of characters Key Vault rejects into one ``-``."""
-    part = _DASH_RUNS.sub("-", _UNSAFE_CHARS.sub("-", text.strip().lower())).strip("-")
-    if not part:
-        raise ValueError(f"The {what} {text!r} has no letter or digit to build a Key Vault secret name from.")
-    return part
-
-
-def secret_name_for(account_name: str, purpose: str) -> str:
-    """Return the Key Vault secret name for one of an account's secrets.
-
-    The scheme, so operators can find a secret by eye and names never collide across kinds:
-
-    ==========================  =============================================
-    ``purpose``                 secret name
-    ==========================  =============================================
-    ``"client-secret"``         ``palette-azure-<account>-client-secret``
-    ``"ssh:<key name>"``        ``palette-<account>-ssh-<key name>``
-    ``"apikey:<key name>"``     ``palette-apikey-<key name>`` (Palette API keys are tenant-scoped,
-                                so the account is not part of the name)
-    ==========================  =============================================
-
-    Parts are lower-cased (Key Vault names are case-insensitive) and every character other than
-    letters, digits and ``-`` (``.``, ``_``, spaces) becomes ``-``. Two key names that differ only
-    in such characters (``a.b`` and ``a_b``) therefore share a secret: the ``purpose`` tag and the
-    key name in the tags tell them apart, and Palette key names are expected to be plain. A name
-    longer than 127 characters is cut and ends in 8 hex digits of a hash of the full name, so it
-    stays unique and stable.
-
-    Raises
-    ------
-    ValueError
-        ``purpose`` is not one of the forms above, or a part has no letter or digit.
-    """
-    kind, _, key_name = purpose.partition(":")
-    if kind == PURPOSE_CLIENT_SECRET and not key_name:
-        name = f"palette-azure-{_name_part(account_name, 'account name')}-client-secret"
-    elif kind == PURPOSE_SSH_KEY and key_name:
-        account = _name_part(account_name, "account name")
-        name = f"palette-{account}-ssh-{_name_part(key_name, 'SSH key name')}"
-    elif kind == PURPOSE_API_KEY and key_name:
-        name = f"palette-apikey-{_name_part(key_name, 'API key name')}"
-    else:
-        raise ValueError(
-            f"Unknown secret purpose {purpose!r}: "
-            "use 'client-secret', 'ssh:<key name>' or 'apikey:<key name>'."
-        )
-    if len(name) > MAX_SECRET_NAME_LENGTH:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-        name = f"{name[: MAX_SECRET_NAME_LENGTH - 9].rstrip('-')}-{digest}"
-    return name
-
-
-def managed_tags(account_name: str, purpose: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The tags every secret we write starts with: the managed-by marker, account and purpose."""
-    tags = {
-        MANAGED_BY_TAG: MANAGED_BY_VALUE,
-        ACCOUNT_TAG: account_name,
-        PURPOSE_TAG: purpose.partition(":")[0],
-    }
-    tags.update(extra or {})
-    return tags
 
 
 def _check_name(name: str) -> None:
@@ -192,6 +107,15 @@ class StoredSecret:
             not_before=properties.not_before,
             updated_on=properties.updated_on,
         )
+
+
+@dataclass(frozen=True)
+class DeletedSecretInfo:
+    """A secret in soft delete: recoverable until ``scheduled_purge_date``, its name blocked."""
+
+    name: str
+    deleted_on: datetime | None
+    scheduled_purge_date: datetime | None
 
 
 def _newest_first(item: StoredSecret) -> tuple[float, float]:
@@ -256,6 +180,7 @@ class SecretStore:
 
     # Writes -----------------------------------------------------------------------------------
 
+    @_names_service
     def set_secret(
         self,
         name: str,
@@ -294,6 +219,7 @@ class SecretStore:
         logger.info("Stored Key Vault secret %s version %s", stored.name, stored.version)
         return stored
 
+    @_names_service
     def update_tags(self, name: str, version: str, tags: Mapping[str, str]) -> StoredSecret:
         """Replace the tags of one version (Key Vault replaces the whole set, it does not merge).
 
@@ -312,6 +238,7 @@ class SecretStore:
         properties = self._client.update_secret_properties(name, version, tags=dict(tags))
         return StoredSecret.from_properties(properties)
 
+    @_names_service
     def disable_version(self, name: str, version: str) -> None:
         """Disable one version so it can no longer be read (it stays listed and can be re-enabled).
 
@@ -331,6 +258,7 @@ class SecretStore:
 
     # Reads ------------------------------------------------------------------------------------
 
+    @_names_service
     def get_secret(self, name: str, version: str | None = None) -> tuple[SecretStr, StoredSecret]:
         """Return the value (wrapped) and the properties of a version, the current one by default.
 
@@ -347,6 +275,7 @@ class SecretStore:
         secret = self._client.get_secret(name, version)
         return SecretStr(secret.value or ""), StoredSecret.from_properties(secret.properties)
 
+    @_names_service
     def list_versions(self, name: str) -> list[StoredSecret]:
         """Every version of ``name``, newest first; empty when the secret does not exist.
 
@@ -376,6 +305,22 @@ class SecretStore:
             if version.tags.get(tag) == value:
                 return version
         return None
+
+    @_names_service
+    def get_deleted_secret(self, name: str) -> DeletedSecretInfo | None:
+        """The soft-deleted secret ``name``, or None when none is waiting to be purged.
+
+        A deleted secret keeps its name until it is purged, and Key Vault refuses a new secret of
+        that name (409) meanwhile: the check step asks this before anything is made. Needs
+        ``deletedSecrets/read`` (RBAC: Key Vault Secrets Officer).
+        """
+        _check_name(name)
+        try:
+            deleted = self._client.get_deleted_secret(name)
+        except ResourceNotFoundError:
+            return None
+        return DeletedSecretInfo(name=deleted.name or name, deleted_on=deleted.deleted_date,
+                                 scheduled_purge_date=deleted.scheduled_purge_date)
 
     def list_secrets(self, *, tag: str | None = None, value: str | None = None) -> Iterator[StoredSecret]:
         """The current properties of each secret in the vault, optionally only those tagged so.

@@ -17,7 +17,7 @@ the caller's job, and a create whose response was lost is never repeated here (s
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -34,7 +34,7 @@ from shared.clients.http import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
     from datetime import datetime
 
     import requests
@@ -136,6 +136,7 @@ class AzureAccount:
     disable_properties: bool
     overlord_uid: str | None
     state: str | None
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class SshKey:
     name: str
     public_key: str
     scope: str
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class ApiKey:
     expiry: datetime | None
     is_active: bool | None
     description: str | None
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,11 @@ def _annotations(item: dict[str, Any]) -> dict[str, Any]:
     return _dict(_metadata(item).get("annotations"))
 
 
+def _string_annotations(item: dict[str, Any]) -> dict[str, str]:
+    """The object's annotations that are strings (all of them, per the spec's map of strings)."""
+    return {k: v for k, v in _annotations(item).items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def _scope_of(item: dict[str, Any], asked_project_uid: str | None) -> str:
     # Palette annotates every object with its scope. Without the annotation, the object can only
     # come from the scope we asked for.
@@ -228,6 +236,7 @@ def _azure_account(item: dict[str, Any], project_uid: str | None) -> AzureAccoun
         disable_properties=bool(settings.get("disablePropertiesRequest", False)),
         overlord_uid=overlord or None,
         state=_str(_dict(item.get("status")).get("state")),
+        annotations=_string_annotations(item),
     )
 
 
@@ -235,7 +244,7 @@ def _ssh_key(item: dict[str, Any], project_uid: str | None) -> SshKey:
     meta = _metadata(item)
     return SshKey(uid=str(meta.get("uid") or ""), name=str(meta.get("name") or ""),
                   public_key=str(_dict(item.get("spec")).get("publicKey") or ""),
-                  scope=_scope_of(item, project_uid))
+                  scope=_scope_of(item, project_uid), annotations=_string_annotations(item))
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey:
@@ -246,7 +255,8 @@ def _api_key(item: dict[str, Any]) -> ApiKey:
                   user_uid=_str(_dict(spec.get("user")).get("uid")),
                   expiry=parse_timestamp(spec.get("expiry")),
                   is_active=active if isinstance(active, bool) else None,
-                  description=_str(_annotations(item).get("description")))
+                  description=_str(_annotations(item).get("description")),
+                  annotations=_string_annotations(item))
 
 
 class PaletteClient(JsonHttpClient):
@@ -424,8 +434,9 @@ class PaletteClient(JsonHttpClient):
         return _azure_account(body, project_uid)
 
     def _account_body(self, name: str, creds: AzureCredentials, project_uid: str | None,
-                      overlord_uid: str | None, uid: str | None = None) -> dict[str, Any]:
-        annotations = {"scope": _wanted_scope(project_uid)}
+                      overlord_uid: str | None, extra: Mapping[str, str] | None,
+                      uid: str | None = None) -> dict[str, Any]:
+        annotations = {**(extra or {}), "scope": _wanted_scope(project_uid)}
         if overlord_uid:
             annotations["overlordUid"] = overlord_uid
         metadata: dict[str, Any] = {"name": name, "annotations": annotations}
@@ -434,26 +445,29 @@ class PaletteClient(JsonHttpClient):
         return {"metadata": metadata, "spec": creds.to_spec()}
 
     def create_azure_account(self, name: str, creds: AzureCredentials, *, project_uid: str | None = None,
-                             overlord_uid: str | None = None) -> str:
+                             overlord_uid: str | None = None,
+                             annotations: Mapping[str, str] | None = None) -> str:
         """Register an Azure cloud account (``POST /v1/cloudaccounts/azure``); return its uid.
 
         Not retried once sent: if the response is lost (``ServiceResponseError``), look the
-        account up with :meth:`find_azure_account` before trying again. A duplicate name raises
-        ``ResourceExistsError`` when Palette reports it with 409.
+        account up with :meth:`find_azure_account` before trying again. Palette does not document
+        what it answers to a duplicate name, so callers must not rely on an error for it.
+        ``annotations`` go into ``metadata.annotations`` (the product's proof of authorship).
         """
         body = self._json("POST", "/v1/cloudaccounts/azure", project_uid=project_uid,
-                          json=self._account_body(name, creds, project_uid, overlord_uid),
+                          json=self._account_body(name, creds, project_uid, overlord_uid, annotations),
                           secrets=(creds.client_secret.get_secret_value(),))
         return self._uid_of(body, "Azure cloud account")
 
     def update_azure_account(self, uid: str, name: str, creds: AzureCredentials, *,
-                             project_uid: str | None = None, overlord_uid: str | None = None) -> None:
+                             project_uid: str | None = None, overlord_uid: str | None = None,
+                             annotations: Mapping[str, str] | None = None) -> None:
         """Overwrite the account (``PUT /v1/cloudaccounts/azure/{uid}``, full body incl. the secret).
 
         A full PUT: annotations not passed here (such as a gateway) are removed.
         """
         self._call("PUT", f"/v1/cloudaccounts/azure/{_seg(uid)}", project_uid=project_uid,
-                   json=self._account_body(name, creds, project_uid, overlord_uid, uid=uid),
+                   json=self._account_body(name, creds, project_uid, overlord_uid, annotations, uid=uid),
                    secrets=(creds.client_secret.get_secret_value(),))
 
     def delete_azure_account(self, uid: str, *, project_uid: str | None = None) -> None:
@@ -480,10 +494,14 @@ class PaletteClient(JsonHttpClient):
         return next((k for k in self.list_ssh_keys(project_uid=project_uid)
                      if k.name == name and k.scope == wanted), None)
 
-    def create_ssh_key(self, name: str, public_key: str, *, project_uid: str | None) -> str:
+    def create_ssh_key(self, name: str, public_key: str, *, project_uid: str | None,
+                       annotations: Mapping[str, str] | None = None) -> str:
         """Upload a public key (``POST /v1/users/assets/sshkeys``); return its uid. Not retried once sent."""
+        metadata: dict[str, Any] = {"name": name}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
         body = self._json("POST", "/v1/users/assets/sshkeys", project_uid=project_uid,
-                          json={"metadata": {"name": name}, "spec": {"publicKey": public_key}})
+                          json={"metadata": metadata, "spec": {"publicKey": public_key}})
         return self._uid_of(body, "SSH key")
 
     def delete_ssh_key(self, uid: str, *, project_uid: str | None) -> None:
@@ -508,15 +526,19 @@ class PaletteClient(JsonHttpClient):
         return _api_key(self._json("GET", f"/v1/apiKeys/{_seg(uid)}"))
 
     def create_api_key(self, name: str, *, user_uid: str, expiry: datetime,
-                       description: str | None = None) -> CreatedApiKey:
+                       description: str | None = None,
+                       annotations: Mapping[str, str] | None = None) -> CreatedApiKey:
         """Create an API key for ``user_uid`` (``POST /v1/apiKeys``); the value is returned only here.
 
         ``expiry`` must be timezone-aware. Not retried once sent: Palette does not deduplicate
-        API keys, so after a lost response check :meth:`find_api_key` before creating another.
+        API keys, so after a lost response check :meth:`list_api_keys` before creating another.
         """
         metadata: dict[str, Any] = {"name": name}
+        extra = dict(annotations or {})
         if description is not None:
-            metadata["annotations"] = {"description": description}
+            extra["description"] = description
+        if extra:
+            metadata["annotations"] = extra
         body = self._json("POST", "/v1/apiKeys",
                           json={"metadata": metadata,
                                 "spec": {"userUid": user_uid, "expiry": format_timestamp(expiry)}})

@@ -59,10 +59,14 @@ class ParseOptions:
     require_pcg_for_us_government: SaaS Palette needs a Private Cloud Gateway for a US Government
         account; a self-hosted install may not.
     now: the clock for ``apiKey.expiresOn`` checks (timezone-aware, UTC).
+    allowed_secret_prefix: when set, a client secret taken from Key Vault must be named with this
+        prefix (an allow-list for operator-provided secrets); the product's own client-secret
+        name for the request's account is always allowed.
     """
 
     allow_inline_secret: bool = False
     require_pcg_for_us_government: bool = True
+    allowed_secret_prefix: str = ""
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -151,14 +155,17 @@ def one_of(enum: type[E]) -> BeforeValidator:
 
 # --- Identifiers ------------------------------------------------------------------------------
 
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
 RequestId = Annotated[
-    str, Strict(), _matching(r"[A-Za-z0-9._-]{1,64}", "must be 1-64 characters: letters, digits, '.', '_' or '-'")
+    str, Strict(), _matching(REQUEST_ID_PATTERN.pattern, "must be 1-64 characters: letters, digits, '.', '_' or '-'")
 ]
+ACCOUNT_NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{2,63}", re.ASCII)
+"""Palette account names as the request schema allows them; Key Vault names build on it."""
 AccountName = Annotated[
     str,
     Strict(),
     _matching(
-        r"[a-z][a-z0-9-]{2,63}",
+        ACCOUNT_NAME_PATTERN.pattern,
         "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter",
     ),
 ]

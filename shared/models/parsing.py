@@ -49,6 +49,7 @@ def parse_request(
     allow_inline_secret: bool = False,
     now: datetime | None = None,
     require_pcg_for_us_government: bool = True,
+    allowed_secret_prefix: str = "",
 ) -> OnboardingRequest:
     """Validate an onboarding request (schema v1) and return it normalised, defaults filled.
 
@@ -64,6 +65,9 @@ def parse_request(
     require_pcg_for_us_government
         Require ``palette.privateCloudGateway`` for ``AzureUSGovernmentCloud`` (SaaS Palette); a
         self-hosted install may turn this off.
+    allowed_secret_prefix
+        When set, ``azure.secret.secretName`` must start with it (or be the product's own
+        client-secret name for the account): operators choose which secrets a request may name.
 
     Returns
     -------
@@ -77,6 +81,7 @@ def parse_request(
     options = ParseOptions(
         allow_inline_secret=allow_inline_secret,
         require_pcg_for_us_government=require_pcg_for_us_government,
+        allowed_secret_prefix=allowed_secret_prefix,
         now=as_utc(now) if now is not None else datetime.now(UTC),
     )
     data = _load_object(raw)
@@ -86,6 +91,24 @@ def parse_request(
         # "from None": pydantic's error keeps the input values, and a chained traceback would
         # print them (a client secret among them) into the logs.
         raise RequestValidationError(_field_errors(exc, options)) from None
+
+
+def identity_of(raw: bytes | str | Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The ``requestId`` and ``accountName`` of a body that may be invalid, each only where it is
+    itself valid: enough to record and announce a rejection under the right ticket."""
+    from shared.models.fields import ACCOUNT_NAME_PATTERN, REQUEST_ID_PATTERN
+
+    data: Any = raw
+    if isinstance(raw, bytes | bytearray | str):
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None, None
+    if not isinstance(data, Mapping):
+        return None, None
+    request_id, account_name = data.get("requestId"), data.get("accountName")
+    return (request_id if isinstance(request_id, str) and REQUEST_ID_PATTERN.fullmatch(request_id) else None,
+            account_name if isinstance(account_name, str) and ACCOUNT_NAME_PATTERN.fullmatch(account_name) else None)
 
 
 def request_fingerprint(request: OnboardingRequest) -> str:

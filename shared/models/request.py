@@ -9,6 +9,7 @@ through :func:`shared.models.parse_request`, which turns validation failures int
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -54,7 +55,20 @@ from shared.models.fields import (
 if TYPE_CHECKING:
     from pydantic import ValidationInfo, ValidatorFunctionWrapHandler
 
+    from shared.credentials import SecretKind
+
 MIN_AKS_RSA_BITS = 2048
+
+
+@dataclass(frozen=True)
+class DerivedNames:
+    """Key Vault secret names (see :func:`shared.credentials.secret_name`) and the Graph password
+    display name of one request."""
+
+    client_secret: str
+    ssh_private_key: str
+    api_key_value: str
+    password_display_name: str
 
 
 class AzureCloud(StrEnum):
@@ -311,6 +325,49 @@ class OnboardingRequest(WireModel):
                 at=("publicKey",),
             )
         return value
+
+    @model_validator(mode="after")
+    def _names_derive(self, info: ValidationInfo) -> OnboardingRequest:
+        # Every name made from the request is made here once, so a request that passes parsing
+        # can never fail later on a name (a Key Vault secret, a Graph display name).
+        from shared.credentials import MAX_DISPLAY_NAME_CHARS
+
+        names = self.derived_names
+        if len(names.password_display_name) > MAX_DISPLAY_NAME_CHARS:
+            raise rule_error("is too long to name a Graph password after", at=("requestId",))
+        secret = self.azure.secret
+        prefix = options_of(info).allowed_secret_prefix
+        if (isinstance(secret, KeyVaultSecret) and prefix and not secret.secret_name.startswith(prefix)
+                and secret.secret_name.lower() != names.client_secret):
+            raise rule_error(f"must start with {prefix!r}: this deployment accepts only Key Vault secrets "
+                             "named so", at=("azure", "secret", "secretName"))
+        return self
+
+    @property
+    def derived_names(self) -> DerivedNames:
+        """The names the onboarding gives what it makes for this request."""
+        from shared.credentials import SecretKind, password_display_name, secret_name
+
+        return DerivedNames(
+            client_secret=secret_name(self.account_name, SecretKind.CLIENT_SECRET),
+            ssh_private_key=secret_name(self.account_name, SecretKind.SSH_KEY),
+            api_key_value=secret_name(self.account_name, SecretKind.API_KEY),
+            password_display_name=password_display_name(self.account_name, self.request_id),
+        )
+
+    @property
+    def secrets_written(self) -> tuple[SecretKind, ...]:
+        """The kinds of Key Vault secret this request writes a version of (what it generates)."""
+        from shared.credentials import SecretKind
+
+        written = []
+        if isinstance(self.azure.secret, GeneratedSecret | InlineSecret):
+            written.append(SecretKind.CLIENT_SECRET)
+        if self.ssh_key is not None and self.ssh_key.generate:
+            written.append(SecretKind.SSH_KEY)
+        if self.api_key is not None:
+            written.append(SecretKind.API_KEY)
+        return tuple(written)
 
     @property
     def palette_environment(self) -> str:

@@ -1,47 +1,53 @@
 """Process one delivery of an onboarding request: claim it, run the steps, record and announce.
 
-The ordering follows the idempotency protocol of the house style: insert the state row first
-(the fast path), read it only on conflict; take over a row whose lease has expired with an
-ETag-conditioned replace; a finished request is a no-op that re-emits nothing; a failure of a step
-releases the lease so a redelivery starts at once, and storage failures are never passed off as
-step failures.
+The runner owns the protocol every step relies on:
+
+1. **Publish what is pending.** Every delivery first sends the events its row recorded but the
+   topic never confirmed (a crash or an outage after the save), including deliveries of a
+   finished, failed or conflicting request.
+2. **Claim.** Insert the state row (the fast path) or take it over with an ETag-conditioned
+   replace when its lease has lapsed; a live lease means another delivery works on it (busy), a
+   waiting request resumes only on its scheduled copy or once due, a finished one is a no-op.
+3. **Lease the names** the request creates or changes (:mod:`shared.pipeline.leases`): a second
+   request for the same account waits for the first.
+4. **Run the steps** under a heartbeat that keeps both leases short and alive; each step's result
+   and events are saved in one write, then published (:mod:`shared.pipeline.handle`).
+5. **Decide** through the one failure table (:mod:`shared.pipeline.failures`): permanent failures
+   are recorded and announced; transient ones pause the request within *its own* retry budget
+   (kept in the row, whatever messages carry it); defects are redelivered, and a request that
+   keeps hitting one ends ``failed`` with ``internal_error``.
+
+``checkpoint`` is the seam tests use to kill a delivery at a named point (after a save, before the
+publish that follows it, and so on): a checkpoint that raises a ``BaseException`` stops the delivery
+as a killed process would, with none of the pipeline's own error handling running.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import hashlib
 import json
-import logging
-import re
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-
-from shared.errors import (
-    PermanentStepError,
-    RequestValidationError,
-    StateStoreError,
-    StepInProgressError,
-    TransientDependencyError,
-)
+from shared.errors import RequestValidationError, StateStoreError
+from shared.logs import bind, get_logger
 from shared.pipeline import steps
-from shared.pipeline.handle import RecordHandle
+from shared.pipeline.failures import Failure, FailureKind, classify
+from shared.pipeline.handle import RecordHandle, flush_outbox
+from shared.pipeline.leases import Heartbeat, Held, NameLeases, names_of
 from shared.pipeline.outcome import Outcome, OutcomeKind
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
-from shared.state.records import iso, utcnow
+from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.clients.events import EventPublisher
+    from shared.clients.events import EventSink
     from shared.clients.graph import GraphClient
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import PaletteClient
@@ -49,9 +55,12 @@ if TYPE_CHECKING:
     from shared.settings import PipelineConfig
     from shared.state import StateStore
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
-StepHook = Callable[[str], None]
+Checkpoint = Callable[[str], None]
+
+#: At most this many field errors travel in a ``failed`` event (all of them are in the HTTP answer).
+MAX_EVENT_ERRORS = 20
 
 
 @dataclass
@@ -61,34 +70,12 @@ class OnboardingClients:
     palette: PaletteClient
     graph: GraphClient | None
     secrets: SecretStore
-    events: EventPublisher
+    events: EventSink
     state: StateStore
 
 
-def _classify(exc: BaseException) -> str | None:
-    """``permanent``, ``transient``, or None for an unexpected error (a bug or a crash)."""
-    if isinstance(exc, PermanentStepError):
-        return "permanent"
-    if isinstance(exc, StepInProgressError):
-        return "busy"
-    if isinstance(exc, (TransientDependencyError, StateStoreError, ServiceRequestError, ServiceResponseError)):
-        return "transient"
-    if isinstance(exc, ClientAuthenticationError):
-        # Our own credentials (Palette API key, managed identity) failing is an operator problem
-        # that a fix and a later retry can cure; do not fail every request for good over it.
-        return "transient"
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        return "transient" if status == 429 or status >= 500 else "permanent"
+def _no_checkpoint(_name: str) -> None:
     return None
-
-
-def _failure_message(exc: BaseException) -> tuple[str, str]:
-    if isinstance(exc, PermanentStepError):
-        return exc.reason, str(exc)
-    if isinstance(exc, HttpResponseError):
-        return "dependency_rejected", f"A service refused a call ({exc.status_code}): {exc.message}"
-    return "dependency_unavailable", str(exc) or type(exc).__name__
 
 
 def process_request(
@@ -97,244 +84,454 @@ def process_request(
     config: PipelineConfig,
     *,
     owner: str,
-    attempt: int = 0,
-    after_step: StepHook | None = None,
+    message_id: str = "",
+    retry_token: str = "",
+    checkpoint: Checkpoint | None = None,
 ) -> Outcome:
     """Run (or resume) one onboarding request.
 
     Parameters
     ----------
     body: the request as received (schema v1).
-    owner: who holds the lease while this runs (the invocation or message id).
-    attempt: how many delayed retries came before this delivery (from the message).
-    after_step: called with each step's name once it is recorded; tests use it to inject crashes.
+    owner: who holds the lease while this runs (unique per delivery).
+    message_id: the Service Bus message id (correlation, and the event id of an unreadable body).
+    retry_token: the ``retryToken`` of a scheduled copy; a waiting request resumes early only on it.
+    checkpoint: called at named points; tests raise from it to kill the delivery there.
 
-    Returns an :class:`Outcome`; raises only for unexpected errors (after releasing the lease), so
-    the host abandons the message and Service Bus redelivers it.
+    Returns an :class:`Outcome`; raises only for an unexpected error (a defect), after recording
+    it, so the host abandons the message and Service Bus redelivers it.
     """
-    from shared.models import parse_request, request_fingerprint
+    delivery = _Delivery(clients, config, owner=owner, message_id=message_id, retry_token=retry_token,
+                         checkpoint=checkpoint or _no_checkpoint)
+    with bind(messageId=message_id or None):
+        return delivery.run(body)
 
-    try:
-        request = parse_request(body, require_pcg_for_us_government=config.require_pcg_for_us_government)
-    except RequestValidationError as exc:
-        return _reject(body, exc, clients)
 
-    fingerprint = request_fingerprint(request)
-    now = utcnow()
-    record = clients.state.get(request.request_id)
-    if record is None:
-        record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
-                                  fingerprint=fingerprint, lease_owner=owner,
-                                  lease_expires_at=iso(now + dt.timedelta(seconds=config.lease_seconds)),
-                                  attempts=attempt)
+class _Delivery:
+    def __init__(self, clients: OnboardingClients, config: PipelineConfig, *, owner: str, message_id: str,
+                 retry_token: str, checkpoint: Checkpoint) -> None:
+        self.clients = clients
+        self.config = config
+        self.owner = owner
+        self.message_id = message_id
+        self.retry_token = retry_token
+        self.checkpoint = checkpoint
+        self.lease = dt.timedelta(seconds=config.lease_seconds)
+
+    @property
+    def state(self) -> StateStore:
+        return self.clients.state
+
+    # -- entry ------------------------------------------------------------------------------------
+
+    def run(self, body: bytes | str | Mapping[str, Any]) -> Outcome:
+        from shared.models import parse_request
+
         try:
-            record = clients.state.create(record)
-        except ConcurrentUpdateError:
-            record = clients.state.get(request.request_id)
-            if record is None:
-                raise StateStoreError(f"The state of request {request.request_id} vanished.") from None
-            return _claim_existing(request, record, fingerprint, clients, config, owner, attempt, after_step)
-        return _run(request, record, clients, config, owner, attempt, after_step)
-    return _claim_existing(request, record, fingerprint, clients, config, owner, attempt, after_step)
+            request = parse_request(body, require_pcg_for_us_government=self.config.require_pcg_for_us_government,
+                                    allowed_secret_prefix=self.config.allowed_secret_prefix)
+        except RequestValidationError as exc:
+            return self._reject(body, exc)
+        with bind(requestId=request.request_id):
+            return self._onboard(request)
 
+    def _onboard(self, request: OnboardingRequest) -> Outcome:
+        from shared.models import request_fingerprint
 
-def _claim_existing(request: OnboardingRequest, record: OnboardingRecord, fingerprint: str,
-                    clients: OnboardingClients, config: PipelineConfig, owner: str, attempt: int,
-                    after_step: StepHook | None) -> Outcome:
-    if record.fingerprint != fingerprint:
-        message = (f"Request {request.request_id} was already submitted with a different body; use a new "
-                   "requestId for a new request.")
-        logger.warning("request %s: conflicting resubmission ignored", request.request_id)
-        return Outcome(OutcomeKind.CONFLICT, request.request_id, "request_id_conflict", message,
-                       state=record.to_public())
-    if record.status.finished:
-        return Outcome(OutcomeKind.DUPLICATE, request.request_id, record.error_reason,
-                       f"Request {request.request_id} already {record.status.value}; nothing to do.",
-                       state=record.to_public())
-    now = utcnow()
-    if record.lease_active(now) and record.lease_owner != owner:
-        return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress",
-                       f"Request {request.request_id} is being processed by another delivery.",
-                       retry_in_seconds=config.busy_delay_seconds, state=record.to_public())
-    record.lease_owner = owner
-    record.lease_expires_at = iso(now + dt.timedelta(seconds=config.lease_seconds))
-    record.status = RequestStatus.RUNNING
-    record.attempts = max(record.attempts, attempt)
-    try:
-        record = clients.state.replace(record)
-    except ConcurrentUpdateError:
-        return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress",
-                       f"Request {request.request_id} was claimed by another delivery.",
-                       retry_in_seconds=config.busy_delay_seconds)
-    return _run(request, record, clients, config, owner, attempt, after_step)
-
-
-def _run(request: OnboardingRequest, record: OnboardingRecord, clients: OnboardingClients,
-         config: PipelineConfig, owner: str, attempt: int, after_step: StepHook | None) -> Outcome:
-    handle = RecordHandle(clients.state, record, owner=owner, lease_seconds=config.lease_seconds)
-    ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
-    ctx.emit("requested", "requested", "accepted", cloud=request.azure.cloud, scope=request.palette.scope)
-    failed_in: dict[int, str] = {}  # id of an error raised by a step -> that step's name
-
-    def run_steps(names: list[tuple[str, Callable[[steps.StepContext], object]]]) -> None:
-        for name, step in names:
-            if handle.record.step_done(name):
-                continue
-            logger.info("request %s: step %s", request.request_id, name)
+        fingerprint = request_fingerprint(request)
+        queued = json.dumps(request.model_dump(mode="json", by_alias=True, exclude_none=True),
+                            separators=(",", ":"))
+        record = self.state.get(request.request_id)
+        if record is None:
+            new = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
+                                   fingerprint=fingerprint, request=queued, current_step="queued")
+            self._claim_into(new, request)
             try:
-                step(ctx)
-            except BaseException as exc:
-                failed_in.setdefault(id(exc), name)
-                raise
-            if after_step is not None:
-                after_step(name)
+                return self._run(request, self.state.create(new))
+            except ConcurrentUpdateError:
+                record = self.state.get(request.request_id)
+                if record is None:
+                    raise StateStoreError(f"The state of request {request.request_id} vanished.") from None
+        return self._resume(request, record, fingerprint, queued)
 
-    try:
+    def _claim_into(self, record: OnboardingRecord, request: OnboardingRequest) -> None:
+        record.move_to(RequestStatus.RUNNING)
+        record.lease_owner = self.owner
+        record.lease_expires_at = iso(utcnow() + self.lease)
+        record.due_at = record.retry_token = ""
+        record.record_event(_event(request.request_id, request.account_name, "requested", "requested", "accepted",
+                                   cloud=request.azure.cloud.value, scope=request.palette.scope.value))
+
+    def _resume(self, request: OnboardingRequest, record: OnboardingRecord, fingerprint: str,
+                queued: str) -> Outcome:
+        record = flush_outbox(self.state, self.clients.events, record)
+        if record.fingerprint != fingerprint:
+            if not record.rejected:
+                return self._conflict(request, record, fingerprint)
+            # A corrected resend of a ticket whose first body was invalid: it starts afresh.
+            record = record.fresh(account_name=request.account_name, fingerprint=fingerprint, request=queued)
+        if record.status.finished:
+            return Outcome(OutcomeKind.DUPLICATE, request.request_id, record.error_reason,
+                           f"Request {request.request_id} already {record.status.value}; nothing to do.",
+                           state=record.to_public())
+        now = utcnow()
+        if not record.due(now) and self.retry_token != record.retry_token:
+            return Outcome(OutcomeKind.NOT_DUE, request.request_id, "waiting",
+                           f"Request {request.request_id} resumes at {record.due_at} on its scheduled copy.",
+                           state=record.to_public())
+        if record.lease_active(now) and record.lease_owner != self.owner:
+            expires = parse_iso(record.lease_expires_at) or now
+            return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress",
+                           f"Request {request.request_id} is being processed by another delivery.",
+                           retry_in_seconds=max((expires - now).total_seconds(), 0) + 1, state=record.to_public())
+        claimed = record.copy()
+        self._claim_into(claimed, request)
+        try:
+            record = self.state.replace(claimed)
+        except ConcurrentUpdateError:
+            return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress",
+                           f"Request {request.request_id} was claimed by another delivery.",
+                           retry_in_seconds=self.config.busy_delay_seconds)
+        return self._run(request, record)
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def _run(self, request: OnboardingRequest, record: OnboardingRecord) -> Outcome:
+        handle = RecordHandle(self.state, record, owner=self.owner, lease_seconds=self.config.lease_seconds)
+        ctx = steps.StepContext(request=request, clients=self.clients, config=self.config, handle=handle)
+        leases = NameLeases(self.state, request.request_id, names_of(request), is_finished=self._is_finished)
+        try:
+            self._publish(handle, "claimed")
+            held = leases.acquire(utcnow() + self.lease)
+        except Exception as exc:  # noqa: BLE001 - the state store failing: decided by the failure table
+            return self._failure(exc, ctx, leases, "")
+        if held is not None:
+            return self._wait_for_name(ctx, leases, held)
+
+        def beat() -> bool:
+            handle.renew()
+            if leases.extend(utcnow() + self.lease):
+                return True
+            handle.abandon()
+            return False
+
+        failed_in: dict[int, str] = {}
+        error: Exception | None = None
+        checks: list[dict[str, Any]] = []
+        with Heartbeat(beat, interval=self.config.lease_seconds / 3, max_seconds=self.config.max_run_seconds):
+            try:
+                checks = self._steps(ctx, failed_in)
+            except Exception as exc:  # noqa: BLE001 - decided below by the failure table
+                error = exc
+        if error is not None:
+            return self._failure(error, ctx, leases, failed_in.get(id(error), ""))
+        return self._finish(ctx, leases, checks)
+
+    def _steps(self, ctx: steps.StepContext, failed_in: dict[int, str]) -> list[dict[str, Any]]:
+        handle = ctx.handle
+
+        def run_steps(names: list[tuple[str, Callable[[steps.StepContext], steps.StepDone]]]) -> None:
+            for name, step in names:
+                if handle.record.step_done(name):
+                    continue
+                with bind(step=name):
+                    logger.info("request %s: step %s", ctx.request_id, name)
+                    try:
+                        done = step(ctx)
+                    except Exception as exc:
+                        failed_in.setdefault(id(exc), name)
+                        raise
+                    handle.save(_recorder(name, done), events=done.events)
+                    self._publish(handle, name)
+
         run_steps([("check", steps.check)])
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onboarding-keys") as pool:
-            keys = pool.submit(run_steps, [("sshkey", steps.sshkey), ("apikey", steps.apikey)])
+            branch = contextvars.copy_context()  # the log fields bound so far travel to the thread
+            keys = pool.submit(lambda: branch.run(run_steps, [("sshkey", steps.sshkey), ("apikey", steps.apikey)]))
             account_error: BaseException | None = None
             try:
-                run_steps([("secret", steps.secret), ("validate", steps.validate),
-                           ("register", steps.register)])
+                run_steps([("secret", steps.secret), ("validate", steps.validate), ("register", steps.register)])
             except Exception as exc:  # noqa: BLE001 - wait for the other branch, then decide
                 account_error = exc
             key_error = keys.exception()
         _raise_first(account_error, key_error)
-        checks = steps.verify(ctx)
-        if after_step is not None:
-            after_step("verify")
-    except Exception as exc:  # noqa: BLE001 - classified below; unexpected errors are re-raised
-        return _handle_failure(exc, ctx, request, handle, config, attempt, failed_in.get(id(exc)))
+        with bind(step="verify"):
+            return steps.verify(ctx)
 
-    all_ok = all(check["ok"] for check in checks)
-    ctx.emit("validated", "verify", "passed" if all_ok else "failed", checks=checks,
-             palette=ctx.palette_uids())
-    if not all_ok:
-        failed = ", ".join(c["check"] for c in checks if not c["ok"])
-        return _fail(ctx, handle, "verify", "verification_failed",
-                     f"Onboarding finished but these checks failed: {failed}.")
+    def _publish(self, handle: RecordHandle, point: str) -> None:
+        """Send what ``point`` recorded, with checkpoints after the save, after the send, and after
+        the write that confirms it."""
+        self.checkpoint(f"{point}.saved")
+        handle.publish_pending(self.clients.events, sent=lambda: self.checkpoint(f"{point}.sent"))
+        self.checkpoint(f"{point}.published")
 
-    def finish(r: OnboardingRecord) -> None:
-        r.steps["verify"] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), "all checks passed")
-        r.status = RequestStatus.SUCCEEDED
-        r.current_step = "done"
-        r.lease_owner = r.lease_expires_at = ""
-    handle.save(finish, keep_lease=False)
-    logger.info("request %s: onboarded account %s", request.request_id, request.account_name)
-    return Outcome(OutcomeKind.SUCCEEDED, request.request_id, state=handle.record.to_public())
+    def _finish(self, ctx: steps.StepContext, leases: NameLeases, checks: list[dict[str, Any]]) -> Outcome:
+        all_ok = all(check["ok"] for check in checks)
+        validated = ctx.event("validated", "verify", "passed" if all_ok else "failed", checks=checks,
+                              palette=ctx.palette_uids())
+        if not all_ok:
+            failed = ", ".join(c["check"] for c in checks if not c["ok"])
+            return self._fail(ctx, leases, "verify", Failure(
+                FailureKind.PERMANENT, "verification_failed",
+                f"Onboarding finished but these checks failed: {failed}."), also=[validated])
+
+        def finish(r: OnboardingRecord) -> None:
+            r.steps["verify"] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), "all checks passed")
+            r.move_to(RequestStatus.SUCCEEDED)
+            r.current_step = "done"
+            r.release_lease()
+        ctx.handle.save(finish, keep_lease=False, events=[validated])
+        leases.release()
+        self._publish(ctx.handle, "verify")
+        logger.info("request %s: onboarded account %s", ctx.request_id, ctx.account_name)
+        return Outcome(OutcomeKind.SUCCEEDED, ctx.request_id, state=ctx.handle.record.to_public())
+
+    # -- failures ---------------------------------------------------------------------------------
+
+    def _failure(self, exc: Exception, ctx: steps.StepContext, leases: NameLeases, failed_step: str) -> Outcome:
+        from shared.errors import PermanentStepError
+
+        failure = classify(exc)
+        handle = ctx.handle
+        step = exc.step if isinstance(exc, PermanentStepError) else failed_step or handle.record.current_step
+        if failure.kind is FailureKind.BUSY:
+            # Another delivery took the request over: it carries on, with the request's leases.
+            return Outcome(OutcomeKind.BUSY, ctx.request_id, failure.reason, failure.message)
+        if failure.kind is FailureKind.PERMANENT:
+            return self._fail(ctx, leases, step, failure, error=exc)
+        if failure.kind is FailureKind.TRANSIENT:
+            attempts = handle.record.attempts
+            if attempts >= len(self.config.retry_delays_seconds):
+                return self._fail(ctx, leases, step, Failure(
+                    FailureKind.PERMANENT, "dependency_unavailable",
+                    f"Gave up after {attempts + 1} attempts: {failure.message}"))
+            return self._pause(ctx, leases, self.config.retry_delays_seconds[attempts], failure)
+        # A defect: count it; redeliver (the host abandons the message) until the budget is spent.
+        defects = handle.record.defects + 1
+        logger.error("request %s: unexpected error in step %s (%d of %d)", ctx.request_id, step or "?",
+                     defects, self.config.max_defects, exc_info=exc)
+        if defects >= self.config.max_defects:
+            return self._fail(ctx, leases, step, Failure(
+                FailureKind.PERMANENT, "internal_error",
+                f"The onboarding hit an unexpected error {defects} times ({type(exc).__name__}); it was "
+                "stopped. Nothing it made was left half-made; report it with the requestId."))
+
+        def count(r: OnboardingRecord) -> None:
+            r.defects = defects
+            r.release_lease()
+        try:
+            handle.save(count, keep_lease=False)
+        except Exception:
+            logger.warning("request %s: could not record the error", ctx.request_id, exc_info=True)
+        raise exc
+
+    def _fail(self, ctx: steps.StepContext, leases: NameLeases, step: str, failure: Failure, *,
+              error: Exception | None = None, also: list[dict[str, Any]] | None = None) -> Outcome:
+        from shared.errors import PermanentStepError
+
+        details: dict[str, Any] = {}
+        cleanup: list[dict[str, str]] = []
+        if isinstance(error, PermanentStepError):
+            if error.field:
+                details["field"] = error.field
+            if error.removed:
+                details["removed"] = error.removed
+            if error.cleanup:
+                details["left"] = [" ".join(f"{k}={v}" for k, v in item.items()) for item in error.cleanup]
+            cleanup = error.cleanup
+        event = ctx.event("failed", step or "unknown", "failed", reason=failure.reason, message=failure.message,
+                          palette=ctx.palette_uids(), **details)
+
+        def apply(r: OnboardingRecord) -> None:
+            if step:
+                r.steps[step] = StepRecord(StepOutcome.FAILED, iso(utcnow()), failure.reason)
+            r.move_to(RequestStatus.FAILED)
+            r.error_reason = failure.reason
+            r.error_message = failure.message
+            r.cleanup.extend(cleanup)
+            r.due_at = r.retry_token = ""
+            r.release_lease()
+        ctx.handle.save(apply, keep_lease=False, events=[*(also or []), event])
+        leases.release()
+        self._publish(ctx.handle, "failed")
+        logger.warning("request %s: failed at %s (%s): %s", ctx.request_id, step, failure.reason, failure.message)
+        return Outcome(OutcomeKind.FAILED, ctx.request_id, failure.reason, failure.message,
+                       state=ctx.handle.record.to_public())
+
+    def _pause(self, ctx: steps.StepContext, leases: NameLeases, delay: float, failure: Failure) -> Outcome:
+        """Wait ``delay`` seconds for a dependency, keeping the request's names meanwhile."""
+        token = uuid.uuid4().hex
+        due = utcnow() + dt.timedelta(seconds=delay)
+
+        def apply(r: OnboardingRecord) -> None:
+            r.move_to(RequestStatus.WAITING)
+            r.attempts += 1
+            r.due_at = iso(due)
+            r.retry_token = token
+            r.release_lease()
+        ctx.handle.save(apply, keep_lease=False)
+        leases.extend(due + self.lease)
+        logger.warning("request %s: %s (%s); resuming in %.0f s", ctx.request_id, failure.reason,
+                       failure.message, delay)
+        return Outcome(OutcomeKind.RETRY_LATER, ctx.request_id, failure.reason,
+                       f"A dependency is unavailable; the request resumes in {delay:.0f} s.",
+                       retry_in_seconds=delay, retry_token=token, state=ctx.handle.record.to_public())
+
+    def _wait_for_name(self, ctx: steps.StepContext, leases: NameLeases, held: Held) -> Outcome:
+        """Another request holds one of this request's names: check back when its lease ends."""
+        now = utcnow()
+        delay = max((held.until - now).total_seconds(), 0.0) + 1
+        token = uuid.uuid4().hex
+        due = now + dt.timedelta(seconds=delay)
+
+        def apply(r: OnboardingRecord) -> None:
+            r.move_to(RequestStatus.WAITING)
+            r.due_at = iso(due)
+            r.retry_token = token
+            r.release_lease()
+        ctx.handle.save(apply, keep_lease=False)
+        leases.extend(due + self.lease)
+        what = held.key.partition(":")[0]
+        message = (f"The {what} '{held.key.rpartition(':')[2]}' is being worked on by request {held.owner}; "
+                   f"this request checks back in {delay:.0f} s.")
+        logger.info("request %s: %s", ctx.request_id, message)
+        return Outcome(OutcomeKind.BUSY, ctx.request_id, f"{what}_busy", message, retry_in_seconds=delay,
+                       retry_token=token, state=ctx.handle.record.to_public())
+
+    def _is_finished(self, request_id: str) -> bool:
+        record = self.state.get(request_id)
+        return record is None or record.status.finished
+
+    # -- requests that cannot run -------------------------------------------------------------------
+
+    def _conflict(self, request: OnboardingRequest, record: OnboardingRecord, fingerprint: str) -> Outcome:
+        """The requestId was used with another body: the row (another request's) is left alone and
+        the ticket hears why. The event id is this body's, so a redelivery does not repeat it."""
+        message = (f"Request {request.request_id} was already submitted with a different body; use a new "
+                   "requestId for a new request.")
+        self._announce(_event(request.request_id, request.account_name, "failed", "check", "failed",
+                              discriminator=f"conflict:{fingerprint[:16]}", reason="request_id_conflict",
+                              message=message))
+        logger.warning("request %s: conflicting resubmission refused", request.request_id)
+        return Outcome(OutcomeKind.CONFLICT, request.request_id, "request_id_conflict", message,
+                       state=record.to_public())
+
+    def _announce(self, document: dict[str, Any]) -> None:
+        """Publish an event that belongs to no row of its own. A failure raises, so the message is
+        redelivered and the event (same id) sent then: nothing else records it."""
+        from azure.core.messaging import CloudEvent
+
+        self.clients.events.publish(CloudEvent.from_dict(document))
+
+    def _reject(self, body: bytes | str | Mapping[str, Any], exc: RequestValidationError) -> Outcome:
+        """An invalid request: nothing is created anywhere. Recorded (when it names a usable
+        requestId) and announced, so the ticket hears why; a corrected body may replace it."""
+        from shared.models import identity_of
+
+        request_id, account_name = identity_of(body)
+        errors = [e.as_dict() for e in exc.errors]
+        message = str(exc)
+        digest = _digest(body)
+        data: dict[str, Any] = {"reason": "invalid_request", "message": message,
+                                "errors": errors[:MAX_EVENT_ERRORS]}
+        if len(errors) > MAX_EVENT_ERRORS:
+            data["moreErrors"] = len(errors) - MAX_EVENT_ERRORS
+        kind = OutcomeKind.REJECTED
+        with bind(requestId=request_id):
+            if request_id is None:
+                # Nothing to record it under: the event id is this message's own, so a second
+                # bad message is not taken for a duplicate of the first.
+                self._announce(_event("unknown", account_name or "unknown", "failed", "check", "failed",
+                                      discriminator=f"invalid:{self.message_id}:{digest}", **data))
+            else:
+                event = _event(request_id, account_name or "unknown", "failed", "check", "failed",
+                               discriminator=f"invalid:{digest}", **data)
+                if not self._record_rejection(request_id, account_name or "", f"{INVALID_FINGERPRINT_PREFIX}{digest}",
+                                              event, message):
+                    kind = OutcomeKind.DUPLICATE
+            logger.warning("request %s rejected: %s", request_id or "(no valid requestId)", message)
+        return Outcome(kind, request_id or "", "invalid_request", message, errors=errors)
+
+    def _record_rejection(self, request_id: str, account_name: str, fingerprint: str, event: dict[str, Any],
+                          message: str) -> bool:
+        """Record the rejection in the row of a ticket never started (creating or replacing it) and
+        send its event; for a ticket that runs under a valid body, only announce it. False when
+        this very body was recorded before (a redelivery)."""
+
+        def rejected(base: OnboardingRecord | None) -> OnboardingRecord:
+            record = (base.fresh(account_name=account_name, fingerprint=fingerprint, request="") if base
+                      else OnboardingRecord(request_id=request_id, account_name=account_name, fingerprint=fingerprint))
+            record.status = RequestStatus.FAILED
+            record.current_step = "check"
+            record.steps["check"] = StepRecord(StepOutcome.FAILED, iso(utcnow()), "invalid_request")
+            record.error_reason, record.error_message = "invalid_request", message
+            record.record_event(event)
+            return record
+
+        record = self.state.get(request_id)
+        new = True
+        if record is None:
+            try:
+                record = self.state.create(rejected(None))
+            except ConcurrentUpdateError:
+                record = self.state.get(request_id)
+            else:
+                self.checkpoint("rejected.saved")
+                flush_outbox(self.state, self.clients.events, record)
+                return True
+        for _ in range(5):
+            if record is None:
+                raise StateStoreError(f"The state of request {request_id} vanished.")
+            if not record.rejected:
+                self._announce(event)  # a valid ticket's row: leave it alone
+                return True
+            if record.fingerprint == fingerprint:
+                new = False  # this body again: only what is still unsent goes out
+                break
+            try:
+                record = self.state.replace(rejected(record))  # another invalid body, never started
+                break
+            except ConcurrentUpdateError:
+                record = self.state.get(request_id)
+        self.checkpoint("rejected.saved")
+        if record is not None:
+            flush_outbox(self.state, self.clients.events, record)
+        return new
+
+
+def _recorder(name: str, done: steps.StepDone) -> Callable[[OnboardingRecord], None]:
+    def apply(record: OnboardingRecord) -> None:
+        record.steps[name] = StepRecord(done.outcome, iso(utcnow()), done.detail)
+        record.results.update(done.results)
+        record.current_step = name
+    return apply
+
+
+def _event(request_id: str, account_name: str, short_type: str, step: str, outcome: str, *,
+           discriminator: str = "", **data: Any) -> dict[str, Any]:
+    from shared.clients.events import build_event, cloud_event_to_dict
+
+    return cloud_event_to_dict(build_event(
+        event_type=short_type, account_name=account_name, request_id=request_id,
+        data={"requestId": request_id, "step": step, "outcome": outcome, **data}, discriminator=discriminator))
 
 
 def _raise_first(*errors: BaseException | None) -> None:
-    """Permanent failures win over transient ones, which win over crashes: the message a person
-    reads should be the one that needs them."""
+    """Crashes first (nothing may handle them), then permanent failures over transient ones: the
+    message a person reads should be the one that needs them."""
     present = [e for e in errors if e is not None]
     if not present:
         return
-    present.sort(key=lambda e: {"permanent": 0, "busy": 1, "transient": 2}.get(_classify(e) or "", 3))
+    order = {FailureKind.PERMANENT: 1, FailureKind.BUSY: 2, FailureKind.TRANSIENT: 3, FailureKind.DEFECT: 4}
+    present.sort(key=lambda e: 0 if not isinstance(e, Exception) else order[classify(e).kind])
     raise present[0]
 
 
-def _handle_failure(exc: BaseException, ctx: steps.StepContext, request: OnboardingRequest,
-                    handle: RecordHandle, config: PipelineConfig, attempt: int,
-                    failed_step: str | None = None) -> Outcome:
-    kind = _classify(exc)
-    failed_step = failed_step or handle.record.current_step
-    if kind == "busy":
-        return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress", str(exc),
-                       retry_in_seconds=config.busy_delay_seconds)
-    if kind == "permanent":
-        reason, message = _failure_message(exc)
-        step = exc.step if isinstance(exc, PermanentStepError) else failed_step
-        return _fail(ctx, handle, step, reason, message)
-    if kind == "transient":
-        if attempt >= len(config.retry_delays_seconds):
-            reason, message = _failure_message(exc)
-            return _fail(ctx, handle, failed_step, "dependency_unavailable",
-                         f"Gave up after {attempt + 1} attempts: {message}")
-        delay = config.retry_delays_seconds[attempt]
-        logger.warning("request %s: dependency unavailable (%s); resuming in %.0f s",
-                       request.request_id, type(exc).__name__, delay)
-        _release(handle, RequestStatus.WAITING)
-        return Outcome(OutcomeKind.RETRY_LATER, request.request_id, "dependency_unavailable",
-                       f"A dependency is unavailable; the request resumes in {delay:.0f} s.",
-                       retry_in_seconds=delay, attempt=attempt + 1, state=handle.record.to_public())
-    # Unexpected: release the lease so the redelivery can resume at once, then let the host see it.
-    _release(handle, RequestStatus.RUNNING)
-    raise exc
-
-
-def _release(handle: RecordHandle, status: RequestStatus) -> None:
-    def apply(r: OnboardingRecord) -> None:
-        r.status = status
-        r.lease_owner = r.lease_expires_at = ""
-    try:
-        handle.save(apply, keep_lease=False)
-    except Exception:
-        logger.warning("request %s: could not release the lease", handle.record.request_id, exc_info=True)
-
-
-def _fail(ctx: steps.StepContext, handle: RecordHandle, step: str, reason: str, message: str) -> Outcome:
-    def apply(r: OnboardingRecord) -> None:
-        if step:
-            r.steps[step] = StepRecord(StepOutcome.FAILED, iso(utcnow()), reason)
-        r.status = RequestStatus.FAILED
-        r.error_reason = reason
-        r.error_message = message
-        r.lease_owner = r.lease_expires_at = ""
-    handle.save(apply, keep_lease=False)
-    ctx.emit("failed", step or "unknown", "failed", reason=reason, message=message,
-             palette=ctx.palette_uids())
-    logger.warning("request %s: failed at %s (%s): %s", ctx.request_id, step, reason, message)
-    return Outcome(OutcomeKind.FAILED, ctx.request_id, reason, message, state=handle.record.to_public())
-
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_ACCOUNT_NAME = re.compile(r"^[a-z][a-z0-9-]{2,63}$")
-
-
-def _identity_of(body: bytes | str | Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """The requestId and accountName of an invalid request, where they are themselves valid."""
-    data: Any = body
-    if isinstance(body, (bytes, str)):
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return None, None
-    if not isinstance(data, dict):
-        return None, None
-    request_id, account_name = data.get("requestId"), data.get("accountName")
-    return (request_id if isinstance(request_id, str) and _REQUEST_ID.match(request_id) else None,
-            account_name if isinstance(account_name, str) and _ACCOUNT_NAME.match(account_name) else None)
-
-
-def _reject(body: bytes | str | Mapping[str, Any], exc: RequestValidationError,
-            clients: OnboardingClients) -> Outcome:
-    """An invalid request: nothing is created anywhere. Recorded as failed (when it has a usable
-    requestId and no row yet) and announced, so the ticket hears why."""
-    from shared.clients.events import build_event
-
-    request_id, account_name = _identity_of(body)
-    errors = [e.as_dict() for e in exc.errors]
-    message = str(exc)
-    if request_id:
-        record = OnboardingRecord(request_id=request_id, account_name=account_name or "",
-                                  fingerprint="invalid", status=RequestStatus.FAILED,
-                                  error_reason="invalid_request", error_message=message)
-        record.steps["check"] = StepRecord(StepOutcome.FAILED, iso(utcnow()), "invalid_request")
-        try:
-            clients.state.create(record)
-        except ConcurrentUpdateError:
-            existing = clients.state.get(request_id)
-            state = existing.to_public() if existing else {}
-            return Outcome(OutcomeKind.DUPLICATE if existing and existing.fingerprint == "invalid"
-                           else OutcomeKind.CONFLICT, request_id, "invalid_request", message,
-                           state=state, errors=errors)
-    clients.events.publish(build_event(
-        event_type="failed", account_name=account_name or "unknown", request_id=request_id or "unknown",
-        data={"requestId": request_id or "unknown", "step": "check", "outcome": "failed", "reason": "invalid_request",
-              "message": message, "errors": errors},
-        discriminator="invalid",
-    ))
-    logger.warning("request %s rejected: %s", request_id or "(no valid requestId)", message)
-    return Outcome(OutcomeKind.REJECTED, request_id or "", "invalid_request", message, errors=errors)
+def _digest(body: bytes | str | Mapping[str, Any]) -> str:
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)
+    elif isinstance(body, str):
+        raw = body.encode("utf-8", "surrogatepass")
+    else:
+        raw = json.dumps(body, sort_keys=True, default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]

@@ -1,44 +1,60 @@
-"""The steps of one onboarding, each idempotent and recorded.
+"""The steps of one onboarding, each idempotent, each returning what the runner records.
 
 Order and concurrency (the account branch and the key branch share nothing but the state row):
 
     check ─┬─ secret ── validate ── register ─┬─ verify
            └─ sshkey ── apikey ───────────────┘
 
-Each step first looks at what the state row and the services already hold, so a redelivery after
-a crash finishes the work instead of repeating it. Before every call that creates something whose
-result cannot be read back later (a Graph password, a Palette API key), a marker is saved; a retry
-that finds the marker but not the result removes the half-made object and makes it again, so there
-is never an extra password or key.
+The protocol every step follows (the runner owns the recording):
+
+* **look before making**: a step first reads what the state row and the services already hold,
+  so a redelivery after a crash finishes the work instead of repeating it;
+* **mark, then make**: before a call that creates something (a Graph password, a Palette account,
+  SSH key or API key) it saves a marker; a retry that finds the marker looks for what the first
+  call made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
+  before calling again, and a create that failed in a way that leaves it unknown whether it
+  happened (:func:`~shared.pipeline.failures.maybe_done`) is looked for in the same way at once;
+* **never touch what is not provably ours**: an object without the product's annotation is never
+  updated, adopted or deleted;
+* **undo what cannot be handed over**: a password or API key whose value could not be put in Key
+  Vault is removed at once (the value is shown only once), and the failure says so;
+* **return, do not record**: a step returns :class:`StepDone` (detail, results, events); the
+  runner writes them in one save, events into the row's outbox, and only then publishes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import random
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from pydantic import SecretStr
 
-from shared.clients import keyvault
+from shared import credentials
+from shared.credentials import SecretKind
 from shared.errors import PermanentStepError
-from shared.models import GeneratedSecret
+from shared.logs import get_logger
+from shared.models import GeneratedSecret, KeyVaultSecret
+from shared.pipeline.failures import FailureKind, classify, maybe_done
 from shared.state import StepOutcome
 from shared.state.records import utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials
     from shared.models import OnboardingRequest
     from shared.pipeline.handle import RecordHandle
     from shared.pipeline.runner import OnboardingClients
     from shared.settings import PipelineConfig
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
+T = TypeVar("T")
 
 # Result keys kept in the state row. Keys starting with "_" are internal markers, hidden from the API.
 ACCOUNT_UID = "accountUid"
@@ -47,14 +63,30 @@ PROJECT_UID = "projectUid"
 OVERLORD_UID = "privateCloudGatewayUid"
 USER_UID = "apiKeyUserUid"
 SSH_KEY_UID = "sshKeyUid"
+SSH_KEY_OWNED = "sshKeyOwned"
 API_KEY_UID = "apiKeyUid"
 GRAPH_KEY_ID = "graphKeyId"
 SECRET_ID = "keyVaultSecretId"
 SSH_SECRET_ID = "sshPrivateKeySecretId"
 API_KEY_SECRET_ID = "apiKeySecretId"
 APP_OBJECT_ID = "_appObjectId"
+PASSWORD_ADDING = "_passwordAddSent"
 ACCOUNT_CREATING = "_accountCreateSent"
+SSH_KEY_CREATING = "_sshKeyCreateSent"
 API_KEY_CREATING = "_apiKeyCreateSent"
+
+#: A create whose outcome is unknown is looked for and, if absent, tried again this many times.
+CREATE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """What a step achieved: the runner records it, with its events, in one save."""
+
+    detail: str
+    results: Mapping[str, str] = field(default_factory=dict)
+    events: Sequence[dict[str, Any]] = ()
+    outcome: StepOutcome = StepOutcome.SUCCEEDED
 
 
 @dataclass
@@ -71,28 +103,57 @@ class StepContext:
         return self.request.request_id
 
     @property
+    def account_name(self) -> str:
+        return self.request.account_name
+
+    @property
     def scope_project_uid(self) -> str | None:
         """The ProjectUid header for the cloud account: only for a project-scoped account."""
         return self.handle.result(PROJECT_UID) if self.request.palette.scope == "project" else None
 
-    def emit(self, short_type: str, step: str, outcome: str, discriminator: str = "",
-             **data: Any) -> None:
-        from shared.clients.events import build_event, event_id
+    def result(self, key: str) -> str | None:
+        return self.handle.result(key)
 
-        event_data = {"requestId": self.request_id, "step": step, "outcome": outcome, **data}
-        identifier = event_id(self.request_id, short_type, discriminator)
+    def event(self, short_type: str, step: str, outcome: str, discriminator: str = "",
+              **data: Any) -> dict[str, Any]:
+        """The structured-mode JSON of one event about this request (its id is stable)."""
+        from shared.clients.events import build_event, cloud_event_to_dict
 
-        def publish() -> None:
-            self.clients.events.publish(build_event(
-                event_type=short_type, account_name=self.request.account_name,
-                request_id=self.request_id, data=event_data, discriminator=discriminator,
-            ))
-        self.handle.emit_once(identifier, publish)
+        return cloud_event_to_dict(build_event(
+            event_type=short_type, account_name=self.account_name, request_id=self.request_id,
+            data={"requestId": self.request_id, "step": step, "outcome": outcome, **data},
+            discriminator=discriminator))
 
     def palette_uids(self) -> dict[str, str]:
         record = self.handle.record
         keys = (ACCOUNT_UID, PROJECT_UID, OVERLORD_UID, SSH_KEY_UID, API_KEY_UID)
         return {k: record.results[k] for k in keys if record.results.get(k)}
+
+    def secret_tags(self, kind: SecretKind, **extra: str) -> dict[str, str]:
+        request = self.request
+        return credentials.secret_tags(request.account_name, kind, request_id=request.request_id,
+                                       tenant_id=request.azure.tenant_id, client_id=request.azure.client_id,
+                                       **extra)
+
+
+def create_once(create: Callable[[], T], recover: Callable[[], T | None], *,
+                sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``create``; when it fails in a way that leaves unknown whether it happened, ask
+    ``recover`` for what it made (by proof of authorship) before trying again. ``recover`` returns
+    the object to keep, or None once nothing of this request's is left."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            return create()
+        except Exception as exc:
+            if not maybe_done(exc):
+                raise
+            found = recover()
+            if found is not None:
+                return found
+            if attempt == CREATE_ATTEMPTS:
+                raise
+            sleep(0.5 * attempt * (0.5 + random.random() / 2))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
@@ -101,14 +162,23 @@ def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
         request.azure.tenant_id, request.azure.client_id)
 
 
-def _account_not_clashing(step: str, account: AzureAccount | None,
-                          request: OnboardingRequest) -> AzureAccount | None:
-    """The existing account of that name when it is for the same app; a clash otherwise."""
-    if account is not None and not _same_identity(account, request):
+def _account_we_may_change(step: str, account: AzureAccount | None,
+                           request: OnboardingRequest) -> AzureAccount | None:
+    """The existing account of that name when the product made it for the same app; else a clash."""
+    if account is None:
+        return None
+    if not credentials.made_by_product(account.annotations):
         raise PermanentStepError(
             step, "account_name_clash",
-            f"Palette already has an Azure account named '{request.account_name}' for another tenant "
-            "or client; nothing was changed. Choose another accountName or remove that account first.")
+            f"Palette already has an Azure account named '{request.account_name}' that this product did not "
+            "create; nothing was changed. Choose another accountName, or remove that account first.",
+            field="accountName")
+    if not _same_identity(account, request):
+        raise PermanentStepError(
+            step, "account_name_clash",
+            f"Palette already has an Azure account named '{request.account_name}' for another tenant or "
+            "client; nothing was changed. Choose another accountName or remove that account first.",
+            field="accountName")
     return account
 
 
@@ -117,22 +187,20 @@ def _same_public_key(a: str, b: str) -> bool:
     return a.split()[:2] == b.split()[:2]
 
 
-def _secret_tags(ctx: StepContext, purpose: str, **extra: str) -> dict[str, str]:
-    """The managed-by marker and account (so the rotation sweep finds what it owns), plus the ids
-    a retry or an operator needs to tie the secret to its request and app."""
-    request = ctx.request
-    return keyvault.managed_tags(request.account_name, purpose, {
-        keyvault.REQUEST_ID_TAG: request.request_id,
-        keyvault.TENANT_ID_TAG: request.azure.tenant_id,
-        keyvault.CLIENT_ID_TAG: request.azure.client_id,
-        **extra,
-    })
+def _permanent(step: str, exc: BaseException, *, removed: list[str] | None = None,
+               cleanup: list[dict[str, str]] | None = None, what: str = "") -> PermanentStepError | None:
+    """``exc`` as a permanent step failure (with what was undone), or None when it is not one."""
+    failure = classify(exc)
+    if failure.kind is not FailureKind.PERMANENT:
+        return None
+    message = failure.message + (f" {what}" if what else "")
+    return PermanentStepError(step, failure.reason, message, removed=removed, cleanup=cleanup)
 
 
 # ---------------------------------------------------------------------------------------- check
 
-def check(ctx: StepContext) -> None:
-    """Resolve names to uids and find clashes before anything is made anywhere."""
+def check(ctx: StepContext) -> StepDone:
+    """Resolve names to uids and find every clash before anything is made anywhere."""
     request = ctx.request
     palette = ctx.clients.palette
     results: dict[str, str] = {}
@@ -142,7 +210,7 @@ def check(ctx: StepContext) -> None:
         raise PermanentStepError(
             "check", "project_not_found",
             f"Palette project '{request.palette.project}' was not found; create it or set "
-            "palette.project to an existing project.")
+            "palette.project to an existing project.", field="palette.project")
     results[PROJECT_UID] = project.uid
     scope_uid = project.uid if request.palette.scope == "project" else None
 
@@ -153,12 +221,12 @@ def check(ctx: StepContext) -> None:
             raise PermanentStepError(
                 "check", "pcg_not_found",
                 f"Private Cloud Gateway '{gateway_name}' was not found in Palette; check "
-                "palette.privateCloudGateway.")
+                "palette.privateCloudGateway.", field="palette.privateCloudGateway")
         if gateway.state != "Running":
             raise PermanentStepError(
                 "check", "pcg_not_running",
                 f"Private Cloud Gateway '{gateway_name}' is {gateway.state or 'not running'}; it must be "
-                "Running before an account can use it.")
+                "Running before an account can use it.", field="palette.privateCloudGateway")
         results[OVERLORD_UID] = gateway.uid
 
     if request.api_key is not None:
@@ -166,18 +234,12 @@ def check(ctx: StepContext) -> None:
         if user is None:
             raise PermanentStepError(
                 "check", "user_not_found",
-                f"No Palette user has the email '{request.api_key.user}'; check apiKey.user.")
+                f"No Palette user has the email '{request.api_key.user}'; check apiKey.user.", field="apiKey.user")
         results[USER_UID] = user.uid
-        existing_key = palette.find_api_key(request.api_key.name)
-        if existing_key is not None and existing_key.uid != ctx.handle.result(API_KEY_UID) \
-                and not ctx.handle.result(API_KEY_CREATING):
-            raise PermanentStepError(
-                "check", "api_key_name_clash",
-                f"A Palette API key named '{request.api_key.name}' already exists and was not made by "
-                f"request {request.request_id}; choose another apiKey.name.")
+        _api_key_name_free(ctx, "check")
 
-    _account_not_clashing("check", palette.find_azure_account(request.account_name, project_uid=scope_uid),
-                          request)
+    _account_we_may_change("check", palette.find_azure_account(request.account_name, project_uid=scope_uid),
+                           request)
 
     if request.ssh_key is not None:
         existing_ssh = palette.find_ssh_key(request.ssh_key.name, project_uid=project.uid)
@@ -187,118 +249,198 @@ def check(ctx: StepContext) -> None:
                 raise PermanentStepError(
                     "check", "ssh_key_name_clash",
                     f"Project '{request.palette.project}' already has a different SSH key named "
-                    f"'{request.ssh_key.name}'; choose another sshKey.name.")
+                    f"'{request.ssh_key.name}'; choose another sshKey.name.", field="sshKey.name")
 
+    _key_vault_names_usable(ctx)
     secret = request.azure.secret
-    if secret.source == "keyVault":
-        try:
-            ctx.clients.secrets.get_secret(secret.secret_name, getattr(secret, "version", None))
-        except ResourceNotFoundError:
-            raise PermanentStepError(
-                "check", "secret_not_found",
-                f"Key Vault secret '{secret.secret_name}' was not found; check azure.secret.secretName "
-                "(and version).") from None
-    elif secret.source == "generate":
+    if isinstance(secret, KeyVaultSecret):
+        _key_vault_source_allowed(ctx, secret)
+    elif isinstance(secret, GeneratedSecret):
         if ctx.clients.graph is None:
             raise PermanentStepError(
                 "check", "graph_unavailable",
                 "This deployment cannot reach Microsoft Graph for that tenant; use "
-                "azure.secret.source = keyVault.")
+                "azure.secret.source = keyVault.", field="azure.secret.source")
         try:
             application = ctx.clients.graph.get_application(request.azure.client_id)
         except ResourceNotFoundError:
             raise PermanentStepError(
                 "check", "app_not_found",
                 f"No app registration with application id {request.azure.client_id} was found, or this "
-                "app's identity is not one of its owners; check azure.clientId.") from None
+                "app's identity is not one of its owners; check azure.clientId.", field="azure.clientId") from None
         results[APP_OBJECT_ID] = application.object_id
-    ctx.handle.step("check", StepOutcome.SUCCEEDED, "request valid; names resolved", **results)
+    return StepDone("request valid; names resolved", results)
+
+
+def _api_key_name_free(ctx: StepContext, step: str) -> None:
+    """A Palette API key of the requested name may exist only if this request made it."""
+    spec = ctx.request.api_key
+    assert spec is not None
+    for key in ctx.clients.palette.list_api_keys():
+        if key.name == spec.name and not credentials.made_by_request(key.annotations, ctx.request_id):
+            raise PermanentStepError(
+                step, "api_key_name_clash",
+                f"A Palette API key named '{spec.name}' already exists and was not made by request "
+                f"{ctx.request_id}; choose another apiKey.name.", field="apiKey.name")
+
+
+_KIND_FIELDS = {SecretKind.CLIENT_SECRET: "accountName", SecretKind.SSH_KEY: "sshKey.generate",
+                SecretKind.API_KEY: "apiKey"}
+
+
+def _key_vault_names_usable(ctx: StepContext) -> None:
+    """Every secret this request will write can be written: not blocked by a deleted secret of that
+    name (Key Vault refuses it with 409 until it is recovered or purged), and not somebody else's."""
+    store = ctx.clients.secrets
+    for kind in ctx.request.secrets_written:
+        name = credentials.secret_name(ctx.account_name, kind)
+        deleted = store.get_deleted_secret(name)
+        if deleted is not None:
+            until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
+            vault = store.vault_url
+            raise PermanentStepError(
+                "check", "secret_name_deleted",
+                f"Key Vault secret '{name}' (the {kind.value} of account '{ctx.account_name}') was deleted "
+                f"but is still recoverable{until}, which blocks a new one of that name. Recover it to keep "
+                f"its versions (az keyvault secret recover --id {vault}/deletedsecrets/{name}) or, if you "
+                f"are sure, purge it (az keyvault secret purge --id {vault}/deletedsecrets/{name}), then "
+                "submit the request again.", field=_KIND_FIELDS[kind])
+        versions = store.list_versions(name)
+        if versions and not credentials.is_secret_of(versions[0].tags, ctx.account_name, kind):
+            raise PermanentStepError(
+                "check", "secret_name_clash",
+                f"Key Vault secret '{name}' exists and was not written by this product for account "
+                f"'{ctx.account_name}'; nothing was changed. Rename or remove that secret, or choose another "
+                "accountName.", field=_KIND_FIELDS[kind])
+
+
+def _key_vault_source_allowed(ctx: StepContext, secret: KeyVaultSecret) -> None:
+    """A Key Vault-sourced client secret exists, and is not one of the product's own secrets other
+    than this account's client secret (another account's secret, an SSH private key, an API key)."""
+    try:
+        _, stored = ctx.clients.secrets.get_secret(secret.secret_name, secret.version)
+    except ResourceNotFoundError:
+        raise PermanentStepError(
+            "check", "secret_not_found",
+            f"Key Vault secret '{secret.secret_name}' was not found; check azure.secret.secretName "
+            "(and version).", field="azure.secret.secretName") from None
+    tags = stored.tags
+    if credentials.is_product_secret(tags) and not credentials.is_secret_of(
+            tags, ctx.account_name, SecretKind.CLIENT_SECRET):
+        raise PermanentStepError(
+            "check", "secret_not_allowed",
+            f"Key Vault secret '{secret.secret_name}' is one this product keeps for another purpose "
+            f"({tags.get(credentials.KIND_TAG, 'unknown')} of account "
+            f"'{tags.get(credentials.ACCOUNT_TAG, 'unknown')}'); it cannot be used as the client secret "
+            f"of account '{ctx.account_name}'. Name a secret that holds this app's client secret.",
+            field="azure.secret.secretName")
 
 
 # --------------------------------------------------------------------------------------- secret
 
-def secret(ctx: StepContext) -> None:
+def secret(ctx: StepContext) -> StepDone:
     """Make (or read) the client secret and keep it in Key Vault."""
     request = ctx.request
     source = request.azure.secret
     store = ctx.clients.secrets
-    if source.source == "keyVault":
-        value, stored = store.get_secret(source.secret_name, getattr(source, "version", None))
+    if isinstance(source, KeyVaultSecret):
+        value, stored = store.get_secret(source.secret_name, source.version)
         ctx.client_secret = value
-        ctx.handle.step("secret", StepOutcome.SUCCEEDED, "existing Key Vault secret", **{SECRET_ID: stored.id})
-        ctx.emit("secret.stored", "secret", "existing", source="keyVault", keyVaultSecretId=stored.id)
-        return
+        return StepDone("existing Key Vault secret", {SECRET_ID: stored.id}, [
+            ctx.event("secret.stored", "secret", "existing", source="keyVault", keyVaultSecretId=stored.id)])
 
     graph = ctx.clients.graph
     assert graph is not None  # checked in the check step
     assert isinstance(source, GeneratedSecret)  # inline secrets are stored by the intake
-    name = keyvault.secret_name_for(request.account_name, keyvault.PURPOSE_CLIENT_SECRET)
-    display_name = f"palette-onboarding {request.account_name} {request.request_id}"
-    key_id = ctx.handle.result(GRAPH_KEY_ID)
+    app_id = request.azure.client_id
+    key_id = ctx.result(GRAPH_KEY_ID)
     if key_id:
-        kept = store.find_version(name, tag=keyvault.CREDENTIAL_ID_TAG, value=key_id)
+        kept = credentials.kept_version(store, ctx.account_name, SecretKind.CLIENT_SECRET,
+                                        tag=credentials.CREDENTIAL_ID_TAG, value=key_id)
         if kept is not None:
-            ctx.client_secret, _ = store.get_secret(name, kept.version)
-            _secret_done(ctx, kept.id, key_id)
-            return
-        # The password was made but its value never reached Key Vault: it is lost. Remove it.
-        graph.remove_password(request.azure.client_id, key_id)
-    else:
-        # A password may have been added just before a crash, before its keyId was recorded.
-        application = graph.get_application(request.azure.client_id)
-        for credential in application.passwords:
-            if credential.display_name == display_name:
-                graph.remove_password(request.azure.client_id, credential.key_id)
+            ctx.client_secret, _ = store.get_secret(kept.name, kept.version)
+            return _secret_done(ctx, kept, key_id)
+        # The password was made (its keyId recorded) but its value never reached Key Vault.
+        graph.remove_password(app_id, key_id)
+        ctx.handle.forget(GRAPH_KEY_ID)
+    if ctx.result(PASSWORD_ADDING):
+        # A password may have been added just before a crash, before its keyId could be recorded.
+        credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
 
-    ctx.handle.step("secret", StepOutcome.STARTED)
+    ctx.handle.mark(**{PASSWORD_ADDING: "1"})
     end = utcnow() + dt.timedelta(days=source.validity_days)
+    tags = ctx.secret_tags(SecretKind.CLIENT_SECRET, **{
+        credentials.PROVIDER_ADDRESS_TAG: ctx.result(APP_OBJECT_ID) or "",
+        credentials.VALIDITY_PERIOD_DAYS_TAG: str(source.validity_days)})
+
+    def issue() -> credentials.IssuedSecret:
+        return credentials.issue_client_secret(
+            graph, store, app_id=app_id, account_name=ctx.account_name, request_id=ctx.request_id, end=end,
+            tags=tags, record_key_id=lambda new_key_id: ctx.handle.mark(**{GRAPH_KEY_ID: new_key_id}))
+
+    def recover() -> None:
+        # An addPassword whose answer was lost made a password whose value nobody has: remove it.
+        credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
+        return None
+
     try:
-        password = graph.add_password(request.azure.client_id, display_name=display_name, end=end)
+        issued = create_once(issue, recover)
+    except credentials.CredentialNotStoredError as exc:
+        cause = exc.__cause__ or exc
+        if exc.removed:
+            _forget_quietly(ctx, GRAPH_KEY_ID)
+        removed = [f"Graph password {exc.key_id}"] if exc.removed else []
+        cleanup = [] if exc.removed else [{"kind": "graphPassword", "appId": app_id, "keyId": exc.key_id}]
+        what = (f"The new client secret (Graph keyId {exc.key_id}) was removed from app {app_id} again."
+                if exc.removed else
+                f"The new client secret (Graph keyId {exc.key_id}) could not be removed yet; it will be.")
+        permanent = _permanent("secret", cause, removed=removed, cleanup=cleanup, what=what)
+        if permanent is not None:
+            raise permanent from None
+        raise cause from None
     except HttpResponseError as exc:
-        if exc.status_code == 400:
+        if getattr(exc, "service", "") == "Graph" and exc.status_code == 400:
             raise PermanentStepError(
                 "secret", "graph_rejected",
-                f"Microsoft Graph refused a new client secret for app {request.azure.client_id}: "
-                f"{exc.message}") from None
-        if exc.status_code == 403:
-            raise PermanentStepError(
-                "secret", "graph_forbidden",
-                f"This app's identity may not add secrets to app {request.azure.client_id}; make it an "
-                "owner of the app registration (Application.ReadWrite.OwnedBy).") from None
+                f"Microsoft Graph refused a new client secret for app {app_id}: {exc.message}",
+                field="azure.secret.validityDays") from None
         raise
-    ctx.handle.set_results(**{GRAPH_KEY_ID: password.key_id})
-    stored = store.set_secret(
-        name, password.secret_text, content_type=keyvault.CONTENT_TYPE_CLIENT_SECRET, expires_on=password.end,
-        tags=_secret_tags(ctx, keyvault.PURPOSE_CLIENT_SECRET, **{
-            keyvault.CREDENTIAL_ID_TAG: password.key_id,
-            keyvault.PROVIDER_ADDRESS_TAG: ctx.handle.result(APP_OBJECT_ID) or "",
-            keyvault.VALIDITY_PERIOD_DAYS_TAG: str(source.validity_days)}),
-    )
-    ctx.client_secret = password.secret_text
-    _secret_done(ctx, stored.id, password.key_id)
+    ctx.client_secret = issued.value
+    return _secret_done(ctx, issued.stored, issued.key_id)
 
 
-def _secret_done(ctx: StepContext, secret_id: str, key_id: str) -> None:
-    ctx.handle.step("secret", StepOutcome.SUCCEEDED, "new client secret stored in Key Vault",
-                    **{SECRET_ID: secret_id, GRAPH_KEY_ID: key_id})
-    ctx.emit("secret.stored", "secret", "created", source="generate", keyVaultSecretId=secret_id,
-             graphKeyId=key_id)
+def _forget_quietly(ctx: StepContext, key: str) -> None:
+    try:
+        ctx.handle.forget(key)
+    except Exception:
+        logger.info("request %s: could not clear %s", ctx.request_id, key, exc_info=True)
+
+
+def _secret_done(ctx: StepContext, stored: StoredSecret, key_id: str) -> StepDone:
+    return StepDone("new client secret stored in Key Vault", {SECRET_ID: stored.id, GRAPH_KEY_ID: key_id}, [
+        ctx.event("secret.stored", "secret", "created", source="generate", keyVaultSecretId=stored.id,
+                  graphKeyId=key_id)])
+
+
+def _secret_id_parts(secret_id: str) -> tuple[str, str | None]:
+    name, _, version = secret_id.rstrip("/").split("/secrets/", 1)[1].partition("/")
+    return name, version or None
 
 
 def _load_client_secret(ctx: StepContext) -> SecretStr:
     """The client secret for this request: in memory, or read back from Key Vault on a resume."""
     if ctx.client_secret is not None:
         return ctx.client_secret
-    secret_id = ctx.handle.result(SECRET_ID)
+    secret_id = ctx.result(SECRET_ID)
     if not secret_id:
         raise PermanentStepError("validate", "secret_missing",
                                  "The client secret of this request was not recorded; submit it again.")
-    name, _, version = secret_id.rstrip("/").split("/secrets/", 1)[1].partition("/")
-    ctx.client_secret, _ = ctx.clients.secrets.get_secret(name, version or None)
+    name, version = _secret_id_parts(secret_id)
+    ctx.client_secret, _ = ctx.clients.secrets.get_secret(name, version)
     return ctx.client_secret
 
 
-def credentials(ctx: StepContext) -> AzureCredentials:
+def credentials_of(ctx: StepContext) -> AzureCredentials:
     from shared.clients.palette import AzureCredentials
 
     azure = ctx.request.azure
@@ -311,10 +453,10 @@ def credentials(ctx: StepContext) -> AzureCredentials:
 
 # ------------------------------------------------------------------------------------- validate
 
-def validate(ctx: StepContext) -> None:
+def validate(ctx: StepContext) -> StepDone:
     """Ask Palette to validate the credentials, waiting while a new secret propagates in Entra ID."""
-    creds = credentials(ctx)
-    generated = ctx.request.azure.secret.source == "generate"
+    creds = credentials_of(ctx)
+    generated = isinstance(ctx.request.azure.secret, GeneratedSecret)
     budget = ctx.config.validation_budget_seconds if generated else 0.0
     deadline = time.monotonic() + budget
     delay = ctx.config.validation_initial_delay_seconds
@@ -325,8 +467,7 @@ def validate(ctx: StepContext) -> None:
             ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
             break
         except HttpResponseError as exc:
-            if exc.status_code is None or exc.status_code == 429 or exc.status_code >= 500 \
-                    or exc.status_code == 401:
+            if classify(exc).kind is not FailureKind.PERMANENT:
                 raise
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -334,65 +475,92 @@ def validate(ctx: StepContext) -> None:
                 raise PermanentStepError(
                     "validate", "credentials_invalid",
                     f"Palette could not validate the Azure credentials of client {creds.client_id} in "
-                    f"tenant {creds.tenant_id}{waited}: {exc.message}") from None
+                    f"tenant {creds.tenant_id}{waited}: {exc.message}", field="azure.secret") from None
             logger.info("request %s: credentials not valid yet (attempt %d); retrying in %.1f s",
                         ctx.request_id, attempt, min(delay, remaining))
             time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
             delay = min(delay * 2, 8.0)
-    ctx.handle.step("validate", StepOutcome.SUCCEEDED, f"credentials valid (attempt {attempt})")
+    return StepDone(f"credentials valid (attempt {attempt})")
 
 
 # ------------------------------------------------------------------------------------- register
 
-def register(ctx: StepContext) -> None:
-    """Create the cloud account, or update ours in place; never touch someone else's."""
+def register(ctx: StepContext) -> StepDone:
+    """Create the cloud account, or update the one the product made for this app; never another's."""
     request = ctx.request
     palette = ctx.clients.palette
-    creds = credentials(ctx)
+    resumed = ctx.client_secret is None  # the secret step ran in an earlier delivery
+    creds = credentials_of(ctx)
+    if resumed:
+        _key_vault_holds_our_secret(ctx, creds.client_secret)
     scope_uid = ctx.scope_project_uid
-    overlord = ctx.handle.result(OVERLORD_UID)
-    existing = _account_not_clashing(
+    overlord = ctx.result(OVERLORD_UID)
+    annotations = credentials.ownership_annotations(ctx.request_id)
+
+    def ours() -> AzureAccount | None:
+        found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
+        return found if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
+            and _same_identity(found, request) else None
+
+    existing = _account_we_may_change(
         "register", palette.find_azure_account(request.account_name, project_uid=scope_uid), request)
-    if existing is not None and not ctx.handle.result(ACCOUNT_CREATING):
-        palette.update_azure_account(existing.uid, request.account_name, creds, project_uid=scope_uid,
-                                     overlord_uid=overlord)
-        uid, action, event = existing.uid, "updated", "account.updated"
+    if existing is not None and ctx.result(ACCOUNT_CREATING) \
+            and credentials.made_by_request(existing.annotations, ctx.request_id):
+        uid, action, event = existing.uid, "created", "account.registered"  # our create, before a crash
     elif existing is not None:
-        # Our create went through before a crash: the account is ours, created by this request.
-        uid, action, event = existing.uid, "created", "account.registered"
+        palette.update_azure_account(existing.uid, request.account_name, creds, project_uid=scope_uid,
+                                     overlord_uid=overlord, annotations=annotations)
+        uid, action, event = existing.uid, "updated", "account.updated"
     else:
-        ctx.handle.set_results(**{ACCOUNT_CREATING: "1"})
-        try:
-            uid = palette.create_azure_account(request.account_name, creds, project_uid=scope_uid,
-                                               overlord_uid=overlord)
-        except ResourceExistsError:
-            found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-            if found is None or not _same_identity(found, request):
-                raise
-            uid = found.uid
+        ctx.handle.mark(**{ACCOUNT_CREATING: "1"})
+
+        def recover() -> str | None:
+            found = ours()
+            return found.uid if found is not None else None
+
+        uid = create_once(lambda: palette.create_azure_account(
+            request.account_name, creds, project_uid=scope_uid, overlord_uid=overlord, annotations=annotations),
+            recover)
         action, event = "created", "account.registered"
-    ctx.handle.step("register", StepOutcome.SUCCEEDED, f"cloud account {action}",
-                    **{ACCOUNT_UID: uid, ACCOUNT_ACTION: action})
-    ctx.emit(event, "register", action, palette={"accountUid": uid, "scope": request.palette.scope})
+    return StepDone(f"cloud account {action}", {ACCOUNT_UID: uid, ACCOUNT_ACTION: action}, [
+        ctx.event(event, "register", action, palette={"accountUid": uid, "scope": request.palette.scope})])
+
+
+def _key_vault_holds_our_secret(ctx: StepContext, value: SecretStr) -> None:
+    """Before Palette gets this request's secret, make sure it is the current Key Vault version of
+    the account's client secret. Only a resumed request can find it otherwise: a request for the
+    same account may have run while this one's leases had lapsed (its host was killed and stayed
+    down). Palette and Key Vault must agree afterwards, so the value is written again as current."""
+    secret_id = ctx.result(SECRET_ID) or ""
+    name, version = _secret_id_parts(secret_id) if secret_id else ("", None)
+    if name.lower() != ctx.request.derived_names.client_secret or version is None:
+        return  # an operator's secret, named by the request: not ours to rewrite
+    current = ctx.clients.secrets.list_versions(name)
+    if not current or current[0].version == version:
+        return
+    logger.warning("request %s: Key Vault secret %s moved on while this request waited; writing its value "
+                   "as the current version again", ctx.request_id, name)
+    _, mine = ctx.clients.secrets.get_secret(name, version)
+    stored = ctx.clients.secrets.set_secret(
+        name, value, content_type=mine.content_type or credentials.CONTENT_TYPES[SecretKind.CLIENT_SECRET],
+        tags=dict(mine.tags), expires_on=mine.expires_on)
+    ctx.handle.mark(**{SECRET_ID: stored.id})
 
 
 # --------------------------------------------------------------------------------------- sshkey
 
-def sshkey(ctx: StepContext) -> None:
+def sshkey(ctx: StepContext) -> StepDone:
     """Upload the SSH public key to the project (generating the pair if asked), by name."""
     spec = ctx.request.ssh_key
     if spec is None:
-        ctx.handle.step("sshkey", StepOutcome.SKIPPED, "no SSH key requested")
-        return
-    project_uid = ctx.handle.result(PROJECT_UID)
+        return StepDone("no SSH key requested", outcome=StepOutcome.SKIPPED)
+    project_uid = ctx.result(PROJECT_UID)
     assert project_uid is not None
     public_key = spec.public_key
-    extra: dict[str, str] = {}
+    results: dict[str, str] = {}
     if public_key is None:
-        purpose = f"{keyvault.PURPOSE_SSH_KEY}:{spec.name}"
-        public_key, secret_id = _generated_key_pair(
-            ctx, keyvault.secret_name_for(ctx.request.account_name, purpose), purpose)
-        extra[SSH_SECRET_ID] = secret_id
+        public_key, secret_id = _generated_key_pair(ctx, project_uid)
+        results[SSH_SECRET_ID] = secret_id
     palette = ctx.clients.palette
     existing = palette.find_ssh_key(spec.name, project_uid=project_uid)
     if existing is not None:
@@ -400,44 +568,57 @@ def sshkey(ctx: StepContext) -> None:
             raise PermanentStepError(
                 "sshkey", "ssh_key_name_clash",
                 f"Project '{ctx.request.palette.project}' already has a different SSH key named "
-                f"'{spec.name}'; choose another sshKey.name.")
-        ctx.handle.step("sshkey", StepOutcome.SUCCEEDED, "SSH key already present",
-                        **{SSH_KEY_UID: existing.uid}, **extra)
-        ctx.emit("sshkey.uploaded", "sshkey", "exists", palette={"sshKeyUid": existing.uid})
-        return
-    try:
-        uid = palette.create_ssh_key(spec.name, public_key, project_uid=project_uid)
-    except ResourceExistsError:
+                f"'{spec.name}'; choose another sshKey.name.", field="sshKey.name")
+        owned = credentials.made_by_product(existing.annotations)
+        results.update({SSH_KEY_UID: existing.uid, SSH_KEY_OWNED: "true" if owned else "false"})
+        return StepDone("SSH key already present", results, [
+            ctx.event("sshkey.uploaded", "sshkey", "exists", palette={"sshKeyUid": existing.uid})])
+    ctx.handle.mark(**{SSH_KEY_CREATING: "1"})
+    key = public_key
+
+    def recover() -> str | None:
         found = palette.find_ssh_key(spec.name, project_uid=project_uid)
-        if found is None or not _same_public_key(found.public_key, public_key):
-            raise
-        uid = found.uid
-    ctx.handle.step("sshkey", StepOutcome.SUCCEEDED, "SSH key uploaded", **{SSH_KEY_UID: uid}, **extra)
-    ctx.emit("sshkey.uploaded", "sshkey", "created", palette={"sshKeyUid": uid})
+        if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
+                and _same_public_key(found.public_key, key):
+            return found.uid
+        return None
+
+    uid = create_once(lambda: palette.create_ssh_key(
+        spec.name, key, project_uid=project_uid, annotations=credentials.ownership_annotations(ctx.request_id)),
+        recover)
+    results.update({SSH_KEY_UID: uid, SSH_KEY_OWNED: "true"})
+    return StepDone("SSH key uploaded", results, [
+        ctx.event("sshkey.uploaded", "sshkey", "created", palette={"sshKeyUid": uid})])
 
 
-def _generated_key_pair(ctx: StepContext, secret_name: str, purpose: str) -> tuple[str, str]:
-    """The public half of this request's generated key pair, making and storing it once."""
+def _generated_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str]:
+    """The public half of this request's generated key pair and its Key Vault id, making and
+    storing the pair once (the private key never leaves Key Vault and this delivery's memory)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
+    spec = ctx.request.ssh_key
+    assert spec is not None
     store = ctx.clients.secrets
-    comment = f"palette-onboarding-{ctx.request.account_name}"
-    stored = store.find_version(secret_name, tag=keyvault.REQUEST_ID_TAG, value=ctx.request_id)
-    if stored is not None:
-        pem, _ = store.get_secret(secret_name, stored.version)
-        return f"{_public_key_of(pem)} {comment}", stored.id
-    kept = _kept_public_key(ctx, ctx.handle.result(PROJECT_UID))
-    if kept is not None:
-        # An earlier request generated the key under this name and Palette holds it: keep it.
-        _, latest = store.get_secret(secret_name)
-        return f"{kept} {comment}", latest.id
+    name = credentials.secret_name(ctx.account_name, SecretKind.SSH_KEY)
+    comment = f"palette-onboarding-{ctx.account_name}"
+    for version in store.list_versions(name):
+        if version.tags.get(credentials.KEY_NAME_TAG) != spec.name:
+            continue
+        pem, _ = store.get_secret(name, version.version)
+        public = _public_key_of(pem)
+        if version.tags.get(credentials.REQUEST_ID_TAG) == ctx.request_id:
+            return f"{public} {comment}", version.id  # made by this request before a crash
+        held = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
+        if held is not None and _same_public_key(held.public_key, public):
+            return f"{public} {comment}", version.id  # an earlier request's key, which Palette holds
+        break
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
     pem = SecretStr(private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode())
-    stored = store.set_secret(secret_name, pem, content_type=keyvault.CONTENT_TYPE_SSH_PRIVATE_KEY,
-                              tags=_secret_tags(ctx, purpose))
+    stored = store.set_secret(name, pem, content_type=credentials.CONTENT_TYPES[SecretKind.SSH_KEY],
+                              tags=ctx.secret_tags(SecretKind.SSH_KEY, **{credentials.KEY_NAME_TAG: spec.name}))
     return f"{_public_key_of(pem)} {comment}", stored.id
 
 
@@ -449,63 +630,89 @@ def _public_key_of(pem: SecretStr) -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
-def _kept_public_key(ctx: StepContext, project_uid: str | None) -> str | None:
-    """The public half of the generated SSH key this app keeps in Key Vault for the request's key
-    name, when the same key is already in Palette (a re-run with a new requestId); else None."""
+def _kept_public_key(ctx: StepContext, project_uid: str) -> str | None:
+    """The public half of the newest generated SSH key this product keeps for the account under the
+    request's key name, when Palette holds that same key (a re-run with a new requestId)."""
     spec = ctx.request.ssh_key
     if spec is None or not spec.generate:
         return None
-    name = keyvault.secret_name_for(ctx.request.account_name, f"{keyvault.PURPOSE_SSH_KEY}:{spec.name}")
-    try:
-        pem, _ = ctx.clients.secrets.get_secret(name)
-    except ResourceNotFoundError:
-        return None
-    public = _public_key_of(pem)
-    existing = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid) if project_uid else None
-    return public if existing is not None and _same_public_key(existing.public_key, public) else None
+    store = ctx.clients.secrets
+    name = credentials.secret_name(ctx.account_name, SecretKind.SSH_KEY)
+    for version in store.list_versions(name):
+        if version.tags.get(credentials.KEY_NAME_TAG) == spec.name:
+            pem, _ = store.get_secret(name, version.version)
+            public = _public_key_of(pem)
+            existing = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
+            return public if existing is not None and _same_public_key(existing.public_key, public) else None
+    return None
 
 
 # --------------------------------------------------------------------------------------- apikey
 
-def apikey(ctx: StepContext) -> None:
+def apikey(ctx: StepContext) -> StepDone:
     """Create the Palette API key once and put its value in Key Vault at once (shown only once)."""
     spec = ctx.request.api_key
     if spec is None:
-        ctx.handle.step("apikey", StepOutcome.SKIPPED, "no API key requested")
-        return
+        return StepDone("no API key requested", outcome=StepOutcome.SKIPPED)
     palette = ctx.clients.palette
     store = ctx.clients.secrets
-    name = keyvault.secret_name_for(ctx.request.account_name, f"{keyvault.PURPOSE_API_KEY}:{spec.name}")
-    if ctx.handle.result(API_KEY_CREATING):
-        existing = palette.find_api_key(spec.name)
-        if existing is not None:
-            stored = store.find_version(name, tag=keyvault.PALETTE_UID_TAG, value=existing.uid)
+    name = credentials.secret_name(ctx.account_name, SecretKind.API_KEY)
+
+    def ours() -> list[str]:
+        return [key.uid for key in palette.list_api_keys()
+                if key.name == spec.name and credentials.made_by_request(key.annotations, ctx.request_id)]
+
+    if ctx.result(API_KEY_CREATING):
+        for uid in ours():
+            stored = store.find_version(name, tag=credentials.PALETTE_UID_TAG, value=uid)
             if stored is not None:
-                _apikey_done(ctx, existing.uid, stored.id)
-                return
-            # Made before a crash, but its value never reached Key Vault: remove it and make another.
-            palette.delete_api_key(existing.uid)
-    elif palette.find_api_key(spec.name) is not None:
-        raise PermanentStepError(
-            "apikey", "api_key_name_clash",
-            f"A Palette API key named '{spec.name}' already exists; choose another apiKey.name.")
-    user_uid = ctx.handle.result(USER_UID)
+                return _apikey_done(ctx, uid, stored.id)
+            # Made before a crash, but its value never reached Key Vault: remove it, make another.
+            palette.delete_api_key(uid)
+    # Whatever still bears the name now is somebody else's (it may have appeared since check).
+    _api_key_name_free(ctx, "apikey")
+    user_uid = ctx.result(USER_UID)
     assert user_uid is not None
-    ctx.handle.set_results(**{API_KEY_CREATING: "1"})
+    ctx.handle.mark(**{API_KEY_CREATING: "1"})
     expiry = spec.expiry(utcnow())
-    created = palette.create_api_key(spec.name, user_uid=user_uid, expiry=expiry,
-                                     description=spec.description)
-    stored = store.set_secret(name, created.value, content_type=keyvault.CONTENT_TYPE_API_KEY, expires_on=expiry,
-                              tags=_secret_tags(ctx, f"{keyvault.PURPOSE_API_KEY}:{spec.name}",
-                                                **{keyvault.PALETTE_UID_TAG: created.uid}))
-    _apikey_done(ctx, created.uid, stored.id)
+
+    def recover() -> None:
+        for uid in ours():  # a create whose answer was lost: its value is lost with it
+            palette.delete_api_key(uid)
+        return None
+
+    created = create_once(lambda: palette.create_api_key(
+        spec.name, user_uid=user_uid, expiry=expiry, description=spec.description,
+        annotations=credentials.ownership_annotations(ctx.request_id)), recover)
+    try:
+        stored = store.set_secret(
+            name, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY], expires_on=expiry,
+            tags=ctx.secret_tags(SecretKind.API_KEY, **{credentials.KEY_NAME_TAG: spec.name,
+                                                        credentials.PALETTE_UID_TAG: created.uid}))
+    except Exception as exc:
+        removed = _delete_api_key_quietly(ctx, created.uid)
+        what = (f"The new API key {created.uid} was deleted from Palette again." if removed else
+                f"The new API key {created.uid} could not be deleted yet; it will be.")
+        permanent = _permanent("apikey", exc, removed=[f"Palette API key {created.uid}"] if removed else [],
+                               cleanup=[] if removed else [{"kind": "paletteApiKey", "uid": created.uid}], what=what)
+        if permanent is not None:
+            raise permanent from None
+        raise
+    return _apikey_done(ctx, created.uid, stored.id)
 
 
-def _apikey_done(ctx: StepContext, uid: str, secret_id: str) -> None:
-    ctx.handle.step("apikey", StepOutcome.SUCCEEDED, "API key created; value in Key Vault",
-                    **{API_KEY_UID: uid, API_KEY_SECRET_ID: secret_id})
-    ctx.emit("apikey.created", "apikey", "created", palette={"apiKeyUid": uid},
-             keyVaultSecretId=secret_id)
+def _delete_api_key_quietly(ctx: StepContext, uid: str) -> bool:
+    try:
+        ctx.clients.palette.delete_api_key(uid)
+    except Exception:
+        logger.warning("request %s: could not delete API key %s", ctx.request_id, uid, exc_info=True)
+        return False
+    return True
+
+
+def _apikey_done(ctx: StepContext, uid: str, secret_id: str) -> StepDone:
+    return StepDone("API key created; value in Key Vault", {API_KEY_UID: uid, API_KEY_SECRET_ID: secret_id}, [
+        ctx.event("apikey.created", "apikey", "created", palette={"apiKeyUid": uid}, keyVaultSecretId=secret_id)])
 
 
 # --------------------------------------------------------------------------------------- verify
@@ -520,7 +727,7 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
     def add(name: str, ok: bool, detail: str) -> None:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
-    account_uid = ctx.handle.result(ACCOUNT_UID) or ""
+    account_uid = ctx.result(ACCOUNT_UID) or ""
     try:
         account = palette.get_azure_account(account_uid, project_uid=scope_uid)
         add("account.readable", account.name == request.account_name
@@ -533,16 +740,16 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
     listed = any(a.uid == account_uid for a in palette.list_azure_accounts(project_uid=scope_uid))
     add("account.listed", listed, f"account {'is' if listed else 'is not'} listed among Azure accounts")
 
-    secret_id = ctx.handle.result(SECRET_ID) or ""
+    secret_id = ctx.result(SECRET_ID) or ""
     add("secret.stored", bool(secret_id), "client secret kept in Key Vault" if secret_id else "no secret id")
 
     if request.ssh_key is not None:
-        project_uid = ctx.handle.result(PROJECT_UID)
+        project_uid = ctx.result(PROJECT_UID)
         key = palette.find_ssh_key(request.ssh_key.name, project_uid=project_uid or "")
-        add("sshkey.listed", key is not None and key.uid == ctx.handle.result(SSH_KEY_UID),
+        add("sshkey.listed", key is not None and key.uid == ctx.result(SSH_KEY_UID),
             f"SSH key '{request.ssh_key.name}' {'is' if key else 'is not'} listed in the project")
     if request.api_key is not None:
-        uid = ctx.handle.result(API_KEY_UID) or ""
+        uid = ctx.result(API_KEY_UID) or ""
         try:
             api_key = palette.get_api_key(uid)
             state = "active" if api_key.is_active else "inactive"

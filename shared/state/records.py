@@ -1,9 +1,17 @@
-"""What the state row of one onboarding request holds. Never a secret value: ids and uids only."""
+"""What the state row of one onboarding request holds. Never a secret value: ids and uids only.
+
+The row is also the request's outbox: an event the pipeline decides on is appended to
+``outbox`` in the same write that records the state change causing it, and leaves the outbox only
+once the topic has taken it. So a crash or a topic outage between the two can delay an event, never
+lose it; and since event ids are stable, sending one twice is harmless (the topic's duplicate
+detection drops the second copy).
+"""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -11,13 +19,29 @@ from typing import Any
 class RequestStatus(StrEnum):
     QUEUED = "queued"        # accepted over HTTP and put on the queue; no delivery has started
     RUNNING = "running"      # a delivery holds (or held) the lease and works on it
-    WAITING = "waiting"      # a dependency was down; a delayed copy of the message will resume it
+    WAITING = "waiting"      # paused until ``due_at``: a dependency was down, or the account was busy
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
     @property
     def finished(self) -> bool:
         return self in (RequestStatus.SUCCEEDED, RequestStatus.FAILED)
+
+
+#: The one state machine of a request's status. A failed request whose body was invalid is not
+#: resumed but replaced by a new record (:meth:`OnboardingRecord.fresh`), which starts at RUNNING.
+TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
+    RequestStatus.QUEUED: frozenset({RequestStatus.RUNNING, RequestStatus.FAILED}),
+    RequestStatus.RUNNING: frozenset({RequestStatus.RUNNING, RequestStatus.WAITING, RequestStatus.SUCCEEDED,
+                                      RequestStatus.FAILED}),
+    RequestStatus.WAITING: frozenset({RequestStatus.RUNNING, RequestStatus.WAITING, RequestStatus.FAILED}),
+    RequestStatus.SUCCEEDED: frozenset(),
+    RequestStatus.FAILED: frozenset(),
+}
+
+
+class InvalidTransitionError(RuntimeError):
+    """A bug: the code asked for a status change the state machine does not allow."""
 
 
 class StepOutcome(StrEnum):
@@ -35,6 +59,17 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_iso(text: str) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+#: The fingerprint prefix of a row recorded for a body that failed validation; such a row can be
+#: replaced by a valid body with the same requestId (a corrected resend of the ticket).
+INVALID_FINGERPRINT_PREFIX = "invalid:"
+
+
 @dataclass
 class StepRecord:
     outcome: StepOutcome
@@ -50,8 +85,12 @@ class OnboardingRecord:
     """The state of one request.
 
     ``results`` holds what later steps and retries need: Palette uids, the Graph keyId, Key Vault
-    secret ids and versions, and markers written *before* a non-idempotent call (so a retry knows
-    the call may have happened and checks before repeating it).
+    secret ids, and markers written *before* a call that creates something (so a retry knows the
+    call may have happened and looks for its result before calling again). ``request`` is the
+    request as queued (JSON, never a raw secret), kept so that the sweeper can re-drive a row
+    whose message was lost. ``outbox`` holds the events recorded but not yet confirmed sent;
+    ``event_ids`` every event id ever recorded for the request, so none is recorded twice.
+    ``cleanup`` lists what a failed request made and could not yet remove (the sweeper retries).
     """
 
     request_id: str
@@ -61,24 +100,67 @@ class OnboardingRecord:
     current_step: str = ""
     steps: dict[str, StepRecord] = field(default_factory=dict)
     results: dict[str, str] = field(default_factory=dict)
-    emitted: list[str] = field(default_factory=list)
+    request: str = ""
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    cleanup: list[dict[str, str]] = field(default_factory=list)
     error_reason: str = ""
     error_message: str = ""
     lease_owner: str = ""
     lease_expires_at: str = ""
+    due_at: str = ""
+    retry_token: str = ""
     attempts: int = 0
+    defects: int = 0
+    redrives: int = 0
     created_at: str = ""
     updated_at: str = ""
     etag: str | None = None
+
+    # -- reading --------------------------------------------------------------------------------
 
     def step_done(self, step: str) -> bool:
         record = self.steps.get(step)
         return record is not None and record.outcome in (StepOutcome.SUCCEEDED, StepOutcome.SKIPPED)
 
     def lease_active(self, now: dt.datetime) -> bool:
-        if not self.lease_owner or not self.lease_expires_at:
+        expires = parse_iso(self.lease_expires_at)
+        return bool(self.lease_owner) and expires is not None and expires > now
+
+    def due(self, now: dt.datetime) -> bool:
+        """Whether a waiting request may resume now (a record that is not waiting always may)."""
+        due_at = parse_iso(self.due_at)
+        return self.status is not RequestStatus.WAITING or due_at is None or due_at <= now
+
+    @property
+    def rejected(self) -> bool:
+        """Recorded for a body that failed validation (replaceable by a valid one)."""
+        return self.fingerprint.startswith(INVALID_FINGERPRINT_PREFIX)
+
+    # -- changing -------------------------------------------------------------------------------
+
+    def move_to(self, status: RequestStatus) -> None:
+        if status is not self.status and status not in TRANSITIONS[self.status]:
+            raise InvalidTransitionError(
+                f"Request {self.request_id} cannot go from {self.status.value} to {status.value}.")
+        self.status = status
+
+    def record_event(self, event: dict[str, Any]) -> bool:
+        """Put an event (structured-mode CloudEvent JSON) in the outbox unless it was recorded before."""
+        event_id = str(event["id"])
+        if event_id in self.event_ids:
             return False
-        return dt.datetime.fromisoformat(self.lease_expires_at.replace("Z", "+00:00")) > now
+        self.event_ids.append(event_id)
+        self.outbox.append(event)
+        return True
+
+    def confirm_sent(self, event_ids: set[str]) -> None:
+        self.outbox = [event for event in self.outbox if event["id"] not in event_ids]
+
+    def release_lease(self) -> None:
+        self.lease_owner = self.lease_expires_at = ""
+
+    # -- views ----------------------------------------------------------------------------------
 
     def to_public(self) -> dict[str, Any]:
         """The view for the HTTP API and the demo (no lease internals)."""
@@ -92,13 +174,17 @@ class OnboardingRecord:
             "error": ({"reason": self.error_reason, "message": self.error_message}
                       if self.error_reason else None),
             "attempts": self.attempts,
+            "resumesAt": self.due_at or None if self.status is RequestStatus.WAITING else None,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
 
     def copy(self) -> OnboardingRecord:
-        data = asdict(self)
-        data["steps"] = {k: StepRecord(StepOutcome(v["outcome"]), v["at"], v["detail"])
-                         for k, v in data["steps"].items()}
-        data["status"] = RequestStatus(data["status"])
-        return OnboardingRecord(**data)
+        return copy.deepcopy(self)
+
+    def fresh(self, *, account_name: str, fingerprint: str, request: str) -> OnboardingRecord:
+        """A new record for the same requestId that keeps only what must survive: the ETag (to
+        replace the row), the ids of events already recorded and any events still unsent."""
+        return OnboardingRecord(request_id=self.request_id, account_name=account_name, fingerprint=fingerprint,
+                                request=request, outbox=list(self.outbox), event_ids=list(self.event_ids),
+                                created_at=self.created_at, etag=self.etag)

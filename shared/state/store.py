@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
@@ -26,10 +28,12 @@ from shared.state.records import (
     StepOutcome,
     StepRecord,
     iso,
+    parse_iso,
     utcnow,
 )
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Iterator
 
     from azure.data.tables import TableClient
@@ -37,6 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ROW_KEY = "onboarding"
+LEASE_ROW_KEY = "lease"
+LEASE_PARTITION_PREFIX = "lease:"
+_OPEN_FILTER = ("RowKey eq 'onboarding' and (Status eq 'queued' or Status eq 'running' or Status eq 'waiting'"
+                " or OutboxPending eq true or CleanupPending eq true)")
 
 
 class ConcurrentUpdateError(StateStoreError):
@@ -60,6 +68,56 @@ class StateStore(ABC):
     @abstractmethod
     def list(self, *, status: RequestStatus | None = None) -> Iterator[OnboardingRecord]: ...
 
+    @abstractmethod
+    def list_open(self) -> Iterator[OnboardingRecord]:
+        """Rows the sweeper must look at: not finished, or with unsent events or pending cleanup."""
+
+    @abstractmethod
+    def get_lease(self, key: str) -> NameLease | None: ...
+
+    @abstractmethod
+    def create_lease(self, lease: NameLease) -> NameLease:
+        """Insert; raises :class:`ConcurrentUpdateError` when the lease row exists."""
+
+    @abstractmethod
+    def replace_lease(self, lease: NameLease) -> NameLease:
+        """Replace if the ETag still matches; raises :class:`ConcurrentUpdateError` otherwise."""
+
+    @abstractmethod
+    def delete_lease(self, lease: NameLease) -> None:
+        """Delete if the ETag still matches (gone already is fine); :class:`ConcurrentUpdateError` otherwise."""
+
+
+@dataclass
+class NameLease:
+    """Who holds a name (an account, an SSH key, an API key) and until when.
+
+    ``owner`` is a requestId: the lease belongs to the request, not to one delivery of it, so it
+    survives the request's own redeliveries and waits.
+    """
+
+    key: str
+    owner: str
+    expires_at: str
+    etag: str | None = None
+
+    def active(self, now: dt.datetime) -> bool:
+        expires = parse_iso(self.expires_at)
+        return bool(self.owner) and expires is not None and expires > now
+
+
+def _pack(value: Any) -> bytes:
+    """JSON, compressed: the queued request and the outbox can each approach Table Storage's
+    64 KiB property limit as text, and compress about fivefold."""
+    return zlib.compress(json.dumps(value, separators=(",", ":")).encode("utf-8"))
+
+
+def _unpack(value: Any, default: Any) -> Any:
+    if not value:
+        return default
+    raw = value.value if hasattr(value, "value") else value  # EntityProperty on some SDK paths
+    return json.loads(zlib.decompress(bytes(raw)).decode("utf-8"))
+
 
 def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
     return {
@@ -71,12 +129,21 @@ def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
         "CurrentStep": record.current_step,
         "Steps": json.dumps({k: v.as_dict() for k, v in record.steps.items()}),
         "Results": json.dumps(record.results),
-        "Emitted": json.dumps(record.emitted),
+        "Request": _pack(record.request),
+        "Outbox": _pack(record.outbox),
+        "OutboxPending": bool(record.outbox),
+        "EventIds": json.dumps(record.event_ids),
+        "Cleanup": json.dumps(record.cleanup),
+        "CleanupPending": bool(record.cleanup),
         "ErrorReason": record.error_reason,
         "ErrorMessage": record.error_message,
         "LeaseOwner": record.lease_owner,
         "LeaseExpiresAt": record.lease_expires_at,
+        "DueAt": record.due_at,
+        "RetryToken": record.retry_token,
         "Attempts": record.attempts,
+        "Defects": record.defects,
+        "Redrives": record.redrives,
         "CreatedAt": record.created_at,
         "UpdatedAt": record.updated_at,
     }
@@ -93,12 +160,19 @@ def _from_entity(entity: Any) -> OnboardingRecord:
         current_step=entity.get("CurrentStep", ""),
         steps=steps,
         results=json.loads(entity.get("Results") or "{}"),
-        emitted=json.loads(entity.get("Emitted") or "[]"),
+        request=_unpack(entity.get("Request"), ""),
+        outbox=_unpack(entity.get("Outbox"), []),
+        event_ids=json.loads(entity.get("EventIds") or "[]"),
+        cleanup=json.loads(entity.get("Cleanup") or "[]"),
         error_reason=entity.get("ErrorReason", ""),
         error_message=entity.get("ErrorMessage", ""),
         lease_owner=entity.get("LeaseOwner", ""),
         lease_expires_at=entity.get("LeaseExpiresAt", ""),
+        due_at=entity.get("DueAt", ""),
+        retry_token=entity.get("RetryToken", ""),
         attempts=int(entity.get("Attempts", 0)),
+        defects=int(entity.get("Defects", 0)),
+        redrives=int(entity.get("Redrives", 0)),
         created_at=entity.get("CreatedAt", ""),
         updated_at=entity.get("UpdatedAt", ""),
         etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
@@ -192,6 +266,69 @@ class TableStateStore(StateStore):
                 yield _from_entity(entity)
         except AzureError as exc:
             raise StateStoreError(f"Could not list onboarding requests: {exc.message}") from exc
+
+    def list_open(self) -> Iterator[OnboardingRecord]:
+        self._ensure_table()
+        try:
+            for entity in self._table.query_entities(_OPEN_FILTER):
+                yield _from_entity(entity)
+        except AzureError as exc:
+            raise StateStoreError(f"Could not list open onboarding requests: {exc.message}") from exc
+
+    # -- name leases ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lease_entity(lease: NameLease) -> dict[str, Any]:
+        return {"PartitionKey": LEASE_PARTITION_PREFIX + lease.key, "RowKey": LEASE_ROW_KEY,
+                "Owner": lease.owner, "ExpiresAt": lease.expires_at}
+
+    def get_lease(self, key: str) -> NameLease | None:
+        self._ensure_table()
+        try:
+            entity = self._table.get_entity(partition_key=LEASE_PARTITION_PREFIX + key, row_key=LEASE_ROW_KEY)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as exc:
+            raise StateStoreError(f"Could not read the lease on {key}: {exc.message}") from exc
+        return NameLease(key=key, owner=entity.get("Owner", ""), expires_at=entity.get("ExpiresAt", ""),
+                         etag=entity.metadata.get("etag"))
+
+    def create_lease(self, lease: NameLease) -> NameLease:
+        self._ensure_table()
+        try:
+            metadata = self._table.create_entity(self._lease_entity(lease))
+        except ResourceExistsError as exc:
+            raise ConcurrentUpdateError(f"The lease on {lease.key} is already held.") from exc
+        except AzureError as exc:
+            raise StateStoreError(f"Could not take the lease on {lease.key}: {exc.message}") from exc
+        lease.etag = metadata.get("etag")
+        return lease
+
+    def replace_lease(self, lease: NameLease) -> NameLease:
+        from azure.data.tables import UpdateMode
+
+        self._ensure_table()
+        try:
+            metadata = self._table.update_entity(self._lease_entity(lease), mode=UpdateMode.REPLACE,
+                                                 etag=lease.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConcurrentUpdateError(f"The lease on {lease.key} changed hands.") from exc
+        except AzureError as exc:
+            raise StateStoreError(f"Could not renew the lease on {lease.key}: {exc.message}") from exc
+        lease.etag = metadata.get("etag")
+        return lease
+
+    def delete_lease(self, lease: NameLease) -> None:
+        self._ensure_table()
+        try:
+            self._table.delete_entity(LEASE_PARTITION_PREFIX + lease.key, LEASE_ROW_KEY, etag=lease.etag,
+                                      match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            return
+        except ResourceModifiedError as exc:
+            raise ConcurrentUpdateError(f"The lease on {lease.key} changed hands.") from exc
+        except AzureError as exc:
+            raise StateStoreError(f"Could not release the lease on {lease.key}: {exc.message}") from exc
 
     def delete_all(self) -> None:
         """Drop every record (tests and the demo start from an empty table)."""

@@ -14,27 +14,14 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
-from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from devstack.httpbase import Fault, RunningServer
 from devstack.keyvault import KeyVaultApp
 from devstack.tls import make_loopback_certificate
 from devstack.tokens import issue_token
-from shared.clients.keyvault import (
-    ACCOUNT_TAG,
-    CREDENTIAL_ID_TAG,
-    MANAGED_BY_TAG,
-    MANAGED_BY_VALUE,
-    ROTATION_STATE_CURRENT,
-    ROTATION_STATE_PENDING,
-    ROTATION_STATE_TAG,
-    SecretStore,
-    StoredSecret,
-    managed_tags,
-    secret_name_for,
-)
+from shared.clients.keyvault import SecretStore, StoredSecret
+from shared.credentials import ACCOUNT_TAG, CREDENTIAL_ID_TAG, MANAGED_BY_TAG, PRODUCT, SecretKind, secret_tags
 from shared.net import is_loopback_url
 
 if TYPE_CHECKING:
@@ -98,39 +85,8 @@ def store(vault: Vault) -> Iterator[SecretStore]:
 def _set(store: SecretStore, vault: Vault, name: str, value: str = VALUE, **tags: str) -> StoredSecret:
     vault.clock.tick()
     return store.set_secret(name, SecretStr(value), content_type="text/plain",
-                            tags={**managed_tags("acct-one", "client-secret"), **tags})
-
-
-# --- Naming ---------------------------------------------------------------------------------------
-
-
-def test_secret_names_follow_the_documented_scheme() -> None:
-    assert secret_name_for("contoso-prod", "client-secret") == "palette-azure-contoso-prod-client-secret"
-    assert secret_name_for("contoso-prod", "ssh:Ops_Key.v2") == "palette-contoso-prod-ssh-ops-key-v2"
-    assert secret_name_for("contoso-prod", "apikey:ci.bot") == "palette-apikey-ci-bot"
-
-
-@pytest.mark.parametrize("purpose", ["", "ssh", "ssh:", "apikey", "client-secret:x", "password", "ssh:..."])
-def test_secret_name_rejects_unknown_or_empty_purposes(purpose: str) -> None:
-    with pytest.raises(ValueError, match=r"purpose|letter or digit"):
-        secret_name_for("contoso", purpose)
-
-
-@given(
-    account=st.from_regex(r"[a-z][a-z0-9-]{2,63}", fullmatch=True),
-    key=st.text(min_size=1, max_size=300).filter(lambda s: re.search(r"[A-Za-z0-9]", s) is not None),
-    kind=st.sampled_from(["ssh", "apikey"]),
-)
-def test_generated_names_are_always_valid_key_vault_names(account: str, key: str, kind: str) -> None:
-    name = secret_name_for(account, f"{kind}:{key}")
-    assert re.fullmatch(r"[0-9a-z-]{1,127}", name)
-    assert name == secret_name_for(account, f"{kind}:{key}")
-
-
-def test_long_names_are_cut_with_a_stable_hash_suffix() -> None:
-    one = secret_name_for("a" * 64, "ssh:" + "k" * 200)
-    two = secret_name_for("a" * 64, "ssh:" + "k" * 201)
-    assert len(one) == 127 and len(two) == 127 and one != two
+                            tags={**secret_tags("acct-one", SecretKind.CLIENT_SECRET, request_id="REQ-0",
+                                                tenant_id=TENANT_ID, client_id=TENANT_ID), **tags})
 
 
 @pytest.mark.parametrize(("url", "loopback"), [
@@ -151,7 +107,7 @@ def test_set_then_get_round_trips_value_and_properties(store: SecretStore, vault
     vault.clock.tick()
     stored = store.set_secret(
         "palette-azure-acct-one-client-secret", SecretStr(VALUE), content_type="text/plain",
-        tags={MANAGED_BY_TAG: MANAGED_BY_VALUE, CREDENTIAL_ID_TAG: "key-1"},
+        tags={MANAGED_BY_TAG: PRODUCT, CREDENTIAL_ID_TAG: "key-1"},
         expires_on=expires, not_before=not_before,
     )
     assert stored.name == "palette-azure-acct-one-client-secret"
@@ -160,7 +116,7 @@ def test_set_then_get_round_trips_value_and_properties(store: SecretStore, vault
     assert stored.expires_on == expires and stored.not_before == not_before
     assert stored.created_on == datetime.fromtimestamp(vault.clock.now, UTC)
     assert stored.enabled and stored.content_type == "text/plain"
-    assert dict(stored.tags) == {MANAGED_BY_TAG: MANAGED_BY_VALUE, CREDENTIAL_ID_TAG: "key-1"}
+    assert dict(stored.tags) == {MANAGED_BY_TAG: PRODUCT, CREDENTIAL_ID_TAG: "key-1"}
 
     value, props = store.get_secret(stored.name)
     assert isinstance(value, SecretStr) and value.get_secret_value() == VALUE
@@ -199,15 +155,15 @@ def test_find_version_by_tag_returns_the_newest_match_or_none(store: SecretStore
 
 def test_list_secrets_filters_by_managed_by_tag(store: SecretStore, vault: Vault) -> None:
     for i in range(27):
-        _set(store, vault, f"palette-azure-acct-{i:02d}-client-secret", **{ACCOUNT_TAG: f"acct-{i:02d}"})
+        _set(store, vault, f"palette-acct-{i:02d}-client-secret", **{ACCOUNT_TAG: f"acct-{i:02d}"})
     vault.clock.tick()
     store.set_secret("someone-elses", SecretStr("x"), content_type="text/plain", tags={"owner": "team-b"})
     vault.clock.tick()
     store.set_secret("untagged", SecretStr("y"), content_type="text/plain", tags={})
 
-    managed = list(store.list_secrets(tag=MANAGED_BY_TAG, value=MANAGED_BY_VALUE))
-    assert sorted(s.name for s in managed) == [f"palette-azure-acct-{i:02d}-client-secret" for i in range(27)]
-    assert all(s.version == "" and s.tags[MANAGED_BY_TAG] == MANAGED_BY_VALUE for s in managed)
+    managed = list(store.list_secrets(tag=MANAGED_BY_TAG, value=PRODUCT))
+    assert sorted(s.name for s in managed) == [f"palette-acct-{i:02d}-client-secret" for i in range(27)]
+    assert all(s.version == "" and s.tags[MANAGED_BY_TAG] == PRODUCT for s in managed)
     assert [s.name for s in store.list_secrets(tag="owner")] == ["someone-elses"]
     assert list(store.list_secrets(tag=MANAGED_BY_TAG, value="other-tool")) == []
     assert len(list(store.list_secrets())) == 29
@@ -217,17 +173,17 @@ def test_list_secrets_filters_by_managed_by_tag(store: SecretStore, vault: Vault
 
 def test_update_tags_replaces_the_tag_set_of_one_version(store: SecretStore, vault: Vault) -> None:
     name = "palette-azure-acct-one-client-secret"
-    first = _set(store, vault, name, "old", **{ROTATION_STATE_TAG: ROTATION_STATE_CURRENT})
-    second = _set(store, vault, name, "new", **{ROTATION_STATE_TAG: ROTATION_STATE_PENDING})
+    first = _set(store, vault, name, "old", **{"rotation-state": "current"})
+    second = _set(store, vault, name, "new", **{"rotation-state": "pending"})
     vault.clock.tick()
-    updated = store.update_tags(name, second.version, {**second.tags, ROTATION_STATE_TAG: ROTATION_STATE_CURRENT})
+    updated = store.update_tags(name, second.version, {**second.tags, "rotation-state": "current"})
     assert updated.version == second.version
-    assert updated.tags[ROTATION_STATE_TAG] == ROTATION_STATE_CURRENT
-    assert updated.tags[MANAGED_BY_TAG] == MANAGED_BY_VALUE
+    assert updated.tags["rotation-state"] == "current"
+    assert updated.tags[MANAGED_BY_TAG] == PRODUCT
     assert updated.updated_on is not None and updated.created_on is not None
     assert updated.updated_on > updated.created_on
     # The other version is untouched, and the value of the updated one is unchanged.
-    untouched = store.find_version(name, tag=ROTATION_STATE_TAG, value=ROTATION_STATE_CURRENT)
+    untouched = store.find_version(name, tag="rotation-state", value="current")
     assert untouched is not None and untouched.version == second.version
     assert [v.version for v in store.list_versions(name)] == [second.version, first.version]
     assert store.get_secret(name, second.version)[0].get_secret_value() == "new"

@@ -16,8 +16,8 @@ import requests
 
 from devstack.stack import DEVSTACK_TENANT_ID, Stack
 from functions.dependencies import Dependencies, build
-from shared.pipeline import Outcome, process_request
-from shared.settings import Settings
+from shared.pipeline import OnboardingClients, Outcome, process_request
+from shared.settings import PipelineConfig, Settings
 
 _counter = itertools.count(1)
 _T = TypeVar("_T")
@@ -81,10 +81,33 @@ class World:
         body.update(overrides)
         return body
 
-    def run(self, body: dict[str, Any] | bytes, **kwargs: Any) -> Outcome:
+    def run(self, body: dict[str, Any] | bytes, *, config: PipelineConfig | None = None,
+            clients: OnboardingClients | None = None, **kwargs: Any) -> Outcome:
+        """One delivery of ``body``, as the queue trigger makes it (a fresh owner each time)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         kwargs.setdefault("owner", f"test-{uuid.uuid4().hex[:8]}")
-        return process_request(raw, self.deps.clients, self.deps.settings.pipeline, **kwargs)
+        return process_request(raw, clients or self.deps.clients, config or self.deps.settings.pipeline, **kwargs)
+
+    def run_to_the_end(self, body: dict[str, Any] | bytes, *, config: PipelineConfig | None = None,
+                       limit: int = 20, **kwargs: Any) -> Outcome:
+        """Deliver ``body`` and then each delayed copy the outcome asks for (at its time, with its
+        retry token), as the queue would, until the request is done."""
+        retry_token = ""
+        for _ in range(limit):
+            outcome = self.run(body, config=config, retry_token=retry_token, **kwargs)
+            if outcome.retry_in_seconds is None:
+                return outcome
+            time.sleep(min(outcome.retry_in_seconds, 5))
+            retry_token = outcome.retry_token
+        raise AssertionError(f"request not done after {limit} deliveries")
+
+    def palette_config(self, **config: Any) -> None:
+        assert self.stack.palette is not None
+        requests.post(f"{self.stack.palette.url}/_devstack/config", json=config, timeout=10).raise_for_status()
+
+    def secret_value(self, name: str, version: str | None = None) -> str:
+        value, _ = self.deps.clients.secrets.get_secret(name, version)
+        return value.get_secret_value()
 
     # -- what the services hold -----------------------------------------------------------------
     def palette_state(self) -> dict[str, Any]:

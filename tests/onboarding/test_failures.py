@@ -343,13 +343,22 @@ def test_same_request_id_with_another_body_is_a_conflict(world: World, original:
     assert body["requestId"] in outcome.message
     assert world.state_row(body["requestId"]) == row
     assert _everything(world) == before
-    # Only the first delivery's events: a "failed" event for this requestId would tell the ticket
-    # that the original request failed, which it did not (or not for this reason).
+    # The first delivery's events, and one more that tells the ticket its resubmission was refused
+    # (reason request_id_conflict), not that the original request failed.
     expected = (["requested", "secret.stored", "account.registered", "validated"] if original == "succeeded"
                 else ["requested", "failed"])
     events = world.events(wait=EVENT_WAIT)
-    assert sorted(_short(e) for e in events) == sorted(expected)
-    assert all(e["subject"] == body["accountName"] for e in events)
+    refused = [e for e in events if e["data"].get("reason") == "request_id_conflict"]
+    assert len(refused) == 1
+    assert refused[0]["data"]["requestId"] == body["requestId"]
+    assert refused[0]["subject"] == changed["accountName"]
+    assert "different body" in refused[0]["data"]["message"]
+    rest = [e for e in events if e not in refused]
+    assert sorted(_short(e) for e in rest) == sorted(expected)
+    assert all(e["subject"] == body["accountName"] for e in rest)
+    # A redelivery of the refused message announces nothing new.
+    assert world.run(changed).kind is OutcomeKind.CONFLICT
+    assert world.events(wait=EVENT_WAIT) == []
 
 
 def test_finished_failed_request_redelivered_is_a_duplicate(world: World) -> None:

@@ -91,7 +91,7 @@ def _self_signed_pem() -> str:
 
 
 def _client_secret_name(account_name: str) -> str:
-    return f"palette-azure-{account_name}-client-secret"
+    return f"palette-{account_name}-client-secret"
 
 
 def _short(event: dict[str, Any]) -> str:
@@ -320,7 +320,7 @@ def test_generated_ssh_key_pair(world: World) -> None:
     outcome = world.run(body)
     _assert_success(world, body, outcome, ssh=True)
 
-    secret_name = f"palette-{body['accountName']}-ssh-generated"
+    secret_name = f"palette-{body['accountName']}-ssh-key"
     versions = world.secret_versions(secret_name)
     assert len(versions) == 1
     assert versions[0].content_type == SSH_KEY_CONTENT_TYPE
@@ -374,7 +374,7 @@ def _assert_api_key(world: World, body: dict[str, Any], events: list[dict[str, A
     expiry = _parse_time(key["expiry"])
     assert abs(expiry - expected_expiry) <= tolerance, (expiry, expected_expiry)
 
-    secret_name = f"palette-apikey-{spec['name']}"
+    secret_name = f"palette-{body['accountName']}-api-key"
     versions = world.secret_versions(secret_name)
     assert len(versions) == 1
     assert versions[0].content_type == API_KEY_CONTENT_TYPE
@@ -432,7 +432,35 @@ def test_every_option_at_once(world: World) -> None:
     _assert_api_key(world, body, events, _now() + dt.timedelta(days=10), SLACK)
 
 
-def test_existing_account_for_the_same_app_is_updated_in_place(world: World) -> None:
+def test_an_account_the_product_made_before_is_updated_in_place(world: World) -> None:
+    client_id = world.register_app()
+    first = world.request(client_id=client_id)
+    assert world.run(first).kind is OutcomeKind.SUCCEEDED
+    uid = world.palette_accounts(first["accountName"])[0]["uid"]
+    world.events()  # the first request's
+
+    body = world.request(client_id=client_id, accountName=first["accountName"])
+    body["azure"]["tenantName"] = "new name"
+    outcome = world.run(body)
+    account, events = _assert_success(world, body, outcome, account_event="account.updated")
+    assert account["uid"] == uid
+    assert account["spec"]["tenantName"] == "new name"
+    assert account["annotations"]["palette-onboarding/request-id"] == body["requestId"]
+    updated = next(e for e in events if _short(e) == "account.updated")["data"]
+    assert updated["outcome"] == "updated"
+    assert json.loads(world.state_row(body["requestId"])["Results"])["accountAction"] == "updated"
+    # Each request added one password; Key Vault's current version is the second one's, which
+    # Palette now holds.
+    passwords = world.graph_passwords(client_id)
+    assert len(passwords) == 2
+    versions = world.secret_versions(_client_secret_name(first["accountName"]))
+    assert len(versions) == 2
+    assert versions[0].tags["request-id"] == body["requestId"]
+
+
+def test_an_account_of_that_name_made_by_hand_is_never_adopted(world: World) -> None:
+    """Same name, same app, but not made by the product: it cannot prove the account is its own,
+    so it leaves it alone and says so, before anything is made."""
     client_id = world.register_app()
     first = graph_add_password(world, client_id, "registered by hand")
     made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
@@ -441,21 +469,13 @@ def test_existing_account_for_the_same_app_is_updated_in_place(world: World) -> 
                  "azureEnvironment": "AzurePublicCloud", "tenantName": "old name"},
     })
     assert made.status_code == 201, made.text
-    uid = made.json()["uid"]
 
     body = world.request(client_id=client_id, accountName="hand-made")
-    body["azure"]["tenantName"] = "new name"
     outcome = world.run(body)
-    account, events = _assert_success(world, body, outcome, account_event="account.updated")
-    assert account["uid"] == uid
-    assert account["spec"]["tenantName"] == "new name"
-    updated = next(e for e in events if _short(e) == "account.updated")["data"]
-    assert updated["outcome"] == "updated"
-    assert json.loads(world.state_row(body["requestId"])["Results"])["accountAction"] == "updated"
-    # The hand-made password stays; onboarding added exactly one of its own.
-    passwords = world.graph_passwords(client_id)
-    assert len(passwords) == 2
-    assert first["keyId"] in {p["keyId"] for p in passwords}
-    versions = world.secret_versions(_client_secret_name("hand-made"))
-    assert len(versions) == 1
-    assert versions[0].tags["CredentialId"] in {p["keyId"] for p in passwords} - {first["keyId"]}
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.reason == "account_name_clash"
+    assert "did not create" in outcome.message
+    account = world.palette_accounts("hand-made")[0]
+    assert account["spec"]["tenantName"] == "old name"
+    assert [p["keyId"] for p in world.graph_passwords(client_id)] == [first["keyId"]]
+    assert world.secret_versions(_client_secret_name("hand-made")) == []

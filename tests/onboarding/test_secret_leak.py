@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from typing import Any
 
 import pytest
 from azure.data.tables import TableClient
 
-from shared.clients.keyvault import secret_name_for
+from shared.credentials import SecretKind, secret_name
 from shared.errors import RequestValidationError
 from shared.intake import submit
 from shared.pipeline import OutcomeKind
@@ -55,11 +56,13 @@ def test_no_secret_reaches_logs_events_state_or_errors(world: World, caplog: pyt
     # The canary through the HTTP intake (inline) and a request that is invalid while carrying it.
     inline = world.request(azure={"tenantId": body["azure"]["tenantId"], "clientId": world.register_app(),
                                   "secret": {"source": "inline", "value": CANARY}})
-    record = submit(json.dumps(inline).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True)
+    record = submit(json.dumps(inline).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True,
+                    config=world.deps.settings.pipeline)
     produced.append(repr(record.to_public()))
     bad = dict(inline, accountName="Not Valid!")
     with pytest.raises(RequestValidationError) as invalid:
-        submit(json.dumps(bad).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True)
+        submit(json.dumps(bad).encode(), world.deps.clients, world.deps.queue, allow_inline_secret=True,
+               config=world.deps.settings.pipeline)
     produced.append(str(invalid.value))
     produced.append(repr(invalid.value.errors))
     queued_to_pipeline = world.run(json.dumps(inline).encode())
@@ -70,7 +73,8 @@ def test_no_secret_reaches_logs_events_state_or_errors(world: World, caplog: pyt
 
     secrets = [*_made_secrets(world, body), CANARY, world.stack.settings["PALETTE_API_KEY"]]
     haystacks = {
-        "logs": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+        # Every attribute of every record: the message, the traceback and the structured fields.
+        "logs": "\n".join(f"{r.getMessage()} {json.dumps(r.__dict__, default=str)}" for r in caplog.records),
         "events": json.dumps(world.events()),
         "state rows": json.dumps(_all_rows(world), default=str),
         "outcomes and errors": "\n".join(produced),
@@ -90,14 +94,22 @@ def _secret(value: str) -> Any:
 def _made_secrets(world: World, body: dict[str, Any]) -> list[str]:
     store = world.deps.clients.secrets
     account = body["accountName"]
-    names = [secret_name_for(account, "client-secret"), secret_name_for(account, "ssh:leak-key"),
-             secret_name_for(account, "apikey:leak-api-key")]
+    names = [secret_name(account, kind) for kind in SecretKind]
     values = [store.get_secret(name)[0].get_secret_value() for name in names]
     assert all(len(v) >= 16 for v in values)
     return values
 
 
 def _all_rows(world: World) -> list[dict[str, Any]]:
+    """Every entity of the state table as stored, with the compressed columns (the queued request,
+    the outbox) opened up, so nothing hides from the search."""
+    rows = []
     with TableClient.from_connection_string(world.stack.settings["AzureWebJobsStorage"],
                                             table_name=world.deps.settings.state_table) as table:
-        return [dict(entity) for entity in table.list_entities()]
+        for entity in table.list_entities():
+            row = dict(entity)
+            for name, value in row.items():
+                if isinstance(value, bytes):
+                    row[name] = zlib.decompress(value).decode()
+            rows.append(row)
+    return rows
