@@ -158,7 +158,7 @@ class Stack:
 
     def reset(self) -> None:
         """Empty every stand-in (keeping seeds and entities) so a test starts from scratch."""
-        for server in (self.palette, self.keyvault, self.identity):
+        for server in (self.palette, self.keyvault, self.identity, self.identity_https):
             if server is not None:
                 server.reset()
         if self.broker is not None:

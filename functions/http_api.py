@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
@@ -31,11 +32,11 @@ def _problem(status: int, title: str, detail: str, **extra: Any) -> func.HttpRes
 def _denied(req: func.HttpRequest, *roles: str) -> func.HttpResponse | None:
     """A 401/403 response when Easy Auth's principal lacks every one of ``roles`` (or, where
     ``REQUIRE_CLIENT_PRINCIPAL`` is on, when there is no principal); else None."""
-    from functions import dependencies
     from functions.auth import AuthorizationError, require_role
+    from shared.settings import requires_client_principal
 
     try:
-        require_role(req.headers, *roles, require_principal=dependencies.get().settings.require_client_principal)
+        require_role(req.headers, *roles, require_principal=requires_client_principal(os.environ))
     except AuthorizationError as exc:
         return _problem(exc.status, "Forbidden" if exc.status == 403 else "Unauthorized", str(exc))
     return None

@@ -139,7 +139,7 @@ class Settings:
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),
-            require_client_principal=_flag(env, "REQUIRE_CLIENT_PRINCIPAL", default=False, problems=problems),
+            require_client_principal=requires_client_principal(env, problems),
             pipeline=pipeline,
         )
         if problems:
@@ -185,6 +185,14 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineCon
                         "secret name)")
     return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
                           require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix)
+
+
+def requires_client_principal(env: Mapping[str, str], problems: list[str] | None = None) -> bool:
+    """``REQUIRE_CLIENT_PRINCIPAL``: refuse HTTP calls that come without Easy Auth's principal.
+
+    Read on its own too, so the HTTP API can refuse a caller before any client is built.
+    """
+    return _flag(env, "REQUIRE_CLIENT_PRINCIPAL", default=False, problems=problems if problems is not None else [])
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool, problems: list[str]) -> bool:

@@ -51,3 +51,17 @@ def test_routes_refuse_a_principal_without_the_role_before_doing_anything() -> N
     get = func.HttpRequest("GET", "https://app.example/api/onboardings/X", headers=nobody, body=b"",
                            route_params={"requestId": "X"})
     assert get_onboarding.build().get_user_function()(get).status_code == 403
+
+
+def test_a_missing_principal_is_401_where_one_is_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With Easy Auth letting anonymous callers through, a function key alone would skip the role
+    check; REQUIRE_CLIENT_PRINCIPAL (on in Azure) closes that."""
+    with pytest.raises(AuthorizationError) as denied:
+        require_role({}, READ_ROLE, require_principal=True)
+    assert denied.value.status == 401
+    monkeypatch.setenv("REQUIRE_CLIENT_PRINCIPAL", "true")
+    get = func.HttpRequest("GET", "https://app.example/api/onboardings/X", headers={}, body=b"",
+                           route_params={"requestId": "X"})
+    refused = get_onboarding.build().get_user_function()(get)
+    assert refused.status_code == 401
+    assert "principal" in json.loads(refused.get_body())["detail"]

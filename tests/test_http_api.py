@@ -251,6 +251,13 @@ def test_inline_secret_over_plain_http_from_elsewhere_is_refused(api: Api, world
 
 # -- read --------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("request_id", ["has space", "x" * 65, "semi;colon", "%C3%A9t%C3%A9"])
+def test_a_request_id_that_breaks_the_schema_is_a_400(api: Api, request_id: str) -> None:
+    response = api.call("GET", f"/onboardings/{request_id}")
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["path"] == "requestId"
+
+
 def test_unknown_request_is_a_404(api: Api) -> None:
     response = api.state("NO-SUCH-TICKET")
 

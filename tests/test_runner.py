@@ -319,3 +319,36 @@ def test_duplicate_message_inside_the_window_creates_nothing_more(app_host: Loca
     assert len([r for r in creates_before if r["path"] == "/v1/cloudaccounts/azure"]) == 1
     assert len(world.graph_passwords(body["azure"]["clientId"])) == 1
     assert _peek(world.stack, dead_letter=True) == []
+
+
+def test_a_dead_lettered_onboarding_message_fails_its_request(stack: Stack, world: World) -> None:
+    """Service Bus gives up on a message (here: dead-lettered by hand, as the broker does after
+    maxDeliveryCount): the dead-letter trigger fails its request with the reason and announces it,
+    instead of letting the row wait forever."""
+    from azure.servicebus import ServiceBusClient
+
+    from shared.state import OnboardingRecord, RequestStatus
+
+    body = world.request()
+    world.deps.clients.state.create(OnboardingRecord(request_id=body["requestId"], account_name=body["accountName"],
+                                   fingerprint=_fingerprint(body), status=RequestStatus.RUNNING))
+    _send(stack, body, body["requestId"])
+    with ServiceBusClient.from_connection_string(stack.settings["ServiceBusConnection"]) as client, \
+            client.get_queue_receiver(stack.settings["ONBOARDING_QUEUE"], max_wait_time=5) as receiver:
+        [message] = receiver.receive_messages(max_message_count=1, max_wait_time=5)
+        receiver.dead_letter_message(message, reason="MaxDeliveryCountExceeded", error_description="10 deliveries")
+    settings = {**stack.settings, "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
+    with hosted(function_app.app, settings):
+        state = wait_for(lambda: (s := _state(world, body["requestId"])) and s["status"] == "failed" and s,
+                         "the request to be failed")
+    assert state["error"]["reason"] == "dead_lettered"
+    assert "MaxDeliveryCountExceeded" in state["error"]["message"]
+    failed = [e for e in world.events() if e["type"] == "palette.onboarding.failed"]
+    assert [e["data"]["reason"] for e in failed] == ["dead_lettered"]
+    assert _peek(stack, dead_letter=True) == []
+
+
+def _fingerprint(body: Mapping[str, Any]) -> str:
+    from shared.models import parse_request, request_fingerprint
+
+    return request_fingerprint(parse_request(dict(body)))

@@ -128,12 +128,12 @@ class GraphClient(JsonHttpClient):
                 self._token_expires_on = float(access.expires_on)
             return self._token
 
-    def _call(self, method: str, path: str, *, json: Any = None) -> requests.Response:
+    def _call(self, method: str, path: str, *, json: Any = None, idempotent: bool | None = None) -> requests.Response:
         for refresh in (False, True):
             token = self._bearer(refresh=refresh)
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             try:
-                return self._send(method, path, json=json, headers=headers, secrets=(token,))
+                return self._send(method, path, json=json, headers=headers, secrets=(token,), idempotent=idempotent)
             except HttpResponseError as exc:
                 # A token revoked or rotated before its expiry: fetch a fresh one once.
                 if exc.status_code != 401 or refresh:
@@ -203,7 +203,8 @@ class GraphClient(JsonHttpClient):
         """
         path = f"{_application_path(app_id)}/removePassword"
         try:
-            self._call("POST", path, json={"keyId": key_id})
+            # Removing a password twice has the effect of removing it once: safe to retry.
+            self._call("POST", path, json={"keyId": key_id}, idempotent=True)
         except HttpResponseError as exc:
             if exc.status_code not in (400, 404):
                 raise

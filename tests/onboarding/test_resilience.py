@@ -36,7 +36,7 @@ REFERENCE = {"accounts": 1, "graph_passwords": 1, "client_secret_versions": 1, "
              "ssh_private_key_versions": 1, "api_keys": 1, "api_key_versions": 1}
 
 
-class HostKilled(BaseException):  # noqa: N818 - it is not an error anybody handles
+class HostKilled(BaseException):
     """The worker dying at a checkpoint: not an Exception, so no handler of the pipeline runs."""
 
 
