@@ -460,4 +460,5 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName
 output EVENTGRID_SYSTEM_TOPIC_NAME string = events.outputs.name
 output ROTATION_EVENT_SECRET_PREFIXES array = rotationEventSecretPrefixes
+output VNET_ENABLED bool = vnetEnabled
 output API_PRIVATE bool = apiPrivate

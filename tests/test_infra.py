@@ -553,6 +553,7 @@ PUBLIC_SWITCHES = {
     "Microsoft.Storage/storageAccounts": {"publicNetworkAccess": "Disabled", "networkAcls.defaultAction": "Deny"},
     "Microsoft.KeyVault/vaults": {"publicNetworkAccess": "Disabled", "networkAcls.defaultAction": "Deny"},
     "Microsoft.ServiceBus/namespaces": {"publicNetworkAccess": "Disabled"},
+    "Microsoft.ServiceBus/namespaces/networkRuleSets": {"publicNetworkAccess": "Disabled", "defaultAction": "Deny"},
     "Microsoft.Web/sites": {"publicNetworkAccess": "Disabled"},
 }
 # Resources with a public switch that stays on, and why. Telemetry ingestion and queries go to
@@ -618,6 +619,7 @@ def test_every_public_network_switch_is_off_when_vnet_enabled() -> None:
         ("keyVault", "Microsoft.KeyVault/vaults"),
         ("configKeyVault", "Microsoft.KeyVault/vaults"),
         ("serviceBus", "Microsoft.ServiceBus/namespaces"),
+        ("serviceBus", "Microsoft.ServiceBus/namespaces/networkRuleSets"),
         ("api", "Microsoft.Web/sites"),
     }
 

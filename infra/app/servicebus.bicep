@@ -45,6 +45,21 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   }
 }
 
+// The namespace firewall (Premium): nothing but the private endpoint, even while someone opens the
+// public endpoint for a moment (docs/deploy.md): only IP rules added then get in, and the next
+// deployment removes them.
+resource firewall 'Microsoft.ServiceBus/namespaces/networkRuleSets@2024-01-01' = if (skuName == 'Premium') {
+  parent: namespace
+  name: 'default'
+  properties: {
+    publicNetworkAccess: publicNetworkAccess
+    defaultAction: 'Deny'
+    trustedServiceAccessEnabled: false
+    ipRules: []
+    virtualNetworkRules: []
+  }
+}
+
 // Duplicate detection on message_id (= requestId) over 10 minutes; a message that keeps failing
 // goes to the dead-letter queue after 10 deliveries. The 1-minute lock is renewed by the host
 // (maxAutoLockRenewalDuration in host.json).
