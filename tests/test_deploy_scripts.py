@@ -190,7 +190,7 @@ def test_rotation_events_skips_a_private_app(fake_cli: Path) -> None:
     assert calls(fake_cli) == []
 
 
-@pytest.mark.parametrize("script", ["graph-grant.sh", "rotation-events.sh"])
+@pytest.mark.parametrize("script", ["graph-grant.sh", "rotation-events.sh", "api-app-registration.sh"])
 def test_scripts_parse_and_are_executable(script: str) -> None:
     path = ROOT / "scripts" / script
     assert os.access(path, os.X_OK)
