@@ -196,7 +196,7 @@ module storage 'app/storage.bicep' = {
     tags: tags
     deploymentContainerName: deploymentContainerName
     skuName: storageSkuName
-    publicNetworkAccess: dataPublicNetworkAccess
+    publicAccess: dataPublicNetworkAccess
     networkDefaultAction: dataNetworkDefaultAction
   }
 }
@@ -209,7 +209,7 @@ module keyVault 'app/keyvault.bicep' = {
     name: '${abbrs.keyVault}${resourceToken}'
     location: location
     tags: tags
-    publicNetworkAccess: dataPublicNetworkAccess
+    publicAccess: dataPublicNetworkAccess
     networkDefaultAction: dataNetworkDefaultAction
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
@@ -223,7 +223,7 @@ module configKeyVault 'app/keyvault.bicep' = {
     name: '${abbrs.configKeyVault}${resourceToken}'
     location: location
     tags: tags
-    publicNetworkAccess: dataPublicNetworkAccess
+    publicAccess: dataPublicNetworkAccess
     networkDefaultAction: dataNetworkDefaultAction
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
@@ -239,8 +239,8 @@ module serviceBus 'app/servicebus.bicep' = {
     queueName: onboardingQueueName
     topicName: eventsTopicName
     subscriptionName: ticketingSubscriptionName
-    skuName: vnetEnabled ? 'Premium' : 'Standard'
-    publicNetworkAccess: dataPublicNetworkAccess
+    serviceBusSku: vnetEnabled ? 'Premium' : 'Standard'
+    publicAccess: dataPublicNetworkAccess
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }
@@ -419,7 +419,7 @@ module api 'app/api.bicep' = {
     retryDelaysSeconds: retryDelaysSeconds
     paletteRequirePcgForUsGovernment: paletteRequirePcgForUsGovernment
     virtualNetworkSubnetId: vnetEnabled ? network.outputs.appSubnetId : ''
-    publicNetworkAccess: apiPrivate ? 'Disabled' : 'Enabled'
+    apiPublicAccess: apiPrivate ? 'Disabled' : 'Enabled'
     apiClientId: apiClientId
   }
 }

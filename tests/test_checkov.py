@@ -79,3 +79,19 @@ def test_the_checks_that_matter_ran() -> None:
     results = scan()["results"]
     ran = {(c["resource"], c["check_id"]) for kind in ("passed_checks", "skipped_checks") for c in results[kind]}
     assert ran >= MUST_RUN, f"checks that did not run: {sorted(MUST_RUN - ran)}"
+
+
+def test_parameter_names_mean_one_default_across_files() -> None:
+    """checkov resolves a parameter by its name across every file it scans, picking any file's
+    declaration: two files declaring one name with different defaults make the scan flip between
+    them from run to run. So a name shared by several files has one default."""
+    from pycep import BicepParser
+
+    defaults: dict[str, dict[str, Any]] = {}
+    for path in sorted((ROOT / "infra").rglob("*.bicep")):
+        for name, param in BicepParser().parse(file_path=path).get("parameters", {}).items():
+            if param["default"] is not None:
+                defaults.setdefault(name, {})[path.name] = param["default"]
+    for name, by_file in defaults.items():
+        values = {json.dumps(value, sort_keys=True, default=str) for value in by_file.values()}
+        assert len(values) == 1, f"parameter {name} has different defaults: {by_file}"

@@ -77,9 +77,10 @@ SCOPE_SOURCES = {
 }
 
 # --- settings parity ------------------------------------------------------------------------------
-# Settings the code reads that the automatic scan (shared/settings.py; the bindings of the indexed
-# functions) cannot see yet: work in progress elsewhere, wired in infra already. One place: add a
-# name here when code that reads it is on its way; the entry becomes redundant once the scan sees it.
+# Settings the code reads that the automatic scan (shared/settings.py; what functions/ and
+# function_app.py read from os.environ; the bindings of the indexed functions) cannot see yet: work
+# in progress elsewhere, wired in infra already. One place: add a name here when code that reads it
+# is on its way; the entry becomes redundant once the scan sees it.
 SETTINGS_THE_CODE_WILL_READ = {
     "KEY_VAULT_ALLOWED_SECRET_PREFIX",  # hardening: operator-provided Key Vault secrets start with it
     "REQUIRE_CLIENT_PRINCIPAL",  # hardening: 401 without App Service authentication's principal
@@ -258,6 +259,22 @@ def settings_read_by_settings_py() -> set[str]:
     return names
 
 
+def settings_read_by_the_triggers() -> set[str]:
+    """Names functions/*.py and function_app.py read from the environment themselves:
+    os.environ.get("X"), os.environ["X"], os.getenv("X")."""
+    names: set[str] = set()
+    for path in [ROOT / "function_app.py", *sorted((ROOT / "functions").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            key: ast.expr | None = None
+            if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ":
+                key = node.slice
+            elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.environ.get", "os.getenv") and node.args:
+                key = node.args[0]
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                names.add(key.value)
+    return names
+
+
 @cache
 def indexed_bindings() -> dict[str, list[dict[str, Any]]]:
     """Every function the worker indexes, with its bindings as the host receives them."""
@@ -286,7 +303,7 @@ def binding_settings() -> tuple[set[str], set[str]]:
 
 def settings_the_code_reads() -> set[str]:
     expressions, connections = binding_settings()
-    read = settings_read_by_settings_py() | expressions | SETTINGS_THE_CODE_WILL_READ
+    read = settings_read_by_settings_py() | settings_read_by_the_triggers() | expressions | SETTINGS_THE_CODE_WILL_READ
     for connection in connections:
         read |= {f"{connection}{suffix}" for suffix in CONNECTION_SUFFIXES}
     return read
@@ -500,10 +517,10 @@ def test_storage_is_identity_only() -> None:
 
 def test_service_bus_is_identity_only_and_premium_when_private() -> None:
     namespace = the_one("Microsoft.ServiceBus/namespaces")
-    assert namespace["sku"]["name"] == "skuName"
+    assert namespace["sku"]["name"] == "serviceBusSku"
     assert namespace["properties"]["disableLocalAuth"] is True
     assert namespace["properties"]["minimumTlsVersion"] == "1.2"
-    sku = module_param("serviceBus", "skuName")
+    sku = module_param("serviceBus", "serviceBusSku")
     assert evaluate(sku, main_symbols(vnetEnabled=True)) == "Premium", "private endpoints need Premium"
     assert evaluate(sku, main_symbols(vnetEnabled=False)) == "Standard", "topics need Standard at least"
 
@@ -629,7 +646,7 @@ def test_modules_are_private_by_default() -> None:
     its defaults, sees the private form)."""
     for relative in ("app/storage.bicep", "app/keyvault.bicep", "app/servicebus.bicep"):
         params = tree(relative)["parameters"]
-        assert params["publicNetworkAccess"]["default"] == "Disabled", relative
+        assert params["publicAccess"]["default"] == "Disabled", relative
         if "networkDefaultAction" in params:
             assert params["networkDefaultAction"]["default"] == "Deny", relative
 

@@ -60,10 +60,13 @@ param virtualNetworkSubnetId string = ''
   'Enabled'
   'Disabled'
 ])
-param publicNetworkAccess string = 'Enabled'
+param apiPublicAccess string = 'Enabled'
 
 @description('Application (client) id of the API\'s Entra ID app registration; empty keeps every authenticated route closed (401).')
 param apiClientId string = ''
+
+// GRAPH_ENDPOINT without a trailing slash, so the scope is <endpoint>/.default exactly.
+var graphBase = endsWith(graphEndpoint, '/') ? take(graphEndpoint, length(graphEndpoint) - 1) : graphEndpoint
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -118,7 +121,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: apiPublicAccess
     // Flex Consumption routes all outbound traffic through this subnet, Key Vault references too.
     virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     // Key Vault references (PALETTE_API_KEY) resolve with the user-assigned identity.
@@ -201,11 +204,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'GRAPH_ENDPOINT'
-          value: graphEndpoint
+          value: graphBase
         }
         {
           name: 'GRAPH_SCOPE'
-          value: '${graphEndpoint}/.default'
+          value: '${graphBase}/.default'
         }
         {
           name: 'VALIDATION_BUDGET_SECONDS'

@@ -19,9 +19,9 @@ param softDeleteRetentionInDays int = 90
   'Enabled'
   'Disabled'
 ])
-param publicNetworkAccess string = 'Disabled'
+param publicAccess string = 'Disabled'
 
-@description('Firewall default for the public endpoint: Deny, or Allow when publicNetworkAccess is Enabled.')
+@description('Firewall default for the public endpoint: Deny, or Allow when publicAccess is Enabled.')
 @allowed([
   'Allow'
   'Deny'
@@ -48,7 +48,7 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: publicAccess
     networkAcls: {
       defaultAction: networkDefaultAction
       bypass: 'AzureServices'

@@ -16,14 +16,14 @@ param subscriptionName string
   'Standard'
   'Premium'
 ])
-param skuName string = 'Premium'
+param serviceBusSku string = 'Premium'
 
 @description('Public endpoint: Disabled (reached through a private endpoint; Premium only) or Enabled.')
 @allowed([
   'Enabled'
   'Disabled'
 ])
-param publicNetworkAccess string = 'Disabled'
+param publicAccess string = 'Disabled'
 
 @description('Log Analytics workspace that receives the namespace\'s metrics (AzureMetrics).')
 param logAnalyticsWorkspaceId string
@@ -33,26 +33,26 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
   location: location
   tags: tags
   sku: {
-    name: skuName
-    tier: skuName
+    name: serviceBusSku
+    tier: serviceBusSku
     // Messaging units: Premium only.
-    capacity: skuName == 'Premium' ? 1 : null
+    capacity: serviceBusSku == 'Premium' ? 1 : null
   }
   properties: {
     disableLocalAuth: true
     minimumTlsVersion: '1.2'
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: publicAccess
   }
 }
 
 // The namespace firewall (Premium): nothing but the private endpoint, even while someone opens the
 // public endpoint for a moment (docs/deploy.md): only IP rules added then get in, and the next
 // deployment removes them.
-resource firewall 'Microsoft.ServiceBus/namespaces/networkRuleSets@2024-01-01' = if (skuName == 'Premium') {
+resource firewall 'Microsoft.ServiceBus/namespaces/networkRuleSets@2024-01-01' = if (serviceBusSku == 'Premium') {
   parent: namespace
   name: 'default'
   properties: {
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: publicAccess
     defaultAction: 'Deny'
     trustedServiceAccessEnabled: false
     ipRules: []

@@ -15,9 +15,9 @@ param inventoryTableName string = 'accounts'
   'Enabled'
   'Disabled'
 ])
-param publicNetworkAccess string = 'Disabled'
+param publicAccess string = 'Disabled'
 
-@description('Firewall default for the public endpoint: Deny, or Allow when publicNetworkAccess is Enabled.')
+@description('Firewall default for the public endpoint: Deny, or Allow when publicAccess is Enabled.')
 @allowed([
   'Allow'
   'Deny'
@@ -52,7 +52,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: publicNetworkAccess
+    publicNetworkAccess: publicAccess
     networkAcls: {
       defaultAction: networkDefaultAction
       bypass: 'AzureServices'
