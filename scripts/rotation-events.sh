@@ -33,6 +33,11 @@ for name in AZURE_RESOURCE_GROUP AZURE_FUNCTION_NAME EVENTGRID_SYSTEM_TOPIC_NAME
   fi
 done
 
+if ! az account show --query id -o tsv >/dev/null 2>&1; then
+  say "the Azure CLI is not signed in: run az login, then bash scripts/rotation-events.sh"
+  exit 0
+fi
+
 # The host indexes a new deployment within a minute or so (ROTATION_EVENTS_WAIT_SECONDS apart, 6 tries).
 wait_seconds=${ROTATION_EVENTS_WAIT_SECONDS:-20}
 found=false

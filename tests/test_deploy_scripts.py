@@ -53,6 +53,8 @@ if args[:1] == ["rest"]:
         state["owned"].append(uri.split("appId='")[1].split("'")[0])
     else:
         sys.exit(3)
+elif args[:2] == ["account", "show"]:
+    sys.exit(0 if state.get("signed_in", True) else 1)
 elif args[:3] == ["functionapp", "function", "show"]:
     sys.exit(0 if arg("--function-name") in state["functions"] else 3)
 elif args[:3] == ["deployment", "group", "create"]:
@@ -181,6 +183,13 @@ def test_rotation_events_subscribes_once_then_leaves_it_to_provision(fake_cli: P
     again = run("rotation-events.sh", fake_cli, **ROTATION_ENV, ROTATION_EVENTS_ENABLED="true")
     assert again.returncode == 0 and "nothing to do" in again.stdout
     assert len(calls(fake_cli)) == before
+
+
+def test_rotation_events_needs_a_signed_in_cli(fake_cli: Path) -> None:
+    write_state(fake_cli, functions=["rotation_near_expiry"], signed_in=False)
+    result = run("rotation-events.sh", fake_cli, **ROTATION_ENV)
+    assert result.returncode == 0 and "not signed in" in result.stdout
+    assert not [c for c in calls(fake_cli) if c[1:4] == ["deployment", "group", "create"]]
 
 
 def test_rotation_events_skips_a_private_app(fake_cli: Path) -> None:
