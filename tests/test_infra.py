@@ -238,10 +238,10 @@ def app_settings() -> dict[str, Any]:
 
 
 def settings_read_by_settings_py() -> set[str]:
-    """Every literal name shared/settings.py reads: env.get("X"), env["X"], and its own helpers
+    """Every literal name shared/settings.py reads: env.get("X"), env["X"], and its own functions
     called with a literal first argument (required("X"))."""
     module = ast.parse((ROOT / "shared" / "settings.py").read_text())
-    helpers = {node.name for node in ast.walk(module) if isinstance(node, ast.FunctionDef)}
+    local_functions = {node.name for node in ast.walk(module) if isinstance(node, ast.FunctionDef)}
     names: set[str] = set()
     for node in ast.walk(module):
         is_env_item = isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "env"
@@ -253,8 +253,8 @@ def settings_read_by_settings_py() -> set[str]:
             continue
         func = node.func
         is_env_get = isinstance(func, ast.Attribute) and func.attr == "get" and getattr(func.value, "id", "") == "env"
-        is_helper = isinstance(func, ast.Name) and func.id in helpers - {"from_mapping"}
-        if is_env_get or is_helper:
+        is_local_call = isinstance(func, ast.Name) and func.id in local_functions - {"from_mapping"}
+        if is_env_get or is_local_call:
             names.add(node.args[0].value)
     return names
 
