@@ -280,6 +280,8 @@ def indexed_bindings() -> dict[str, list[dict[str, Any]]]:
     """Every function the worker indexes, with its bindings as the host receives them."""
     import function_app
 
+    # get_functions() indexes once per app object; another test may have indexed this one already.
+    function_app.app.functions_bindings = None
     return {
         fn.get_function_name(): [binding.get_dict_repr() for binding in fn.get_bindings()]
         for fn in function_app.app.get_functions()
