@@ -19,5 +19,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+# checkov (the Bicep scan in tests/test_checkov.py) pins an older pycep-parser than the tests use,
+# so it gets an environment of its own, from its own pinned list.
+checkov_env=.devstack/tools/checkov
+checkov_stamp=$checkov_env/.requirements.sha256
+checkov_want=$(sha256sum infra/checkov-requirements.txt | cut -d' ' -f1)
+if [ ! -x "$checkov_env/bin/checkov" ] || [ ! -f "$checkov_stamp" ] || [ "$(cat "$checkov_stamp")" != "$checkov_want" ]; then
+  echo "== installing checkov (pinned, in $checkov_env)"
+  "$python" -m venv "$checkov_env"
+  "$checkov_env/bin/python" -m pip install --quiet --disable-pip-version-check -r infra/checkov-requirements.txt
+  echo "$checkov_want" > "$checkov_stamp"
+fi
 echo "== checking Azurite (npm, pinned)"
 .venv/bin/python -c 'from pathlib import Path; from devstack.azurite import install_azurite; install_azurite(Path(".devstack/tools"))'

@@ -1,12 +1,28 @@
-// Storage for the Functions host (blob leases, keys), the Flex deployment package container and
-// the app's `onboardings` state table. Entra ID only: shared keys (and so connection strings and
-// SAS) are disabled; no anonymous blob access; TLS 1.2.
+// Storage for the Functions host (blob leases, keys), the Flex deployment package container, the
+// app's `onboardings` state table and its `accounts` inventory. Entra ID only: shared keys (and so
+// connection strings and SAS) are disabled; no anonymous blob access; TLS 1.2. Private by default:
+// main.bicep opens the public endpoint only when vnetEnabled is false.
 
 param name string
 param location string
 param tags object = {}
 param deploymentContainerName string
 param stateTableName string = 'onboardings'
+param inventoryTableName string = 'accounts'
+
+@description('Public endpoint: Disabled (reached through private endpoints for blob and table) or Enabled.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param publicAccess string = 'Disabled'
+
+@description('Firewall default for the public endpoint: Deny, or Allow when publicAccess is Enabled.')
+@allowed([
+  'Allow'
+  'Deny'
+])
+param networkDefaultAction string = 'Deny'
 
 @description('Replication. LRS is the cheapest and exists in every region; ZRS or GZRS keep the state table through a zone outage where the region has zones.')
 @allowed([
@@ -18,6 +34,7 @@ param stateTableName string = 'onboardings'
 param skuName string = 'Standard_LRS'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_206: replication is the skuName parameter (STORAGE_SKU_NAME); LRS by default because every region has it, ZRS or GZRS where the region has zones.
   name: name
   location: location
   tags: tags
@@ -35,9 +52,9 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     isSftpEnabled: false
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: publicAccess
     networkAcls: {
-      defaultAction: 'Allow'
+      defaultAction: networkDefaultAction
       bypass: 'AzureServices'
     }
     encryption: {
@@ -89,6 +106,13 @@ resource stateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   name: stateTableName
 }
 
+// The inventory of managed accounts (rotation, drift); the app creates it on first use too.
+resource inventoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: inventoryTableName
+}
+
+output id string = storage.id
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output tableEndpoint string = storage.properties.primaryEndpoints.table

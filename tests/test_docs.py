@@ -1,0 +1,76 @@
+"""The deployment guide's commands can be pasted as they are, and name only what exists: every bash
+block parses, holds no <placeholder>, runs scripts that exist, reads azd environment values the
+deployment writes and sets ones it reads, and names saved queries that are deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from pycep import BicepParser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "docs" / "deploy.md", ROOT / "infra" / "README.md"]
+
+# azd environment values that are not main.bicep outputs: azd's own, and what the scripts set.
+AZD_OWN = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_PRINCIPAL_TYPE"}
+SET_BY_SCRIPTS = {"API_CLIENT_ID", "ROTATION_EVENTS_ENABLED"}
+READ_BY_SCRIPTS = {"GRAPH_OWNED_APPS", "GRAPH_GRANT_APPLY"}
+
+
+def bash_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```$", path.read_text(), re.MULTILINE | re.DOTALL)
+
+
+BLOCKS = [(path, block) for path in DOCS for block in bash_blocks(path)]
+
+
+def outputs() -> set[str]:
+    return set(BicepParser().parse(file_path=ROOT / "infra" / "main.bicep")["outputs"])
+
+
+def parameter_variables() -> set[str]:
+    mapped = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    return {re.match(r"\$\{([A-Z_]+)", entry["value"]).group(1) for entry in mapped.values()}
+
+
+def test_the_guide_has_commands() -> None:
+    assert len(bash_blocks(DOCS[0])) >= 15
+
+
+@pytest.mark.parametrize(("path", "block"), BLOCKS, ids=lambda v: v.name if isinstance(v, Path) else v[:40])
+def test_each_block_parses_and_has_no_placeholder(path: Path, block: str) -> None:
+    result = subprocess.run(["bash", "-n"], input=block, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{path.name}: {result.stderr}\n{block}"
+    shell = re.sub(r"<<'?(JSON|PY)'?\n.*?^\1$", "", block, flags=re.MULTILINE | re.DOTALL)
+    assert not re.search(r"<[A-Za-z][\w -]*>", shell), f"{path.name}: a placeholder to fill in:\n{block}"
+    assert not re.search(r"=\.\.\.(\s|$)", shell), f"{path.name}: a value to fill in:\n{block}"
+
+
+def test_scripts_named_exist() -> None:
+    for path, block in BLOCKS:
+        for script in re.findall(r"\bscripts/[\w.-]+\.sh\b", block):
+            assert (ROOT / script).is_file(), f"{path.name} runs {script}"
+
+
+def test_azd_environment_values_exist() -> None:
+    readable = outputs() | AZD_OWN | SET_BY_SCRIPTS
+    settable = parameter_variables() | AZD_OWN | READ_BY_SCRIPTS | SET_BY_SCRIPTS
+    for path, block in BLOCKS:
+        for name in re.findall(r"azd env get-value ([A-Z_]+)", block):
+            assert name in readable, f"{path.name} reads {name}, which nothing writes"
+        for name in re.findall(r"azd env set ([A-Z_]+)", block):
+            assert name in settable, f"{path.name} sets {name}, which nothing reads"
+
+
+def test_saved_queries_named_exist() -> None:
+    monitoring = BicepParser().parse(file_path=ROOT / "infra" / "app" / "monitoring.bicep")
+    names = {query["name"] for query in monitoring["variables"]["queries"]["value"]}
+    text = DOCS[0].read_text()
+    for name in re.findall(r"`([a-z0-9-]+)`", text):
+        if name.endswith(("-by-reason", "-in-30-days", "-messages")) or name == "drift":
+            assert name in names, f"deploy.md names a saved query {name} that is not deployed"
