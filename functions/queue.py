@@ -54,5 +54,5 @@ def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Conte
         outcome = handle_dead_letter(message.get_body(), deps.clients, message_id=message.message_id or "",
                                      reason=message.dead_letter_reason or "",
                                      description=message.dead_letter_error_description or "")
-        logger.warning("dead-lettered message %s: request %s %s", message.message_id,
-                       outcome.request_id or "(none)", outcome.kind.value)
+        logger.warning("dead-lettered message %s of request %s: %s", message.message_id,
+                       outcome.request_id or "(none)", message.dead_letter_reason or "no reason given")

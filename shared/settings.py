@@ -150,16 +150,10 @@ class Settings:
 def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineConfig:
     """Optional overrides of :class:`PipelineConfig` (all have sane defaults)."""
     defaults = PipelineConfig()
-    budget = defaults.validation_budget_seconds
+    budget = _seconds(env, "VALIDATION_BUDGET_SECONDS", defaults.validation_budget_seconds, 0, 600, problems)
+    lease = _seconds(env, "LEASE_SECONDS", defaults.lease_seconds, 1, 60, problems,
+                     " (at most the queue's lock duration)")
     delays = defaults.retry_delays_seconds
-    text = (env.get("VALIDATION_BUDGET_SECONDS") or "").strip()
-    if text:
-        try:
-            budget = float(text)
-            if not 0 <= budget <= 600:
-                raise ValueError
-        except ValueError:
-            problems.append("VALIDATION_BUDGET_SECONDS must be a number of seconds between 0 and 600")
     text = (env.get("RETRY_DELAYS_SECONDS") or "").strip()
     if text:
         try:
@@ -168,16 +162,6 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineCon
                 raise ValueError
         except ValueError:
             problems.append("RETRY_DELAYS_SECONDS must be a comma-separated list of seconds, e.g. 30,60,120")
-    lease = defaults.lease_seconds
-    text = (env.get("LEASE_SECONDS") or "").strip()
-    if text:
-        try:
-            lease = float(text)
-            if not 1 <= lease <= 60:
-                raise ValueError
-        except ValueError:
-            problems.append("LEASE_SECONDS must be a number of seconds between 1 and 60 (at most the queue's lock "
-                            "duration)")
     require_pcg = _flag(env, "PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT", default=True, problems=problems)
     prefix = (env.get("KEY_VAULT_ALLOWED_SECRET_PREFIX") or "").strip()
     if prefix and not re.fullmatch(r"[0-9A-Za-z-]{1,100}", prefix):
@@ -185,6 +169,22 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineCon
                         "secret name)")
     return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
                           require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float, problems: list[str],
+             why: str = "") -> float:
+    """An optional number of seconds between ``low`` and ``high``; a problem noted otherwise."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        problems.append(f"{name} must be a number of seconds between {low:g} and {high:g}{why}")
+        return default
+    return value
 
 
 def requires_client_principal(env: Mapping[str, str], problems: list[str] | None = None) -> bool:

@@ -153,7 +153,7 @@ def fail_request(record: OnboardingRecord, clients: OnboardingClients, *, reason
         r.release_lease()
         r.record_event(event)
     updated = _update(record, clients, fail)
-    logger.warning("request %s: failed (%s): %s", record.request_id, reason, message)
+    logger.warning("request %s: failed at %s (%s): %s", record.request_id, step, reason, message)
     return flush_outbox(clients.state, clients.events, updated)
 
 

@@ -250,7 +250,7 @@ def test_published_events_reach_every_subscription_in_the_contract_shape(
     events = [
         _event("requested", request_id="REQ-2001", data={"step": "intake", "outcome": "accepted"}),
         _event("secret.stored", request_id="REQ-2001",
-               data={"step": "secret", "outcome": "stored", "secretName": "palette-azure-contoso-prod-client-secret",
+               data={"step": "secret", "outcome": "stored", "secretName": "palette-contoso-prod-client-secret",
                      "secretVersion": "0a1b"}),
         _event("account.registered", request_id="REQ-2001"),
         _event("validated", request_id="REQ-2001",
@@ -358,7 +358,7 @@ REQUEST = {
     "requestId": "CHG-0042",
     "accountName": "contoso-prod",
     "azure": {"tenantId": str(uuid.UUID(int=1)), "clientId": str(uuid.UUID(int=2)),
-              "secret": {"source": "keyVault", "secretName": "palette-azure-contoso-prod-client-secret"}},
+              "secret": {"source": "keyVault", "secretName": "palette-contoso-prod-client-secret"}},
 }
 
 

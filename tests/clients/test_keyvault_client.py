@@ -106,11 +106,11 @@ def test_set_then_get_round_trips_value_and_properties(store: SecretStore, vault
     not_before = datetime(2025, 12, 31, tzinfo=UTC)
     vault.clock.tick()
     stored = store.set_secret(
-        "palette-azure-acct-one-client-secret", SecretStr(VALUE), content_type="text/plain",
+        "palette-acct-one-client-secret", SecretStr(VALUE), content_type="text/plain",
         tags={MANAGED_BY_TAG: PRODUCT, CREDENTIAL_ID_TAG: "key-1"},
         expires_on=expires, not_before=not_before,
     )
-    assert stored.name == "palette-azure-acct-one-client-secret"
+    assert stored.name == "palette-acct-one-client-secret"
     assert re.fullmatch(r"[0-9a-f]{32}", stored.version)
     assert stored.id.endswith(f"/secrets/{stored.name}/{stored.version}")
     assert stored.expires_on == expires and stored.not_before == not_before
@@ -141,7 +141,7 @@ def test_versions_are_listed_newest_first_across_pages(store: SecretStore, vault
 
 
 def test_find_version_by_tag_returns_the_newest_match_or_none(store: SecretStore, vault: Vault) -> None:
-    name = "palette-azure-acct-one-client-secret"
+    name = "palette-acct-one-client-secret"
     for i in range(28):
         _set(store, vault, name, f"v{i}", **{CREDENTIAL_ID_TAG: f"key-{i}", "request-id": f"REQ-{i % 3}"})
     found = store.find_version(name, tag=CREDENTIAL_ID_TAG, value="key-3")
@@ -172,7 +172,7 @@ def test_list_secrets_filters_by_managed_by_tag(store: SecretStore, vault: Vault
 
 
 def test_update_tags_replaces_the_tag_set_of_one_version(store: SecretStore, vault: Vault) -> None:
-    name = "palette-azure-acct-one-client-secret"
+    name = "palette-acct-one-client-secret"
     first = _set(store, vault, name, "old", **{"rotation-state": "current"})
     second = _set(store, vault, name, "new", **{"rotation-state": "pending"})
     vault.clock.tick()
@@ -196,7 +196,7 @@ def test_update_tags_replaces_the_tag_set_of_one_version(store: SecretStore, vau
 
 
 def test_disable_version_blocks_reads_of_that_version_only(store: SecretStore, vault: Vault) -> None:
-    name = "palette-apikey-ci-bot"
+    name = "palette-ci-bot-api-key"
     old = _set(store, vault, name, "old-value")
     new = _set(store, vault, name, "new-value")
     store.disable_version(name, old.version)
@@ -226,7 +226,7 @@ def test_secret_value_never_in_reprs_logs_or_errors(
     store: SecretStore, vault: Vault, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    name = "palette-azure-acct-one-client-secret"
+    name = "palette-acct-one-client-secret"
     stored = _set(store, vault, name)
     value, props = store.get_secret(name)
     store.update_tags(name, stored.version, {**stored.tags, "checked": "yes"})
@@ -261,7 +261,7 @@ def test_client_passed_in_is_used_and_not_closed(vault: Vault) -> None:
 def test_expired_version_is_still_readable_and_reports_its_dates(store: SecretStore, vault: Vault) -> None:
     vault.clock.tick()
     past = datetime.fromtimestamp(vault.clock.now, UTC) - timedelta(days=1)
-    stored = store.set_secret("palette-azure-acct-two-client-secret", SecretStr("expired"),
+    stored = store.set_secret("palette-acct-two-client-secret", SecretStr("expired"),
                               content_type="text/plain", tags={}, expires_on=past)
     value, props = store.get_secret(stored.name)
     assert value.get_secret_value() == "expired" and props.expires_on == past

@@ -918,3 +918,27 @@ def test_any_value_anywhere_fails_cleanly_and_never_echoes_it(raw: dict[str, Any
     except RequestValidationError as exc:
         assert marker not in str(exc)
         assert len({e.path for e in exc.errors}) == len(exc.errors)
+
+
+# --- names made from the request, and what it may name -----------------------------------------
+
+
+def test_every_derived_name_is_made_at_parse_time() -> None:
+    body = minimal()
+    body["apiKey"] = {"name": "!!!", "user": "a@example.com", "expiresInDays": 3}
+    names = parse(body).derived_names
+    account = body["accountName"]
+    assert names.client_secret == f"palette-{account}-client-secret"
+    assert names.ssh_private_key == f"palette-{account}-ssh-key"
+    assert names.api_key_value == f"palette-{account}-api-key"
+    assert names.password_display_name == f"palette-onboarding {account} {body['requestId']}"
+
+
+def test_the_allowed_prefix_limits_key_vault_sources_but_not_the_accounts_own_name() -> None:
+    body = minimal()
+    body["azure"]["secret"] = {"source": "keyVault", "secretName": "payroll-db"}
+    assert set(errors_of(body, allowed_secret_prefix="ops-")) == {"azure.secret.secretName"}
+    body["azure"]["secret"]["secretName"] = "ops-contoso"
+    assert parse(body, allowed_secret_prefix="ops-").azure.secret.secret_name == "ops-contoso"  # type: ignore[union-attr]
+    body["azure"]["secret"]["secretName"] = f"palette-{body['accountName']}-client-secret"
+    parse(body, allowed_secret_prefix="ops-")  # the product's own, as the HTTP intake queues it
