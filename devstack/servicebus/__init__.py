@@ -11,7 +11,8 @@ Implemented (what Service Bus does for these calls):
 - Sending to queues and topics: ``send_messages`` with one message, a list, or a
   ``ServiceBusMessageBatch`` (split into its messages); topics copy each message to every
   subscription; ``scheduled_enqueue_time_utc`` on a plain send; duplicate detection by
-  ``message_id`` within the entity's window (a duplicate is accepted and dropped); time to live;
+  ``message_id`` within the window of an entity that requires it (a duplicate is accepted and
+  dropped; off by default, as in Service Bus); time to live;
   the Standard-tier 256 KiB message size limit (``MessageSizeExceededError``). Properties,
   application properties and body come back byte for byte; the broker sets the header's
   ``delivery-count`` and adds ``x-opt-sequence-number``,

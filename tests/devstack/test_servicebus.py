@@ -59,9 +59,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(45)
 
 QUEUES = (
-    QueueConfig("orders"),
+    QueueConfig("orders"),  # Service Bus's defaults: duplicate detection off
     QueueConfig("short-lock", lock_duration_seconds=1, max_delivery_count=2),
-    QueueConfig("no-dedup", duplicate_detection_window_seconds=None),
+    QueueConfig("deduplicated", duplicate_detection_window_seconds=600),
 )
 TOPICS = (TopicConfig("events", (SubscriptionConfig("audit"), SubscriptionConfig("billing"))),)
 WAIT = 5  # upper bound for a receive that is expected to return something
@@ -160,12 +160,20 @@ def test_load_entities_reads_the_json_config(tmp_path: Path) -> None:
     path = tmp_path / "entities.json"
     path.write_text(json.dumps({
         "queues": [{"name": "onboarding", "lockDurationSeconds": 30, "maxDeliveryCount": 5,
-                    "duplicateDetectionWindowSeconds": None}],
-        "topics": [{"name": "events", "subscriptions": [{"name": "devstack", "maxDeliveryCount": 3}]}],
+                    "requiresDuplicateDetection": True, "duplicateDetectionWindowSeconds": 120}],
+        "topics": [{"name": "events", "requiresDuplicateDetection": True,
+                    "subscriptions": [{"name": "devstack", "maxDeliveryCount": 3}]}],
     }))
     queues, topics = load_entities(path)
-    assert queues == [QueueConfig("onboarding", 30, 5, None)]
+    assert queues == [QueueConfig("onboarding", 30, 5, 120)]
     assert topics == [TopicConfig("events", (SubscriptionConfig("devstack", 60, 3),), 600)]
+
+    for queue, problem in (({"duplicateDetectionWindowSeconds": 600}, "applies only with"),
+                           ({"requiresDuplicateDetection": "yes"}, "true or false"),
+                           ({"requiresDuplicateDetection": True, "duplicateDetectionWindowSeconds": 5}, "20 seconds")):
+        path.write_text(json.dumps({"queues": [{"name": "q", **queue}]}))
+        with pytest.raises(ValueError, match=problem):
+            load_entities(path)
 
     path.write_text(json.dumps({"queues": [{"name": "a"}, {"name": "A"}]}))
     with pytest.raises(ValueError, match="twice"):
@@ -276,11 +284,48 @@ def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor)
 
 
 def test_duplicate_message_id_is_accepted_and_dropped_within_the_window(bus: Bus) -> None:
-    for queue in ("orders", "no-dedup"):
+    for queue in ("deduplicated", "orders"):
         bus.send(queue, ServiceBusMessage("first", message_id="same"))
         bus.send(queue, ServiceBusMessage("second", message_id="same"), ServiceBusMessage("other"))
-    assert bodies(bus.receiver("orders").peek_messages(max_message_count=10)) == ["first", "other"]
-    assert bodies(bus.receiver("no-dedup").peek_messages(max_message_count=10)) == ["first", "second", "other"]
+    assert bodies(bus.receiver("deduplicated").peek_messages(max_message_count=10)) == ["first", "other"]
+    # Without requiresDuplicateDetection (Service Bus's default) every copy is kept.
+    assert bodies(bus.receiver("orders").peek_messages(max_message_count=10)) == ["first", "second", "other"]
+
+
+def test_entity_defaults_are_service_bus_defaults(tmp_path: Path) -> None:
+    """An entity configured with nothing but a name behaves as one created in Azure with nothing
+    but a name: duplicate detection off, 1 minute locks, 10 deliveries before the dead-letter queue."""
+    path = tmp_path / "entities.json"
+    path.write_text(json.dumps({"queues": [{"name": "plain"}],
+                                "topics": [{"name": "news", "subscriptions": [{"name": "all"}]}]}))
+    (queue,), (topic,) = load_entities(path)
+    assert queue == QueueConfig("plain") == QueueConfig("plain", lock_duration_seconds=60, max_delivery_count=10,
+                                                        duplicate_detection_window_seconds=None)
+    assert topic == TopicConfig("news", (SubscriptionConfig("all", 60, 10),), duplicate_detection_window_seconds=None)
+
+    broker = start_broker(queues=[queue], topics=[topic])
+    client = ServiceBusClient.from_connection_string(broker.connection_string, retry_total=0)
+    try:
+        with client.get_queue_sender("plain") as sender, client.get_queue_receiver("plain") as receiver:
+            sender.send_messages([ServiceBusMessage("one", message_id="same"),
+                                  ServiceBusMessage("two", message_id="same")])
+            first, second = receive(receiver, 2)
+            assert bodies([first, second]) == ["one", "two"]
+            assert first.locked_until_utc is not None and first.enqueued_time_utc is not None
+            assert timedelta(seconds=59) <= first.locked_until_utc - first.enqueued_time_utc <= timedelta(seconds=61)
+            for _ in range(9):
+                receiver.abandon_message(second)
+                (second,) = receive(receiver, 1)
+            assert second.delivery_count == 9
+            receiver.abandon_message(second)  # the tenth delivery failed: dead-lettered
+            receiver.complete_message(first)
+        with client.get_queue_receiver("plain", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dead_letters:
+            (dead,) = receive(dead_letters, 1)
+            assert (str(dead), dead.dead_letter_reason) == ("two", "MaxDeliveryCountExceeded")
+            dead_letters.complete_message(dead)
+    finally:
+        client.close()
+        broker.stop()
 
 
 # -- receiving and settling ----------------------------------------------------------------------
