@@ -7,7 +7,9 @@ stack runs this broker on python-qpid-proton. Clients connect with :attr:`Runnin
 Implemented (what Service Bus does for these calls):
 
 - Connection: SASL ANONYMOUS, CBS ``put-token`` on ``$cbs`` (SAS tokens signed with the broker's
-  key, or tokens from the local-stack identity), concurrent client connections.
+  key over ``sr`` exactly as the token carries it, percent-encoded as the SDK writes it or plain
+  as Microsoft's samples do; or tokens from the local-stack identity), concurrent client
+  connections.
 - Sending to queues and topics: ``send_messages`` with one message, a list, or a
   ``ServiceBusMessageBatch`` (split into its messages); topics copy each message to every
   subscription; ``scheduled_enqueue_time_utc`` on a plain send; duplicate detection by

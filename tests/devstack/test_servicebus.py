@@ -8,15 +8,21 @@ bounded by ``max_wait_time`` and pytest-timeout; no assertion depends on how lon
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import pytest
+from azure.core.credentials import AzureSasCredential
 from azure.servicebus import (
     AutoLockRenewer,
     ServiceBusClient,
@@ -155,6 +161,10 @@ def seq(message: ServiceBusReceivedMessage) -> int:
     return number
 
 
+def _broker_key(broker: RunningBroker) -> str:
+    return broker.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+
+
 # -- configuration and start-up ------------------------------------------------------------------
 def test_load_entities_reads_the_json_config(tmp_path: Path) -> None:
     path = tmp_path / "entities.json"
@@ -273,7 +283,7 @@ def test_unknown_entity_is_refused_not_hung(bus: Bus) -> None:
 
 
 def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor) -> None:
-    key = broker.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+    key = _broker_key(broker)
     wrong = Bus(ServiceBusClient.from_connection_string(
         broker.connection_string.replace(key, "d3Jvbmcta2V5"), retry_total=0))
     try:
@@ -281,6 +291,60 @@ def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor)
             wrong.sender("orders").send_messages(ServiceBusMessage("x"))
     finally:
         closer.submit(wrong.close)
+
+
+def _shared_access_signature(resource_uri: str, key_name: str, key: str, *, sr_form: str,
+                             signed_form: str | None = None, expires_in: int = 600) -> str:
+    """A SAS token built by hand: ``sr`` in ``sr_form`` ("plain", as Microsoft's sample writes it,
+    or "encoded", as the SDK does), the signature over ``signed_form`` (the same unless told)."""
+    forms = {"plain": resource_uri, "encoded": quote_plus(resource_uri)}
+    expiry = str(int(time.time()) + expires_in)
+    digest = hmac.new(key.encode(), f"{forms[signed_form or sr_form]}\n{expiry}".encode(), hashlib.sha256).digest()
+    signature = quote(base64.b64encode(digest))
+    return f"SharedAccessSignature sr={forms[sr_form]}&sig={signature}&se={expiry}&skn={key_name}"
+
+
+@pytest.mark.parametrize("sr_form", ["plain", "encoded"])
+def test_sas_token_is_checked_over_sr_as_the_client_sent_it(broker: RunningBroker, closer: ThreadPoolExecutor,
+                                                            sr_form: str) -> None:
+    """The token shapes Microsoft's own sample and the SDK make both sign in, through
+    ``AzureSasCredential``; the signature of one form sent with the other form is refused."""
+    namespace = f"{broker.host}:{broker.port}"
+    resource_uri = f"sb://{namespace}/orders"
+    good = _shared_access_signature(resource_uri, "devstack", _broker_key(broker), sr_form=sr_form)
+    other_form = "encoded" if sr_form == "plain" else "plain"
+    mismatched = _shared_access_signature(resource_uri, "devstack", _broker_key(broker), sr_form=sr_form,
+                                          signed_form=other_form)
+    signed_in = Bus(ServiceBusClient(namespace, AzureSasCredential(good), use_tls=False, retry_total=0))
+    refused = Bus(ServiceBusClient(namespace, AzureSasCredential(mismatched), use_tls=False, retry_total=0))
+    try:
+        signed_in.send("orders", ServiceBusMessage(f"signed in with the {sr_form} form"))
+        (message,) = receive(signed_in.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 1)
+        assert str(message) == f"signed in with the {sr_form} form"
+        with pytest.raises(ServiceBusAuthenticationError):
+            refused.send("orders", ServiceBusMessage("x"))
+    finally:
+        closer.submit(signed_in.close)
+        closer.submit(refused.close)
+
+
+@pytest.mark.parametrize(("key_name", "key", "expires_in"), [
+    ("devstack", "d3Jvbmcta2V5", 600),  # another key
+    ("RootManageSharedAccessKey", None, 600),  # another policy name
+    ("devstack", None, -60),  # expired
+])
+def test_sas_token_with_wrong_key_policy_or_expiry_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor,
+                                                              key_name: str, key: str | None,
+                                                              expires_in: int) -> None:
+    namespace = f"{broker.host}:{broker.port}"
+    token = _shared_access_signature(f"sb://{namespace}/orders", key_name, key or _broker_key(broker),
+                                     sr_form="plain", expires_in=expires_in)
+    refused = Bus(ServiceBusClient(namespace, AzureSasCredential(token), use_tls=False, retry_total=0))
+    try:
+        with pytest.raises(ServiceBusAuthenticationError):
+            refused.send("orders", ServiceBusMessage("x"))
+    finally:
+        closer.submit(refused.close)
 
 
 def test_duplicate_message_id_is_accepted_and_dropped_within_the_window(bus: Bus) -> None:
