@@ -34,7 +34,9 @@ Implemented (what Service Bus does for these calls):
   (``cancel_scheduled_messages``).
 - Errors: unknown entities refuse the attach with ``amqp:not-found``
   (``MessagingEntityNotFoundError``); bad tokens get 401 (``ServiceBusAuthenticationError``);
-  malformed frames close only the connection that sent them.
+  malformed frames close only the connection that sent them. Every error the broker sends carries
+  condition, description and info, as Service Bus's do: stopping the broker closes each
+  connection with ``amqp:connection:forced``, which a client sees as ``ServiceBusConnectionError``.
 - Local-stack controls: :meth:`RunningBroker.reset` (empty every entity, keep the entities) and
   :meth:`RunningBroker.call` (run a function on the broker thread to inspect the model).
 

@@ -541,9 +541,18 @@ def _render(message: StoredMessage, *, lock_token: uuid.UUID | None) -> bytes:
     )
 
 
+def amqp_error(condition: str, description: str) -> Condition:
+    """An AMQP error with all three fields, as Service Bus sends them (info carries a tracking id).
+
+    pyamqp reads the info slot of every error it is given (a rejected transfer, a detach, a
+    close) by position; proton leaves a null info out of the encoding, and the client then fails
+    with ``IndexError`` instead of raising the error.
+    """
+    return Condition(condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+
+
 def _condition(error: BrokerError) -> Condition:
-    """An AMQP error with all three fields: pyamqp indexes the info slot of a rejected send."""
-    return Condition(error.condition, error.description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+    return amqp_error(error.condition, error.description)
 
 
 def _required(value: _T | None) -> _T:

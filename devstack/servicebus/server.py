@@ -21,11 +21,11 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from proton import Collector, Condition, Connection, Transport
+from proton import Collector, Connection, Transport
 
 from devstack.servicebus.errors import CONNECTION_FORCED, INTERNAL_ERROR
 from devstack.servicebus.models import Namespace
-from devstack.servicebus.routes import Router, TokenValidator
+from devstack.servicebus.routes import Router, TokenValidator, amqp_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -111,7 +111,7 @@ class _Channel:
             return
         self.failed = True
         try:
-            self.connection.condition = Condition(INTERNAL_ERROR, f"The broker failed: {error}")
+            self.connection.condition = amqp_error(INTERNAL_ERROR, f"The broker failed: {error}")
             self.connection.close()
         except Exception:  # noqa: BLE001 - any failure here means the engine is unusable
             self.abort()
@@ -311,7 +311,7 @@ class BrokerServer:
     def _close_all(self) -> None:
         for channel in list(self._channels.values()):
             with contextlib.suppress(Exception):  # best effort: tell clients before hanging up
-                channel.connection.condition = Condition(CONNECTION_FORCED, "The broker is shutting down.")
+                channel.connection.condition = amqp_error(CONNECTION_FORCED, "The broker is shutting down.")
                 channel.connection.close()
                 channel.write()
             self._drop(channel)

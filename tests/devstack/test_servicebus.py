@@ -42,6 +42,7 @@ from azure.servicebus.exceptions import (
     MessageSizeExceededError,
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
+    ServiceBusConnectionError,
     ServiceBusError,
 )
 from hypothesis import HealthCheck, given, settings
@@ -665,6 +666,26 @@ def test_aio_topic_and_unknown_entity(broker: RunningBroker) -> None:
 
 
 # -- robustness ----------------------------------------------------------------------------------
+def test_stopping_the_broker_under_a_connected_receiver_raises_a_connection_error() -> None:
+    """The broker's close carries a complete AMQP error (condition, description, info), which the
+    SDK turns into ServiceBusConnectionError rather than failing to parse it."""
+    running = start_broker(queues=[QueueConfig("q")])
+    client = ServiceBusClient.from_connection_string(running.connection_string, retry_total=0)
+    receiver = client.get_queue_receiver("q")
+    try:
+        assert receiver.receive_messages(max_wait_time=1) == []  # connected, link attached
+        stopper = threading.Timer(0.5, running.stop)
+        stopper.start()
+        with pytest.raises(ServiceBusConnectionError) as caught:
+            receiver.receive_messages(max_wait_time=10)
+        stopper.join()
+        assert "amqp:connection:forced" in str(caught.value)
+    finally:
+        running.stop()
+        receiver.close()
+        client.close()
+
+
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
 SASL_HEADER = b"AMQP\x03\x01\x00\x00"
 
