@@ -9,7 +9,10 @@ Implemented (what Service Bus does for these calls):
 - Connection: SASL ANONYMOUS, CBS ``put-token`` on ``$cbs`` (SAS tokens signed with the broker's
   key over ``sr`` exactly as the token carries it, percent-encoded as the SDK writes it or plain
   as Microsoft's samples do; or tokens from the local-stack identity), concurrent client
-  connections.
+  connections, and many threads on one connection: the SDK's racing threads can send two
+  transfers with one delivery id (``AutoLockRenewer`` over many messages does), which Service Bus
+  takes and proton would not, so :mod:`devstack.servicebus.frames` renumbers them for proton
+  and maps its dispositions back.
 - Sending to queues and topics: ``send_messages`` with one message, a list, or a
   ``ServiceBusMessageBatch`` (split into its messages); topics copy each message to every
   subscription; ``scheduled_enqueue_time_utc`` on a plain send; duplicate detection by

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -47,6 +48,7 @@ from azure.servicebus.exceptions import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proton import Data, Described, symbol, uint, ulong
 
 from devstack.servicebus import (
     QueueConfig,
@@ -57,6 +59,7 @@ from devstack.servicebus import (
     start_broker,
 )
 from devstack.servicebus.errors import MessageLockLostError as LockLost
+from devstack.servicebus.frames import DeliveryIdTranslator
 from devstack.servicebus.models import IncomingMessage, Namespace
 
 if TYPE_CHECKING:
@@ -68,6 +71,7 @@ pytestmark = pytest.mark.timeout(45)
 QUEUES = (
     QueueConfig("orders"),  # Service Bus's defaults: duplicate detection off
     QueueConfig("short-lock", lock_duration_seconds=1, max_delivery_count=2),
+    QueueConfig("renewed", lock_duration_seconds=5),  # short enough to renew at once, long enough to renew in time
     QueueConfig("deduplicated", duplicate_detection_window_seconds=600),
 )
 TOPICS = (TopicConfig("events", (SubscriptionConfig("audit"), SubscriptionConfig("billing"))),)
@@ -511,6 +515,64 @@ def test_renew_message_lock_and_auto_lock_renewer(bus: Bus) -> None:
     assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
 
 
+def test_auto_lock_renewer_over_ten_messages_then_concurrent_settlement_keep_the_connection(bus: Bus) -> None:
+    """What a host with maxConcurrentCalls above one does: AutoLockRenewer renews ten peek-locked
+    messages at once over one connection's $management link, then ten threads settle them. The
+    SDK's threads race for delivery ids there; Service Bus keeps the connection, and so must we."""
+    bus.send("renewed", *(ServiceBusMessage(f"held-{i}") for i in range(10)))
+    receiver = bus.receiver("renewed")
+    messages = receive(receiver, 10)
+    first_locks = {seq(m): m.locked_until_utc for m in messages}
+
+    def renewed_past_its_first_lock(message: ServiceBusReceivedMessage) -> bool:
+        first, current = first_locks[seq(message)], message.locked_until_utc
+        return first is not None and current is not None and current > first + timedelta(seconds=2)
+
+    settling = threading.Event()
+    failures: list[tuple[bool, BaseException | None]] = []
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30, on_lock_renew_failure=lambda _renewable, error:
+                              failures.append((settling.is_set(), error)))
+    try:
+        for message in messages:
+            renewer.register(receiver, message)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not failures and not all(map(renewed_past_its_first_lock, messages)):
+            time.sleep(0.1)
+        assert not failures, f"lock renewal failed: {[repr(getattr(e, 'inner_exception', e)) for _, e in failures]}"
+        assert all(map(renewed_past_its_first_lock, messages))
+        settling.set()
+        with ThreadPoolExecutor(max_workers=10) as settlers:
+            list(settlers.map(receiver.complete_message, messages))
+    finally:
+        renewer.close()
+    # A renewal in flight while its message is completed is answered lock-lost, as Service Bus does.
+    assert all(during_settlement and isinstance(getattr(error, "inner_exception", None), MessageLockLostError)
+               for during_settlement, error in failures), failures
+    assert receiver.peek_messages(max_message_count=20, sequence_number=1) == []
+
+
+def test_concurrent_management_requests_on_one_connection_all_get_answers(bus: Bus) -> None:
+    """Ten threads at once on one receiver's $management link: lock renewals, peeks and the
+    settlement of deferred messages (update-disposition) each get their own answer."""
+    bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(10)))
+    receiver = bus.receiver("orders")
+    messages = receive(receiver, 10)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        for _ in range(3):
+            renewed = list(pool.map(receiver.renew_message_lock, messages))
+            assert all(until > datetime.now(UTC) for until in renewed)
+        for message in messages:
+            receiver.defer_message(message)
+        numbers = [seq(m) for m in messages]
+        peeked = list(pool.map(lambda number: receiver.peek_messages(max_message_count=1, sequence_number=number),
+                               numbers))
+        assert [seq(found) for (found,) in peeked] == numbers
+        deferred = receiver.receive_deferred_messages(numbers)
+        assert sorted(seq(m) for m in deferred) == numbers
+        list(pool.map(receiver.complete_message, deferred))
+    assert receiver.peek_messages(max_message_count=20, sequence_number=1) == []
+
+
 def test_peek_neither_locks_nor_counts(bus: Bus) -> None:
     bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(4)))
     receiver = bus.receiver("orders")
@@ -769,3 +831,86 @@ def test_model_time_to_live_and_scheduled_messages_follow_the_clock() -> None:
     assert later is not None and later.payload == b"later" and later.enqueued_at == 50.0
     received = subscription.receive(50.0, lock=False)
     assert received is not None and received.sequence_number == number
+
+
+# -- the frame layer on its own (no sockets) -----------------------------------------------------
+def _amqp_frame(code: int, fields: list[Any], *, channel: int = 0, payload: bytes = b"") -> bytes:
+    data = Data()
+    data.put_object(Described(ulong(code), fields))
+    body = bytes(data.encode()) + payload
+    return struct.pack(">IBBH", 8 + len(body), 2, 0, channel) + body
+
+
+def _transfer(handle: int, delivery_id: int | None, *, more: bool = False, settled: bool = False,
+              channel: int = 1, payload: bytes = b"body") -> bytes:
+    return _amqp_frame(0x14, [uint(handle), None if delivery_id is None else uint(delivery_id), b"tag",
+                              uint(0), settled, more], channel=channel, payload=payload)
+
+
+def _frames(stream: bytes) -> list[tuple[int, int, list[Any], bytes]]:
+    """(channel, performative code, fields, payload) of each frame in ``stream``."""
+    out = []
+    while stream:
+        size, doff, _, channel = struct.unpack_from(">IBBH", stream)
+        body, stream = stream[doff * 4:size], stream[size:]
+        data = Data()
+        consumed = data.decode(body)
+        data.rewind()
+        data.next()
+        performative = data.get_object()
+        out.append((channel, int(performative.descriptor), list(performative.value), body[consumed:]))
+    return out
+
+
+def _delivery_ids(stream: bytes) -> list[int | None]:
+    return [fields[1] for _, code, fields, _ in _frames(stream) if code == 0x14]
+
+
+ACCEPTED = Described(ulong(0x24), [])
+
+
+def test_frames_in_order_pass_byte_for_byte() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    stream = (SASL_HEADER + AMQP_HEADER + _amqp_frame(0x11, [None, uint(0), uint(100), uint(100)], channel=1)
+              + _transfer(0, 0) + _transfer(0, 1, more=True) + _transfer(0, None) + _transfer(2, 2))
+    # Arriving in pieces changes nothing: frames are held until whole.
+    assert b"".join(translator.inbound(stream[i:i + 7]) for i in range(0, len(stream), 7)) == stream
+    reply = _amqp_frame(0x11, [uint(1), uint(0), uint(100), uint(100)]) + _amqp_frame(
+        0x15, [True, uint(0), uint(2), True, ACCEPTED])
+    assert translator.outbound(reply) == reply
+
+
+def test_reused_and_skipped_delivery_ids_are_renumbered_and_mapped_back() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    translator.inbound(AMQP_HEADER + _amqp_frame(0x11, [None, uint(5), uint(100), uint(100)], channel=1))
+    # Two threads took id 6 and the counter went on from 7; later it skipped 8. A delivery in two
+    # frames keeps one id, and a renumbered transfer keeps its payload whole.
+    sent = [_transfer(0, 5), _transfer(0, 6), _transfer(1, 6, more=True, payload=b"x" * 70_000), _transfer(1, 6),
+            _transfer(0, 7), _transfer(1, 9, more=True), _transfer(1, None), _transfer(0, 10, settled=True)]
+    received = _frames(translator.inbound(b"".join(sent)))
+    assert [fields[1] for _, _, fields, _ in received] == [5, 6, 7, 7, 8, 9, None, 10]
+    assert received[2][3] == b"x" * 70_000
+    translator.outbound(_amqp_frame(0x11, [uint(1), uint(0), uint(100), uint(100)], channel=0))
+    # The broker settles its ids 5..9 at once: the client hears of its own ids, 5..7 and 9.
+    answered = _frames(translator.outbound(_amqp_frame(0x15, [True, uint(5), uint(9), True, ACCEPTED])))
+    assert [(fields[1], fields[2]) for _, _, fields, _ in answered] == [(5, 7), (9, 9)]
+    assert all(fields[3] is True and fields[4] == ACCEPTED for _, _, fields, _ in answered)
+    # Dispositions for the broker's own deliveries (role sender) are never touched.
+    own = _amqp_frame(0x15, [False, uint(7), uint(7), True, ACCEPTED])
+    assert translator.outbound(own) == own
+
+
+def test_errors_proton_writes_without_info_get_it_and_junk_passes_untouched() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    bare = _amqp_frame(0x18, [Described(ulong(0x1D), [symbol("amqp:session:invalid-field"), "sequencing error"])])
+    ((_, code, (error,), _),) = _frames(translator.outbound(bare))
+    condition, description, info = error.value
+    assert (code, condition, description) == (0x18, "amqp:session:invalid-field", "sequencing error")
+    assert set(info) == {symbol("com.microsoft:tracking-id")}
+    complete = _amqp_frame(0x18, [Described(ulong(0x1D), [symbol("amqp:connection:forced"), "bye",
+                                                          {symbol("x"): "y"}])])
+    assert translator.outbound(complete) == complete
+
+    junk = DeliveryIdTranslator(256 * 1024)
+    garbage = AMQP_HEADER + b"\x7f\xff\xff\xff" + b"\x00" * 20  # a frame announcing 2 GiB
+    assert junk.inbound(garbage) + junk.inbound(b"more") + junk.inbound_rest() == garbage + b"more"
