@@ -44,7 +44,8 @@ Implemented (what Service Bus does for these calls):
   :meth:`RunningBroker.call` (run a function on the broker thread to inspect the model).
 
 Not implemented: sessions, rules/filters, transactions, auto-forwarding, dead-lettering on expiry,
-the administration (ATOM) API, partitioning.
+an entity's default time to live, the administration (ATOM) API, AMQP over WebSockets,
+partitioning.
 """
 
 from __future__ import annotations
