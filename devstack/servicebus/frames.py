@@ -102,27 +102,30 @@ class _FrameReader:
     def feed(self, data: bytes) -> list[bytes]:
         """The complete units (headers, frames) now available; in opaque mode, the raw bytes."""
         self.buffer += data
+        buffer, position = self.buffer, 0
         units: list[bytes] = []
-        while self.buffer and not self.opaque:
-            if self.buffer[:4] == PROTOCOL_HEADER_PREFIX[:len(self.buffer[:4])]:
-                if len(self.buffer) < PROTOCOL_HEADER_SIZE:
+        while position < len(buffer) and not self.opaque:
+            head = bytes(buffer[position:position + 4])
+            if PROTOCOL_HEADER_PREFIX.startswith(head):
+                if len(buffer) - position < PROTOCOL_HEADER_SIZE:
                     break
-                units.append(bytes(self.buffer[:PROTOCOL_HEADER_SIZE]))
-                del self.buffer[:PROTOCOL_HEADER_SIZE]
+                units.append(bytes(buffer[position:position + PROTOCOL_HEADER_SIZE]))
+                position += PROTOCOL_HEADER_SIZE
                 continue
-            if len(self.buffer) < FRAME_HEADER_SIZE:
+            if len(buffer) - position < FRAME_HEADER_SIZE:
                 break
-            size, doff = struct.unpack_from(">IB", self.buffer)
+            size, doff = struct.unpack_from(">IB", buffer, position)
             if size < FRAME_HEADER_SIZE or size > self.max_frame_size or doff < 2 or doff * 4 > size:
                 self.opaque = True
                 break
-            if len(self.buffer) < size:
+            if len(buffer) - position < size:
                 break
-            units.append(bytes(self.buffer[:size]))
-            del self.buffer[:size]
-        if self.opaque and self.buffer:
-            units.append(bytes(self.buffer))
-            self.buffer.clear()
+            units.append(bytes(buffer[position:position + size]))
+            position += size
+        if self.opaque and position < len(buffer):
+            units.append(bytes(buffer[position:]))
+            position = len(buffer)
+        del buffer[:position]
         return units
 
     def flush(self) -> bytes:

@@ -145,10 +145,10 @@ class TokenValidator:
     def _check_sas(self, token: str, now: float) -> str | None:
         """Check a ``SharedAccessSignature sr=...&sig=...&se=...&skn=...`` token.
 
-        The signature is HMAC-SHA256 over ``<sr>\n<se>`` with ``sr`` exactly as it appears in the
-        token: the SDK percent-encodes the resource URI and signs the encoded form, Microsoft's
-        samples put it in plain and sign that, and Service Bus takes both. A signature over one
-        form sent with the other does not match.
+        The signature is HMAC-SHA256 over ``sr``, a newline and ``se``, with ``sr`` exactly as it
+        appears in the token: the SDK percent-encodes the resource URI and signs the encoded form,
+        Microsoft's samples put it in plain and sign that, and Service Bus takes both. A signature
+        over one form sent with the other does not match.
         """
         fields = _sas_fields(token[len(SAS_PREFIX):])
         if fields is None:

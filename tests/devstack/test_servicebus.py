@@ -880,6 +880,20 @@ def test_frames_in_order_pass_byte_for_byte() -> None:
     assert translator.outbound(reply) == reply
 
 
+@given(cuts=st.lists(st.integers(1, 400), max_size=30))
+def test_how_bytes_arrive_does_not_change_what_proton_gets(cuts: list[int]) -> None:
+    stream = (AMQP_HEADER + _amqp_frame(0x11, [None, uint(0), uint(100), uint(100)], channel=1)
+              + _transfer(0, 0) + _transfer(1, 0, more=True, payload=b"y" * 900) + _transfer(1, 0)
+              + _transfer(0, 2) + _transfer(0, 2))
+    whole = DeliveryIdTranslator(256 * 1024).inbound(stream)
+    translator, pieces, start = DeliveryIdTranslator(256 * 1024), [], 0
+    for cut in [*cuts, len(stream)]:
+        pieces.append(translator.inbound(stream[start:start + cut]))
+        start += cut
+    assert b"".join(pieces) + translator.inbound_rest() == whole
+    assert _delivery_ids(whole[len(AMQP_HEADER):]) == [0, 1, 1, 2, 3]
+
+
 def test_reused_and_skipped_delivery_ids_are_renumbered_and_mapped_back() -> None:
     translator = DeliveryIdTranslator(256 * 1024)
     translator.inbound(AMQP_HEADER + _amqp_frame(0x11, [None, uint(5), uint(100), uint(100)], channel=1))
