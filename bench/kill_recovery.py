@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,7 +50,7 @@ def main() -> int:
         settings = stack.start()
         try:
             assert stack.identity_https is not None
-            bodies = []
+            bodies: list[dict[str, Any]] = []
             for i in range(args.n):
                 client_id = str(uuid.uuid4())
                 requests.post(f"{stack.identity_https.url}/_devstack/applications",
@@ -94,7 +95,7 @@ def main() -> int:
     ids = Counter(e["id"] for e in events)
     expected = 6  # requested, secret.stored, account.registered, sshkey.uploaded, apikey.created, validated
     duplicates = sum(count - 1 for count in ids.values() if count > 1)
-    lost = sum(max(expected - len({e["type"] for e in events if e["data"]["requestId"] == b["requestId"]}), 0)
+    lost = sum(max(expected - len({str(e["type"]) for e in events if e["data"]["requestId"] == b["requestId"]}), 0)
                for b in bodies)
     recovery = (finished_at - last_kill) if finished_at is not None else float("nan")
     print(f"kill recovery: {recovery:.1f} s from the last kill to the last onboarding finished (target: <= 90 s)")
@@ -106,7 +107,7 @@ def main() -> int:
     return 0
 
 
-def _drain(settings: dict[str, str]) -> list[dict[str, object]]:
+def _drain(settings: dict[str, str]) -> list[dict[str, Any]]:
     from azure.servicebus import ServiceBusClient
 
     found = []

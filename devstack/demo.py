@@ -49,8 +49,7 @@ def prepare_azure(stack: Stack, examples: list[dict[str, Any]]) -> None:
                       verify=verify, timeout=10).raise_for_status()
         secret = azure.get("secret", {})
         if secret.get("source") == "keyVault":
-            client = SecretClient(settings["KEY_VAULT_URL"], DefaultAzureCredential(),
-                                  verify_challenge_resource=False)
+            client = SecretClient(settings["KEY_VAULT_URL"], DefaultAzureCredential())
             # A secret Entra ID never issued for this app: Palette's validation must refuse it.
             client.set_secret(secret["secretName"], "not-the-apps-secret-" + str(time.time_ns()),
                               content_type="text/plain")

@@ -179,6 +179,13 @@ class ServiceApp:
         """Service-specific admin routes under ``/_devstack/``; ``None`` when not handled."""
         return None
 
+    def bound(self, host: str, port: int) -> None:
+        """Called once the listening socket has its address, before the first request.
+
+        Ports are picked at bind time, so a service whose identity depends on its own address
+        (Key Vault's challenge resource) learns it here.
+        """
+
 
 @dataclass
 class RecordedRequest:
@@ -427,6 +434,11 @@ class RunningServer:
         self._server = _Server((host, port), app, tls)
         self.host = host
         self.port = self._server.server_address[1]
+        try:
+            app.bound(host, self.port)
+        except BaseException:
+            self._server.server_close()
+            raise
         scheme = "https" if tls is not None else "http"
         self.url = f"{scheme}://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},

@@ -221,8 +221,7 @@ def test_inline_secret_goes_to_key_vault_and_only_a_reference_is_queued(api: Api
     secret_id = state["palette"]["keyVaultSecretId"]
     name, _, version = urlsplit(secret_id).path.split("/secrets/", 1)[1].partition("/")
     assert (name, version) == (message["azure"]["secret"]["secretName"], message["azure"]["secret"]["version"])
-    with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential(),
-                      verify_challenge_resource=False) as vault:
+    with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential()) as vault:
         assert vault.get_secret(name, version).value == value
     # The given secret was used: Graph issued no other one.
     assert len(world.graph_passwords(client_id)) == 1

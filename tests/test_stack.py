@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from devstack.keyvault import KeyVaultApp
 from devstack.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,16 +28,29 @@ def test_settings_name_every_contract_setting(stack: Stack) -> None:
 
 
 def test_default_credential_reaches_key_vault_through_the_managed_identity(stack: Stack) -> None:
-    """DefaultAzureCredential, unmodified, gets a token from the managed-identity stand-in, and the
-    real SecretClient answers the vault's 401 challenge with it over TLS it trusts by
-    REQUESTS_CA_BUNDLE."""
+    """DefaultAzureCredential, unmodified, gets a token from the managed-identity stand-in for the
+    resource the vault's challenge names, and the real SecretClient, with its default settings,
+    answers the 401 challenge with it over TLS it trusts by REQUESTS_CA_BUNDLE. A managed-identity
+    token for any other audience (the public cloud's vault resource included) is refused."""
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
+    assert stack.keyvault is not None and stack.identity is not None
+    vault = stack.keyvault.app
+    assert isinstance(vault, KeyVaultApp)
     credential = DefaultAzureCredential()
-    with SecretClient(stack.settings["KEY_VAULT_URL"], credential, verify_challenge_resource=False) as client:
+    with SecretClient(stack.settings["KEY_VAULT_URL"], credential) as client:
         client.set_secret("stack-check", "value-1")
         assert client.get_secret("stack-check").value == "value-1"
+    asked = {r.query["resource"][0] for r in stack.identity.requests if r.path == "/msi/token"}
+    assert vault.resource in asked
+
+    elsewhere = credential.get_token("https://vault.azure.net/.default").token
+    refused = requests.get(f"{stack.settings['KEY_VAULT_URL']}secrets/stack-check?api-version=7.5",
+                           headers={"Authorization": f"Bearer {elsewhere}"},
+                           verify=stack.settings["REQUESTS_CA_BUNDLE"], timeout=10)
+    assert refused.status_code == 401
+    assert "AKV10022" in refused.json()["error"]["message"]
 
 
 def test_state_table_lives_in_azurite(stack: Stack) -> None:

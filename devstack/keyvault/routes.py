@@ -3,8 +3,12 @@
 What the real SDK checks, and so what this layer gets right:
 
 * the challenge: a request without a usable token gets 401 with ``WWW-Authenticate: Bearer
-  authorization="<authority>/<tenant>", resource="https://vault.azure.net"``, decided before the
-  body is looked at (the SDK's first request is a bodiless copy sent only to elicit it);
+  authorization="<authority>/<tenant>", resource="<resource>"``, decided before the body is looked
+  at (the SDK's first request is a bodiless copy sent only to elicit it). The resource is the
+  vault's own authority minus its first label (:func:`challenge_resource`), as
+  ``https://vault.azure.net`` is for ``https://<name>.vault.azure.net``, so the SDK's default check
+  that the vault's host lies under the challenge resource passes; only tokens for that resource
+  are accepted;
 * ``api-version`` is required and must be one Key Vault knows;
 * ids are absolute, built from the URL the client used (``https://`` + ``Host``), since the SDK
   parses names and versions out of them;
@@ -39,7 +43,6 @@ if TYPE_CHECKING:
 
     from devstack.keyvault.models import DeletedRecord, SecretRecord, SecretVersion
 
-RESOURCE = "https://vault.azure.net"
 LATEST_API_VERSION = "2026-04-01"
 API_VERSIONS = frozenset({"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6",
                           "2025-07-01", LATEST_API_VERSION})
@@ -66,6 +69,28 @@ def _peek_claims(token: str) -> dict[str, Any] | None:
     except (ValueError, binascii.Error, RecursionError):
         return None
     return claims if isinstance(claims, dict) else None
+
+
+def challenge_resource(host: str, port: int) -> str:
+    """The resource a vault served at ``https://host:port`` names in its challenge (and takes tokens for).
+
+    ``SecretClient`` (``verify_challenge_resource`` on, its default) sends a token only when the
+    vault's ``host:port`` ends with ``"." + <the resource's host:port>``. Azure satisfies that by
+    naming the cloud's parent domain (``vault.azure.net`` under ``<name>.vault.azure.net``); here the
+    parent is the host minus its first label, with the port the vault serves on:
+    ``127.0.0.1:54321`` names ``https://0.0.1:54321``. Whatever port the stack picks, the rule holds,
+    and a token for one vault is refused by a vault on another port.
+
+    Raises
+    ------
+    ValueError
+        ``host`` has no parent (``localhost``, ``::1``): no resource would pass the SDK's check.
+    """
+    _, dot, parent = host.partition(".")
+    if not dot or not parent or ":" in host:
+        raise ValueError(f"A vault served on {host!r} cannot name a challenge resource the SDK accepts; "
+                         "serve it on a dotted address such as 127.0.0.1.")
+    return f"https://{parent}:{port}"
 
 
 def _encode_skiptoken(marker: str) -> str:
@@ -145,7 +170,7 @@ class KeyVaultApp(ServiceApp):
         self.authority = authority.rstrip("/")
         self.tenant_id = tenant_id
         self.backend = KeyVaultBackend(purge_protection=purge_protection, clock=clock)
-        self.challenge = f'Bearer authorization="{self.authority}/{tenant_id}", resource="{RESOURCE}"'
+        self._resource: str | None = None
         add = self.router.add
         add("GET", "/secrets", self._list_secrets)
         add("GET", "/secrets/{name}/versions", self._list_versions)  # before /{version}
@@ -160,7 +185,26 @@ class KeyVaultApp(ServiceApp):
         add("DELETE", "/deletedsecrets/{name}", self._purge_deleted)
         add("POST", "/deletedsecrets/{name}/recover", self._recover_deleted)
 
+    @property
+    def resource(self) -> str:
+        """The audience this vault accepts tokens for; known once it is served (see :meth:`bound`)."""
+        if self._resource is None:
+            raise RuntimeError("The vault has no address yet: serve it with RunningServer first.")
+        return self._resource
+
+    @property
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value of every 401."""
+        return f'Bearer authorization="{self.authority}/{self.tenant_id}", resource="{self.resource}"'
+
     # -- ServiceApp hooks -----------------------------------------------------------------------
+
+    def bound(self, host: str, port: int) -> None:
+        """Name the challenge resource after the address the vault serves on (one address per vault)."""
+        resource = challenge_resource(host, port)
+        if self._resource is not None and self._resource != resource:
+            raise RuntimeError(f"This vault already serves as {self._resource}; make one vault per address.")
+        self._resource = resource
 
     def error_response(self, error: HttpError) -> Response:
         body: dict[str, Any] = {"code": error.code, "message": error.message}
@@ -199,7 +243,8 @@ class KeyVaultApp(ServiceApp):
     # -- helpers --------------------------------------------------------------------------------
 
     def _token_problem(self, token: str) -> str | None:
-        claims = verify_token(token, audience=RESOURCE)
+        resource = self.resource
+        claims = verify_token(token, audience=resource)
         if claims is not None:
             tenant = claims.get("tid")
             if tenant is not None and str(tenant).lower() != self.tenant_id.lower():  # GUIDs ignore case
@@ -207,8 +252,8 @@ class KeyVaultApp(ServiceApp):
                         f"https://sts.windows.net/{self.tenant_id}/, found: https://sts.windows.net/{tenant}/.")
             return None
         peeked = _peek_claims(token)
-        if peeked is not None and peeked.get("aud") != RESOURCE:
-            return f"AKV10022: Invalid audience. Expected {RESOURCE}, found: {peeked.get('aud')}."
+        if peeked is not None and peeked.get("aud") != resource:
+            return f"AKV10022: Invalid audience. Expected {resource}, found: {peeked.get('aud')}."
         exp = peeked.get("exp") if peeked is not None else None
         if isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp < time.time():
             return "The access token is expired."

@@ -7,11 +7,17 @@ stack runs this broker on python-qpid-proton. Clients connect with :attr:`Runnin
 Implemented (what Service Bus does for these calls):
 
 - Connection: SASL ANONYMOUS, CBS ``put-token`` on ``$cbs`` (SAS tokens signed with the broker's
-  key, or tokens from the local-stack identity), concurrent client connections.
+  key over ``sr`` exactly as the token carries it, percent-encoded as the SDK writes it or plain
+  as Microsoft's samples do; or tokens from the local-stack identity), concurrent client
+  connections, and many threads on one connection: the SDK's racing threads can send two
+  transfers with one delivery id (``AutoLockRenewer`` over many messages does), which Service Bus
+  takes and proton would not, so :mod:`devstack.servicebus.frames` renumbers them for proton
+  and maps its dispositions back.
 - Sending to queues and topics: ``send_messages`` with one message, a list, or a
   ``ServiceBusMessageBatch`` (split into its messages); topics copy each message to every
   subscription; ``scheduled_enqueue_time_utc`` on a plain send; duplicate detection by
-  ``message_id`` within the entity's window (a duplicate is accepted and dropped); time to live;
+  ``message_id`` within the window of an entity that requires it (a duplicate is accepted and
+  dropped; off by default, as in Service Bus); time to live;
   the Standard-tier 256 KiB message size limit (``MessageSizeExceededError``). Properties,
   application properties and body come back byte for byte; the broker sets the header's
   ``delivery-count`` and adds ``x-opt-sequence-number``,
@@ -31,12 +37,15 @@ Implemented (what Service Bus does for these calls):
   (``cancel_scheduled_messages``).
 - Errors: unknown entities refuse the attach with ``amqp:not-found``
   (``MessagingEntityNotFoundError``); bad tokens get 401 (``ServiceBusAuthenticationError``);
-  malformed frames close only the connection that sent them.
+  malformed frames close only the connection that sent them. Every error the broker sends carries
+  condition, description and info, as Service Bus's do: stopping the broker closes each
+  connection with ``amqp:connection:forced``, which a client sees as ``ServiceBusConnectionError``.
 - Local-stack controls: :meth:`RunningBroker.reset` (empty every entity, keep the entities) and
   :meth:`RunningBroker.call` (run a function on the broker thread to inspect the model).
 
 Not implemented: sessions, rules/filters, transactions, auto-forwarding, dead-lettering on expiry,
-the administration (ATOM) API, partitioning.
+an entity's default time to live, the administration (ATOM) API, AMQP over WebSockets,
+partitioning.
 """
 
 from __future__ import annotations

@@ -2,7 +2,10 @@
 
 Service Bus entities are created ahead of time (Bicep in Azure); the stand-in takes the same
 settings from a small JSON file so the local stack and the infrastructure agree on names, lock
-duration, max delivery count and the duplicate-detection window.
+duration, max delivery count and duplicate detection. A setting left out takes Service Bus's own
+default, so an entity behaves here as one created in Azure without it: duplicate detection off,
+lock duration 1 minute, 10 deliveries before the dead-letter queue (``tests/test_infra.py``
+checks ``devstack/entities.json`` against ``infra/app/servicebus.bicep`` on that basis).
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
-DEFAULT_LOCK_DURATION_SECONDS = 60.0
+# Service Bus's defaults for an entity created without the setting.
+DEFAULT_LOCK_DURATION_SECONDS = 60.0  # lockDuration PT1M
 DEFAULT_MAX_DELIVERY_COUNT = 10
-DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS = 600.0
+DEFAULT_REQUIRES_DUPLICATE_DETECTION = False
+DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS = 600.0  # duplicateDetectionHistoryTimeWindow PT10M, once on
+# The window Service Bus accepts: 20 seconds to 7 days.
+MIN_DUPLICATE_DETECTION_WINDOW_SECONDS = 20.0
+MAX_DUPLICATE_DETECTION_WINDOW_SECONDS = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -30,12 +38,12 @@ class SubscriptionConfig:
 
 @dataclass(frozen=True)
 class QueueConfig:
-    """A queue. ``duplicate_detection_window_seconds=None`` turns duplicate detection off."""
+    """A queue. Duplicate detection is off (``None``), as in Service Bus, unless given a window."""
 
     name: str
     lock_duration_seconds: float = DEFAULT_LOCK_DURATION_SECONDS
     max_delivery_count: int = DEFAULT_MAX_DELIVERY_COUNT
-    duplicate_detection_window_seconds: float | None = DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS
+    duplicate_detection_window_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +52,7 @@ class TopicConfig:
 
     name: str
     subscriptions: tuple[SubscriptionConfig, ...] = ()
-    duplicate_detection_window_seconds: float | None = DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS
+    duplicate_detection_window_seconds: float | None = None
 
 
 def validate_entities(queues: list[QueueConfig], topics: list[TopicConfig]) -> None:
@@ -54,7 +62,8 @@ def validate_entities(queues: list[QueueConfig], topics: list[TopicConfig]) -> N
     ------
     ValueError
         A name is empty or contains ``/``, a name is used twice in the namespace (names are
-        case-insensitive) or in one topic, or a lock duration / max delivery count is out of range.
+        case-insensitive) or in one topic, or a lock duration, max delivery count or
+        duplicate-detection window is out of range.
     """
     seen: set[str] = set()
     named: list[QueueConfig | TopicConfig] = [*queues, *topics]
@@ -65,8 +74,10 @@ def validate_entities(queues: list[QueueConfig], topics: list[TopicConfig]) -> N
             raise ValueError(f"Entity name {entity.name!r} is used twice (names are case-insensitive).")
         seen.add(key)
         window = entity.duplicate_detection_window_seconds
-        if window is not None and window <= 0:
-            raise ValueError(f"{entity.name!r}: duplicateDetectionWindowSeconds must be > 0 or null.")
+        if window is not None and not (MIN_DUPLICATE_DETECTION_WINDOW_SECONDS <= window
+                                       <= MAX_DUPLICATE_DETECTION_WINDOW_SECONDS):
+            raise ValueError(f"{entity.name!r}: duplicateDetectionWindowSeconds must be from 20 seconds to "
+                             "7 days (Service Bus's range).")
     for queue in queues:
         _check_receive_settings(queue.name, queue.lock_duration_seconds, queue.max_delivery_count)
     for topic in topics:
@@ -83,8 +94,9 @@ def validate_entities(queues: list[QueueConfig], topics: list[TopicConfig]) -> N
 def load_entities(path: Path) -> tuple[list[QueueConfig], list[TopicConfig]]:
     """Read ``{"queues": [...], "topics": [...]}`` (camelCase keys, as in the Bicep parameters).
 
-    Missing settings take the Service Bus defaults; ``"duplicateDetectionWindowSeconds": null``
-    turns duplicate detection off for that entity.
+    Missing settings take the Service Bus defaults. Duplicate detection is off unless
+    ``"requiresDuplicateDetection": true``; its window, ``duplicateDetectionWindowSeconds``,
+    defaults to 10 minutes and is refused without it (a window alone would be silently ignored).
 
     Raises
     ------
@@ -105,7 +117,7 @@ def load_entities(path: Path) -> tuple[list[QueueConfig], list[TopicConfig]]:
 
 
 def _queue(item: dict[str, Any]) -> QueueConfig:
-    _only_keys(item, {"name", "lockDurationSeconds", "maxDeliveryCount",
+    _only_keys(item, {"name", "lockDurationSeconds", "maxDeliveryCount", "requiresDuplicateDetection",
                       "duplicateDetectionWindowSeconds"}, "queue")
     return QueueConfig(
         name=_name(item),
@@ -116,7 +128,8 @@ def _queue(item: dict[str, Any]) -> QueueConfig:
 
 
 def _topic(item: dict[str, Any]) -> TopicConfig:
-    _only_keys(item, {"name", "subscriptions", "duplicateDetectionWindowSeconds"}, "topic")
+    _only_keys(item, {"name", "subscriptions", "requiresDuplicateDetection", "duplicateDetectionWindowSeconds"},
+               "topic")
     subscriptions = []
     for sub in _items(item, "subscriptions"):
         _only_keys(sub, {"name", "lockDurationSeconds", "maxDeliveryCount"}, "subscription")
@@ -144,10 +157,19 @@ def _name(item: dict[str, Any]) -> str:
 
 
 def _window(item: dict[str, Any]) -> float | None:
-    if "duplicateDetectionWindowSeconds" not in item:
-        return DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS
-    value = item["duplicateDetectionWindowSeconds"]
-    return None if value is None else float(value)
+    """The duplicate-detection window in seconds, or ``None`` when detection is off."""
+    required = item.get("requiresDuplicateDetection", DEFAULT_REQUIRES_DUPLICATE_DETECTION)
+    if not isinstance(required, bool):
+        raise ValueError(f"{item.get('name')!r}: requiresDuplicateDetection must be true or false.")
+    if not required:
+        if "duplicateDetectionWindowSeconds" in item:
+            raise ValueError(f"{item.get('name')!r}: duplicateDetectionWindowSeconds applies only with "
+                             '"requiresDuplicateDetection": true.')
+        return None
+    value = item.get("duplicateDetectionWindowSeconds", DEFAULT_DUPLICATE_DETECTION_WINDOW_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{item.get('name')!r}: duplicateDetectionWindowSeconds must be a number of seconds.")
+    return float(value)
 
 
 def _only_keys(item: dict[str, Any], allowed: set[str], what: str) -> None:

@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-from urllib.parse import parse_qs, quote_plus
+from urllib.parse import unquote, unquote_plus
 
 from proton import (
     UNDESCRIBED,
@@ -143,20 +143,44 @@ class TokenValidator:
         return f"Unsupported token type {token_type!r}."
 
     def _check_sas(self, token: str, now: float) -> str | None:
-        fields = {key: values[0] for key, values in parse_qs(token[len(SAS_PREFIX):]).items()}
+        """Check a ``SharedAccessSignature sr=...&sig=...&se=...&skn=...`` token.
+
+        The signature is HMAC-SHA256 over ``sr``, a newline and ``se``, with ``sr`` exactly as it
+        appears in the token: the SDK percent-encodes the resource URI and signs the encoded form,
+        Microsoft's samples put it in plain and sign that, and Service Bus takes both. A signature
+        over one form sent with the other does not match.
+        """
+        fields = _sas_fields(token[len(SAS_PREFIX):])
+        if fields is None:
+            return "Malformed SharedAccessSignature token."
         audience, signature, expiry, key_name = (fields.get(name) for name in ("sr", "sig", "se", "skn"))
         if not audience or not signature or not expiry or not expiry.isdigit():
             return "Malformed SharedAccessSignature token."
-        if key_name != self.key_name:
+        if key_name is None or unquote_plus(key_name) != self.key_name:
             return f"Unknown SharedAccessKeyName {key_name!r}."
         if int(expiry) < now:
             return "The SharedAccessSignature token has expired."
-        expected = base64.b64encode(hmac.new(self.key.encode("utf-8"),
-                                             f"{quote_plus(audience)}\n{expiry}".encode(),
-                                             hashlib.sha256).digest()).decode("ascii")
-        if not hmac.compare_digest(expected, signature):
+        expected = hmac.new(self.key.encode("utf-8"), f"{audience}\n{expiry}".encode(), hashlib.sha256).digest()
+        try:
+            # "+" is a base64 character here, not an encoded space: unquote, not unquote_plus.
+            given = base64.b64decode(unquote(signature), validate=True)
+        except ValueError:
+            return "The SharedAccessSignature signature is not base64."
+        if not hmac.compare_digest(expected, given):
             return "The SharedAccessSignature signature does not match."
         return None
+
+
+def _sas_fields(text: str) -> dict[str, str] | None:
+    """A SAS token's ``key=value`` fields as sent (values not percent-decoded); ``None`` when a
+    field repeats or has no ``=``, which leaves the token ambiguous."""
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        key, equals, value = pair.partition("=")
+        if not equals or key in fields:
+            return None
+        fields[key] = value
+    return fields
 
 
 class Router(Handler):
@@ -517,9 +541,18 @@ def _render(message: StoredMessage, *, lock_token: uuid.UUID | None) -> bytes:
     )
 
 
+def amqp_error(condition: str, description: str) -> Condition:
+    """An AMQP error with all three fields, as Service Bus sends them (info carries a tracking id).
+
+    pyamqp reads the info slot of every error it is given (a rejected transfer, a detach, a
+    close) by position; proton leaves a null info out of the encoding, and the client then fails
+    with ``IndexError`` instead of raising the error.
+    """
+    return Condition(condition, description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+
+
 def _condition(error: BrokerError) -> Condition:
-    """An AMQP error with all three fields: pyamqp indexes the info slot of a rejected send."""
-    return Condition(error.condition, error.description, {symbol("com.microsoft:tracking-id"): str(uuid.uuid4())})
+    return amqp_error(error.condition, error.description)
 
 
 def _required(value: _T | None) -> _T:

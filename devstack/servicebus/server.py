@@ -21,11 +21,12 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from proton import Collector, Condition, Connection, Transport
+from proton import Collector, Connection, Transport
 
 from devstack.servicebus.errors import CONNECTION_FORCED, INTERNAL_ERROR
+from devstack.servicebus.frames import DeliveryIdTranslator
 from devstack.servicebus.models import Namespace
-from devstack.servicebus.routes import Router, TokenValidator
+from devstack.servicebus.routes import Router, TokenValidator, amqp_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -43,10 +44,18 @@ _T = TypeVar("_T")
 
 
 class _Channel:
-    """One accepted TCP connection and its proton engine."""
+    """One accepted TCP connection and its proton engine.
+
+    Bytes pass through a :class:`DeliveryIdTranslator` each way; what the engine or the socket
+    cannot take yet waits in ``to_engine`` / ``to_socket``.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.frames = DeliveryIdTranslator(MAX_FRAME_SIZE)
+        self.to_engine = bytearray()
+        self.to_socket = bytearray()
+        self.client_finished = False  # the client closed its side; close the engine's tail once fed
         self.connection = Connection()
         self.transport = Transport(Transport.SERVER)
         self.transport.max_frame_size = MAX_FRAME_SIZE
@@ -61,38 +70,57 @@ class _Channel:
         self.deadline = 0.0
 
     def read(self) -> None:
+        self.feed()
         capacity = self.transport.capacity()
-        if capacity <= 0:
+        if capacity <= 0 or self.to_engine or self.client_finished:
             return
         try:
             data = self.sock.recv(min(capacity, READ_CHUNK))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.transport.close_tail()
-            return
-        if not data:
-            self.transport.close_tail()
-            return
-        try:
-            self.transport.push(data)
-        except Exception:  # proton raises TransportException on bytes it cannot take
-            logger.debug("Closing a connection that sent bytes proton refused.", exc_info=True)
+            data = b""
+        if data:
+            self.to_engine += self.frames.inbound(data)
+        else:
+            self.to_engine += self.frames.inbound_rest()
+            self.client_finished = True
+        self.feed()
+
+    def feed(self) -> None:
+        """Push what the engine has room for; close its tail once the client's last bytes are in."""
+        capacity = self.transport.capacity()
+        if self.to_engine and capacity > 0:
+            chunk = bytes(self.to_engine[:capacity])
+            del self.to_engine[:len(chunk)]
+            try:
+                self.transport.push(chunk)
+            except Exception:  # proton raises TransportException on bytes it cannot take
+                logger.debug("Closing a connection that sent bytes proton refused.", exc_info=True)
+                self.to_engine.clear()
+                self.client_finished = True
+        if self.client_finished and (not self.to_engine or capacity < 0) and self.transport.capacity() >= 0:
+            self.to_engine.clear()
             self.transport.close_tail()
 
     def write(self) -> None:
-        while True:
-            pending = self.transport.pending()
-            if pending <= 0:
-                return
+        pending = self.transport.pending()
+        if pending > 0:
+            data = self.transport.peek(pending) or b""
+            self.transport.pop(len(data))
+            self.to_socket += self.frames.outbound(data)
+        elif pending < 0:
+            self.to_socket += self.frames.outbound_rest()
+        while self.to_socket:
             try:
-                sent = self.sock.send(self.transport.peek(pending) or b"")
+                sent = self.sock.send(self.to_socket)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
+                self.to_socket.clear()
                 self.transport.close_head()
                 return
-            self.transport.pop(sent)
+            del self.to_socket[:sent]
 
     def process(self, router: Router) -> None:
         while True:
@@ -111,12 +139,14 @@ class _Channel:
             return
         self.failed = True
         try:
-            self.connection.condition = Condition(INTERNAL_ERROR, f"The broker failed: {error}")
+            self.connection.condition = amqp_error(INTERNAL_ERROR, f"The broker failed: {error}")
             self.connection.close()
         except Exception:  # noqa: BLE001 - any failure here means the engine is unusable
             self.abort()
 
     def abort(self) -> None:
+        self.to_engine.clear()
+        self.to_socket.clear()
         with contextlib.suppress(Exception):
             self.transport.close_tail()
         with contextlib.suppress(Exception):
@@ -125,13 +155,19 @@ class _Channel:
     @property
     def done(self) -> bool:
         pending = self.transport.pending()
-        return pending < 0 or (self.transport.capacity() < 0 and pending == 0)
+        finished = pending < 0 or (self.transport.capacity() < 0 and pending == 0)
+        return finished and not self.to_socket
+
+    @property
+    def waiting_to_feed(self) -> bool:
+        """Bytes for the engine that need no socket event to be pushed."""
+        return bool(self.to_engine) and self.transport.capacity() > 0
 
     def wanted_events(self) -> int:
         events = 0
-        if self.transport.capacity() > 0:
+        if self.transport.capacity() > 0 and not self.to_engine and not self.client_finished:
             events |= selectors.EVENT_READ
-        if self.transport.pending() > 0:
+        if self.transport.pending() > 0 or self.to_socket:
             events |= selectors.EVENT_WRITE
         return events
 
@@ -204,6 +240,7 @@ class BrokerServer:
         self._run_calls()
         self.namespace.advance(time.time())
         for channel in list(self._channels.values()):
+            self._guard(channel, channel.feed)
             self._guard(channel, functools.partial(channel.process, self.router))
         self._guard_pump()
         now = time.monotonic()
@@ -237,6 +274,8 @@ class BrokerServer:
             wait = min(wait, deadline - time.time())
         now = time.monotonic()
         for channel in self._channels.values():
+            if channel.waiting_to_feed:
+                return 0.0
             if channel.deadline:
                 wait = min(wait, channel.deadline - now)
         return max(wait, 0.0)
@@ -311,7 +350,7 @@ class BrokerServer:
     def _close_all(self) -> None:
         for channel in list(self._channels.values()):
             with contextlib.suppress(Exception):  # best effort: tell clients before hanging up
-                channel.connection.condition = Condition(CONNECTION_FORCED, "The broker is shutting down.")
+                channel.connection.condition = amqp_error(CONNECTION_FORCED, "The broker is shutting down.")
                 channel.connection.close()
                 channel.write()
             self._drop(channel)

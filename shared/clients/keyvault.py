@@ -30,8 +30,6 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 from pydantic import SecretStr
 
-from shared.net import is_loopback_url
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
     from datetime import datetime
@@ -143,10 +141,9 @@ class SecretStore:
         A CA bundle path (or ``False``) for a vault whose certificate is not publicly trusted, as
         the local stack's.
 
-    The client checks that the ``resource`` of Key Vault's authentication challenge matches the
-    vault's host, which is what keeps a token from being sent to an impostor; that check is turned
-    off only for a vault on a loopback address, whose challenge necessarily names the real
-    service (``https://vault.azure.net``).
+    The SDK's check that the ``resource`` of Key Vault's authentication challenge is a parent
+    domain of the vault's host stays on for every vault: it is what keeps a token from being sent
+    to an impostor.
 
     Request and response bodies are never logged (``logging_enable=False``): they carry values.
     """
@@ -166,10 +163,7 @@ class SecretStore:
             self._client = client
             self._owns_client = False
             return
-        options: dict[str, Any] = {
-            "verify_challenge_resource": not is_loopback_url(self.vault_url),
-            "logging_enable": False,
-        }
+        options: dict[str, Any] = {"logging_enable": False}
         if connection_verify is not None:
             options["connection_verify"] = connection_verify
         self._client = SecretClient(self.vault_url, credential, **options)

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusReceivedMessage, Servic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devstack.servicebus import QueueConfig, RunningBroker, SubscriptionConfig, TopicConfig, start_broker
+from devstack.servicebus import RunningBroker, load_entities, start_broker
+from devstack.stack import ENTITIES_PATH
 from shared.clients.events import (
     CLOUDEVENTS_CONTENT_TYPE,
     EVENT_TYPE_PREFIX,
@@ -164,10 +166,12 @@ def test_queue_refuses_a_request_carrying_an_inline_secret() -> None:
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[RunningBroker]:
-    running = start_broker(
-        queues=[QueueConfig(QUEUE)],
-        topics=[TopicConfig(TOPIC, subscriptions=tuple(SubscriptionConfig(name) for name in SUBSCRIPTIONS))],
-    )
+    """The onboarding queue and events topic with the settings of devstack/entities.json (which
+    tests/test_infra.py keeps equal to the Bicep), under this module's names."""
+    (queue,), (topic,) = load_entities(ENTITIES_PATH)
+    subscriptions = tuple(replace(topic.subscriptions[0], name=name) for name in SUBSCRIPTIONS)
+    running = start_broker(queues=[replace(queue, name=QUEUE)],
+                           topics=[replace(topic, name=TOPIC, subscriptions=subscriptions)])
     try:
         yield running
     finally:

@@ -22,14 +22,12 @@ from devstack.tls import make_loopback_certificate
 from devstack.tokens import issue_token
 from shared.clients.keyvault import SecretStore, StoredSecret
 from shared.credentials import ACCOUNT_TAG, CREDENTIAL_ID_TAG, MANAGED_BY_TAG, PRODUCT, SecretKind, secret_tags
-from shared.net import is_loopback_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 TENANT_ID = "7d3f4c1e-2b6a-4e8f-9a0b-1c2d3e4f5a6b"
 VALUE = "s3cr3t-Value~with.Unusual_chars-9f8e7d"
-VAULT_AUDIENCE = "https://vault.azure.net"
 
 
 class FakeClock:
@@ -44,21 +42,24 @@ class FakeClock:
 
 
 class StaticCredential:
-    """Hands out tokens the stand-in accepts, as a managed identity would for the vault."""
+    """Hands out tokens for the scope the SDK asks for, as a managed identity would."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.scopes: list[tuple[str, ...]] = []
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.calls += 1
-        assert scopes and scopes[0].startswith(VAULT_AUDIENCE)
-        token, expires_on = issue_token(audience=VAULT_AUDIENCE, subject="onboarding-app", tenant_id=TENANT_ID)
+        self.scopes.append(scopes)
+        token, expires_on = issue_token(audience=scopes[0].removesuffix("/.default"), subject="onboarding-app",
+                                        tenant_id=TENANT_ID)
         return AccessToken(token, expires_on)
 
 
 class Vault:
-    def __init__(self, server: RunningServer, clock: FakeClock, ca_path: str) -> None:
+    def __init__(self, server: RunningServer, app: KeyVaultApp, clock: FakeClock, ca_path: str) -> None:
         self.server = server
+        self.app = app
         self.clock = clock
         self.ca_path = ca_path
 
@@ -70,7 +71,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
     app = KeyVaultApp(authority="https://127.0.0.1:1/identity", tenant_id=TENANT_ID, clock=clock)
     server = RunningServer(app, tls=cert.server_context())
     try:
-        yield Vault(server, clock, str(cert.ca_path))
+        yield Vault(server, app, clock, str(cert.ca_path))
     finally:
         server.stop()
 
@@ -89,16 +90,27 @@ def _set(store: SecretStore, vault: Vault, name: str, value: str = VALUE, **tags
                                                 tenant_id=TENANT_ID, client_id=TENANT_ID), **tags})
 
 
-@pytest.mark.parametrize(("url", "loopback"), [
-    ("https://127.0.0.1:8443", True), ("https://127.5.6.7", True), ("https://[::1]:9000/", True),
-    ("https://LOCALHOST:1234", True), ("https://myvault.vault.azure.net", False),
-    ("https://myvault.vault.usgovcloudapi.net/", False), ("https://10.0.0.4", False),
-])
-def test_challenge_resource_check_is_off_only_for_loopback_vaults(url: str, loopback: bool) -> None:
-    assert is_loopback_url(url) is loopback
-
-
 # --- Against the stand-in -------------------------------------------------------------------------
+
+
+def test_store_keeps_the_challenge_resource_check_for_a_loopback_vault(vault: Vault) -> None:
+    """The SDK's default check stays on: tokens go to the resource the vault names, and a challenge
+    naming a resource the vault's address does not lie under is refused, no token asked for it."""
+    vault.server.reset()
+    credential = StaticCredential()
+    with SecretStore(vault.server.url, credential, connection_verify=vault.ca_path) as checked:
+        vault.clock.tick()
+        checked.set_secret("challenge-checked", SecretStr("v"), content_type="text/plain", tags={})
+    assert credential.scopes and set(credential.scopes) == {(f"{vault.app.resource}/.default",)}
+
+    impostor = f'Bearer authorization="https://127.0.0.1:1/identity/{TENANT_ID}", resource="https://vault.azure.net"'
+    vault.server.add_fault(Fault(method="GET", path_regex="^/secrets/", status=401, times=1,
+                                 headers={"WWW-Authenticate": impostor}))
+    wary = StaticCredential()
+    with SecretStore(vault.server.url, wary, connection_verify=vault.ca_path) as store, \
+            pytest.raises(ValueError, match="does not match the requested domain"):
+        store.get_secret("challenge-checked")
+    assert ("https://vault.azure.net/.default",) not in wary.scopes
 
 
 def test_set_then_get_round_trips_value_and_properties(store: SecretStore, vault: Vault) -> None:
@@ -247,7 +259,7 @@ def test_secret_value_never_in_reprs_logs_or_errors(
 def test_client_passed_in_is_used_and_not_closed(vault: Vault) -> None:
     vault.server.reset()
     credential = StaticCredential()
-    client = SecretClient(vault.server.url, credential, verify_challenge_resource=False,
+    client = SecretClient(vault.server.url, credential,
                           connection_verify=vault.ca_path)
     with SecretStore(vault.server.url, credential, client=client) as s:
         vault.clock.tick()

@@ -14,7 +14,7 @@ import re
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import requests
@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devstack.httpbase import RunningServer
-from devstack.keyvault import RESOURCE, KeyVaultBackend, create_app
+from devstack.keyvault import KeyVaultApp, KeyVaultBackend, challenge_resource, create_app
 from devstack.keyvault.errors import DeletedSecretNotFound, SecretNotFound
 from devstack.tls import make_loopback_certificate
 from devstack.tokens import issue_token
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 TENANT = "72f988bf-0000-4000-8000-00000000cafe"
 AUTHORITY = "https://127.0.0.1:44321"  # the identity stand-in's address; never contacted here
-CHALLENGE = f'Bearer authorization="{AUTHORITY}/{TENANT}", resource="https://vault.azure.net"'
+PUBLIC_CLOUD_RESOURCE = "https://vault.azure.net"
 VERSION = re.compile(r"[0-9a-f]{32}")
 UTC = dt.UTC
 
@@ -88,13 +88,25 @@ def credential() -> StandInCredential:
 @pytest.fixture(scope="module")
 def client(server: RunningServer, cert: LoopbackCertificate, credential: StandInCredential,
            ) -> Iterator[SecretClient]:
-    with SecretClient(server.url, credential, verify_challenge_resource=False,
+    with SecretClient(server.url, credential,
                       connection_verify=str(cert.ca_path)) as secret_client:
         yield secret_client
 
 
-def _token(**overrides: Any) -> str:
-    args: dict[str, Any] = {"audience": RESOURCE, "subject": "raw-caller", "tenant_id": TENANT, **overrides}
+def _resource(server: RunningServer) -> str:
+    app = server.app
+    assert isinstance(app, KeyVaultApp)
+    return app.resource
+
+
+def _challenge(server: RunningServer) -> str:
+    return f'Bearer authorization="{AUTHORITY}/{TENANT}", resource="{_resource(server)}"'
+
+
+def _token(server: RunningServer, **overrides: Any) -> str:
+    """A token the vault at ``server`` accepts, unless ``overrides`` spoil it."""
+    args: dict[str, Any] = {"audience": _resource(server), "subject": "raw-caller", "tenant_id": TENANT,
+                            **overrides}
     return issue_token(**args)[0]
 
 
@@ -118,44 +130,85 @@ def test_request_without_token_gets_the_challenge_before_the_body_is_read(
     for method, body in (("GET", None), ("PUT", b"{not json"), ("PATCH", b"\xff\xfe")):
         response = _raw(server, cert, method, "/secrets/anything?api-version=7.5", body=body)
         assert response.status_code == 401
-        assert response.headers["WWW-Authenticate"] == CHALLENGE
+        assert response.headers["WWW-Authenticate"] == _challenge(server)
         assert response.json() == {"error": {"code": "Unauthorized",
                                               "message": "AKV10000: Request is missing a Bearer or PoP token."}}
 
 
-@pytest.mark.parametrize(("token", "fragment"), [
-    (_token(audience="https://management.azure.com"), "AKV10022: Invalid audience"),
-    (_token(lifetime_seconds=-60), "expired"),
-    (_token(tenant_id="another-tenant"), "AKV10032: Invalid issuer"),
-    (_token()[:-4] + "AAAA", "AKV10046"),
-    ("not-a-jwt", "AKV10046"),
+@pytest.mark.parametrize(("spoil", "fragment"), [
+    ({"audience": "https://management.azure.com"}, "AKV10022: Invalid audience"),
+    ({"audience": PUBLIC_CLOUD_RESOURCE}, "AKV10022: Invalid audience"),  # the cloud's, not this vault's
+    ({"lifetime_seconds": -60}, "expired"),
+    ({"tenant_id": "another-tenant"}, "AKV10032: Invalid issuer"),
+    ({"signature": "tampered"}, "AKV10046"),
+    ({"signature": "absent"}, "AKV10046"),
 ])
 def test_unusable_token_gets_401_with_key_vault_error(server: RunningServer, cert: LoopbackCertificate,
-                                                      token: str, fragment: str) -> None:
+                                                      spoil: dict[str, Any], fragment: str) -> None:
+    signature = spoil.pop("signature", None)
+    token = _token(server, **spoil)
+    if signature == "tampered":
+        token = token[:-4] + "AAAA"
+    elif signature == "absent":
+        token = "not-a-jwt"
     response = _raw(server, cert, "GET", "/secrets/anything?api-version=7.5", token=token)
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == CHALLENGE
+    assert response.headers["WWW-Authenticate"] == _challenge(server)
     error = response.json()["error"]
     assert error["code"] == "Unauthorized"
     assert fragment in error["message"]
 
 
 def test_tenant_ids_compare_case_insensitively(server: RunningServer, cert: LoopbackCertificate) -> None:
-    response = _raw(server, cert, "GET", "/secrets/anything?api-version=7.5", token=_token(tenant_id=TENANT.upper()))
+    token = _token(server, tenant_id=TENANT.upper())
+    response = _raw(server, cert, "GET", "/secrets/anything?api-version=7.5", token=token)
     assert response.status_code == 404
 
 
-def test_sdk_follows_the_challenge_to_scope_and_tenant(client: SecretClient,
+def test_sdk_follows_the_challenge_to_scope_and_tenant(client: SecretClient, server: RunningServer,
                                                        credential: StandInCredential) -> None:
     client.set_secret("challenge-probe", "v")
     assert credential.requests
-    assert all(req == (("https://vault.azure.net/.default",), TENANT) for req in credential.requests)
+    assert all(req == ((f"{_resource(server)}/.default",), TENANT) for req in credential.requests)
+
+
+def test_secret_client_with_default_settings_accepts_the_challenge_on_any_port(
+        cert: LoopbackCertificate, credential: StandInCredential) -> None:
+    """``verify_challenge_resource`` left on: each vault names a parent of its own address, so the SDK
+    sends it a token; a token for one vault is refused by another."""
+    vaults = [RunningServer(create_app(authority=AUTHORITY, tenant_id=TENANT), tls=cert.server_context())
+              for _ in range(2)]
+    try:
+        for vault in vaults:
+            resource = _resource(vault)
+            assert resource == f"https://0.0.1:{vault.port}"
+            assert urlsplit(vault.url).netloc.endswith("." + urlsplit(resource).netloc)
+            with SecretClient(vault.url, credential, connection_verify=str(cert.ca_path)) as default_client:
+                default_client.set_secret("default-settings", "works")
+                assert default_client.get_secret("default-settings").value == "works"
+        first, second = vaults
+        response = _raw(second, cert, "GET", "/secrets/default-settings?api-version=7.5", token=_token(first))
+        assert response.status_code == 401
+        assert f"AKV10022: Invalid audience. Expected {_resource(second)}" in response.json()["error"]["message"]
+    finally:
+        for vault in vaults:
+            vault.stop()
+
+
+def test_vault_refuses_to_serve_where_no_challenge_resource_could_match(cert: LoopbackCertificate) -> None:
+    with pytest.raises(ValueError, match="cannot name a challenge resource"):
+        RunningServer(create_app(authority=AUTHORITY, tenant_id=TENANT), host="localhost",
+                      tls=cert.server_context())
+    for host in ("::1", "::ffff:127.0.0.1", "vault"):
+        with pytest.raises(ValueError, match="cannot name a challenge resource"):
+            challenge_resource(host, 8443)
+    assert challenge_resource("127.0.0.1", 8443) == "https://0.0.1:8443"
 
 
 def test_sdk_with_wrong_audience_token_raises_client_authentication_error(
         server: RunningServer, cert: LoopbackCertificate) -> None:
     wrong = StandInCredential(audience="https://storage.azure.com")
-    with SecretClient(server.url, wrong, verify_challenge_resource=False,
+    with SecretClient(server.url, wrong,
                       connection_verify=str(cert.ca_path)) as bad_client, \
             pytest.raises(ClientAuthenticationError) as caught:
         bad_client.get_secret("anything")
@@ -173,7 +226,7 @@ def test_sdk_with_wrong_audience_token_raises_client_authentication_error(
 ])
 def test_api_version_is_required_and_checked(server: RunningServer, cert: LoopbackCertificate,
                                              query: str, fragment: str) -> None:
-    response = _raw(server, cert, "GET", "/secrets/anything" + query, token=_token())
+    response = _raw(server, cert, "GET", "/secrets/anything" + query, token=_token(server))
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "BadParameter"
@@ -183,7 +236,7 @@ def test_api_version_is_required_and_checked(server: RunningServer, cert: Loopba
 def test_older_api_versions_are_served(server: RunningServer, cert: LoopbackCertificate,
                                        credential: StandInCredential) -> None:
     for version in (ApiVersion.V7_4, ApiVersion.V7_6, ApiVersion.V2016_10_01):
-        with SecretClient(server.url, credential, verify_challenge_resource=False, api_version=version,
+        with SecretClient(server.url, credential, api_version=version,
                           connection_verify=str(cert.ca_path)) as versioned:
             versioned.set_secret("versioned", version.value)
             assert versioned.get_secret("versioned").value == version.value
@@ -332,7 +385,7 @@ def test_default_page_size_is_25(client: SecretClient, server: RunningServer) ->
 
 
 def test_next_link_is_absolute_and_keeps_page_size(server: RunningServer, cert: LoopbackCertificate) -> None:
-    token = _token()
+    token = _token(server)
     for i in range(3):
         assert _raw(server, cert, "PUT", f"/secrets/link-{i}?api-version=7.5", token=token,
                     body=b'{"value": "x"}').status_code == 200
@@ -423,7 +476,7 @@ def test_purge_protection_refuses_purge(cert: LoopbackCertificate, credential: S
     protected = RunningServer(create_app(authority=AUTHORITY, tenant_id=TENANT, purge_protection=True),
                               tls=cert.server_context())
     try:
-        with SecretClient(protected.url, credential, verify_challenge_resource=False,
+        with SecretClient(protected.url, credential,
                           connection_verify=str(cert.ca_path)) as vault:
             assert vault.set_secret("kept", "x").properties.recovery_level == "Recoverable"
             vault.begin_delete_secret("kept").wait(timeout=10)
@@ -552,11 +605,11 @@ def _requests(draw: st.DrawFn) -> tuple[str, bytes]:
     auth = "valid" if shaped else draw(st.sampled_from(
         ["valid"] * 4 + ["none", "garbage", "audience", "expired", "basic", "empty"]))
     headers = {
-        "valid": [f"Authorization: Bearer {_token()}"],
+        "valid": ["Authorization: Bearer {token}"],
         "none": [],
         "garbage": [f"Authorization: Bearer {draw(_HEADER_TEXT)}"],
-        "audience": [f"Authorization: Bearer {_token(audience='https://graph.microsoft.com')}"],
-        "expired": [f"Authorization: Bearer {_token(lifetime_seconds=-5)}"],
+        "audience": ["Authorization: Bearer {other-audience-token}"],
+        "expired": ["Authorization: Bearer {expired-token}"],
         "basic": ["Authorization: Basic dXNlcjpwYXNz"],
         "empty": ["Authorization: Bearer"],
     }[auth]
@@ -586,10 +639,15 @@ def _requests(draw: st.DrawFn) -> tuple[str, bytes]:
     return method, head.encode("latin-1") + b"Connection: close\r\n\r\n" + body
 
 
-def _send(port: int, context: ssl.SSLContext, data: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
+def _send(server: RunningServer, context: ssl.SSLContext, data: bytes) -> bytes:
+    """Send ``data`` with its placeholders (the port, tokens) filled in for ``server``."""
+    for placeholder, value in (("{port}", str(server.port)), ("{token}", _token(server)),
+                               ("{other-audience-token}", _token(server, audience="https://graph.microsoft.com")),
+                               ("{expired-token}", _token(server, lifetime_seconds=-5))):
+        data = data.replace(placeholder.encode(), value.encode())
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock, \
             context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-        tls.sendall(data.replace(b"{port}", str(port).encode()))
+        tls.sendall(data)
         chunks = []
         while True:
             try:
@@ -644,7 +702,7 @@ def test_malformed_requests_get_key_vault_errors_and_leave_the_vault_working(
         client.set_secret("fuzz-target", "target")
     context = ssl.create_default_context(cafile=str(cert.ca_path))
     method, data = request
-    status, payload = _check_answer(method, _send(server.port, context, data))
+    status, payload = _check_answer(method, _send(server, context, data))
 
     probe = "sdk-probe-after-malformed-input-0001"
     client.set_secret(probe, "still-works")

@@ -8,15 +8,22 @@ bounded by ``max_wait_time`` and pytest-timeout; no assertion depends on how lon
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import socket
+import struct
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import pytest
+from azure.core.credentials import AzureSasCredential
 from azure.servicebus import (
     AutoLockRenewer,
     ServiceBusClient,
@@ -36,10 +43,12 @@ from azure.servicebus.exceptions import (
     MessageSizeExceededError,
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
+    ServiceBusConnectionError,
     ServiceBusError,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proton import Data, Described, symbol, uint, ulong
 
 from devstack.servicebus import (
     QueueConfig,
@@ -50,6 +59,7 @@ from devstack.servicebus import (
     start_broker,
 )
 from devstack.servicebus.errors import MessageLockLostError as LockLost
+from devstack.servicebus.frames import DeliveryIdTranslator
 from devstack.servicebus.models import IncomingMessage, Namespace
 
 if TYPE_CHECKING:
@@ -59,9 +69,10 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.timeout(45)
 
 QUEUES = (
-    QueueConfig("orders"),
+    QueueConfig("orders"),  # Service Bus's defaults: duplicate detection off
     QueueConfig("short-lock", lock_duration_seconds=1, max_delivery_count=2),
-    QueueConfig("no-dedup", duplicate_detection_window_seconds=None),
+    QueueConfig("renewed", lock_duration_seconds=5),  # short enough to renew at once, long enough to renew in time
+    QueueConfig("deduplicated", duplicate_detection_window_seconds=600),
 )
 TOPICS = (TopicConfig("events", (SubscriptionConfig("audit"), SubscriptionConfig("billing"))),)
 WAIT = 5  # upper bound for a receive that is expected to return something
@@ -155,17 +166,29 @@ def seq(message: ServiceBusReceivedMessage) -> int:
     return number
 
 
+def _broker_key(broker: RunningBroker) -> str:
+    return broker.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+
+
 # -- configuration and start-up ------------------------------------------------------------------
 def test_load_entities_reads_the_json_config(tmp_path: Path) -> None:
     path = tmp_path / "entities.json"
     path.write_text(json.dumps({
         "queues": [{"name": "onboarding", "lockDurationSeconds": 30, "maxDeliveryCount": 5,
-                    "duplicateDetectionWindowSeconds": None}],
-        "topics": [{"name": "events", "subscriptions": [{"name": "devstack", "maxDeliveryCount": 3}]}],
+                    "requiresDuplicateDetection": True, "duplicateDetectionWindowSeconds": 120}],
+        "topics": [{"name": "events", "requiresDuplicateDetection": True,
+                    "subscriptions": [{"name": "devstack", "maxDeliveryCount": 3}]}],
     }))
     queues, topics = load_entities(path)
-    assert queues == [QueueConfig("onboarding", 30, 5, None)]
+    assert queues == [QueueConfig("onboarding", 30, 5, 120)]
     assert topics == [TopicConfig("events", (SubscriptionConfig("devstack", 60, 3),), 600)]
+
+    for queue, problem in (({"duplicateDetectionWindowSeconds": 600}, "applies only with"),
+                           ({"requiresDuplicateDetection": "yes"}, "true or false"),
+                           ({"requiresDuplicateDetection": True, "duplicateDetectionWindowSeconds": 5}, "20 seconds")):
+        path.write_text(json.dumps({"queues": [{"name": "q", **queue}]}))
+        with pytest.raises(ValueError, match=problem):
+            load_entities(path)
 
     path.write_text(json.dumps({"queues": [{"name": "a"}, {"name": "A"}]}))
     with pytest.raises(ValueError, match="twice"):
@@ -265,7 +288,7 @@ def test_unknown_entity_is_refused_not_hung(bus: Bus) -> None:
 
 
 def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor) -> None:
-    key = broker.connection_string.split("SharedAccessKey=")[1].split(";")[0]
+    key = _broker_key(broker)
     wrong = Bus(ServiceBusClient.from_connection_string(
         broker.connection_string.replace(key, "d3Jvbmcta2V5"), retry_total=0))
     try:
@@ -275,12 +298,103 @@ def test_wrong_key_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor)
         closer.submit(wrong.close)
 
 
+def _shared_access_signature(resource_uri: str, key_name: str, key: str, *, sr_form: str,
+                             signed_form: str | None = None, expires_in: int = 600) -> str:
+    """A SAS token built by hand: ``sr`` in ``sr_form`` ("plain", as Microsoft's sample writes it,
+    or "encoded", as the SDK does), the signature over ``signed_form`` (the same unless told)."""
+    forms = {"plain": resource_uri, "encoded": quote_plus(resource_uri)}
+    expiry = str(int(time.time()) + expires_in)
+    digest = hmac.new(key.encode(), f"{forms[signed_form or sr_form]}\n{expiry}".encode(), hashlib.sha256).digest()
+    signature = quote(base64.b64encode(digest))
+    return f"SharedAccessSignature sr={forms[sr_form]}&sig={signature}&se={expiry}&skn={key_name}"
+
+
+@pytest.mark.parametrize("sr_form", ["plain", "encoded"])
+def test_sas_token_is_checked_over_sr_as_the_client_sent_it(broker: RunningBroker, closer: ThreadPoolExecutor,
+                                                            sr_form: str) -> None:
+    """The token shapes Microsoft's own sample and the SDK make both sign in, through
+    ``AzureSasCredential``; the signature of one form sent with the other form is refused."""
+    namespace = f"{broker.host}:{broker.port}"
+    resource_uri = f"sb://{namespace}/orders"
+    good = _shared_access_signature(resource_uri, "devstack", _broker_key(broker), sr_form=sr_form)
+    other_form = "encoded" if sr_form == "plain" else "plain"
+    mismatched = _shared_access_signature(resource_uri, "devstack", _broker_key(broker), sr_form=sr_form,
+                                          signed_form=other_form)
+    signed_in = Bus(ServiceBusClient(namespace, AzureSasCredential(good), use_tls=False, retry_total=0))
+    refused = Bus(ServiceBusClient(namespace, AzureSasCredential(mismatched), use_tls=False, retry_total=0))
+    try:
+        signed_in.send("orders", ServiceBusMessage(f"signed in with the {sr_form} form"))
+        (message,) = receive(signed_in.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 1)
+        assert str(message) == f"signed in with the {sr_form} form"
+        with pytest.raises(ServiceBusAuthenticationError):
+            refused.send("orders", ServiceBusMessage("x"))
+    finally:
+        closer.submit(signed_in.close)
+        closer.submit(refused.close)
+
+
+@pytest.mark.parametrize(("key_name", "key", "expires_in"), [
+    ("devstack", "d3Jvbmcta2V5", 600),  # another key
+    ("RootManageSharedAccessKey", None, 600),  # another policy name
+    ("devstack", None, -60),  # expired
+])
+def test_sas_token_with_wrong_key_policy_or_expiry_is_refused(broker: RunningBroker, closer: ThreadPoolExecutor,
+                                                              key_name: str, key: str | None,
+                                                              expires_in: int) -> None:
+    namespace = f"{broker.host}:{broker.port}"
+    token = _shared_access_signature(f"sb://{namespace}/orders", key_name, key or _broker_key(broker),
+                                     sr_form="plain", expires_in=expires_in)
+    refused = Bus(ServiceBusClient(namespace, AzureSasCredential(token), use_tls=False, retry_total=0))
+    try:
+        with pytest.raises(ServiceBusAuthenticationError):
+            refused.send("orders", ServiceBusMessage("x"))
+    finally:
+        closer.submit(refused.close)
+
+
 def test_duplicate_message_id_is_accepted_and_dropped_within_the_window(bus: Bus) -> None:
-    for queue in ("orders", "no-dedup"):
+    for queue in ("deduplicated", "orders"):
         bus.send(queue, ServiceBusMessage("first", message_id="same"))
         bus.send(queue, ServiceBusMessage("second", message_id="same"), ServiceBusMessage("other"))
-    assert bodies(bus.receiver("orders").peek_messages(max_message_count=10)) == ["first", "other"]
-    assert bodies(bus.receiver("no-dedup").peek_messages(max_message_count=10)) == ["first", "second", "other"]
+    assert bodies(bus.receiver("deduplicated").peek_messages(max_message_count=10)) == ["first", "other"]
+    # Without requiresDuplicateDetection (Service Bus's default) every copy is kept.
+    assert bodies(bus.receiver("orders").peek_messages(max_message_count=10)) == ["first", "second", "other"]
+
+
+def test_entity_defaults_are_service_bus_defaults(tmp_path: Path) -> None:
+    """An entity configured with nothing but a name behaves as one created in Azure with nothing
+    but a name: duplicate detection off, 1 minute locks, 10 deliveries before the dead-letter queue."""
+    path = tmp_path / "entities.json"
+    path.write_text(json.dumps({"queues": [{"name": "plain"}],
+                                "topics": [{"name": "news", "subscriptions": [{"name": "all"}]}]}))
+    (queue,), (topic,) = load_entities(path)
+    assert queue == QueueConfig("plain") == QueueConfig("plain", lock_duration_seconds=60, max_delivery_count=10,
+                                                        duplicate_detection_window_seconds=None)
+    assert topic == TopicConfig("news", (SubscriptionConfig("all", 60, 10),), duplicate_detection_window_seconds=None)
+
+    broker = start_broker(queues=[queue], topics=[topic])
+    client = ServiceBusClient.from_connection_string(broker.connection_string, retry_total=0)
+    try:
+        with client.get_queue_sender("plain") as sender, client.get_queue_receiver("plain") as receiver:
+            sender.send_messages([ServiceBusMessage("one", message_id="same"),
+                                  ServiceBusMessage("two", message_id="same")])
+            first, second = receive(receiver, 2)
+            assert bodies([first, second]) == ["one", "two"]
+            assert first.locked_until_utc is not None and first.enqueued_time_utc is not None
+            assert timedelta(seconds=59) <= first.locked_until_utc - first.enqueued_time_utc <= timedelta(seconds=61)
+            for _ in range(9):
+                receiver.abandon_message(second)
+                (second,) = receive(receiver, 1)
+            assert second.delivery_count == 9
+            receiver.abandon_message(second)  # the tenth delivery failed: dead-lettered
+            receiver.complete_message(first)
+        with client.get_queue_receiver("plain", sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dead_letters:
+            (dead,) = receive(dead_letters, 1)
+            assert (str(dead), dead.dead_letter_reason) == ("two", "MaxDeliveryCountExceeded")
+            dead_letters.complete_message(dead)
+    finally:
+        client.close()
+        broker.stop()
 
 
 # -- receiving and settling ----------------------------------------------------------------------
@@ -399,6 +513,64 @@ def test_renew_message_lock_and_auto_lock_renewer(bus: Bus) -> None:
     finally:
         renewer.close()
     assert receiver.peek_messages(max_message_count=5, sequence_number=1) == []
+
+
+def test_auto_lock_renewer_over_ten_messages_then_concurrent_settlement_keep_the_connection(bus: Bus) -> None:
+    """What a host with maxConcurrentCalls above one does: AutoLockRenewer renews ten peek-locked
+    messages at once over one connection's $management link, then ten threads settle them. The
+    SDK's threads race for delivery ids there; Service Bus keeps the connection, and so must we."""
+    bus.send("renewed", *(ServiceBusMessage(f"held-{i}") for i in range(10)))
+    receiver = bus.receiver("renewed")
+    messages = receive(receiver, 10)
+    first_locks = {seq(m): m.locked_until_utc for m in messages}
+
+    def renewed_past_its_first_lock(message: ServiceBusReceivedMessage) -> bool:
+        first, current = first_locks[seq(message)], message.locked_until_utc
+        return first is not None and current is not None and current > first + timedelta(seconds=2)
+
+    settling = threading.Event()
+    failures: list[tuple[bool, BaseException | None]] = []
+    renewer = AutoLockRenewer(max_lock_renewal_duration=30, on_lock_renew_failure=lambda _renewable, error:
+                              failures.append((settling.is_set(), error)))
+    try:
+        for message in messages:
+            renewer.register(receiver, message)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not failures and not all(map(renewed_past_its_first_lock, messages)):
+            time.sleep(0.1)
+        assert not failures, f"lock renewal failed: {[repr(getattr(e, 'inner_exception', e)) for _, e in failures]}"
+        assert all(map(renewed_past_its_first_lock, messages))
+        settling.set()
+        with ThreadPoolExecutor(max_workers=10) as settlers:
+            list(settlers.map(receiver.complete_message, messages))
+    finally:
+        renewer.close()
+    # A renewal in flight while its message is completed is answered lock-lost, as Service Bus does.
+    assert all(during_settlement and isinstance(getattr(error, "inner_exception", None), MessageLockLostError)
+               for during_settlement, error in failures), failures
+    assert receiver.peek_messages(max_message_count=20, sequence_number=1) == []
+
+
+def test_concurrent_management_requests_on_one_connection_all_get_answers(bus: Bus) -> None:
+    """Ten threads at once on one receiver's $management link: lock renewals, peeks and the
+    settlement of deferred messages (update-disposition) each get their own answer."""
+    bus.send("orders", *(ServiceBusMessage(f"m{i}") for i in range(10)))
+    receiver = bus.receiver("orders")
+    messages = receive(receiver, 10)
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        for _ in range(3):
+            renewed = list(pool.map(receiver.renew_message_lock, messages))
+            assert all(until > datetime.now(UTC) for until in renewed)
+        for message in messages:
+            receiver.defer_message(message)
+        numbers = [seq(m) for m in messages]
+        peeked = list(pool.map(lambda number: receiver.peek_messages(max_message_count=1, sequence_number=number),
+                               numbers))
+        assert [seq(found) for (found,) in peeked] == numbers
+        deferred = receiver.receive_deferred_messages(numbers)
+        assert sorted(seq(m) for m in deferred) == numbers
+        list(pool.map(receiver.complete_message, deferred))
+    assert receiver.peek_messages(max_message_count=20, sequence_number=1) == []
 
 
 def test_peek_neither_locks_nor_counts(bus: Bus) -> None:
@@ -556,6 +728,26 @@ def test_aio_topic_and_unknown_entity(broker: RunningBroker) -> None:
 
 
 # -- robustness ----------------------------------------------------------------------------------
+def test_stopping_the_broker_under_a_connected_receiver_raises_a_connection_error() -> None:
+    """The broker's close carries a complete AMQP error (condition, description, info), which the
+    SDK turns into ServiceBusConnectionError rather than failing to parse it."""
+    running = start_broker(queues=[QueueConfig("q")])
+    client = ServiceBusClient.from_connection_string(running.connection_string, retry_total=0)
+    receiver = client.get_queue_receiver("q")
+    try:
+        assert receiver.receive_messages(max_wait_time=1) == []  # connected, link attached
+        stopper = threading.Timer(0.5, running.stop)
+        stopper.start()
+        with pytest.raises(ServiceBusConnectionError) as caught:
+            receiver.receive_messages(max_wait_time=10)
+        stopper.join()
+        assert "amqp:connection:forced" in str(caught.value)
+    finally:
+        running.stop()
+        receiver.close()
+        client.close()
+
+
 AMQP_HEADER = b"AMQP\x00\x01\x00\x00"
 SASL_HEADER = b"AMQP\x03\x01\x00\x00"
 
@@ -639,3 +831,100 @@ def test_model_time_to_live_and_scheduled_messages_follow_the_clock() -> None:
     assert later is not None and later.payload == b"later" and later.enqueued_at == 50.0
     received = subscription.receive(50.0, lock=False)
     assert received is not None and received.sequence_number == number
+
+
+# -- the frame layer on its own (no sockets) -----------------------------------------------------
+def _amqp_frame(code: int, fields: list[Any], *, channel: int = 0, payload: bytes = b"") -> bytes:
+    data = Data()
+    data.put_object(Described(ulong(code), fields))
+    body = bytes(data.encode()) + payload
+    return struct.pack(">IBBH", 8 + len(body), 2, 0, channel) + body
+
+
+def _transfer(handle: int, delivery_id: int | None, *, more: bool = False, settled: bool = False,
+              channel: int = 1, payload: bytes = b"body") -> bytes:
+    return _amqp_frame(0x14, [uint(handle), None if delivery_id is None else uint(delivery_id), b"tag",
+                              uint(0), settled, more], channel=channel, payload=payload)
+
+
+def _frames(stream: bytes) -> list[tuple[int, int, list[Any], bytes]]:
+    """(channel, performative code, fields, payload) of each frame in ``stream``."""
+    out = []
+    while stream:
+        size, doff, _, channel = struct.unpack_from(">IBBH", stream)
+        body, stream = stream[doff * 4:size], stream[size:]
+        data = Data()
+        consumed = data.decode(body)
+        data.rewind()
+        data.next()
+        performative = data.get_object()
+        out.append((channel, int(performative.descriptor), list(performative.value), body[consumed:]))
+    return out
+
+
+def _delivery_ids(stream: bytes) -> list[int | None]:
+    return [fields[1] for _, code, fields, _ in _frames(stream) if code == 0x14]
+
+
+ACCEPTED = Described(ulong(0x24), [])
+
+
+def test_frames_in_order_pass_byte_for_byte() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    stream = (SASL_HEADER + AMQP_HEADER + _amqp_frame(0x11, [None, uint(0), uint(100), uint(100)], channel=1)
+              + _transfer(0, 0) + _transfer(0, 1, more=True) + _transfer(0, None) + _transfer(2, 2))
+    # Arriving in pieces changes nothing: frames are held until whole.
+    assert b"".join(translator.inbound(stream[i:i + 7]) for i in range(0, len(stream), 7)) == stream
+    reply = _amqp_frame(0x11, [uint(1), uint(0), uint(100), uint(100)]) + _amqp_frame(
+        0x15, [True, uint(0), uint(2), True, ACCEPTED])
+    assert translator.outbound(reply) == reply
+
+
+@given(cuts=st.lists(st.integers(1, 400), max_size=30))
+def test_how_bytes_arrive_does_not_change_what_proton_gets(cuts: list[int]) -> None:
+    stream = (AMQP_HEADER + _amqp_frame(0x11, [None, uint(0), uint(100), uint(100)], channel=1)
+              + _transfer(0, 0) + _transfer(1, 0, more=True, payload=b"y" * 900) + _transfer(1, 0)
+              + _transfer(0, 2) + _transfer(0, 2))
+    whole = DeliveryIdTranslator(256 * 1024).inbound(stream)
+    translator, pieces, start = DeliveryIdTranslator(256 * 1024), [], 0
+    for cut in [*cuts, len(stream)]:
+        pieces.append(translator.inbound(stream[start:start + cut]))
+        start += cut
+    assert b"".join(pieces) + translator.inbound_rest() == whole
+    assert _delivery_ids(whole[len(AMQP_HEADER):]) == [0, 1, 1, 2, 3]
+
+
+def test_reused_and_skipped_delivery_ids_are_renumbered_and_mapped_back() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    translator.inbound(AMQP_HEADER + _amqp_frame(0x11, [None, uint(5), uint(100), uint(100)], channel=1))
+    # Two threads took id 6 and the counter went on from 7; later it skipped 8. A delivery in two
+    # frames keeps one id, and a renumbered transfer keeps its payload whole.
+    sent = [_transfer(0, 5), _transfer(0, 6), _transfer(1, 6, more=True, payload=b"x" * 70_000), _transfer(1, 6),
+            _transfer(0, 7), _transfer(1, 9, more=True), _transfer(1, None), _transfer(0, 10, settled=True)]
+    received = _frames(translator.inbound(b"".join(sent)))
+    assert [fields[1] for _, _, fields, _ in received] == [5, 6, 7, 7, 8, 9, None, 10]
+    assert received[2][3] == b"x" * 70_000
+    translator.outbound(_amqp_frame(0x11, [uint(1), uint(0), uint(100), uint(100)], channel=0))
+    # The broker settles its ids 5..9 at once: the client hears of its own ids, 5..7 and 9.
+    answered = _frames(translator.outbound(_amqp_frame(0x15, [True, uint(5), uint(9), True, ACCEPTED])))
+    assert [(fields[1], fields[2]) for _, _, fields, _ in answered] == [(5, 7), (9, 9)]
+    assert all(fields[3] is True and fields[4] == ACCEPTED for _, _, fields, _ in answered)
+    # Dispositions for the broker's own deliveries (role sender) are never touched.
+    own = _amqp_frame(0x15, [False, uint(7), uint(7), True, ACCEPTED])
+    assert translator.outbound(own) == own
+
+
+def test_errors_proton_writes_without_info_get_it_and_junk_passes_untouched() -> None:
+    translator = DeliveryIdTranslator(256 * 1024)
+    bare = _amqp_frame(0x18, [Described(ulong(0x1D), [symbol("amqp:session:invalid-field"), "sequencing error"])])
+    ((_, code, (error,), _),) = _frames(translator.outbound(bare))
+    condition, description, info = error.value
+    assert (code, condition, description) == (0x18, "amqp:session:invalid-field", "sequencing error")
+    assert set(info) == {symbol("com.microsoft:tracking-id")}
+    complete = _amqp_frame(0x18, [Described(ulong(0x1D), [symbol("amqp:connection:forced"), "bye",
+                                                          {symbol("x"): "y"}])])
+    assert translator.outbound(complete) == complete
+
+    junk = DeliveryIdTranslator(256 * 1024)
+    garbage = AMQP_HEADER + b"\x7f\xff\xff\xff" + b"\x00" * 20  # a frame announcing 2 GiB
+    assert junk.inbound(garbage) + junk.inbound(b"more") + junk.inbound_rest() == garbage + b"more"

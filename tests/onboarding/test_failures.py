@@ -38,8 +38,7 @@ def _kv_set(world: World, name: str, value: str) -> Any:
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
-    with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential(),
-                      verify_challenge_resource=False) as client:
+    with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential()) as client:
         return client.set_secret(name, value)
 
 

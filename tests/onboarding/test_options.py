@@ -65,8 +65,7 @@ def _secret_client(world: World) -> Any:
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
-    return SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential(),
-                        verify_challenge_resource=False)
+    return SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential())
 
 
 def _kv_value(world: World, name: str, version: str | None = None) -> str:
