@@ -52,10 +52,6 @@ class PermanentStepError(OnboardingError):
         super().__init__(message)
 
 
-class TransientDependencyError(OnboardingError):
-    """A dependency failed in a way that may pass (429, 5xx, timeout): leave state resumable, retry."""
-
-
 class IdempotencyConflictError(OnboardingError):
     """The same requestId was already submitted with a different body: answer 409."""
 
