@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import RequestValidationError, StateStoreError
 from shared.logs import bind, get_logger
-from shared.pipeline import steps
 from shared.pipeline.failures import Failure, FailureKind, classify
 from shared.pipeline.handle import RecordHandle, flush_outbox
-from shared.pipeline.leases import Heartbeat, Held, NameLeases, names_of
+from shared.pipeline.leases import Heartbeat, Held, NameLeases
 from shared.pipeline.outcome import Outcome, OutcomeKind
+from shared.pipeline.plan import Finish, StepDone, build_document
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
 
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from shared.clients.graph import GraphClient
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import PaletteClient
-    from shared.models import OnboardingRequest
+    from shared.pipeline.plan import Branch, Plan, WorkContext
     from shared.settings import PipelineConfig
     from shared.state import StateStore
 
@@ -76,6 +76,38 @@ class OnboardingClients:
 
 def _no_checkpoint(_name: str) -> None:
     return None
+
+
+@dataclass
+class _Run:
+    """One delivery's work on one claimed request."""
+
+    plan: Plan
+    ctx: WorkContext
+    leases: NameLeases
+
+
+def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
+    """The plan a body asks for, by its ``operation`` (onboarding unless it says otherwise)."""
+    from shared.pipeline.onboarding import ONBOARDING
+
+    operation = _operation_of(body)
+    if operation == "rotate":
+        from shared.rotation.plan import ROTATION
+
+        return ROTATION
+    return ONBOARDING
+
+
+def _operation_of(body: bytes | str | Mapping[str, Any]) -> str:
+    data: Any = body
+    if isinstance(body, bytes | bytearray | str):
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return ""
+    value = data.get("operation") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def process_request(
@@ -125,49 +157,44 @@ class _Delivery:
     # -- entry ------------------------------------------------------------------------------------
 
     def run(self, body: bytes | str | Mapping[str, Any]) -> Outcome:
-        from shared.models import parse_request
-
+        plan = plan_for(body)
         try:
-            request = parse_request(body, require_pcg_for_us_government=self.config.require_pcg_for_us_government,
-                                    allowed_secret_prefix=self.config.allowed_secret_prefix)
+            request = plan.parse(body, self.config)
         except RequestValidationError as exc:
-            return self._reject(body, exc)
+            return self._reject(plan, body, exc)
         with bind(requestId=request.request_id):
-            return self._onboard(request)
+            return self._work(plan, request)
 
-    def _onboard(self, request: OnboardingRequest) -> Outcome:
-        from shared.models import request_fingerprint
-
-        fingerprint = request_fingerprint(request)
-        queued = json.dumps(request.model_dump(mode="json", by_alias=True, exclude_none=True),
-                            separators=(",", ":"))
+    def _work(self, plan: Plan, request: Any) -> Outcome:
+        fingerprint = plan.fingerprint(request)
+        queued = plan.queued(request)
         record = self.state.get(request.request_id)
         if record is None:
             new = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
                                    fingerprint=fingerprint, request=queued, current_step="queued")
-            self._claim_into(new, request)
+            self._claim_into(new, plan, request)
             try:
-                return self._run(request, self.state.create(new))
+                return self._run(plan, request, self.state.create(new))
             except ConcurrentUpdateError:
                 record = self.state.get(request.request_id)
                 if record is None:
                     raise StateStoreError(f"The state of request {request.request_id} vanished.") from None
-        return self._resume(request, record, fingerprint, queued)
+        return self._resume(plan, request, record, fingerprint, queued)
 
-    def _claim_into(self, record: OnboardingRecord, request: OnboardingRequest) -> None:
+    def _claim_into(self, record: OnboardingRecord, plan: Plan, request: Any) -> None:
         record.move_to(RequestStatus.RUNNING)
         record.lease_owner = self.owner
         record.lease_expires_at = iso(utcnow() + self.lease)
         record.due_at = record.retry_token = ""
-        record.record_event(_event(request.request_id, request.account_name, "requested", "requested", "accepted",
-                                   cloud=request.azure.cloud.value, scope=request.palette.scope.value))
+        if plan.started_event is not None:
+            record.record_event(plan.started_event(request))
 
-    def _resume(self, request: OnboardingRequest, record: OnboardingRecord, fingerprint: str,
+    def _resume(self, plan: Plan, request: Any, record: OnboardingRecord, fingerprint: str,
                 queued: str) -> Outcome:
         record = flush_outbox(self.state, self.clients.events, record)
         if record.fingerprint != fingerprint:
             if not record.rejected:
-                return self._conflict(request, record, fingerprint)
+                return self._conflict(plan, request, record, fingerprint)
             # A corrected resend of a ticket whose first body was invalid: it starts afresh.
             record = record.fresh(account_name=request.account_name, fingerprint=fingerprint, request=queued)
         if record.status.finished:
@@ -185,78 +212,82 @@ class _Delivery:
                            f"Request {request.request_id} is being processed by another delivery.",
                            retry_in_seconds=max((expires - now).total_seconds(), 0) + 1, state=record.to_public())
         claimed = record.copy()
-        self._claim_into(claimed, request)
+        self._claim_into(claimed, plan, request)
         try:
             record = self.state.replace(claimed)
         except ConcurrentUpdateError:
             return Outcome(OutcomeKind.BUSY, request.request_id, "in_progress",
                            f"Request {request.request_id} was claimed by another delivery.",
                            retry_in_seconds=self.config.busy_delay_seconds)
-        return self._run(request, record)
+        return self._run(plan, request, record)
 
     # -- the run ----------------------------------------------------------------------------------
 
-    def _run(self, request: OnboardingRequest, record: OnboardingRecord) -> Outcome:
+    def _run(self, plan: Plan, request: Any, record: OnboardingRecord) -> Outcome:
         handle = RecordHandle(self.state, record, owner=self.owner, lease_seconds=self.config.lease_seconds)
-        ctx = steps.StepContext(request=request, clients=self.clients, config=self.config, handle=handle)
-        leases = NameLeases(self.state, request.request_id, names_of(request), is_finished=self._is_finished)
+        ctx = plan.context(request, self.clients, self.config, handle)
+        run = _Run(plan, ctx, NameLeases(self.state, request.request_id, plan.lease_names(request),
+                                         is_finished=self._is_finished))
         try:
             self._publish(handle, "claimed")
-            held = leases.acquire(utcnow() + self.lease)
+            held = run.leases.acquire(utcnow() + self.lease)
         except Exception as exc:  # noqa: BLE001 - the state store failing: decided by the failure table
-            return self._failure(exc, ctx, leases, "")
+            return self._failure(exc, run, "")
         if held is not None:
-            return self._wait_for_name(ctx, leases, held)
+            return self._wait_for_name(run, held)
 
         def beat() -> bool:
             handle.renew()
-            if leases.extend(utcnow() + self.lease):
+            if run.leases.extend(utcnow() + self.lease):
                 return True
             handle.abandon()
             return False
 
         failed_in: dict[int, str] = {}
         error: Exception | None = None
-        checks: list[dict[str, Any]] = []
+        finish = Finish()
         with Heartbeat(beat, interval=self.config.lease_seconds / 3, max_seconds=self.config.max_run_seconds):
             try:
-                checks = self._steps(ctx, failed_in)
+                self._stages(run, failed_in)
+                with bind(step=plan.finish.__name__.strip("_")):
+                    finish = plan.finish(ctx)
             except Exception as exc:  # noqa: BLE001 - decided below by the failure table
                 error = exc
         if error is not None:
-            return self._failure(error, ctx, leases, failed_in.get(id(error), ""))
-        return self._finish(ctx, leases, checks)
+            return self._failure(error, run, failed_in.get(id(error), ""))
+        return self._finish(run, finish)
 
-    def _steps(self, ctx: steps.StepContext, failed_in: dict[int, str]) -> list[dict[str, Any]]:
-        handle = ctx.handle
+    def _stages(self, run: _Run, failed_in: dict[int, str]) -> None:
+        handle = run.ctx.handle
 
-        def run_steps(names: list[tuple[str, Callable[[steps.StepContext], steps.StepDone]]]) -> None:
-            for name, step in names:
+        def run_steps(branch: Branch) -> None:
+            for name, step in branch:
                 if handle.record.step_done(name):
                     continue
                 with bind(step=name):
-                    logger.info("request %s: step %s", ctx.request_id, name)
+                    logger.info("request %s: step %s", run.ctx.request_id, name)
                     try:
-                        done = step(ctx)
+                        done = step(run.ctx)
                     except Exception as exc:
                         failed_in.setdefault(id(exc), name)
                         raise
                     handle.save(_recorder(name, done), events=done.events)
                     self._publish(handle, name)
 
-        run_steps([("check", steps.check)])
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="onboarding-keys") as pool:
-            branch = contextvars.copy_context()  # the log fields bound so far travel to the thread
-            keys = pool.submit(lambda: branch.run(run_steps, [("sshkey", steps.sshkey), ("apikey", steps.apikey)]))
-            account_error: BaseException | None = None
-            try:
-                run_steps([("secret", steps.secret), ("validate", steps.validate), ("register", steps.register)])
-            except Exception as exc:  # noqa: BLE001 - wait for the other branch, then decide
-                account_error = exc
-            key_error = keys.exception()
-        _raise_first(account_error, key_error)
-        with bind(step="verify"):
-            return steps.verify(ctx)
+        for stage in run.plan.stages:
+            first, *others = stage
+            if not others:
+                run_steps(first)
+                continue
+            with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix="onboarding-branch") as pool:
+                futures = [pool.submit(_in_copied_context(run_steps, branch)) for branch in others]
+                first_error: BaseException | None = None
+                try:
+                    run_steps(first)
+                except Exception as exc:  # noqa: BLE001 - wait for the other branches, then decide
+                    first_error = exc
+                errors = [first_error, *(future.exception() for future in futures)]
+            _raise_first(*errors)
 
     def _publish(self, handle: RecordHandle, point: str) -> None:
         """Send what ``point`` recorded, with checkpoints after the save, after the send, and after
@@ -265,53 +296,49 @@ class _Delivery:
         handle.publish_pending(self.clients.events, sent=lambda: self.checkpoint(f"{point}.sent"))
         self.checkpoint(f"{point}.published")
 
-    def _finish(self, ctx: steps.StepContext, leases: NameLeases, checks: list[dict[str, Any]]) -> Outcome:
-        all_ok = all(check["ok"] for check in checks)
-        validated = ctx.event("validated", "verify", "passed" if all_ok else "failed", checks=checks,
-                              palette=ctx.palette_uids())
-        if not all_ok:
-            failed = ", ".join(c["check"] for c in checks if not c["ok"])
-            return self._fail(ctx, leases, "verify", Failure(
-                FailureKind.PERMANENT, "verification_failed",
-                f"Onboarding finished but these checks failed: {failed}."), also=[validated])
+    def _finish(self, run: _Run, finish: Finish) -> Outcome:
+        ctx = run.ctx
+        if finish.failure is not None:
+            return self._fail(run, finish.step, finish.failure, also=list(finish.events))
 
-        def finish(r: OnboardingRecord) -> None:
-            r.steps["verify"] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), "all checks passed")
+        def done(r: OnboardingRecord) -> None:
+            r.steps[finish.step] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), finish.detail)
             r.move_to(RequestStatus.SUCCEEDED)
             r.current_step = "done"
             r.release_lease()
-        ctx.handle.save(finish, keep_lease=False, events=[validated])
-        leases.release()
-        self._publish(ctx.handle, "verify")
-        logger.info("request %s: onboarded account %s", ctx.request_id, ctx.account_name)
+        ctx.handle.save(done, keep_lease=False, events=finish.events)
+        run.leases.release()
+        self._publish(ctx.handle, finish.step)
+        logger.info("request %s: %s of account %s succeeded", ctx.request_id, run.plan.operation, ctx.account_name)
         return Outcome(OutcomeKind.SUCCEEDED, ctx.request_id, state=ctx.handle.record.to_public())
 
     # -- failures ---------------------------------------------------------------------------------
 
-    def _failure(self, exc: Exception, ctx: steps.StepContext, leases: NameLeases, failed_step: str) -> Outcome:
+    def _failure(self, exc: Exception, run: _Run, failed_step: str) -> Outcome:
         from shared.errors import PermanentStepError
 
         failure = classify(exc)
+        ctx = run.ctx
         handle = ctx.handle
         step = exc.step if isinstance(exc, PermanentStepError) else failed_step or handle.record.current_step
         if failure.kind is FailureKind.BUSY:
             # Another delivery took the request over: it carries on, with the request's leases.
             return Outcome(OutcomeKind.BUSY, ctx.request_id, failure.reason, failure.message)
         if failure.kind is FailureKind.PERMANENT:
-            return self._fail(ctx, leases, step, failure, error=exc)
+            return self._fail(run, step, failure, error=exc)
         if failure.kind is FailureKind.TRANSIENT:
             attempts = handle.record.attempts
             if attempts >= len(self.config.retry_delays_seconds):
-                return self._fail(ctx, leases, step, Failure(
+                return self._fail(run, step, Failure(
                     FailureKind.PERMANENT, "dependency_unavailable",
                     f"Gave up after {attempts + 1} attempts: {failure.message}"))
-            return self._pause(ctx, leases, self.config.retry_delays_seconds[attempts], failure)
+            return self._pause(run, self.config.retry_delays_seconds[attempts], failure)
         # A defect: count it; redeliver (the host abandons the message) until the budget is spent.
         defects = handle.record.defects + 1
         logger.error("request %s: unexpected error in step %s (%d of %d)", ctx.request_id, step or "?",
                      defects, self.config.max_defects, exc_info=exc)
         if defects >= self.config.max_defects:
-            return self._fail(ctx, leases, step, Failure(
+            return self._fail(run, step, Failure(
                 FailureKind.PERMANENT, "internal_error",
                 f"The onboarding hit an unexpected error {defects} times ({type(exc).__name__}); it was "
                 "stopped. Nothing it made was left half-made; report it with the requestId."))
@@ -325,10 +352,11 @@ class _Delivery:
             logger.warning("request %s: could not record the error", ctx.request_id, exc_info=True)
         raise exc
 
-    def _fail(self, ctx: steps.StepContext, leases: NameLeases, step: str, failure: Failure, *,
-              error: Exception | None = None, also: list[dict[str, Any]] | None = None) -> Outcome:
+    def _fail(self, run: _Run, step: str, failure: Failure, *, error: Exception | None = None,
+              also: list[dict[str, Any]] | None = None) -> Outcome:
         from shared.errors import PermanentStepError
 
+        ctx = run.ctx
         details: dict[str, Any] = {}
         cleanup: list[dict[str, str]] = []
         if isinstance(error, PermanentStepError):
@@ -339,8 +367,8 @@ class _Delivery:
             if error.cleanup:
                 details["left"] = [" ".join(f"{k}={v}" for k, v in item.items()) for item in error.cleanup]
             cleanup = error.cleanup
-        event = ctx.event("failed", step or "unknown", "failed", reason=failure.reason, message=failure.message,
-                          palette=ctx.palette_uids(), **details)
+        event = ctx.event(run.plan.failed_event, step or "unknown", "failed", reason=failure.reason,
+                          message=failure.message, palette=ctx.palette_uids(), **details)
 
         def apply(r: OnboardingRecord) -> None:
             if step:
@@ -352,14 +380,15 @@ class _Delivery:
             r.due_at = r.retry_token = ""
             r.release_lease()
         ctx.handle.save(apply, keep_lease=False, events=[*(also or []), event])
-        leases.release()
+        run.leases.release()
         self._publish(ctx.handle, "failed")
         logger.warning("request %s: failed at %s (%s): %s", ctx.request_id, step, failure.reason, failure.message)
         return Outcome(OutcomeKind.FAILED, ctx.request_id, failure.reason, failure.message,
                        state=ctx.handle.record.to_public())
 
-    def _pause(self, ctx: steps.StepContext, leases: NameLeases, delay: float, failure: Failure) -> Outcome:
+    def _pause(self, run: _Run, delay: float, failure: Failure) -> Outcome:
         """Wait ``delay`` seconds for a dependency, keeping the request's names meanwhile."""
+        ctx = run.ctx
         token = uuid.uuid4().hex
         due = utcnow() + dt.timedelta(seconds=delay)
 
@@ -370,15 +399,16 @@ class _Delivery:
             r.retry_token = token
             r.release_lease()
         ctx.handle.save(apply, keep_lease=False)
-        leases.extend(due + self.lease)
+        run.leases.extend(due + self.lease)
         logger.warning("request %s: %s (%s); resuming in %.0f s", ctx.request_id, failure.reason,
                        failure.message, delay)
         return Outcome(OutcomeKind.RETRY_LATER, ctx.request_id, failure.reason,
                        f"A dependency is unavailable; the request resumes in {delay:.0f} s.",
                        retry_in_seconds=delay, retry_token=token, state=ctx.handle.record.to_public())
 
-    def _wait_for_name(self, ctx: steps.StepContext, leases: NameLeases, held: Held) -> Outcome:
+    def _wait_for_name(self, run: _Run, held: Held) -> Outcome:
         """Another request holds one of this request's names: check back when its lease ends."""
+        ctx = run.ctx
         now = utcnow()
         delay = max((held.until - now).total_seconds(), 0.0) + 1
         token = uuid.uuid4().hex
@@ -390,7 +420,7 @@ class _Delivery:
             r.retry_token = token
             r.release_lease()
         ctx.handle.save(apply, keep_lease=False)
-        leases.extend(due + self.lease)
+        run.leases.extend(due + self.lease)
         what = held.key.partition(":")[0]
         message = (f"The {what} '{held.key.rpartition(':')[2]}' is being worked on by request {held.owner}; "
                    f"this request checks back in {delay:.0f} s.")
@@ -404,14 +434,14 @@ class _Delivery:
 
     # -- requests that cannot run -------------------------------------------------------------------
 
-    def _conflict(self, request: OnboardingRequest, record: OnboardingRecord, fingerprint: str) -> Outcome:
+    def _conflict(self, plan: Plan, request: Any, record: OnboardingRecord, fingerprint: str) -> Outcome:
         """The requestId was used with another body: the row (another request's) is left alone and
         the ticket hears why. The event id is this body's, so a redelivery does not repeat it."""
         message = (f"Request {request.request_id} was already submitted with a different body; use a new "
                    "requestId for a new request.")
-        self._announce(_event(request.request_id, request.account_name, "failed", "check", "failed",
-                              discriminator=f"conflict:{fingerprint[:16]}", reason="request_id_conflict",
-                              message=message))
+        self._announce(build_document(request.request_id, request.account_name, plan.failed_event, "check",
+                                      "failed", discriminator=f"conflict:{fingerprint[:16]}",
+                                      reason="request_id_conflict", message=message))
         logger.warning("request %s: conflicting resubmission refused", request.request_id)
         return Outcome(OutcomeKind.CONFLICT, request.request_id, "request_id_conflict", message,
                        state=record.to_public())
@@ -423,7 +453,7 @@ class _Delivery:
 
         self.clients.events.publish(CloudEvent.from_dict(document))
 
-    def _reject(self, body: bytes | str | Mapping[str, Any], exc: RequestValidationError) -> Outcome:
+    def _reject(self, plan: Plan, body: bytes | str | Mapping[str, Any], exc: RequestValidationError) -> Outcome:
         """An invalid request: nothing is created anywhere. Recorded (when it names a usable
         requestId) and announced, so the ticket hears why; a corrected body may replace it."""
         from shared.models import identity_of
@@ -441,11 +471,11 @@ class _Delivery:
             if request_id is None:
                 # Nothing to record it under: the event id is this message's own, so a second
                 # bad message is not taken for a duplicate of the first.
-                self._announce(_event("unknown", account_name or "unknown", "failed", "check", "failed",
-                                      discriminator=f"invalid:{self.message_id}:{digest}", **data))
+                self._announce(build_document("unknown", account_name or "unknown", plan.failed_event, "check",
+                                              "failed", discriminator=f"invalid:{self.message_id}:{digest}", **data))
             else:
-                event = _event(request_id, account_name or "unknown", "failed", "check", "failed",
-                               discriminator=f"invalid:{digest}", **data)
+                event = build_document(request_id, account_name or "unknown", plan.failed_event, "check", "failed",
+                                       discriminator=f"invalid:{digest}", **data)
                 if not self._record_rejection(request_id, account_name or "", f"{INVALID_FINGERPRINT_PREFIX}{digest}",
                                               event, message):
                     kind = OutcomeKind.DUPLICATE
@@ -499,21 +529,18 @@ class _Delivery:
         return new
 
 
-def _recorder(name: str, done: steps.StepDone) -> Callable[[OnboardingRecord], None]:
+def _in_copied_context(function: Callable[[Branch], None], branch: Branch) -> Callable[[], None]:
+    """``function(branch)`` to run on another thread with the log fields bound here and now."""
+    context = contextvars.copy_context()
+    return lambda: context.run(function, branch)
+
+
+def _recorder(name: str, done: StepDone) -> Callable[[OnboardingRecord], None]:
     def apply(record: OnboardingRecord) -> None:
         record.steps[name] = StepRecord(done.outcome, iso(utcnow()), done.detail)
         record.results.update(done.results)
         record.current_step = name
     return apply
-
-
-def _event(request_id: str, account_name: str, short_type: str, step: str, outcome: str, *,
-           discriminator: str = "", **data: Any) -> dict[str, Any]:
-    from shared.clients.events import build_event, cloud_event_to_dict
-
-    return cloud_event_to_dict(build_event(
-        event_type=short_type, account_name=account_name, request_id=request_id,
-        data={"requestId": request_id, "step": step, "outcome": outcome, **data}, discriminator=discriminator))
 
 
 def _raise_first(*errors: BaseException | None) -> None:

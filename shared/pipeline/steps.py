@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -39,18 +39,16 @@ from shared.errors import PermanentStepError
 from shared.logs import get_logger
 from shared.models import GeneratedSecret, KeyVaultSecret
 from shared.pipeline.failures import FailureKind, classify, maybe_done
+from shared.pipeline.plan import StepDone, WorkContext
 from shared.state import StepOutcome
 from shared.state.records import utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable
 
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials
     from shared.models import OnboardingRequest
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
-    from shared.settings import PipelineConfig
 
 logger = get_logger(__name__)
 
@@ -79,50 +77,18 @@ API_KEY_CREATING = "_apiKeyCreateSent"
 CREATE_ATTEMPTS = 3
 
 
-@dataclass(frozen=True)
-class StepDone:
-    """What a step achieved: the runner records it, with its events, in one save."""
-
-    detail: str
-    results: Mapping[str, str] = field(default_factory=dict)
-    events: Sequence[dict[str, Any]] = ()
-    outcome: StepOutcome = StepOutcome.SUCCEEDED
-
-
 @dataclass
-class StepContext:
+class StepContext(WorkContext):
+    """What the onboarding steps share for one delivery."""
+
     request: OnboardingRequest
-    clients: OnboardingClients
-    config: PipelineConfig
-    handle: RecordHandle
     # Held in memory only for the length of one delivery; never written to state or logs.
     client_secret: SecretStr | None = None
-
-    @property
-    def request_id(self) -> str:
-        return self.request.request_id
-
-    @property
-    def account_name(self) -> str:
-        return self.request.account_name
 
     @property
     def scope_project_uid(self) -> str | None:
         """The ProjectUid header for the cloud account: only for a project-scoped account."""
         return self.handle.result(PROJECT_UID) if self.request.palette.scope == "project" else None
-
-    def result(self, key: str) -> str | None:
-        return self.handle.result(key)
-
-    def event(self, short_type: str, step: str, outcome: str, discriminator: str = "",
-              **data: Any) -> dict[str, Any]:
-        """The structured-mode JSON of one event about this request (its id is stable)."""
-        from shared.clients.events import build_event, cloud_event_to_dict
-
-        return cloud_event_to_dict(build_event(
-            event_type=short_type, account_name=self.account_name, request_id=self.request_id,
-            data={"requestId": self.request_id, "step": step, "outcome": outcome, **data},
-            discriminator=discriminator))
 
     def palette_uids(self) -> dict[str, str]:
         record = self.handle.record

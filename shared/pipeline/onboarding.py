@@ -1,0 +1,82 @@
+"""The onboarding plan: Palette's "Set up Palette with Azure" guide as the runner's stages.
+
+    check ─┬─ secret ── validate ── register ─┬─ verify
+           └─ sshkey ── apikey ───────────────┘
+
+``verify`` is the plan's finish: it reads everything back, announces ``validated`` with one entry
+per check, and records the account in the inventory the rotation sweep works from.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from shared.pipeline import steps
+from shared.pipeline.failures import Failure, FailureKind
+from shared.pipeline.leases import names_of
+from shared.pipeline.plan import Finish, Plan, build_document
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.models import OnboardingRequest
+    from shared.pipeline.handle import RecordHandle
+    from shared.pipeline.runner import OnboardingClients
+    from shared.settings import PipelineConfig
+
+
+def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> OnboardingRequest:
+    from shared.models import parse_request
+
+    return parse_request(body, require_pcg_for_us_government=config.require_pcg_for_us_government,
+                         allowed_secret_prefix=config.allowed_secret_prefix)
+
+
+def _fingerprint(request: OnboardingRequest) -> str:
+    from shared.models import request_fingerprint
+
+    return request_fingerprint(request)
+
+
+def _queued(request: OnboardingRequest) -> str:
+    return json.dumps(request.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
+
+
+def _context(request: OnboardingRequest, clients: OnboardingClients, config: PipelineConfig,
+             handle: RecordHandle) -> steps.StepContext:
+    return steps.StepContext(request=request, clients=clients, config=config, handle=handle)
+
+
+def _requested(request: OnboardingRequest) -> dict[str, Any]:
+    return build_document(request.request_id, request.account_name, "requested", "requested", "accepted",
+                          cloud=request.azure.cloud.value, scope=request.palette.scope.value)
+
+
+def _verify(ctx: steps.StepContext) -> Finish:
+    checks = steps.verify(ctx)
+    all_ok = all(check["ok"] for check in checks)
+    validated = ctx.event("validated", "verify", "passed" if all_ok else "failed", checks=checks,
+                          palette=ctx.palette_uids())
+    if not all_ok:
+        failed = ", ".join(c["check"] for c in checks if not c["ok"])
+        return Finish(events=[validated], step="verify", failure=Failure(
+            FailureKind.PERMANENT, "verification_failed", f"Onboarding finished but these checks failed: {failed}."))
+    return Finish(events=[validated], step="verify", detail="all checks passed")
+
+
+ONBOARDING = Plan(
+    operation="onboard",
+    parse=_parse,
+    fingerprint=_fingerprint,
+    queued=_queued,
+    lease_names=names_of,
+    context=_context,
+    stages=[
+        [[("check", steps.check)]],
+        [[("secret", steps.secret), ("validate", steps.validate), ("register", steps.register)],
+         [("sshkey", steps.sshkey), ("apikey", steps.apikey)]],
+    ],
+    finish=_verify,
+    started_event=_requested,
+)

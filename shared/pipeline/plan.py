@@ -1,0 +1,118 @@
+"""What the runner needs to know about one kind of work, and what every step gets and gives back.
+
+The runner (:mod:`shared.pipeline.runner`) owns the protocol: claim the row, lease the names, run
+the steps under a heartbeat, record each step's result and events in one write, publish, decide
+failures. A :class:`Plan` tells it the rest for one operation: onboarding
+(:mod:`shared.pipeline.onboarding`) and rotation (:mod:`shared.rotation.plan`) are the plans.
+
+Steps run in *stages*; a stage is one or more *branches* that run at the same time, each a list of
+named steps run in order. A step returns :class:`StepDone`; the plan's ``finish`` reads what the
+steps made and decides the final event(s), or a last failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.state import StepOutcome
+
+if TYPE_CHECKING:
+    from shared.pipeline.failures import Failure
+    from shared.pipeline.handle import RecordHandle
+    from shared.pipeline.runner import OnboardingClients
+    from shared.settings import PipelineConfig
+
+
+@dataclass(frozen=True)
+class StepDone:
+    """What a step achieved: the runner records it, with its events, in one save."""
+
+    detail: str
+    results: Mapping[str, str] = field(default_factory=dict)
+    events: Sequence[dict[str, Any]] = ()
+    outcome: StepOutcome = StepOutcome.SUCCEEDED
+
+
+@dataclass
+class WorkContext:
+    """What every step of every plan gets: the parsed request, the clients, the config and the
+    handle on the state row. Plans subclass it with what their steps share."""
+
+    request: Any
+    clients: OnboardingClients
+    config: PipelineConfig
+    handle: RecordHandle
+
+    @property
+    def request_id(self) -> str:
+        return str(self.request.request_id)
+
+    @property
+    def account_name(self) -> str:
+        return str(self.request.account_name)
+
+    def result(self, key: str) -> str | None:
+        return self.handle.result(key)
+
+    def event(self, short_type: str, step: str, outcome: str, discriminator: str = "",
+              **data: Any) -> dict[str, Any]:
+        """The structured-mode JSON of one event about this request (its id is stable)."""
+        return build_document(self.request_id, self.account_name, short_type, step, outcome,
+                              discriminator=discriminator, **data)
+
+    def palette_uids(self) -> dict[str, str]:
+        """Palette uids this request recorded (``*Uid`` results), for events."""
+        return {k: v for k, v in self.handle.record.results.items() if k.endswith("Uid") and v}
+
+
+def build_document(request_id: str, account_name: str, short_type: str, step: str, outcome: str, *,
+                   discriminator: str = "", **data: Any) -> dict[str, Any]:
+    from shared.clients.events import build_event, cloud_event_to_dict
+
+    return cloud_event_to_dict(build_event(
+        event_type=short_type, account_name=account_name, request_id=request_id,
+        data={"requestId": request_id, "step": step, "outcome": outcome, **data}, discriminator=discriminator))
+
+
+Step = Callable[[Any], StepDone]
+Branch = Sequence[tuple[str, Step]]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The plan's last word: events recorded with the final status, and a failure instead of
+    success when the end state is not what was asked for."""
+
+    events: Sequence[dict[str, Any]] = ()
+    failure: Failure | None = None
+    step: str = "finish"
+    detail: str = "done"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """One operation the runner can carry out.
+
+    parse: body -> request, raising RequestValidationError (one error per field).
+    fingerprint: request -> hash of its meaning (same requestId with another body is a conflict).
+    queued: request -> the JSON the sweeper re-drives it with (never a raw secret).
+    lease_names: request -> the names it creates or changes (see :mod:`shared.pipeline.leases`).
+    context: builds the steps' shared context.
+    stages: the steps.
+    finish: reads the end state; decides the final events, or a failure.
+    started_event: the event recorded when a delivery first claims the request, if any.
+    failed_event: the short type of the event a failure is announced with.
+    """
+
+    operation: str
+    parse: Callable[[bytes | str | Mapping[str, Any], PipelineConfig], Any]
+    fingerprint: Callable[[Any], str]
+    queued: Callable[[Any], str]
+    lease_names: Callable[[Any], list[str]]
+    context: Callable[[Any, OnboardingClients, PipelineConfig, RecordHandle], WorkContext]
+    stages: Sequence[Sequence[Branch]]
+    finish: Callable[[Any], Finish]
+    started_event: Callable[[Any], dict[str, Any]] | None = None
+    failed_event: str = "failed"
