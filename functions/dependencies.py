@@ -35,6 +35,8 @@ class Dependencies:
             self.clients.graph.close()
         self.clients.secrets.close()
         self.clients.events.close()
+        self.clients.state.close()
+        self.clients.inventory.close()
         self.queue.close()
 
 
@@ -42,6 +44,7 @@ def build(settings: Settings) -> Dependencies:
     """Build every client from settings (managed identity in Azure; the local stack's equivalents)."""
     from azure.identity import DefaultAzureCredential
 
+    from shared.clients.entra import ClientSecretProbe
     from shared.clients.events import EventPublisher
     from shared.clients.graph import GraphClient
     from shared.clients.keyvault import SecretStore
@@ -49,6 +52,7 @@ def build(settings: Settings) -> Dependencies:
     from shared.clients.queue import RequestQueue
     from shared.pipeline import OnboardingClients
     from shared.state import TableStateStore
+    from shared.state.inventory import InventoryStore
 
     credential_kwargs = {}
     if settings.authority_host:
@@ -63,15 +67,19 @@ def build(settings: Settings) -> Dependencies:
         queue = RequestQueue.from_namespace(settings.service_bus_namespace, credential, settings.onboarding_queue)
     if settings.storage_connection:
         state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
+        inventory = InventoryStore.from_connection_string(settings.storage_connection, settings.inventory_table)
     else:
         assert settings.table_endpoint is not None
         state = TableStateStore.from_endpoint(settings.table_endpoint, credential, settings.state_table)
+        inventory = InventoryStore.from_endpoint(settings.table_endpoint, credential, settings.inventory_table)
     clients = OnboardingClients(
         palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key),
         graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope),
         secrets=SecretStore(settings.key_vault_url, credential),
         events=events,
         state=state,
+        inventory=inventory,
+        entra=ClientSecretProbe(authority_host=settings.authority_host, scope=settings.graph_scope),
     )
     return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue)
 

@@ -150,10 +150,22 @@ def is_secret_of(tags: Mapping[str, str], account_name: str, kind: SecretKind) -
 
 MANAGED_BY_ANNOTATION = f"{PRODUCT}/managed-by"
 REQUEST_ID_ANNOTATION = f"{PRODUCT}/request-id"
+SECRET_REF_ANNOTATION = f"{PRODUCT}/secret"
+"""On a cloud account: which secret the product last put into it, ``key:<Graph keyId>`` or
+``kv:<Key Vault version>``. Palette never shows the secret back; a full PUT by anybody else (a
+Terraform apply with a stale secret) drops this annotation, which is how drift is seen."""
 
 
-def ownership_annotations(request_id: str) -> dict[str, str]:
-    return {MANAGED_BY_ANNOTATION: PRODUCT, REQUEST_ID_ANNOTATION: request_id}
+def ownership_annotations(request_id: str, *, secret_ref: str = "") -> dict[str, str]:
+    annotations = {MANAGED_BY_ANNOTATION: PRODUCT, REQUEST_ID_ANNOTATION: request_id}
+    if secret_ref:
+        annotations[SECRET_REF_ANNOTATION] = secret_ref
+    return annotations
+
+
+def secret_ref(key_id: str | None, version: str | None) -> str:
+    """The ``SECRET_REF_ANNOTATION`` value for a generated secret's keyId, else a Key Vault version."""
+    return f"key:{key_id}" if key_id else f"kv:{version}" if version else ""
 
 
 def made_by_product(annotations: Mapping[str, str]) -> bool:
@@ -175,8 +187,11 @@ def password_display_name(account_name: str, request_id: str) -> str:
     return f"{PRODUCT} {account_name} {request_id}"
 
 
-def is_product_password(display_name: str | None) -> bool:
-    return bool(display_name) and str(display_name).startswith(f"{PRODUCT} ")
+def is_product_password(display_name: str | None, account_name: str | None = None) -> bool:
+    """Whether the product added the password (for ``account_name``, when given: two accounts may
+    share one app registration, and each rotates only its own passwords)."""
+    prefix = f"{PRODUCT} {account_name} " if account_name else f"{PRODUCT} "
+    return bool(display_name) and str(display_name).startswith(prefix)
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ class FieldError:
 class RequestValidationError(OnboardingError):
     """The request is wrong and retrying cannot help: answer 400 or complete the message."""
 
-    def __init__(self, errors: list[FieldError]) -> None:
+    def __init__(self, errors: list[FieldError], *, what: str = "onboarding request") -> None:
         self.errors = errors
         summary = "; ".join(f"{e.path}: {e.message}" for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
-        super().__init__(f"The onboarding request is invalid: {summary}{more}")
+        super().__init__(f"The {what} is invalid: {summary}{more}")
 
 
 class PermanentStepError(OnboardingError):

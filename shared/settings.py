@@ -23,6 +23,31 @@ class SettingsError(OnboardingError):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RotationConfig:
+    """Knobs of secret rotation, with their defaults.
+
+    threshold_days: ``ROTATION_THRESHOLD_DAYS``: a generated secret is due when its current
+        version expires within this many days.
+    min_age_minutes: ``ROTATION_MIN_AGE_MINUTES``: ... and is at least this old (no double
+        rotation when the timer and Key Vault's event fire together; Entra has settled). A secret
+        born inside the threshold (a ``validityDays`` shorter than it) is therefore rotated by each
+        sweep once it is this old. An on-demand rotation ignores it.
+    api_key_overlap_days: ``API_KEY_OVERLAP_DAYS``: a replaced Palette API key is revoked this long
+        after its replacement was stored.
+    orphan_grace_hours: ``ORPHAN_GRACE_HOURS``: a Graph password the product made that is neither
+        current nor previous is removed by the drift pass once it has been seen this long.
+    expiry_warning_days: milestones (besides the threshold) at which an expiring secret the product
+        does not rotate is announced again.
+    """
+
+    threshold_days: int = 30
+    min_age_minutes: float = 60.0
+    api_key_overlap_days: float = 7.0
+    orphan_grace_hours: float = 24.0
+    expiry_warning_days: tuple[int, ...] = (7, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     """Knobs of the onboarding pipeline, with their defaults.
 
@@ -54,6 +79,7 @@ class PipelineConfig:
     default_project: str = "Default"
     require_pcg_for_us_government: bool = True
     allowed_secret_prefix: str = ""
+    rotation: RotationConfig = field(default_factory=RotationConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +117,7 @@ class Settings:
     sweep_schedule: str = "0 */2 * * * *"
     require_client_principal: bool = False
     state_table: str = "onboardings"
+    inventory_table: str = "accounts"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -122,7 +149,7 @@ class Settings:
         except ValueError:
             problems.append("ROTATION_THRESHOLD_DAYS must be a whole number of days")
         graph_endpoint = (env.get("GRAPH_ENDPOINT") or "https://graph.microsoft.com").rstrip("/")
-        pipeline = _pipeline_config(env, problems)
+        pipeline = _pipeline_config(env, problems, threshold)
         settings = cls(
             palette_endpoint=required("PALETTE_ENDPOINT").rstrip("/"),
             palette_api_key=SecretStr(required("PALETTE_API_KEY")),
@@ -147,12 +174,12 @@ class Settings:
         return settings
 
 
-def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineConfig:
+def _pipeline_config(env: Mapping[str, str], problems: list[str], threshold_days: int) -> PipelineConfig:
     """Optional overrides of :class:`PipelineConfig` (all have sane defaults)."""
     defaults = PipelineConfig()
-    budget = _seconds(env, "VALIDATION_BUDGET_SECONDS", defaults.validation_budget_seconds, 0, 600, problems)
-    lease = _seconds(env, "LEASE_SECONDS", defaults.lease_seconds, 1, 60, problems,
-                     " (at most the queue's lock duration)")
+    budget = _number(env, "VALIDATION_BUDGET_SECONDS", defaults.validation_budget_seconds, 0, 600, problems)
+    lease = _number(env, "LEASE_SECONDS", defaults.lease_seconds, 1, 60, problems,
+                    why=" (at most the queue's lock duration)")
     delays = defaults.retry_delays_seconds
     text = (env.get("RETRY_DELAYS_SECONDS") or "").strip()
     if text:
@@ -167,13 +194,19 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str]) -> PipelineCon
     if prefix and not re.fullmatch(r"[0-9A-Za-z-]{1,100}", prefix):
         problems.append("KEY_VAULT_ALLOWED_SECRET_PREFIX must be letters, digits or '-' (the start of a Key Vault "
                         "secret name)")
+    min_age = _number(env, "ROTATION_MIN_AGE_MINUTES", RotationConfig.min_age_minutes, 0, 7 * 24 * 60, problems,
+                      unit="minutes")
+    overlap = _number(env, "API_KEY_OVERLAP_DAYS", RotationConfig.api_key_overlap_days, 0, 90, problems, unit="days")
+    grace = _number(env, "ORPHAN_GRACE_HOURS", RotationConfig.orphan_grace_hours, 0, 24 * 30, problems, unit="hours")
+    rotation = RotationConfig(threshold_days=threshold_days, min_age_minutes=min_age, api_key_overlap_days=overlap,
+                              orphan_grace_hours=grace)
     return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
-                          require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix)
+                          require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix, rotation=rotation)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float, problems: list[str],
-             why: str = "") -> float:
-    """An optional number of seconds between ``low`` and ``high``; a problem noted otherwise."""
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float, problems: list[str], *,
+            unit: str = "seconds", why: str = "") -> float:
+    """An optional number (of ``unit``) between ``low`` and ``high``; a problem noted otherwise."""
     text = (env.get(name) or "").strip()
     if not text:
         return default
@@ -182,7 +215,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
     except ValueError:
         value = float("nan")
     if not low <= value <= high:  # NaN fails too
-        problems.append(f"{name} must be a number of seconds between {low:g} and {high:g}{why}")
+        problems.append(f"{name} must be a number of {unit} between {low:g} and {high:g}{why}")
         return default
     return value
 

@@ -42,6 +42,11 @@ EVENT_TYPES = (
     "failed",
     "secret.rotated",
     "rotation.failed",
+    "secret.expiring",
+    "drift.detected",
+    "drift.resolved",
+    "apikey.renewed",
+    "offboarded",
 )
 DEFAULT_SOURCE = "/palette-onboarding"
 SPEC_VERSION = "1.0"

@@ -238,6 +238,16 @@ def _classify(exc: requests.RequestException) -> _TransportFailure:
     return _TransportFailure(sent=False, timeout=False, retryable=False, cause=type(exc).__name__)
 
 
+def error_codes(exc: BaseException) -> set[str]:
+    """The service's error code and its detail codes, from an error our clients raised."""
+    error = getattr(exc, "error", None)
+    if error is None:
+        return set()
+    codes = {str(error.code)} if getattr(error, "code", None) else set()
+    codes |= {str(d.code) for d in getattr(error, "details", None) or [] if getattr(d, "code", None)}
+    return codes
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every occurrence of each non-empty secret in ``text`` with ``***``."""
     for secret in secrets:
@@ -416,25 +426,29 @@ class JsonHttpClient:
         request_error.service = self.service_name  # type: ignore[attr-defined]
         return request_error
 
-    def _parse_error_body(self, response: requests.Response) -> tuple[str | None, str | None]:
-        """The service's ``(code, message)`` from an error body: flat or under ``"error"``."""
+    def _parse_error_body(self, response: requests.Response) -> tuple[str | None, str | None, list[str]]:
+        """The service's ``(code, message, detail codes)`` from an error body: flat or under ``"error"``
+        (Graph's OData errors carry the precise reason in ``details[].code``)."""
         try:
             body = response.json()
         except ValueError:
-            return None, None
+            return None, None, []
         if isinstance(body, dict) and isinstance(body.get("error"), dict):
             body = body["error"]
         if not isinstance(body, dict):
-            return None, None
+            return None, None, []
         code = body.get("code")
         message = body.get("message")
+        details = body.get("details")
+        detail_codes = [str(d["code"]) for d in details if isinstance(d, dict) and isinstance(d.get("code"), str)] \
+            if isinstance(details, list) else []
         return (code if isinstance(code, str) and code else None,
-                message if isinstance(message, str) and message else None)
+                message if isinstance(message, str) and message else None, detail_codes)
 
     def _response_error(self, method: str, path: str, response: requests.Response,
                         secrets: tuple[str, ...]) -> HttpResponseError:
         status = response.status_code
-        code, service_message = self._parse_error_body(response)
+        code, service_message, detail_codes = self._parse_error_body(response)
         if service_message is not None:
             service_message = redact(service_message, secrets)
             if len(service_message) > _MAX_MESSAGE_CHARS:
@@ -449,7 +463,8 @@ class JsonHttpClient:
         error.reason = response.reason
         error.service = self.service_name  # type: ignore[attr-defined]
         if code or service_message:
-            error.error = ODataV4Format({"code": code, "message": service_message})
+            error.error = ODataV4Format({"code": code, "message": service_message,
+                                         "details": [{"code": c, "message": ""} for c in detail_codes]})
         headers = response.headers
         error.request_id = next(  # type: ignore[attr-defined]
             (headers[name] for name in self.request_id_headers if name in headers), None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from shared.errors import StepInProgressError
 from shared.logs import get_logger
@@ -154,15 +154,39 @@ def _publish(sink: EventSink, documents: list[dict[str, Any]], request_id: str) 
     return True
 
 
-def flush_outbox(store: StateStore, sink: EventSink, record: OnboardingRecord) -> OnboardingRecord:
+class OutboxRow(Protocol):
+    """A row that carries an outbox: a request's state (shared.state.records) or an account's
+    inventory row (shared.state.inventory)."""
+
+    outbox: list[dict[str, Any]]
+
+    @property
+    def request_id(self) -> str: ...
+
+    def copy(self) -> Self: ...
+
+    def confirm_sent(self, event_ids: set[str]) -> None: ...
+
+
+Row = TypeVar("Row", bound=OutboxRow)
+
+
+class OutboxStore(Protocol[Row]):
+    def replace(self, record: Row, /) -> Row: ...
+
+
+def flush_outbox(store: OutboxStore[Row], sink: EventSink, record: Row, *,
+                 reread: Callable[[], Row | None] | None = None) -> Row:
     """Send a row's pending events and confirm them, whoever else writes the row meanwhile.
 
-    Returns the row as last written (or read). Sending twice is harmless: event ids are stable.
+    ``reread`` fetches the row again after a lost ETag race (a request's row by default). Returns
+    the row as last written (or read). Sending twice is harmless: event ids are stable.
     """
     if not record.outbox or not _publish(sink, record.outbox, record.request_id):
         return record
     sent = {str(event["id"]) for event in record.outbox}
-    current: OnboardingRecord | None = record
+    fetch = reread or (lambda: store.get(record.request_id))  # type: ignore[attr-defined]
+    current: Row | None = record
     for _ in range(5):
         if current is None:
             return record
@@ -173,5 +197,5 @@ def flush_outbox(store: StateStore, sink: EventSink, record: OnboardingRecord) -
         try:
             return store.replace(updated)
         except ConcurrentUpdateError:
-            current = store.get(record.request_id)
+            current = fetch()
     return current or record

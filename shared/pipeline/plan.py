@@ -104,6 +104,8 @@ class Plan:
     finish: reads the end state; decides the final events, or a failure.
     started_event: the event recorded when a delivery first claims the request, if any.
     failed_event: the short type of the event a failure is announced with.
+    failed: called when the request fails for good, before its failure is recorded (to keep
+        other state, such as the inventory, in step); its own failure never hides the first.
     """
 
     operation: str
@@ -116,3 +118,4 @@ class Plan:
     finish: Callable[[Any], Finish]
     started_event: Callable[[Any], dict[str, Any]] | None = None
     failed_event: str = "failed"
+    failed: Callable[[Any, Failure], None] | None = None

@@ -47,6 +47,7 @@ from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utc
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from shared.clients.entra import ClientSecretProbe
     from shared.clients.events import EventSink
     from shared.clients.graph import GraphClient
     from shared.clients.keyvault import SecretStore
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from shared.pipeline.plan import Branch, Plan, WorkContext
     from shared.settings import PipelineConfig
     from shared.state import StateStore
+    from shared.state.inventory import InventoryStore
 
 logger = get_logger(__name__)
 
@@ -72,6 +74,8 @@ class OnboardingClients:
     secrets: SecretStore
     events: EventSink
     state: StateStore
+    inventory: InventoryStore
+    entra: ClientSecretProbe | None = None
 
 
 def _no_checkpoint(_name: str) -> None:
@@ -369,6 +373,11 @@ class _Delivery:
             cleanup = error.cleanup
         event = ctx.event(run.plan.failed_event, step or "unknown", "failed", reason=failure.reason,
                           message=failure.message, palette=ctx.palette_uids(), **details)
+        if run.plan.failed is not None:
+            try:
+                run.plan.failed(ctx, failure)
+            except Exception:
+                logger.warning("request %s: could not record the failure elsewhere", ctx.request_id, exc_info=True)
 
         def apply(r: OnboardingRecord) -> None:
             if step:

@@ -41,7 +41,7 @@ from shared.models import GeneratedSecret, KeyVaultSecret
 from shared.pipeline.failures import FailureKind, classify, maybe_done
 from shared.pipeline.plan import StepDone, WorkContext
 from shared.state import StepOutcome
-from shared.state.records import utcnow
+from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -65,8 +65,10 @@ SSH_KEY_OWNED = "sshKeyOwned"
 API_KEY_UID = "apiKeyUid"
 GRAPH_KEY_ID = "graphKeyId"
 SECRET_ID = "keyVaultSecretId"
+SECRET_EXPIRES_ON = "secretExpiresOn"
 SSH_SECRET_ID = "sshPrivateKeySecretId"
 API_KEY_SECRET_ID = "apiKeySecretId"
+API_KEY_EXPIRES_ON = "apiKeyExpiresOn"
 APP_OBJECT_ID = "_appObjectId"
 PASSWORD_ADDING = "_passwordAddSent"
 ACCOUNT_CREATING = "_accountCreateSent"
@@ -312,7 +314,7 @@ def secret(ctx: StepContext) -> StepDone:
     if isinstance(source, KeyVaultSecret):
         value, stored = store.get_secret(source.secret_name, source.version)
         ctx.client_secret = value
-        return StepDone("existing Key Vault secret", {SECRET_ID: stored.id}, [
+        return StepDone("existing Key Vault secret", {SECRET_ID: stored.id, **_expiry(stored)}, [
             ctx.event("secret.stored", "secret", "existing", source="keyVault", keyVaultSecretId=stored.id)])
 
     graph = ctx.clients.graph
@@ -382,13 +384,21 @@ def _forget_quietly(ctx: StepContext, key: str) -> None:
         logger.info("request %s: could not clear %s", ctx.request_id, key, exc_info=True)
 
 
+def _expiry(stored: StoredSecret) -> dict[str, str]:
+    return {SECRET_EXPIRES_ON: iso(stored.expires_on)} if stored.expires_on else {}
+
+
 def _secret_done(ctx: StepContext, stored: StoredSecret, key_id: str) -> StepDone:
-    return StepDone("new client secret stored in Key Vault", {SECRET_ID: stored.id, GRAPH_KEY_ID: key_id}, [
+    return StepDone("new client secret stored in Key Vault",
+                    {SECRET_ID: stored.id, GRAPH_KEY_ID: key_id, **_expiry(stored)}, [
         ctx.event("secret.stored", "secret", "created", source="generate", keyVaultSecretId=stored.id,
                   graphKeyId=key_id)])
 
 
 def _secret_id_parts(secret_id: str) -> tuple[str, str | None]:
+    """(name, version) of a Key Vault secret id URL; ("", None) for an empty id."""
+    if "/secrets/" not in secret_id:
+        return "", None
     name, _, version = secret_id.rstrip("/").split("/secrets/", 1)[1].partition("/")
     return name, version or None
 
@@ -461,7 +471,9 @@ def register(ctx: StepContext) -> StepDone:
         _key_vault_holds_our_secret(ctx, creds.client_secret)
     scope_uid = ctx.scope_project_uid
     overlord = ctx.result(OVERLORD_UID)
-    annotations = credentials.ownership_annotations(ctx.request_id)
+    _, version = _secret_id_parts(ctx.result(SECRET_ID) or "")
+    annotations = credentials.ownership_annotations(
+        ctx.request_id, secret_ref=credentials.secret_ref(ctx.result(GRAPH_KEY_ID), version))
 
     def ours() -> AzureAccount | None:
         found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
@@ -632,7 +644,7 @@ def apikey(ctx: StepContext) -> StepDone:
         for uid in ours():
             stored = store.find_version(name, tag=credentials.PALETTE_UID_TAG, value=uid)
             if stored is not None:
-                return _apikey_done(ctx, uid, stored.id)
+                return _apikey_done(ctx, uid, stored)
             # Made before a crash, but its value never reached Key Vault: remove it, make another.
             palette.delete_api_key(uid)
     # Whatever still bears the name now is somebody else's (it may have appeared since check).
@@ -664,7 +676,7 @@ def apikey(ctx: StepContext) -> StepDone:
         if permanent is not None:
             raise permanent from None
         raise
-    return _apikey_done(ctx, created.uid, stored.id)
+    return _apikey_done(ctx, created.uid, stored)
 
 
 def _delete_api_key_quietly(ctx: StepContext, uid: str) -> bool:
@@ -676,9 +688,12 @@ def _delete_api_key_quietly(ctx: StepContext, uid: str) -> bool:
     return True
 
 
-def _apikey_done(ctx: StepContext, uid: str, secret_id: str) -> StepDone:
-    return StepDone("API key created; value in Key Vault", {API_KEY_UID: uid, API_KEY_SECRET_ID: secret_id}, [
-        ctx.event("apikey.created", "apikey", "created", palette={"apiKeyUid": uid}, keyVaultSecretId=secret_id)])
+def _apikey_done(ctx: StepContext, uid: str, stored: StoredSecret) -> StepDone:
+    results = {API_KEY_UID: uid, API_KEY_SECRET_ID: stored.id}
+    if stored.expires_on:
+        results[API_KEY_EXPIRES_ON] = iso(stored.expires_on)
+    return StepDone("API key created; value in Key Vault", results, [
+        ctx.event("apikey.created", "apikey", "created", palette={"apiKeyUid": uid}, keyVaultSecretId=stored.id)])
 
 
 # --------------------------------------------------------------------------------------- verify
@@ -723,3 +738,41 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
         except ResourceNotFoundError:
             add("apikey.active", False, f"API key {uid} was not found")
     return checks
+
+
+# ------------------------------------------------------------------------------------ inventory
+
+def record_in_inventory(ctx: StepContext) -> None:
+    """Put the onboarded account in the inventory the rotation sweep and drift pass work from."""
+    from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
+
+    request = ctx.request
+    results = ctx.handle.record.results
+    name, version = _secret_id_parts(results.get(SECRET_ID, ""))
+    generated = isinstance(request.azure.secret, GeneratedSecret)
+    key_id = results.get(GRAPH_KEY_ID, "") if generated else ""
+    now = iso(utcnow())
+
+    def apply(account: AccountRecord) -> None:
+        if account.current_key_id and key_id and account.current_key_id != key_id:
+            account.previous_key_id = account.current_key_id
+        account.scope = request.palette.scope.value
+        account.project_uid = results.get(PROJECT_UID, "") if request.palette.scope == "project" else ""
+        account.palette_uid = results.get(ACCOUNT_UID, "")
+        account.tenant_id, account.client_id = request.azure.tenant_id, request.azure.client_id
+        account.secret_source = SOURCE_GENERATED if generated else SOURCE_KEY_VAULT
+        account.secret_name, account.secret_version = name, version or ""
+        account.current_key_id = key_id
+        account.expires_on = results.get(SECRET_EXPIRES_ON, "")
+        account.secret_created_on = now
+        if isinstance(request.azure.secret, GeneratedSecret):
+            account.validity_days = request.azure.secret.validity_days
+        account.onboarded_by = ctx.request_id
+        account.status = MANAGED
+        account.warned = []
+        if request.api_key is not None and results.get(API_KEY_UID):
+            account.api_key_uid, account.api_key_name = results[API_KEY_UID], request.api_key.name
+            account.api_key_expires_on = results.get(API_KEY_EXPIRES_ON, "")
+
+    ctx.clients.inventory.update(request.account_name, apply,
+                                 create=lambda: AccountRecord(account_name=request.account_name))

@@ -73,6 +73,10 @@ class StateStore(ABC):
         """Rows the sweeper must look at: not finished, or with unsent events or pending cleanup."""
 
     @abstractmethod
+    def close(self) -> None:
+        """Release the store's connections."""
+
+    @abstractmethod
     def get_lease(self, key: str) -> NameLease | None: ...
 
     @abstractmethod
@@ -106,13 +110,13 @@ class NameLease:
         return bool(self.owner) and expires is not None and expires > now
 
 
-def _pack(value: Any) -> bytes:
+def pack(value: Any) -> bytes:
     """JSON, compressed: the queued request and the outbox can each approach Table Storage's
     64 KiB property limit as text, and compress about fivefold."""
     return zlib.compress(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
-def _unpack(value: Any, default: Any) -> Any:
+def unpack(value: Any, default: Any) -> Any:
     if not value:
         return default
     raw = value.value if hasattr(value, "value") else value  # EntityProperty on some SDK paths
@@ -129,8 +133,8 @@ def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
         "CurrentStep": record.current_step,
         "Steps": json.dumps({k: v.as_dict() for k, v in record.steps.items()}),
         "Results": json.dumps(record.results),
-        "Request": _pack(record.request),
-        "Outbox": _pack(record.outbox),
+        "Request": pack(record.request),
+        "Outbox": pack(record.outbox),
         "OutboxPending": bool(record.outbox),
         "EventIds": json.dumps(record.event_ids),
         "Cleanup": json.dumps(record.cleanup),
@@ -160,8 +164,8 @@ def _from_entity(entity: Any) -> OnboardingRecord:
         current_step=entity.get("CurrentStep", ""),
         steps=steps,
         results=json.loads(entity.get("Results") or "{}"),
-        request=_unpack(entity.get("Request"), ""),
-        outbox=_unpack(entity.get("Outbox"), []),
+        request=unpack(entity.get("Request"), ""),
+        outbox=unpack(entity.get("Outbox"), []),
         event_ids=json.loads(entity.get("EventIds") or "[]"),
         cleanup=json.loads(entity.get("Cleanup") or "[]"),
         error_reason=entity.get("ErrorReason", ""),

@@ -101,6 +101,28 @@ class World:
             retry_token = outcome.retry_token
         raise AssertionError(f"request not done after {limit} deliveries")
 
+    def queued(self, wait: float = 1.0) -> list[tuple[bytes, str, dict[str, str]]]:
+        """Take every message off the onboarding queue: (body, message id, application properties)."""
+        from azure.servicebus import ServiceBusClient
+
+        settings = self.stack.settings
+        found = []
+        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
+                client.get_queue_receiver(settings["ONBOARDING_QUEUE"], max_wait_time=wait) as receiver:
+            while batch := receiver.receive_messages(max_message_count=50, max_wait_time=wait):
+                for message in batch:
+                    properties = {(k.decode() if isinstance(k, bytes) else str(k)):
+                                  (v.decode() if isinstance(v, bytes) else str(v))
+                                  for k, v in (message.application_properties or {}).items()}
+                    found.append((b"".join(message.body), str(message.message_id), properties))
+                    receiver.complete_message(message)
+        return found
+
+    def deliver_queued(self, **kwargs: Any) -> list[Outcome]:
+        """Run every message waiting on the queue once, as the queue trigger would."""
+        return [self.run(body, message_id=message_id, retry_token=properties.get("retryToken", ""), **kwargs)
+                for body, message_id, properties in self.queued()]
+
     def palette_config(self, **config: Any) -> None:
         assert self.stack.palette is not None
         requests.post(f"{self.stack.palette.url}/_devstack/config", json=config, timeout=10).raise_for_status()
@@ -197,6 +219,7 @@ def _walk_apps(node: Any) -> Iterator[dict[str, Any]]:
 def world(stack: Stack, deps: Dependencies) -> Iterator[World]:
     stack.reset()
     deps.clients.state.delete_all()  # type: ignore[attr-defined]
+    deps.clients.inventory.delete_all()
     yield World(stack=stack, deps=deps, verify=stack.settings["REQUESTS_CA_BUNDLE"])
     stack.reset()
 

@@ -1,0 +1,48 @@
+"""Put work the product starts itself (a rotation) on the queue the way the HTTP intake does: the
+state row first, with the request as queued, then the message, under the requestId. A failed send
+leaves a ``queued`` row the sweeper sends again; the queue's duplicate detection drops a second
+copy; the same requestId with another body is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import IdempotencyConflictError
+from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus
+
+if TYPE_CHECKING:
+    from shared.clients.queue import RequestQueue
+    from shared.pipeline.plan import Plan
+    from shared.pipeline.runner import OnboardingClients
+
+
+def enqueue(clients: OnboardingClients, queue: RequestQueue, plan: Plan, request: Any) -> tuple[OnboardingRecord, bool]:
+    """Record and send ``request``; returns its row and whether this call made it.
+
+    Raises
+    ------
+    IdempotencyConflictError
+        The requestId is taken by another body.
+    azure.servicebus.exceptions.ServiceBusError
+        The send failed (the row stays ``queued``; the sweeper sends it again).
+    """
+    fingerprint = plan.fingerprint(request)
+    record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
+                              fingerprint=fingerprint, request=plan.queued(request), status=RequestStatus.QUEUED,
+                              current_step="queued")
+    try:
+        record = clients.state.create(record)
+        created = True
+    except ConcurrentUpdateError:
+        existing = clients.state.get(request.request_id)
+        if existing is None:
+            raise
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyConflictError(
+                f"Request {request.request_id} already exists with another body.") from None
+        record, created = existing, False
+    if record.status is RequestStatus.QUEUED:
+        queue.send(json.loads(record.request), message_id=record.request_id)
+    return record, created

@@ -1,0 +1,229 @@
+"""Rotation end to end, through the real SDKs against the local stack: an onboarded account gets a
+new secret in Palette and Key Vault, keeps exactly two of the product's passwords, and is left on
+a working secret whatever fails or crashes.
+
+Time is injected, never waited for: an account is made due by writing its inventory row's expiry
+(as a secret that ages would), and the sweep takes ``now`` as an argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from shared.pipeline import OutcomeKind
+from shared.rotation.sweep import RotateNow, near_expiry, rotate_now, sweep
+from shared.state.records import iso
+
+if TYPE_CHECKING:
+    from tests.onboarding.conftest import World
+
+NOW = dt.datetime.now(dt.UTC)
+
+
+def onboard(world: World, **overrides: Any) -> dict[str, Any]:
+    body = world.request(**overrides)
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    world.events()
+    return body
+
+
+def make_due(world: World, account: str, *, expires_in_days: float = 5, age_hours: float = 2) -> None:
+    """As if the account's secret had aged: it expires soon and was made a while ago."""
+    def age(row: Any) -> None:
+        row.expires_on = iso(NOW + dt.timedelta(days=expires_in_days))
+        row.secret_created_on = iso(NOW - dt.timedelta(hours=age_hours))
+    assert world.deps.clients.inventory.update(account, age) is not None
+
+
+def ours(world: World, body: dict[str, Any]) -> list[str]:
+    prefix = f"palette-onboarding {body['accountName']} "
+    return [p["keyId"] for p in world.graph_passwords(body["azure"]["clientId"])
+            if str(p.get("displayName", "")).startswith(prefix)]
+
+
+def palette_holds_key_vaults_secret(world: World, account: str) -> bool:
+    held = world.palette_accounts(account)[0]["clientSecretSha256"]
+    current = world.secret_value(f"palette-{account}-client-secret")
+    return held == hashlib.sha256(current.encode()).hexdigest()
+
+
+def rotate(world: World, account: str) -> str:
+    outcome, rotation = rotate_now(world.deps.clients, world.deps.queue, account)
+    assert outcome is RotateNow.ACCEPTED
+    results = world.deliver_queued()
+    assert [r.kind for r in results] == [OutcomeKind.SUCCEEDED], [(r.reason, r.message) for r in results]
+    return rotation
+
+
+def test_an_on_demand_rotation_replaces_the_secret_everywhere(world: World) -> None:
+    body = onboard(world)
+    account = body["accountName"]
+    before = world.deps.clients.inventory.get(account)
+    assert before is not None and before.current_key_id
+    rotation = rotate(world, account)
+
+    after = world.deps.clients.inventory.get(account)
+    assert after is not None
+    assert after.previous_key_id == before.current_key_id
+    assert after.current_key_id not in ("", before.current_key_id)
+    assert after.secret_version != before.secret_version
+    assert after.last_rotation_id == rotation and after.last_rotation_outcome == "succeeded"
+    assert after.rotation_in_flight == ""
+    assert sorted(ours(world, body)) == sorted([before.current_key_id, after.current_key_id])
+    assert palette_holds_key_vaults_secret(world, account)
+    assert len(world.secret_versions(f"palette-{account}-client-secret")) == 2
+    rotated = [e for e in world.events() if e["type"] == "palette.onboarding.secret.rotated"]
+    assert len(rotated) == 1
+    data = rotated[0]["data"]
+    assert data["graphKeyId"] == after.current_key_id and data["replacedKeyId"] == before.current_key_id
+    account_row = world.palette_accounts(account)[0]
+    assert account_row["annotations"]["palette-onboarding/secret"] == f"key:{after.current_key_id}"
+
+
+def test_two_rotations_in_a_row_leave_exactly_two_passwords(world: World) -> None:
+    body = onboard(world)
+    rotate(world, body["accountName"])
+    rotate(world, body["accountName"])
+    after = world.deps.clients.inventory.get(body["accountName"])
+    assert after is not None
+    assert sorted(ours(world, body)) == sorted([after.current_key_id, after.previous_key_id])
+    assert palette_holds_key_vaults_secret(world, body["accountName"])
+
+
+def test_a_password_the_product_did_not_make_is_never_touched_and_is_reported(world: World) -> None:
+    from tests.onboarding.conftest import graph_add_password
+
+    body = onboard(world)
+    theirs = graph_add_password(world, body["azure"]["clientId"], "the app team's own")
+    rotate(world, body["accountName"])
+    rotate(world, body["accountName"])
+    keys = [p["keyId"] for p in world.graph_passwords(body["azure"]["clientId"])]
+    assert theirs["keyId"] in keys
+    after = world.deps.clients.inventory.get(body["accountName"])
+    assert after is not None and after.foreign_key_ids == [theirs["keyId"]]
+
+
+def test_the_sweep_starts_only_what_is_due(world: World) -> None:
+    due = onboard(world)
+    young = onboard(world)
+    later = onboard(world)
+    make_due(world, due["accountName"])
+    make_due(world, young["accountName"], age_hours=0.1)  # born inside the threshold, not an hour old
+    report = sweep(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=NOW)
+    assert (report.due, report.enqueued, report.too_young) == (2, 1, 1)
+    outcomes = world.deliver_queued()
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED]
+    rotated = {e["subject"] for e in world.events() if e["type"] == "palette.onboarding.secret.rotated"}
+    assert rotated == {due["accountName"]}
+    assert later["accountName"] not in rotated
+
+
+def test_a_sweep_run_twice_in_a_day_asks_once(world: World) -> None:
+    body = onboard(world)
+    make_due(world, body["accountName"])
+    config = world.deps.settings.pipeline.rotation
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW).enqueued == 1
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW).enqueued == 0  # in flight
+    assert len(world.deliver_queued()) == 1
+
+
+def test_the_near_expiry_event_and_the_timer_start_one_rotation(world: World) -> None:
+    body = onboard(world)
+    account = body["accountName"]
+    make_due(world, account)
+    row = world.deps.clients.inventory.get(account)
+    assert row is not None
+    data = {"Id": f"{world.stack.settings['KEY_VAULT_URL']}secrets/palette-{account}-client-secret/{row.secret_version}",
+            "VaultName": "local", "ObjectType": "Secret", "ObjectName": f"palette-{account}-client-secret",
+            "Version": row.secret_version, "NBF": None, "EXP": int((NOW + dt.timedelta(days=5)).timestamp())}
+    config = world.deps.settings.pipeline.rotation
+    assert near_expiry(data, world.deps.clients, world.deps.queue, config, now=NOW).startswith("rotation started")
+    sweep(world.deps.clients, world.deps.queue, config, now=NOW)
+    outcomes = world.deliver_queued()
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED]
+
+
+def test_a_stale_near_expiry_event_is_ignored(world: World) -> None:
+    body = onboard(world)
+    account = body["accountName"]
+    old = world.deps.clients.inventory.get(account)
+    assert old is not None
+    rotate(world, account)
+    answer = near_expiry({"objectName": f"palette-{account}-client-secret", "version": old.secret_version},
+                         world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=NOW)
+    assert answer.startswith("ignored: version") and "stale" in answer
+    assert world.queued() == []
+
+
+@pytest.mark.parametrize("data", [{}, {"ObjectName": "someone-elses-secret"}, {"objectname": 12},
+                                  {"ObjectName": "palette-no-such-account-client-secret", "Version": "x"}])
+def test_near_expiry_events_about_other_secrets_are_ignored(world: World, data: dict[str, Any]) -> None:
+    answer = near_expiry(data, world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation)
+    assert answer.startswith("ignored")
+
+
+def test_on_demand_for_an_account_not_managed_is_not_found_and_a_running_one_conflicts(world: World) -> None:
+    assert rotate_now(world.deps.clients, world.deps.queue, "no-such-account")[0] is RotateNow.NOT_MANAGED
+    body = onboard(world)
+    outcome, first = rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    assert outcome is RotateNow.ACCEPTED
+    again, running = rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    assert again is RotateNow.IN_FLIGHT and running == first
+    world.deliver_queued()
+
+
+def test_an_account_whose_secret_is_not_ours_is_never_rotated_but_warned_about(world: World) -> None:
+    from tests.onboarding.conftest import graph_add_password
+
+    client_id = world.register_app()
+    added = graph_add_password(world, client_id)
+    from pydantic import SecretStr
+
+    world.deps.clients.secrets.set_secret("ops-their-secret", SecretStr(added["secretText"]), content_type="text/plain",
+                                          tags={}, expires_on=NOW + dt.timedelta(days=20))
+    body = world.request(client_id=client_id)
+    body["azure"]["secret"] = {"source": "keyVault", "secretName": "ops-their-secret"}
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    world.events()
+    config = world.deps.settings.pipeline.rotation
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW).warned == 1
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW).warned == 0  # once per milestone
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(days=14)).warned == 1
+    assert sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(days=19, hours=1)).warned == 1
+    warnings = [e for e in world.events() if e["type"] == "palette.onboarding.secret.expiring"]
+    assert [w["data"]["milestoneDays"] for w in warnings] == [30, 7, 1]
+    assert warnings[0]["data"]["requestId"] == body["requestId"]
+    assert world.queued() == []  # never rotated
+    outcome, _ = rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    assert outcome is RotateNow.ACCEPTED
+    [failed] = world.deliver_queued()
+    assert failed.kind is OutcomeKind.FAILED and failed.reason == "not_rotatable"
+
+
+def test_a_rotation_and_an_onboarding_of_one_account_never_run_at_once(world: World) -> None:
+    body = onboard(world)
+    outcome, _ = rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    assert outcome is RotateNow.ACCEPTED
+    [(message, message_id, _)] = world.queued()
+    again = dict(body, requestId=body["requestId"] + "-again")
+    results: dict[str, Any] = {}
+    barrier = threading.Barrier(2)
+
+    def deliver(name: str, payload: Any, **kwargs: Any) -> None:
+        barrier.wait()
+        results[name] = world.run_to_the_end(payload, **kwargs)
+
+    threads = [threading.Thread(target=deliver, args=("rotation", message), kwargs={"message_id": message_id}),
+               threading.Thread(target=deliver, args=("onboarding", again))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert {k: v.kind for k, v in results.items()} == {"rotation": OutcomeKind.SUCCEEDED,
+                                                       "onboarding": OutcomeKind.SUCCEEDED}
+    assert palette_holds_key_vaults_secret(world, body["accountName"])
