@@ -138,8 +138,9 @@ def test_the_near_expiry_event_and_the_timer_start_one_rotation(world: World) ->
     make_due(world, account)
     row = world.deps.clients.inventory.get(account)
     assert row is not None
-    data = {"Id": f"{world.stack.settings['KEY_VAULT_URL']}secrets/palette-{account}-client-secret/{row.secret_version}",
-            "VaultName": "local", "ObjectType": "Secret", "ObjectName": f"palette-{account}-client-secret",
+    name = f"palette-{account}-client-secret"
+    data = {"Id": f"{world.stack.settings['KEY_VAULT_URL']}secrets/{name}/{row.secret_version}",
+            "VaultName": "local", "ObjectType": "Secret", "ObjectName": name,
             "Version": row.secret_version, "NBF": None, "EXP": int((NOW + dt.timedelta(days=5)).timestamp())}
     config = world.deps.settings.pipeline.rotation
     assert near_expiry(data, world.deps.clients, world.deps.queue, config, now=NOW).startswith("rotation started")
