@@ -44,6 +44,8 @@ class WorkContext:
     clients: OnboardingClients
     config: PipelineConfig
     handle: RecordHandle
+    #: Called at named points inside a step: the runner's test seam (see shared.pipeline.runner).
+    checkpoint: Callable[[str], None] = field(default=lambda _name: None, repr=False)
 
     @property
     def request_id(self) -> str:

@@ -230,6 +230,7 @@ class _Delivery:
     def _run(self, plan: Plan, request: Any, record: OnboardingRecord) -> Outcome:
         handle = RecordHandle(self.state, record, owner=self.owner, lease_seconds=self.config.lease_seconds)
         ctx = plan.context(request, self.clients, self.config, handle)
+        ctx.checkpoint = self.checkpoint
         run = _Run(plan, ctx, NameLeases(self.state, request.request_id, plan.lease_names(request),
                                          is_finished=self._is_finished))
         try:

@@ -187,6 +187,7 @@ def rotate(ctx: RotationContext) -> StepDone:
     ctx.handle.mark(**{NEW_KEY_ID: password.key_id, LIFETIME_DAYS: str(lifetime),
                        **({FREED_KEY_ID: freed} if freed else {})})
     ctx.client_secret = password.secret_text
+    ctx.checkpoint("rotate.added")
     creds = _credentials(palette_account, password.secret_text)
     try:
         _wait_until_it_works(ctx, account, password.secret_text)
@@ -194,6 +195,7 @@ def rotate(ctx: RotationContext) -> StepDone:
     except Exception as exc:
         _take_back(ctx, app_id, password.key_id, exc)
         raise
+    ctx.checkpoint("rotate.proven")
     ctx.handle.mark(**{PALETTE_UPDATING: password.key_id})
     annotations = {**{k: v for k, v in palette_account.annotations.items() if k not in ("scope", "projectUid")},
                    **credentials.ownership_annotations(ctx.request_id,
@@ -206,6 +208,7 @@ def rotate(ctx: RotationContext) -> StepDone:
         if classify(exc).kind is FailureKind.PERMANENT:  # Palette refused: it kept the old secret
             _take_back(ctx, app_id, password.key_id, exc)
         raise
+    ctx.checkpoint("rotate.updated")
     tags = credentials.secret_tags(ctx.account_name, SecretKind.CLIENT_SECRET, request_id=ctx.request_id,
                                    tenant_id=account.tenant_id, client_id=account.client_id, **{
                                        credentials.CREDENTIAL_ID_TAG: password.key_id,
