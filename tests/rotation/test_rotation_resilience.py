@@ -61,7 +61,7 @@ def test_the_password_cap_of_two_frees_the_previous_one_first(world: World) -> N
     identity_config(world, passwordCap=2)
     body = onboard(world)
     account = body["accountName"]
-    outcome, _ = rotate_now(world.deps.clients, world.deps.queue, account)
+    rotate_now(world.deps.clients, world.deps.queue, account)
     world.deliver_queued()
     middle = world.deps.clients.inventory.get(account)
     assert middle is not None and len(ours(world, body)) == 2  # the cap is reached
