@@ -140,6 +140,7 @@ class Stack:
                 "ROTATION_SCHEDULE": "0 0 3 * * *",
                 "ROTATION_THRESHOLD_DAYS": "30",
                 "SWEEP_SCHEDULE": "0 */2 * * * *",
+                "DRIFT_SCHEDULE": "0 30 4 * * *",
                 "REQUESTS_CA_BUNDLE": str(cert.ca_path),
                 "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
                 "IDENTITY_HEADER": identity_header,

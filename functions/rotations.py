@@ -34,6 +34,20 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
             raise RuntimeError(f"The rotation sweep could not start any of {report.due} due accounts.")
 
 
+@bp.function_name("drift_pass")
+@bp.timer_trigger(arg_name="timer", schedule="%DRIFT_SCHEDULE%", run_on_startup=False)
+def drift_pass(timer: func.TimerRequest, context: func.Context) -> None:
+    """The full look at every managed account (shared/rotation/drift.py), daily by default."""
+    from functions import dependencies
+    from shared.rotation.drift import drift_pass as run_drift_pass
+
+    deps = dependencies.get()
+    with bind(invocationId=context.invocation_id):
+        report = run_drift_pass(deps.clients, deps.queue, deps.settings.pipeline.rotation)
+        if report.errors and report.errors >= report.accounts:
+            raise RuntimeError(f"The drift pass could not check any of {report.accounts} accounts.")
+
+
 @bp.function_name("rotation_near_expiry")
 @bp.event_grid_trigger(arg_name="event")
 def rotation_near_expiry(event: func.EventGridEvent, context: func.Context) -> None:

@@ -61,6 +61,9 @@ param rotationMinAgeMinutes int = 60
 @description('NCRONTAB (six fields) of the sweep that re-drives onboardings left stuck (SWEEP_SCHEDULE).')
 param sweepSchedule string = '0 */2 * * * *'
 
+@description('NCRONTAB (six fields) of the drift pass over every managed account (DRIFT_SCHEDULE).')
+param driftSchedule string = '0 30 4 * * *'
+
 @description('Deploy the Event Grid subscription that delivers SecretNearExpiry to rotation_near_expiry (ROTATION_EVENTS_ENABLED). Event Grid needs the function to exist, so the postdeploy hook sets this after the first deploy.')
 param rotationEventsEnabled bool = false
 
@@ -414,6 +417,7 @@ module api 'app/api.bicep' = {
     rotationThresholdDays: rotationThresholdDays
     rotationMinAgeMinutes: rotationMinAgeMinutes
     sweepSchedule: sweepSchedule
+    driftSchedule: driftSchedule
     keyVaultAllowedSecretPrefix: keyVaultAllowedSecretPrefix
     validationBudgetSeconds: validationBudgetSeconds
     retryDelaysSeconds: retryDelaysSeconds

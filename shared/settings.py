@@ -115,6 +115,7 @@ class Settings:
     rotation_schedule: str
     rotation_threshold_days: int
     sweep_schedule: str = "0 */2 * * * *"
+    drift_schedule: str = "0 30 4 * * *"
     require_client_principal: bool = False
     state_table: str = "onboardings"
     inventory_table: str = "accounts"
@@ -166,6 +167,7 @@ class Settings:
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),
+            drift_schedule=env.get("DRIFT_SCHEDULE", "0 30 4 * * *"),
             require_client_principal=requires_client_principal(env, problems),
             pipeline=pipeline,
         )

@@ -47,6 +47,7 @@ param rotationSchedule string
 param rotationThresholdDays int
 param rotationMinAgeMinutes int
 param sweepSchedule string
+param driftSchedule string
 param keyVaultAllowedSecretPrefix string
 param validationBudgetSeconds int
 param retryDelaysSeconds string
@@ -227,6 +228,21 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'SWEEP_SCHEDULE'
           value: sweepSchedule
+        }
+        {
+          name: 'DRIFT_SCHEDULE'
+          value: driftSchedule
+        }
+        // A replaced Palette API key is revoked this many days after its successor was stored; a
+        // Graph password the product made that is neither current nor previous is removed after
+        // this many hours (the defaults, written out so an operator sees where to change them).
+        {
+          name: 'API_KEY_OVERLAP_DAYS'
+          value: '7'
+        }
+        {
+          name: 'ORPHAN_GRACE_HOURS'
+          value: '24'
         }
         {
           name: 'ROTATION_SCHEDULE'

@@ -91,7 +91,7 @@ def sweep(clients: OnboardingClients, queue: RequestQueue, config: RotationConfi
             logger.warning("rotation sweep: account %s could not be warned about", account.account_name,
                            exc_info=True)
     for account in clients.inventory.query("OutboxPending eq true"):
-        flushed = _flush(account, clients)
+        flushed = flush_account(account, clients)
         report.flushed += 0 if flushed.outbox else 1
     logger.info("rotation sweep: %s", report.as_dict())
     return report
@@ -205,10 +205,11 @@ def _warn(account: AccountRecord, clients: OnboardingClients, config: RotationCo
             row.record_event(event)
     updated = clients.inventory.update(account.account_name, record)
     if updated is not None:
-        _flush(updated, clients)
+        flush_account(updated, clients)
     return 1
 
 
-def _flush(account: AccountRecord, clients: OnboardingClients) -> AccountRecord:
+def flush_account(account: AccountRecord, clients: OnboardingClients) -> AccountRecord:
+    """Send the events waiting in an account's row."""
     return flush_outbox(clients.inventory, clients.events, account,
                         reread=lambda: clients.inventory.get(account.account_name))
