@@ -159,6 +159,7 @@ class ApiKey:
     is_active: bool | None
     description: str | None
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    created: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def _api_key(item: dict[str, Any]) -> ApiKey:
                   expiry=parse_timestamp(spec.get("expiry")),
                   is_active=active if isinstance(active, bool) else None,
                   description=_str(_annotations(item).get("description")),
-                  annotations=_string_annotations(item))
+                  annotations=_string_annotations(item), created=parse_timestamp(meta.get("creationTimestamp")))
 
 
 class PaletteClient(JsonHttpClient):
@@ -546,6 +547,19 @@ class PaletteClient(JsonHttpClient):
         if not value:
             raise DecodeError(message="Palette created the API key but returned no key value")
         return CreatedApiKey(uid=self._uid_of(body, "API key"), value=SecretStr(value))
+
+    def update_api_key(self, uid: str, *, name: str, expiry: datetime,
+                       annotations: Mapping[str, str] | None = None) -> None:
+        """Rename the key or change its annotations or expiry (``PUT /v1/apiKeys/{uid}``, full metadata)."""
+        metadata: dict[str, Any] = {"name": name, "uid": uid}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        self._call("PUT", f"/v1/apiKeys/{_seg(uid)}",
+                   json={"metadata": metadata, "spec": {"expiry": format_timestamp(expiry)}})
+
+    def revoke_api_key(self, uid: str) -> None:
+        """Revoke the key (``PUT /v1/apiKeys/{uid}/state``, ``isActive: false``); it stops authenticating."""
+        self._call("PUT", f"/v1/apiKeys/{_seg(uid)}/state", json={"isActive": False})
 
     def delete_api_key(self, uid: str) -> None:
         """Delete the API key; succeeds when it is already gone (404)."""

@@ -100,6 +100,10 @@ def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
         from shared.rotation.plan import ROTATION
 
         return ROTATION
+    if operation == "renewApiKey":
+        from shared.rotation.apikeys import API_KEY_RENEWAL
+
+        return API_KEY_RENEWAL
     return ONBOARDING
 
 

@@ -29,6 +29,7 @@ from shared.logs import bind, get_logger
 from shared.pipeline.enqueue import enqueue
 from shared.pipeline.handle import flush_outbox
 from shared.pipeline.plan import build_document
+from shared.rotation.apikeys import revoke_due
 from shared.rotation.models import RotationRequest, RotationTrigger
 from shared.rotation.steps import is_due
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
@@ -53,6 +54,8 @@ class RotationSweepReport:
     too_young: int = 0
     in_flight: int = 0
     warned: int = 0
+    api_keys: int = 0
+    revoked: int = 0
     flushed: int = 0
     errors: int = 0
 
@@ -90,6 +93,22 @@ def sweep(clients: OnboardingClients, queue: RequestQueue, config: RotationConfi
             report.errors += 1
             logger.warning("rotation sweep: account %s could not be warned about", account.account_name,
                            exc_info=True)
+    keys_due = "Status eq @managed and ApiKeyUid ne '' and ApiKeyExpiresOn ne '' and ApiKeyExpiresOn le @horizon"
+    for account in clients.inventory.query(keys_due, {"managed": MANAGED, "horizon": horizon}):
+        try:
+            report.api_keys += _renew(account, clients, queue)
+        except Exception:  # one account failing does not stop the sweep
+            report.errors += 1
+            logger.warning("rotation sweep: the API key of account %s could not be renewed", account.account_name,
+                           exc_info=True)
+    revocations = "Status eq @managed and PreviousApiKeyUid ne '' and PreviousApiKeyRevokeAfter le @now"
+    for account in clients.inventory.query(revocations, {"managed": MANAGED, "now": iso(moment)}):
+        try:
+            report.revoked += 1 if revoke_due(account, clients, moment) else 0
+        except Exception:
+            report.errors += 1
+            logger.warning("rotation sweep: the old API key of account %s could not be revoked",
+                           account.account_name, exc_info=True)
     for account in clients.inventory.query("OutboxPending eq true"):
         flushed = flush_account(account, clients)
         report.flushed += 0 if flushed.outbox else 1
@@ -127,6 +146,15 @@ def _start(clients: OnboardingClients, queue: RequestQueue, request: RotationReq
         record.rotation_in_flight = request.request_id
     clients.inventory.update(request.account_name, in_flight)
     enqueue(clients, queue, ROTATION, request)
+
+
+def _renew(account: AccountRecord, clients: OnboardingClients, queue: RequestQueue) -> int:
+    """Start the renewal of the account's API key (one per key: the id is made of it)."""
+    from shared.rotation.apikeys import API_KEY_RENEWAL, ApiKeyRenewal, renewal_id
+
+    _, created = enqueue(clients, queue, API_KEY_RENEWAL,
+                         ApiKeyRenewal.of(renewal_id(account), account.account_name, account.api_key_uid))
+    return 1 if created else 0
 
 
 # ----------------------------------------------------------------------------- on demand, events

@@ -228,3 +228,37 @@ def test_a_rotation_and_an_onboarding_of_one_account_never_run_at_once(world: Wo
     assert {k: v.kind for k, v in results.items()} == {"rotation": OutcomeKind.SUCCEEDED,
                                                        "onboarding": OutcomeKind.SUCCEEDED}
     assert palette_holds_key_vaults_secret(world, body["accountName"])
+
+
+def test_an_api_key_near_expiry_is_renewed_and_the_old_one_revoked_after_the_overlap(world: World) -> None:
+    import requests
+
+    body = world.request()
+    body["apiKey"] = {"name": f"robot-{body['requestId'][-8:]}", "user": "admin@example.com", "expiresInDays": 10}
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    world.events()
+    account = body["accountName"]
+    first = world.deps.clients.inventory.get(account)
+    assert first is not None and first.api_key_uid and first.api_key_expires_on
+    config = world.deps.settings.pipeline.rotation
+    report = sweep(world.deps.clients, world.deps.queue, config, now=NOW)
+    assert report.api_keys == 1
+    [renewed] = world.deliver_queued()
+    assert renewed.kind is OutcomeKind.SUCCEEDED, (renewed.reason, renewed.message)
+    after = world.deps.clients.inventory.get(account)
+    assert after is not None and after.api_key_uid != first.api_key_uid
+    assert after.previous_api_key_uid == first.api_key_uid
+    keys = {k["uid"]: k for k in world.palette_state()["apiKeys"]}
+    assert keys[after.api_key_uid]["name"] == body["apiKey"]["name"]
+    assert keys[first.api_key_uid]["name"] == body["apiKey"]["name"] + "-replaced"
+    value = world.secret_value(f"palette-{account}-api-key")
+    info = requests.get(f"{world.stack.settings['PALETTE_ENDPOINT']}/v1/users/info", headers={"ApiKey": value},
+                        timeout=10)
+    assert info.status_code == 200  # consumers reading Key Vault get the replacement
+    assert keys[first.api_key_uid]["isActive"] is True  # the overlap: the old key still works
+
+    sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(days=config.api_key_overlap_days + 1))
+    keys = {k["uid"]: k for k in world.palette_state()["apiKeys"]}
+    assert keys[first.api_key_uid]["isActive"] is False
+    outcomes = [e["data"]["outcome"] for e in world.events() if e["type"] == "palette.onboarding.apikey.renewed"]
+    assert outcomes == ["renewed", "revoked"]

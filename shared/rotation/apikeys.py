@@ -1,0 +1,254 @@
+"""Renewing the Palette API keys the product created, before they expire.
+
+Consumers read an account's API key from Key Vault (``palette-<account>-api-key``), so a renewal
+is: make the replacement, keep its value as the secret's new version (consumers pick it up), and
+revoke the old key only after an overlap (``API_KEY_OVERLAP_DAYS``, 7), so a consumer that cached
+the old value has time to read again. ``palette.onboarding.apikey.renewed`` announces the
+replacement (outcome ``renewed``) and, later, the revocation (outcome ``revoked``).
+
+The replacement keeps the key's name (what users see in Palette); the old key is renamed
+``<name>-replaced`` first, so nothing relies on Palette accepting two keys of one name.
+
+    {"operation": "renewApiKey", "requestId": "akr-<24 hex>", "accountName": "...",
+     "apiKeyUid": "<the key to replace>"}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from shared import credentials
+from shared.credentials import SecretKind
+from shared.errors import PermanentStepError
+from shared.logs import get_logger
+from shared.models.fields import AccountName, RequestId  # noqa: TC001 - pydantic reads annotations at run time
+from shared.models.request import WireModel
+from shared.pipeline.failures import FailureKind, classify
+from shared.pipeline.plan import Finish, Plan, StepDone, WorkContext, build_document
+from shared.pipeline.steps import create_once
+from shared.state import StepOutcome
+from shared.state.inventory import MANAGED, AccountRecord
+from shared.state.records import iso, parse_iso, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.pipeline.failures import Failure
+    from shared.pipeline.handle import RecordHandle
+    from shared.pipeline.runner import OnboardingClients
+    from shared.settings import PipelineConfig
+
+logger = get_logger(__name__)
+
+REPLACED_SUFFIX = "-replaced"
+DEFAULT_LIFETIME_DAYS = 90
+
+SKIPPED = "_skipped"
+OLD_UID = "replacedApiKeyUid"
+NAME = "apiKeyName"
+USER_UID = "apiKeyUserUid"
+LIFETIME_DAYS = "lifetimeDays"
+NEW_UID = "apiKeyUid"
+SECRET_ID = "apiKeySecretId"
+EXPIRES_ON = "apiKeyExpiresOn"
+RENAMED = "_oldKeyRenamed"
+CREATING = "_apiKeyCreateSent"
+
+
+class ApiKeyRenewal(WireModel):
+    operation: Literal["renewApiKey"]
+    request_id: RequestId
+    account_name: AccountName
+    api_key_uid: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+
+    @classmethod
+    def of(cls, request_id: str, account_name: str, api_key_uid: str) -> ApiKeyRenewal:
+        return cls.model_validate({"operation": "renewApiKey", "requestId": request_id, "accountName": account_name,
+                                   "apiKeyUid": api_key_uid})
+
+
+def renewal_id(account: AccountRecord) -> str:
+    digest = hashlib.sha256(f"{account.account_name}|{account.api_key_uid}".encode())
+    return f"akr-{digest.hexdigest()[:24]}"
+
+
+@dataclass
+class RenewalContext(WorkContext):
+    request: ApiKeyRenewal
+
+
+def _account(ctx: RenewalContext) -> AccountRecord:
+    account = ctx.clients.inventory.get(ctx.account_name)
+    if account is None or account.status != MANAGED:
+        raise PermanentStepError("plan", "not_managed",
+                                 f"Account '{ctx.account_name}' is not one this product manages.")
+    return account
+
+
+def plan(ctx: RenewalContext) -> StepDone:
+    account = _account(ctx)
+    if account.api_key_uid != ctx.request.api_key_uid:
+        return StepDone("skipped: the key was already replaced", {SKIPPED: "replaced"}, outcome=StepOutcome.SKIPPED)
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        key = ctx.clients.palette.get_api_key(ctx.request.api_key_uid)
+    except ResourceNotFoundError:
+        raise PermanentStepError("plan", "api_key_missing",
+                                 f"Palette API key {ctx.request.api_key_uid} of account '{ctx.account_name}' is gone; "
+                                 "onboard the account again with an apiKey to get a new one.") from None
+    if not credentials.made_by_product(key.annotations):
+        raise PermanentStepError("plan", "api_key_not_ours",
+                                 f"Palette API key {key.uid} does not carry this product's annotations; it is left "
+                                 "alone.")
+    lifetime = DEFAULT_LIFETIME_DAYS
+    if key.expiry and key.created and key.expiry > key.created:
+        lifetime = max(1, round((key.expiry - key.created).total_seconds() / 86400))
+    return StepDone(f"renewing API key {key.name}", {OLD_UID: key.uid, NAME: key.name.removesuffix(REPLACED_SUFFIX),
+                                                     USER_UID: key.user_uid or "", LIFETIME_DAYS: str(lifetime)})
+
+
+def renew(ctx: RenewalContext) -> StepDone:
+    if ctx.result(SKIPPED):
+        return StepDone("skipped", outcome=StepOutcome.SKIPPED)
+    palette = ctx.clients.palette
+    store = ctx.clients.secrets
+    old_uid, name = ctx.result(OLD_UID) or "", ctx.result(NAME) or ""
+    secret = credentials.secret_name(ctx.account_name, SecretKind.API_KEY)
+    expiry = utcnow() + dt.timedelta(days=int(ctx.result(LIFETIME_DAYS) or DEFAULT_LIFETIME_DAYS))
+
+    def ours() -> list[str]:
+        return [k.uid for k in palette.list_api_keys()
+                if k.name == name and credentials.made_by_request(k.annotations, ctx.request_id)]
+
+    if ctx.result(CREATING):
+        for uid in ours():
+            stored = store.find_version(secret, tag=credentials.PALETTE_UID_TAG, value=uid)
+            if stored is not None:
+                return _renewed(ctx, uid, stored.id, stored.expires_on)
+            palette.delete_api_key(uid)  # made before a crash; its value is lost with it
+    if not ctx.result(RENAMED):
+        old = palette.get_api_key(old_uid)
+        palette.update_api_key(old_uid, name=f"{name}{REPLACED_SUFFIX}", expiry=old.expiry or expiry,
+                               annotations={k: v for k, v in old.annotations.items() if k != "description"}
+                               | ({"description": old.description} if old.description else {}))
+        ctx.handle.mark(**{RENAMED: "1"})
+    ctx.handle.mark(**{CREATING: "1"})
+
+    def recover() -> None:
+        for uid in ours():
+            palette.delete_api_key(uid)
+        return None
+
+    created = create_once(lambda: palette.create_api_key(
+        name, user_uid=ctx.result(USER_UID) or "", expiry=expiry,
+        annotations=credentials.ownership_annotations(ctx.request_id)), recover)
+    tags = credentials.secret_tags(ctx.account_name, SecretKind.API_KEY, request_id=ctx.request_id,
+                                   tenant_id=_account(ctx).tenant_id, client_id=_account(ctx).client_id,
+                                   **{credentials.KEY_NAME_TAG: name, credentials.PALETTE_UID_TAG: created.uid})
+    try:
+        stored = store.set_secret(secret, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY],
+                                  expires_on=expiry, tags=tags)
+    except Exception as exc:
+        palette.delete_api_key(created.uid)
+        failure = classify(exc)
+        if failure.kind is FailureKind.PERMANENT:
+            raise PermanentStepError("renew", failure.reason,
+                                     f"{failure.message} The replacement API key was deleted again; the current key "
+                                     "keeps working until it expires.", removed=[f"Palette API key {created.uid}"]) \
+                from None
+        raise
+    return _renewed(ctx, created.uid, stored.id, stored.expires_on)
+
+
+def _renewed(ctx: RenewalContext, uid: str, secret_id: str, expires: dt.datetime | None) -> StepDone:
+    results = {NEW_UID: uid, SECRET_ID: secret_id, EXPIRES_ON: iso(expires) if expires else ""}
+    revoke_after = iso(utcnow() + dt.timedelta(days=ctx.config.rotation.api_key_overlap_days))
+    return StepDone("replacement in Palette and Key Vault", results, [ctx.event(
+        "apikey.renewed", "renew", "renewed", palette={"apiKeyUid": uid, "replacedApiKeyUid": ctx.result(OLD_UID)},
+        keyVaultSecretId=secret_id, expiresOn=results[EXPIRES_ON], revokesReplacedAfter=revoke_after)])
+
+
+def _finish(ctx: RenewalContext) -> Finish:
+    results = ctx.handle.record.results
+    if results.get(SKIPPED):
+        return Finish(step="inventory", detail="skipped: already replaced")
+    revoke_after = iso(utcnow() + dt.timedelta(days=ctx.config.rotation.api_key_overlap_days))
+
+    def apply(account: AccountRecord) -> None:
+        account.previous_api_key_uid = results.get(OLD_UID, "")
+        account.previous_api_key_revoke_after = revoke_after
+        account.api_key_uid = results.get(NEW_UID, "")
+        account.api_key_expires_on = results.get(EXPIRES_ON, "")
+    ctx.clients.inventory.update(ctx.account_name, apply)
+    return Finish(step="inventory", detail=f"old key revoked after {revoke_after}")
+
+
+def revoke_due(account: AccountRecord, clients: OnboardingClients, now: dt.datetime) -> bool:
+    """Revoke an account's replaced API key once its overlap is over; announce it. True if done."""
+    due = parse_iso(account.previous_api_key_revoke_after)
+    if not account.previous_api_key_uid or due is None or due > now:
+        return False
+    from azure.core.exceptions import ResourceNotFoundError
+
+    old = account.previous_api_key_uid
+    try:
+        clients.palette.revoke_api_key(old)
+    except ResourceNotFoundError:
+        logger.info("API key %s of account %s was already gone", old, account.account_name)
+    event = build_document(account.onboarded_by or account.account_name, account.account_name, "apikey.renewed",
+                           "revoke", "revoked", discriminator=f"revoked:{old}", palette={"replacedApiKeyUid": old})
+
+    def apply(row: AccountRecord) -> None:
+        if row.previous_api_key_uid == old:
+            row.previous_api_key_uid = row.previous_api_key_revoke_after = ""
+            row.record_event(event)
+    updated = clients.inventory.update(account.account_name, apply)
+    if updated is not None:
+        from shared.rotation.sweep import flush_account
+
+        flush_account(updated, clients)
+    return True
+
+
+def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> ApiKeyRenewal:
+    from shared.models.parsing import parse_model
+
+    return parse_model(ApiKeyRenewal, body, what="API key renewal request")
+
+
+def _fingerprint(request: ApiKeyRenewal) -> str:
+    return hashlib.sha256(_queued(request).encode()).hexdigest()
+
+
+def _queued(request: ApiKeyRenewal) -> str:
+    return json.dumps(request.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+
+
+def _context(request: ApiKeyRenewal, clients: OnboardingClients, config: PipelineConfig,
+             handle: RecordHandle) -> RenewalContext:
+    return RenewalContext(request=request, clients=clients, config=config, handle=handle)
+
+
+def _failed(ctx: RenewalContext, failure: Failure) -> None:
+    logger.warning("API key renewal of account %s failed (%s)", ctx.account_name, failure.reason)
+
+
+API_KEY_RENEWAL = Plan(
+    operation="renewApiKey",
+    parse=_parse,
+    fingerprint=_fingerprint,
+    queued=_queued,
+    lease_names=lambda request: [f"account:{request.account_name}"],
+    context=_context,
+    stages=[[[("plan", plan), ("renew", renew)]]],
+    finish=_finish,
+    failed_event="rotation.failed",
+    failed=_failed,
+)
