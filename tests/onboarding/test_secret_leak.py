@@ -100,12 +100,12 @@ def _made_secrets(world: World, body: dict[str, Any]) -> list[str]:
     return values
 
 
-def _all_rows(world: World) -> list[dict[str, Any]]:
-    """Every entity of the state table as stored, with the compressed columns (the queued request,
-    the outbox) opened up, so nothing hides from the search."""
+def _all_rows(world: World, table_name: str | None = None) -> list[dict[str, Any]]:
+    """Every entity of the state table (or another) as stored, with the compressed columns (the
+    queued request, the outbox) opened up, so nothing hides from the search."""
     rows = []
     with TableClient.from_connection_string(world.stack.settings["AzureWebJobsStorage"],
-                                            table_name=world.deps.settings.state_table) as table:
+                                            table_name=table_name or world.deps.settings.state_table) as table:
         for entity in table.list_entities():
             row = dict(entity)
             for name, value in row.items():
@@ -113,3 +113,44 @@ def _all_rows(world: World) -> list[dict[str, Any]]:
                     row[name] = zlib.decompress(value).decode()
             rows.append(row)
     return rows
+
+
+def test_no_secret_from_rotation_reaches_logs_events_state_or_errors(world: World,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Rotation, API key renewal and the drift pass make and handle new secrets: none of the old or
+    new values shows up anywhere the product writes."""
+    import datetime as dt
+
+    from shared.rotation.drift import drift_pass
+    from shared.rotation.sweep import rotate_now, sweep
+
+    caplog.set_level(logging.DEBUG)
+    body = world.request(apiKey={"name": "leak-rotated-key", "user": "admin@example.com", "expiresInDays": 5})
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    account = body["accountName"]
+    store = world.deps.clients.secrets
+    names = [secret_name(account, SecretKind.CLIENT_SECRET), secret_name(account, SecretKind.API_KEY)]
+    before = [store.get_secret(name)[0].get_secret_value() for name in names]
+    produced: list[str] = []
+    rotate_now(world.deps.clients, world.deps.queue, account)
+    config = world.deps.settings.pipeline.rotation
+    sweep(world.deps.clients, world.deps.queue, config)  # the API key is due too
+    produced += [repr(o) for o in world.deliver_queued()]
+    drift_pass(world.deps.clients, world.deps.queue, config)
+    sweep(world.deps.clients, world.deps.queue, config, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    after = [store.get_secret(name)[0].get_secret_value() for name in names]
+    assert after != before
+    row = world.deps.clients.inventory.get(account)
+    produced.append(repr(row))
+
+    haystacks = {
+        "logs": "\n".join(f"{r.getMessage()} {json.dumps(r.__dict__, default=str)}" for r in caplog.records),
+        "events": json.dumps(world.events()),
+        "state rows": json.dumps(_all_rows(world), default=str) + json.dumps(_all_rows(world, "accounts"),
+                                                                              default=str),
+        "outcomes and errors": "\n".join(produced),
+    }
+    for where, text in haystacks.items():
+        for secret in [*before, *after, world.stack.settings["PALETTE_API_KEY"]]:
+            for needle in _needles(secret):
+                assert needle not in text, f"a secret value appears in the {where}"
