@@ -264,7 +264,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             if name.lower() != "content-length":
                 self.send_header(name, value)
-        if response.mimetype and "content-type" not in {k.lower() for k in response.headers}:
+        if response.mimetype and "content-type" not in {k.lower() for k, _ in response.headers.items()}:
             self.send_header("Content-Type", f"{response.mimetype}; charset={response.charset}")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()

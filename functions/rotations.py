@@ -124,3 +124,65 @@ def get_rotation(req: func.HttpRequest) -> func.HttpResponse:
 
 def _status_url(req: func.HttpRequest, rotation: str) -> str:
     return req.url.split("/api/")[0] + f"/api/rotations/{rotation}"
+
+
+@bp.function_name("list_accounts")
+@bp.route(route="accounts", methods=["GET"])
+def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
+    """The inventory, a page at a time: ``dueWithinDays``, ``drift``, ``failed`` filters; ``top``
+    and ``continuationToken`` page by the table's own continuation."""
+    import datetime as dt
+
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.state.records import iso, utcnow
+
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
+    errors = []
+    where: list[str] = []
+    parameters: dict[str, Any] = {}
+    due = req.params.get("dueWithinDays")
+    if due is not None:
+        if not due.isdigit() or not 0 <= int(due) <= 3650:
+            errors.append({"path": "dueWithinDays", "message": "must be a whole number of days from 0 to 3650"})
+        else:
+            where.append("ExpiresOn ne '' and ExpiresOn le @horizon")
+            parameters["horizon"] = iso(utcnow() + dt.timedelta(days=int(due)))
+    for name, condition in (("drift", "Drift ne '[]'"), ("failed", "LastRotationOutcome eq 'failed'")):
+        value = req.params.get(name)
+        if value is None:
+            continue
+        if value not in ("true", "false"):
+            errors.append({"path": name, "message": "must be true or false"})
+        elif value == "true":
+            where.append(condition)
+    top_text = req.params.get("top", "50")
+    if not top_text.isdigit() or not 1 <= int(top_text) <= 1000:
+        errors.append({"path": "top", "message": "must be a whole number from 1 to 1000"})
+    if errors:
+        return _problem(400, "Invalid filter", "; ".join(f"{e['path']} {e['message']}" for e in errors),
+                        errors=errors)
+    try:
+        rows, token = dependencies.get().clients.inventory.page(
+            " and ".join(where), parameters, top=int(top_text), continuation=req.params.get("continuationToken"))
+    except ValueError as exc:
+        return _problem(400, "Invalid continuationToken", str(exc),
+                        errors=[{"path": "continuationToken", "message": str(exc)}])
+    return _json(200, {"items": [row.to_public() for row in rows], "continuationToken": token})
+
+
+@bp.function_name("get_account")
+@bp.route(route="accounts/{name}", methods=["GET"])
+def get_account(req: func.HttpRequest) -> func.HttpResponse:
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.models.fields import ACCOUNT_NAME_PATTERN
+
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
+    name = req.route_params.get("name", "")
+    row = dependencies.get().clients.inventory.get(name) if ACCOUNT_NAME_PATTERN.fullmatch(name) else None
+    if row is None:
+        return _problem(404, "Not found", f"Account {name!r} is not one this product manages.")
+    return _json(200, row.to_public())

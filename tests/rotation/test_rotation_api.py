@@ -1,0 +1,88 @@
+"""The rotation and inventory routes over real HTTP, with the app hosted by the local runner (its
+queue trigger carries the rotation out)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+import function_app
+from devstack.runner import LocalHost
+from tests.onboarding.conftest import wait_for
+from tests.rotation.test_rotation import onboard, palette_holds_key_vaults_secret
+
+if TYPE_CHECKING:
+    from devstack.stack import Stack
+    from tests.onboarding.conftest import World
+
+
+@pytest.fixture(scope="module")
+def host(stack: Stack) -> Iterator[LocalHost]:
+    settings = {**stack.settings, "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
+    saved = {name: os.environ.get(name) for name in settings}
+    local = LocalHost(function_app.app, settings)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
+    return requests.request(method, host.http_url + path, timeout=30, **kwargs)
+
+
+def test_rotate_now_is_accepted_and_its_state_can_be_followed(host: LocalHost, world: World) -> None:
+    body = onboard(world)
+    account = body["accountName"]
+    accepted = call(host, "POST", f"/rotations/{account}")
+    assert accepted.status_code == 202, accepted.text
+    answer = accepted.json()
+    assert answer["statusUrl"].endswith(f"/api/rotations/{answer['id']}")
+    assert accepted.headers["Location"] == answer["statusUrl"]
+
+    def finished() -> dict[str, Any] | None:
+        state: dict[str, Any] = requests.get(answer["statusUrl"], timeout=30).json()
+        return state if state["status"] in ("succeeded", "failed") else None
+    state = wait_for(finished, "the rotation to finish")
+    assert state["status"] == "succeeded" and state["operation"] == "rotate", state
+    assert palette_holds_key_vaults_secret(world, account)
+
+    listed = call(host, "GET", "/accounts").json()
+    row = next(item for item in listed["items"] if item["accountName"] == account)
+    assert row["lastRotation"]["id"] == answer["id"] and row["lastRotation"]["outcome"] == "succeeded"
+    single = call(host, "GET", f"/accounts/{account}")
+    assert single.status_code == 200 and single.json()["currentKeyId"] == row["currentKeyId"]
+
+
+def test_rotation_routes_say_what_is_wrong(host: LocalHost, world: World) -> None:
+    assert call(host, "POST", "/rotations/no-such-account").status_code == 404
+    bad = call(host, "POST", "/rotations/Not_A_Name")
+    assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "accountName"
+    assert call(host, "GET", "/rotations/rot-unknown").status_code == 404
+    assert call(host, "GET", "/accounts/no-such-account").status_code == 404
+    for query, path in (("dueWithinDays=soon", "dueWithinDays"), ("drift=maybe", "drift"), ("top=0", "top"),
+                        ("continuationToken=!!", "continuationToken")):
+        answer = call(host, "GET", f"/accounts?{query}")
+        assert answer.status_code == 400, (query, answer.text)
+        assert answer.json()["errors"][0]["path"] == path
+
+
+def test_accounts_are_filtered_and_paged(host: LocalHost, world: World) -> None:
+    names = {onboard(world)["accountName"] for _ in range(3)}
+    first = call(host, "GET", "/accounts?top=2").json()
+    assert len(first["items"]) == 2 and first["continuationToken"]
+    second = call(host, "GET", f"/accounts?top=2&continuationToken={first['continuationToken']}").json()
+    assert {i["accountName"] for i in first["items"] + second["items"]} == names
+    assert call(host, "GET", "/accounts?dueWithinDays=1").json()["items"] == []
+    assert len(call(host, "GET", "/accounts?dueWithinDays=365").json()["items"]) == 3
+    assert call(host, "GET", "/accounts?drift=true").json()["items"] == []
