@@ -37,6 +37,8 @@ class Dependencies:
         self.clients.events.close()
         self.clients.state.close()
         self.clients.inventory.close()
+        if self.clients.entra is not None:
+            self.clients.entra.close()
         self.queue.close()
 
 

@@ -2,24 +2,28 @@
 
 A new Graph password is refused by the token endpoint for a while (4-18 s seen in real tenants);
 rotation asks here, with backoff, before it hands the secret to Palette, instead of sleeping a
-fixed time. Uses azure-identity's ``ClientSecretCredential`` (MSAL underneath) against the
-configured authority: the public cloud's by default, a sovereign cloud's, or another one (Azure
-Stack Hub, a private cloud, the local stack), for which MSAL's instance discovery (a check of the
-authority against Microsoft's public list) is turned off, as azure-identity documents.
+fixed time.
+
+One OAuth 2.0 client-credentials request (RFC 6749 section 4.4) to
+``{authority}/{tenant}/oauth2/v2.0/token`` per attempt, over one reused session. Not through
+azure-identity's ``ClientSecretCredential``: every new secret is a new MSAL application, which
+first fetches the authority's metadata (instance discovery and OpenID configuration), doubling the
+calls of a rotation sweep for a token that is thrown away. The token is never kept or logged.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
+import requests
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
 
-#: The authorities MSAL's instance discovery knows.
-KNOWN_AUTHORITIES = frozenset({"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn",
-                               "login.partner.microsoftonline.cn"})
+PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
+USER_AGENT = "palette-onboarding (client secret probe)"
 
 
 class ClientSecretProbe:
@@ -28,11 +32,15 @@ class ClientSecretProbe:
     :param authority_host: ``AZURE_AUTHORITY_HOST``, e.g. ``https://login.microsoftonline.us``;
         None for the public cloud.
     :param scope: the scope to ask a token for (Graph's ``.default``: any app may ask for it).
+    :param timeout: seconds per connect and per read.
     """
 
-    def __init__(self, *, authority_host: str | None, scope: str) -> None:
-        self.authority_host = authority_host
+    def __init__(self, *, authority_host: str | None, scope: str, timeout: float = 15) -> None:
+        self.authority_host = (authority_host or PUBLIC_AUTHORITY).rstrip("/")
         self.scope = scope
+        self._timeout = timeout
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = USER_AGENT
 
     def check(self, tenant_id: str, client_id: str, secret: SecretStr) -> None:
         """Return once Entra ID accepts the secret.
@@ -42,23 +50,36 @@ class ClientSecretProbe:
         ClientAuthenticationError
             Entra ID refused the secret (an ``AADSTS`` error: not propagated yet, or wrong).
         ServiceRequestError
-            Entra ID could not be reached.
+            Entra ID could not be reached, or failed on its side.
         """
-        from urllib.parse import urlsplit
-
-        from azure.identity import ClientSecretCredential
-
-        options: dict[str, object] = {}
-        if self.authority_host:
-            options["authority"] = self.authority_host
-            host = (urlsplit(self.authority_host).hostname or self.authority_host).lower()
-            options["disable_instance_discovery"] = host not in KNOWN_AUTHORITIES
-        credential = ClientSecretCredential(tenant_id, client_id, secret.get_secret_value(), **options)
+        url = f"{self.authority_host}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
+        form = {"grant_type": "client_credentials", "client_id": client_id,
+                "client_secret": secret.get_secret_value(), "scope": self.scope}
         try:
-            credential.get_token(self.scope)
-        except ClientAuthenticationError as exc:
-            if "AADSTS" in str(exc.message):
-                raise
-            raise ServiceRequestError(f"Entra ID could not be asked for a token: {exc.message}") from None
-        finally:
-            credential.close()
+            response = self._session.post(url, data=form, timeout=self._timeout, verify=self._session.verify)
+        except requests.RequestException as exc:
+            raise ServiceRequestError(f"Entra ID could not be asked for a token ({type(exc).__name__}).") from None
+        with response:
+            if response.status_code == 200:
+                return
+            code, description = _error_of(response)
+            if response.status_code in (400, 401) and code:
+                raise ClientAuthenticationError(message=f"Entra ID refused the client secret of {client_id}: "
+                                                        f"{code}: {description}")
+            raise ServiceRequestError(f"Entra ID answered {response.status_code} to a token request.")
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _error_of(response: requests.Response) -> tuple[str, str]:
+    """Entra's ``error`` and the first line of its ``error_description`` (which never holds the secret)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    description = str(body.get("error_description") or "").splitlines()[0][:300] if body.get(
+        "error_description") else ""
+    return str(body.get("error") or ""), description
