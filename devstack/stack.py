@@ -23,6 +23,7 @@ from devstack.tls import make_loopback_certificate
 
 if TYPE_CHECKING:
     from devstack.servicebus import RunningBroker
+    from devstack.tls import LoopbackCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Stack:
     identity_https: RunningServer | None = None
     broker: RunningBroker | None = None
     azurite: RunningAzurite | None = None
+    certificate: LoopbackCertificate | None = None
     startup_seconds: float = 0.0
 
     def start(self) -> dict[str, str]:
@@ -93,7 +95,7 @@ class Stack:
             if opts.with_azurite:
                 # Azurite is a separate process: start it first so it boots while the rest starts.
                 self.azurite = start_azurite(opts.tools_dir or workdir / "tools", workdir)
-            cert = make_loopback_certificate(workdir / "tls")
+            cert = self.certificate = make_loopback_certificate(workdir / "tls")
             tls = cert.server_context()
 
             identity_header = secrets.token_urlsafe(24)
