@@ -55,6 +55,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         _print(f"local stack up in {stack.startup_seconds:.2f} s")
         for name, url in stack.describe().items():
             _print(f"  {name:16} {url}")
+        _print("seeded for examples/ (more app registrations: POST /_devstack/applications on the identity "
+               "stand-in; see the README):")
+        for line in stack.seeded:
+            _print(f"  {line}")
         _print(f"settings: {settings_path}")
         _print("press Ctrl-C to stop")
         _wait_for_signal()
@@ -122,6 +126,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from devstack.runner import LocalHost
     from devstack.tls import certificate_beside
 
+    # The runner says once that the broker went away; the SDK's own per-connection warnings about it
+    # would only repeat that.
+    logging.getLogger("azure.servicebus._pyamqp").setLevel(logging.ERROR)
     ca_path = Path(settings["REQUESTS_CA_BUNDLE"])
     host = LocalHost(function_app.app, settings, http_port=args.port,
                      tls=certificate_beside(ca_path).server_context(), function_key=args.function_key)
