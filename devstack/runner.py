@@ -522,8 +522,9 @@ class LocalHost:
             listener.wait_for_calls = wait_for_calls
         for loop in loops:
             loop.signal_stop()
+        deadline = time.monotonic() + (15 if wait_for_calls else 1)
         for loop in loops:
-            loop.join(timeout=15 if wait_for_calls else 1)
+            loop.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
