@@ -2,7 +2,8 @@
 
     python -m devstack up [--detach]   start every stand-in; write .devstack/settings.json
     python -m devstack down            stop a stack started with --detach
-    python -m devstack run             host the function app against the running stack
+    python -m devstack run             host the function app against the running stack (HTTPS,
+                                       function keys; writes .devstack/app.json)
     python -m devstack demo            start the stack and the app, submit the examples, show results
 """
 
@@ -23,6 +24,8 @@ from devstack.stack import DEFAULT_WORKDIR, Stack, StackOptions
 
 PID_FILE = "stack.pid"
 SETTINGS_FILE = "settings.json"
+APP_FILE = "app.json"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "01-plain.json"
 
 
 def _print(message: str) -> None:
@@ -52,6 +55,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         _print(f"local stack up in {stack.startup_seconds:.2f} s")
         for name, url in stack.describe().items():
             _print(f"  {name:16} {url}")
+        _print("seeded for examples/ (more app registrations: POST /_devstack/applications on the identity "
+               "stand-in; see the README):")
+        for line in stack.seeded:
+            _print(f"  {line}")
         _print(f"settings: {settings_path}")
         _print("press Ctrl-C to stop")
         _wait_for_signal()
@@ -111,22 +118,61 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.workdir)
+    workdir: Path = args.workdir
+    settings = load_settings(workdir)
     os.environ.update(settings)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import function_app
     from devstack.runner import LocalHost
+    from devstack.tls import certificate_beside
 
-    host = LocalHost(function_app.app, settings, http_port=args.port)
+    # The runner says once that the broker went away; the SDK's own per-connection warnings about it
+    # would only repeat that.
+    logging.getLogger("azure.servicebus._pyamqp").setLevel(logging.ERROR)
+    ca_path = Path(settings["REQUESTS_CA_BUNDLE"])
+    host = LocalHost(function_app.app, settings, http_port=args.port,
+                     tls=certificate_beside(ca_path).server_context(), function_key=args.function_key)
     host.start()
-    _print(f"function app hosted locally; HTTP API at {host.http_url} (a development tool: production runs "
-           "on Azure Functions)")
-    _print("press Ctrl-C to stop")
+    app_path = workdir / APP_FILE
+    app_path.write_text(json.dumps({"baseUrl": host.http_url, "functionKey": host.function_key}, indent=2) + "\n")
+    app_path.chmod(0o600)
     try:
+        for line in describe_run(host.http_url, host.function_key, ca_path, app_path):
+            _print(line)
         _wait_for_signal()
+        _print("stopping: calls in flight are left to their message locks (Service Bus redelivers them)")
     finally:
-        host.stop()
+        app_path.unlink(missing_ok=True)
+        host.stop(wait_for_calls=False)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        # A call still in flight runs on pool threads the interpreter would wait for at exit; the
+        # message it works on is redelivered anyway, so leave now, as a stopped host does.
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(0)
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter to paste)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def describe_run(base_url: str, function_key: str, ca_path: Path, app_path: Path) -> list[str]:
+    """What ``run`` prints: where it serves and ready commands to call it."""
+    curl = f"curl --cacert {_shown(ca_path)} -H 'x-functions-key: {function_key}'"
+    return [
+        "function app hosted locally (a development tool: production runs on Azure Functions)",
+        f"  HTTP API      {base_url}   (OpenAPI document: {base_url}/openapi.json)",
+        f"  function key  {function_key}   (also in {_shown(app_path)}; health and openapi.json need none)",
+        "  submit an example, then read its state:",
+        f"    {curl} -H 'Content-Type: application/json' --data @{_shown(EXAMPLE)} {base_url}/onboardings",
+        f"    {curl} {base_url}/onboardings/{json.loads(EXAMPLE.read_text())['requestId']}",
+        "each finished onboarding is logged below; press Ctrl-C to stop",
+    ]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -154,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds a new client secret is rejected by the token endpoint (real: 4-18)")
     down = sub.add_parser("down", help="stop a stack started with --detach")
     run = sub.add_parser("run", help="host the function app against the running stack")
-    run.add_argument("--port", type=int, default=7071, help="HTTP port of the API (0: any free port)")
+    run.add_argument("--port", type=int, default=7071, help="HTTPS port of the API (0: any free port)")
+    run.add_argument("--function-key", default=None,
+                     help="the function key routes require (default: a new random key each start)")
     demo = sub.add_parser("demo", help="start everything, submit examples/, show events and results")
     demo.add_argument("--timeout", type=float, default=180, help="seconds to wait for every request")
     for command in (up, down, run):
@@ -163,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet = logging.ERROR if args.command == "demo" else logging.WARNING  # the demo shows events instead
     logging.basicConfig(level=logging.DEBUG if args.verbose else quiet,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "run" and not args.verbose:
+        # One line per HTTP call and per finished onboarding (the queue trigger's outcome line).
+        for name in ("devstack.runner", "functions.queue"):
+            logging.getLogger(name).setLevel(logging.INFO)
     handlers = {"up": cmd_up, "down": cmd_down, "run": cmd_run, "demo": cmd_demo}
     return handlers[args.command](args)
 

@@ -1,9 +1,10 @@
 """The demo: start the stack and the app, submit the sample requests, show events and results.
 
-Each file in ``examples/`` is put on the onboarding queue as a ticketing system would. The demo
-prepares the Azure side first (registers each app with the Entra ID stand-in; for the request that
-names an existing Key Vault secret, stores a secret that Entra will refuse), then prints every
-event as it arrives and, at the end, what Palette holds. Exit code 0 when every request ends as
+Each file in ``examples/`` is put on the onboarding queue as a ticketing system would. The Azure
+side is what the stack seeds for the examples (:mod:`devstack.seeds`: each app registration, and
+for the request that names an existing Key Vault secret, a secret Entra will refuse), so ``up`` and
+``run`` by hand behave the same. The demo prints every event as it arrives and, at the end, each
+request's state through the HTTP API and what Palette holds. Exit code 0 when every request ends as
 its file expects (``examples/*.json`` ending in ``bad-credentials`` must fail, the others succeed).
 """
 
@@ -21,6 +22,8 @@ from devstack.stack import REPO_ROOT, Stack, StackOptions
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from devstack.runner import LocalHost
+
 EXAMPLES = REPO_ROOT / "examples"
 FINAL_TYPES = {"palette.onboarding.validated", "palette.onboarding.failed"}
 
@@ -31,29 +34,6 @@ def _out(text: str = "") -> None:
 
 def _expected_outcome(path: Path) -> str:
     return "failed" if "bad-credentials" in path.stem else "succeeded"
-
-
-def prepare_azure(stack: Stack, examples: list[dict[str, Any]]) -> None:
-    """Register each request's app registration and, for Key Vault sources, store its secret."""
-    from azure.identity import DefaultAzureCredential
-    from azure.keyvault.secrets import SecretClient
-
-    assert stack.identity_https is not None
-    settings = stack.settings
-    verify = settings["REQUESTS_CA_BUNDLE"]
-    for example in examples:
-        azure = example["azure"]
-        requests.post(f"{stack.identity_https.url}/_devstack/applications",
-                      json={"appId": azure["clientId"], "tenantId": azure["tenantId"],
-                            "displayName": f"{example['accountName']} app"},
-                      verify=verify, timeout=10).raise_for_status()
-        secret = azure.get("secret", {})
-        if secret.get("source") == "keyVault":
-            client = SecretClient(settings["KEY_VAULT_URL"], DefaultAzureCredential())
-            # A secret Entra ID never issued for this app: Palette's validation must refuse it.
-            client.set_secret(secret["secretName"], "not-the-apps-secret-" + str(time.time_ns()),
-                              content_type="text/plain")
-            client.close()
 
 
 def run_demo(timeout_seconds: float = 180) -> int:
@@ -74,14 +54,16 @@ def run_demo(timeout_seconds: float = 180) -> int:
     stack.write_settings()
     for name, url in stack.describe().items():
         _out(f"   {name:16} {url}")
+    for line in stack.seeded:
+        _out(f"   seeded: {line}")
     import os
 
     os.environ.update(settings)  # the SDKs pick up REQUESTS_CA_BUNDLE and the managed identity here
     import function_app
 
-    host = LocalHost(function_app.app, settings)
+    assert stack.certificate is not None
+    host = LocalHost(function_app.app, settings, tls=stack.certificate.server_context())
     try:
-        prepare_azure(stack, examples)
         host.start()
         _out(f"== function app hosted locally; HTTP API at {host.http_url}")
         with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client:
@@ -91,7 +73,7 @@ def run_demo(timeout_seconds: float = 180) -> int:
                                                            content_type="application/json"))
                     _out(f"== submitted {path.name} ({example['requestId']}, account {example['accountName']})")
             outcomes = _follow_events(client, settings, set(expected), timeout_seconds)
-        _show_results(host.http_url, stack, list(expected))
+        _show_results(host, stack, list(expected))
     finally:
         host.stop()
         stack.stop()
@@ -132,10 +114,11 @@ def _follow_events(client: Any, settings: dict[str, str], request_ids: set[str],
     return outcomes
 
 
-def _show_results(http_url: str, stack: Stack, request_ids: list[str]) -> None:
+def _show_results(host: LocalHost, stack: Stack, request_ids: list[str]) -> None:
     _out("== request state (GET /api/onboardings/{requestId})")
     for request_id in request_ids:
-        state = requests.get(f"{http_url}/onboardings/{request_id}", timeout=10).json()
+        state = requests.get(f"{host.http_url}/onboardings/{request_id}", timeout=10,
+                             headers={"x-functions-key": host.function_key}).json()
         steps = ", ".join(f"{name}={step['outcome']}" for name, step in state.get("steps", {}).items())
         _out(f"   {request_id}: {state.get('status')}  [{steps}]")
     assert stack.palette is not None

@@ -7,8 +7,16 @@ the way the worker does (``app.get_functions()``) and feeds each function from t
   an exception (the queue's ``maxDeliveryCount`` then dead-letters), with lock renewal and
   ``maxConcurrentCalls`` taken from host.json.
 * Timer triggers: fired on their NCRONTAB schedule (six fields, seconds first).
-* HTTP triggers: served under ``/api`` on a local port. Like ``func start``, it does not check
-  function keys.
+* HTTP triggers: served under ``/api`` on a local port, over HTTPS when given a certificate (the
+  stack's, trusted through ``REQUESTS_CA_BUNDLE``). Function keys are checked as the host checks
+  them: a route whose auth level is not ``anonymous`` needs the key in the ``x-functions-key``
+  header or the ``code`` query parameter, and answers 401 without it. The key is generated at
+  start unless one is given.
+
+When the broker goes away (``devstack down`` under a running host) each queue trigger says so once
+and reconnects quietly with backoff. :meth:`LocalHost.stop` returns at once when asked not to wait
+for calls in flight: their messages stay locked until the lock expires and Service Bus redelivers
+them, as after a host crash.
 
 Production runs on Azure Functions; nothing here is deployed.
 """
@@ -16,14 +24,20 @@ Production runs on Azure Functions; nothing here is deployed.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import inspect
 import json
 import logging
 import os
+import random
 import re
+import secrets
+import socket
+import ssl
 import threading
+import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,11 +46,16 @@ from urllib.parse import parse_qsl, urlsplit
 import azure.functions as func
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Collection, Mapping
 
 logger = logging.getLogger(__name__)
 
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+FUNCTION_KEY_HEADER = "x-functions-key"
+#: The Functions host's default ``maxRequestBodySize``; larger bodies are refused unread.
+MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
+#: Reconnection delays of a queue trigger while the broker cannot be reached (seconds, capped).
+RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 def resolve_setting(value: str, settings: Mapping[str, str]) -> str:
@@ -132,19 +151,59 @@ class _BackgroundLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def signal_stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=15)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout=timeout)
 
     def _loop(self) -> None:
         raise NotImplementedError
+
+
+def _summary(exc: BaseException) -> str:
+    """``Type: first line of the message``: enough to name a failure without a traceback."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The broker cannot be reached (gone, restarting, refusing connections): not a bug."""
+    from azure.servicebus.exceptions import ServiceBusError
+
+    return isinstance(exc, ServiceBusError | OSError)
+
+
+class _BrokerWatch:
+    """Says once that the broker went away, and once that it is back, for all queue triggers."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down: set[str] = set()
+
+    def lost(self, listener: str, exc: BaseException) -> None:
+        with self._lock:
+            first = not self._down
+            self._down.add(listener)
+        if first:
+            logger.warning("runner: the Service Bus broker cannot be reached (%s); the queue triggers retry "
+                           "quietly with backoff until it is back", _summary(exc))
+
+    def reached(self, listener: str) -> None:
+        with self._lock:
+            if listener not in self._down:
+                return
+            self._down.discard(listener)
+            last = not self._down
+        if last:
+            logger.warning("runner: the Service Bus broker is back; the queue triggers receive again")
 
 
 class _QueueListener(_BackgroundLoop):
     """Peek-lock receive loop for one queue trigger."""
 
     def __init__(self, name: str, function: Callable[..., Any], arg_name: str, connection: str,
-                 queue: str, *, concurrency: int, lock_renewal_seconds: float) -> None:
+                 queue: str, *, concurrency: int, lock_renewal_seconds: float, broker: _BrokerWatch) -> None:
         super().__init__(name)
         self._function = function
         self._arg_name = arg_name
@@ -152,41 +211,66 @@ class _QueueListener(_BackgroundLoop):
         self._queue = queue
         self._concurrency = max(1, concurrency)
         self._lock_renewal_seconds = lock_renewal_seconds
+        self._broker = broker
+        self.wait_for_calls = True
 
     def _loop(self) -> None:
-        from azure.servicebus import AutoLockRenewer, ServiceBusClient
-
+        failures = 0
         while not self._stop.is_set():
             try:
-                with ServiceBusClient.from_connection_string(self._connection) as client, \
-                        client.get_queue_receiver(self._queue, max_wait_time=1) as receiver, \
-                        AutoLockRenewer(max_lock_renewal_duration=self._lock_renewal_seconds) as renewer, \
-                        ThreadPoolExecutor(self._concurrency, thread_name_prefix=self.name) as pool:
-                    # Like the host, keep up to maxConcurrentCalls calls in flight and fill a free
-                    # slot at once (no waiting for a whole batch). The sync receiver is not
-                    # thread-safe, so messages are received and settled on this thread only.
-                    in_flight: set[Future[tuple[Any, bool]]] = set()
-                    try:
-                        while not self._stop.is_set():
-                            for future in [f for f in in_flight if f.done()]:
-                                in_flight.discard(future)
-                                self._settle(receiver, *future.result())
-                            free = self._concurrency - len(in_flight)
-                            if free <= 0:
-                                wait(in_flight, timeout=1, return_when=FIRST_COMPLETED)
-                                continue
-                            batch = receiver.receive_messages(max_message_count=free,
-                                                              max_wait_time=0.2 if in_flight else 1)
-                            for message in batch:
-                                renewer.register(receiver, message)
-                                in_flight.add(pool.submit(self._invoke, message))
-                    finally:
-                        for future in as_completed(in_flight):
-                            self._settle(receiver, *future.result())
-            except Exception:
-                if not self._stop.is_set():
+                self._receive_until_stopped()
+                return
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                if _unreachable(exc):
+                    self._broker.lost(self.name, exc)
+                    logger.debug("runner: %s lost its receiver", self.name, exc_info=True)
+                else:
                     logger.exception("runner: %s lost its receiver; reconnecting", self.name)
-                    self._stop.wait(1)
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                self._stop.wait(delay * (0.75 + random.random() / 2))
+
+    def _receive_until_stopped(self) -> None:
+        from azure.servicebus import AutoLockRenewer, ServiceBusClient
+
+        with ServiceBusClient.from_connection_string(self._connection) as client, \
+                client.get_queue_receiver(self._queue, max_wait_time=1) as receiver, \
+                AutoLockRenewer(max_lock_renewal_duration=self._lock_renewal_seconds) as renewer:
+            # Like the host, keep up to maxConcurrentCalls calls in flight and fill a free slot at
+            # once (no waiting for a whole batch). The sync receiver is not thread-safe, so
+            # messages are received and settled on this thread only. Calls run on daemon threads,
+            # so a host told not to wait for them stops at once.
+            in_flight: set[Future[tuple[Any, bool]]] = set()
+            try:
+                while not self._stop.is_set():
+                    for future in [f for f in in_flight if f.done()]:
+                        in_flight.discard(future)
+                        self._settle(receiver, *future.result())
+                    free = self._concurrency - len(in_flight)
+                    if free <= 0:
+                        wait(in_flight, timeout=1, return_when=FIRST_COMPLETED)
+                        continue
+                    batch = receiver.receive_messages(max_message_count=free,
+                                                      max_wait_time=0.2 if in_flight else 1)
+                    self._broker.reached(self.name)
+                    for message in batch:
+                        renewer.register(receiver, message)
+                        in_flight.add(self._start(message))
+            finally:
+                if self.wait_for_calls:
+                    for future in list(in_flight):
+                        self._settle(receiver, *future.result())
+
+    def _start(self, message: Any) -> Future[tuple[Any, bool]]:
+        future: Future[tuple[Any, bool]] = Future()
+
+        def run() -> None:
+            future.set_result(self._invoke(message))
+
+        threading.Thread(target=run, name=f"{self.name}-call", daemon=True).start()
+        return future
 
     def _invoke(self, message: Any) -> tuple[Any, bool]:
         try:
@@ -198,16 +282,19 @@ class _QueueListener(_BackgroundLoop):
         return message, True
 
     def _settle(self, receiver: Any, message: Any, succeeded: bool) -> None:
-        if not succeeded:
-            try:
-                receiver.abandon_message(message)
-            except Exception:
-                logger.warning("runner: could not abandon a message", exc_info=True)
-            return
+        verb = "complete" if succeeded else "abandon"
         try:
-            receiver.complete_message(message)
-        except Exception:
-            logger.warning("runner: could not complete a message", exc_info=True)
+            if succeeded:
+                receiver.complete_message(message)
+            else:
+                receiver.abandon_message(message)
+        except Exception as exc:
+            # The message stays locked until its lock expires; Service Bus then redelivers it.
+            if _unreachable(exc):
+                logger.info("runner: could not %s message %s (%s); it is redelivered when its lock expires",
+                            verb, message.message_id, _summary(exc))
+            else:
+                logger.warning("runner: could not %s message %s", verb, message.message_id, exc_info=True)
 
 
 class _TimerSchedule(_BackgroundLoop):
@@ -232,17 +319,21 @@ class _TimerSchedule(_BackgroundLoop):
                 return
             try:
                 _call(self._function, self.name, self._arg_name, TimerRequest(past_due=False))
-            except Exception:
-                logger.exception("runner: timer %s failed", self.name)
+            except Exception as exc:
+                # A dependency that is down (the stack stopped) is one line, not a traceback.
+                logger.warning("runner: timer %s failed: %s", self.name, _summary(exc))
+                logger.debug("runner: timer %s failure", self.name, exc_info=True)
 
 
 class _HttpRoute:
-    def __init__(self, function: Callable[..., Any], arg_name: str, route: str, methods: list[str]) -> None:
+    def __init__(self, function: Callable[..., Any], arg_name: str, route: str, methods: list[str], *,
+                 anonymous: bool) -> None:
         pattern = re.sub(r"\{(\w+)(?::\w+)?\??\}", r"(?P<\1>[^/]+)", route.strip("/"))
         self.regex = re.compile(f"^{pattern}/?$")
         self.function = function
         self.arg_name = arg_name
         self.methods = {m.upper() for m in methods} or {"GET", "POST", "PUT", "PATCH", "DELETE"}
+        self.anonymous = anonymous
 
 
 class _HttpHandler(BaseHTTPRequestHandler):
@@ -252,13 +343,42 @@ class _HttpHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("runner http: " + format, *args)
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle plus delayed ACK adds
+        # ~40 ms to every response on a kept-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.close_connection = True
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ssl.SSLError, ConnectionError, TimeoutError):
+            self.close_connection = True
+
     def _dispatch(self) -> None:
+        began = time.monotonic()
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        response = self.server.host.handle_http(self.command, split.path, dict(parse_qsl(split.query)),
-                                                dict(self.headers.items()), body,
-                                                f"http://{self.headers.get('Host', 'localhost')}{self.path}")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_REQUEST_BODY_BYTES:
+            response = func.HttpResponse(status_code=413 if length > 0 else 400)
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length) if length else b""
+            scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+            response = self.server.host.handle_http(self.command, split.path, dict(parse_qsl(split.query)),
+                                                    dict(self.headers.items()), body,
+                                                    f"{scheme}://{self.headers.get('Host', 'localhost')}{self.path}")
+        # The path only: the query may carry the function key (``code``).
+        logger.info("runner: %s %s -> %d in %.1f ms", self.command, split.path, response.status_code,
+                    (time.monotonic() - began) * 1000)
         payload = response.get_body() or b""
         self.send_response(response.status_code)
         for name, value in response.headers.items():
@@ -275,17 +395,37 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
 class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
     host: LocalHost
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake happens in the handler thread, so a slow client cannot stall accept().
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
 
 class LocalHost:
-    """Hosts every function of ``app`` against the settings of a running local stack."""
+    """Hosts the functions of ``app`` against the settings of a running local stack.
+
+    tls: serve HTTPS with this context (the stack's certificate); plain HTTP without it.
+    function_key: the key non-anonymous HTTP routes require; generated when not given.
+    only: host just the functions of these names (a benchmark of the HTTP intake leaves the queue
+        trigger out); every function when None.
+    """
 
     def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], *, http_port: int = 0,
-                 host_json: Path = HOST_JSON) -> None:
+                 host_json: Path = HOST_JSON, tls: ssl.SSLContext | None = None, function_key: str | None = None,
+                 only: Collection[str] | None = None) -> None:
         self.app = app
         self.settings = dict(settings)
+        self.function_key = function_key or secrets.token_urlsafe(32)
         self._http_port = http_port
+        self._tls = tls
+        self._only = set(only) if only is not None else None
+        self._broker = _BrokerWatch()
         config = json.loads(host_json.read_text())
         service_bus = config.get("extensions", {}).get("serviceBus", {})
         self._concurrency = int(service_bus.get("maxConcurrentCalls", 16))
@@ -313,19 +453,22 @@ class LocalHost:
             arg_name = trigger.name
             kind = binding["type"]
             name = fn.get_function_name() or user_function.__name__
+            if self._only is not None and name not in self._only:
+                continue
             if kind == "serviceBusTrigger":
                 queue = resolve_setting(binding["queueName"], self.settings)
                 connection = self.settings[binding["connection"]]
                 self._listeners.append(_QueueListener(
-                    name, user_function, arg_name, connection, queue,
-                    concurrency=self._concurrency, lock_renewal_seconds=self._lock_renewal))
+                    name, user_function, arg_name, connection, queue, concurrency=self._concurrency,
+                    lock_renewal_seconds=self._lock_renewal, broker=self._broker))
             elif kind == "timerTrigger":
                 schedule = resolve_setting(binding["schedule"], self.settings)
                 self._timers.append(_TimerSchedule(name, user_function, arg_name, schedule))
             elif kind == "httpTrigger":
                 methods = [str(getattr(m, "value", m)) for m in binding.get("methods") or []]
+                level = str(getattr(binding.get("authLevel"), "value", binding.get("authLevel") or "function"))
                 self._routes.append(_HttpRoute(user_function, arg_name, str(binding.get("route") or name),
-                                               methods))
+                                               methods, anonymous=level.lower() == "anonymous"))
             elif kind == "eventGridTrigger":
                 # Fed by nothing yet: the local stack has no Event Grid. Tests call the function directly.
                 logger.info("runner: %s (an Event Grid trigger) is indexed but not fed", name)
@@ -334,7 +477,9 @@ class LocalHost:
         if self._routes:
             self._http = _HttpServer(("127.0.0.1", self._http_port), _HttpHandler)
             self._http.host = self
-            self.http_url = f"http://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
+            self._http.tls = self._tls
+            scheme = "https" if self._tls is not None else "http"
+            self.http_url = f"{scheme}://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
             threading.Thread(target=self._http.serve_forever, name="runner-http", daemon=True).start()
         for listener in self._listeners:
             listener.start()
@@ -351,6 +496,8 @@ class LocalHost:
         for route in sorted(self._routes, key=lambda r: r.regex.pattern.count("(?P<")):
             match = route.regex.match(route_path)
             if match and method.upper() in route.methods:
+                if not route.anonymous and not self._has_key(headers, params):
+                    return func.HttpResponse(status_code=401)
                 request = func.HttpRequest(method.upper(), url, headers=headers, params=params,
                                            route_params=match.groupdict(), body=body)
                 try:
@@ -361,11 +508,26 @@ class LocalHost:
                 return response
         return func.HttpResponse(status_code=404)
 
-    def stop(self) -> None:
+    def _has_key(self, headers: Mapping[str, str], params: Mapping[str, str]) -> bool:
+        """The function key, from the ``x-functions-key`` header or else the ``code`` query parameter."""
+        supplied = next((v for k, v in headers.items() if k.lower() == FUNCTION_KEY_HEADER), None)
+        if supplied is None:
+            supplied = params.get("code")
+        return supplied is not None and hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"),
+                                                            self.function_key.encode())
+
+    def stop(self, *, wait_for_calls: bool = True) -> None:
+        """Stop every trigger. With ``wait_for_calls`` (tests), calls in flight finish and their
+        messages are settled first; without it (Ctrl-C), this returns at once and their messages are
+        redelivered when their locks expire."""
+        loops: list[_BackgroundLoop] = [*self._listeners, *self._timers]
         for listener in self._listeners:
-            listener.stop()
-        for timer in self._timers:
-            timer.stop()
+            listener.wait_for_calls = wait_for_calls
+        for loop in loops:
+            loop.signal_stop()
+        deadline = time.monotonic() + (15 if wait_for_calls else 1)
+        for loop in loops:
+            loop.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

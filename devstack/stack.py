@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from devstack.azurite import RunningAzurite, start_azurite
 from devstack.httpbase import RunningServer
+from devstack.seeds import EXAMPLES_DIR, seed_examples
 from devstack.tls import make_loopback_certificate
 
 if TYPE_CHECKING:
     from devstack.servicebus import RunningBroker
+    from devstack.tls import LoopbackCertificate
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class StackOptions:
     propagation_delay_seconds: how long Entra rejects a newly added client secret (real: 4-18 s).
     palette_rate_per_second / palette_burst: Palette's documented rate limit (0 disables).
     with_azurite: start the storage emulator (the state table needs it).
+    examples_path: seed what the requests in this folder need (their app registrations, the Key
+        Vault secret one names), so they work by hand as in the demo; None seeds nothing.
     """
 
     workdir: Path = DEFAULT_WORKDIR
@@ -57,6 +61,7 @@ class StackOptions:
     palette_rate_per_second: float = 10
     palette_burst: int = 5
     with_azurite: bool = True
+    examples_path: Path | None = EXAMPLES_DIR
 
 
 @dataclass
@@ -71,6 +76,8 @@ class Stack:
     identity_https: RunningServer | None = None
     broker: RunningBroker | None = None
     azurite: RunningAzurite | None = None
+    certificate: LoopbackCertificate | None = None
+    seeded: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
 
     def start(self) -> dict[str, str]:
@@ -93,7 +100,7 @@ class Stack:
             if opts.with_azurite:
                 # Azurite is a separate process: start it first so it boots while the rest starts.
                 self.azurite = start_azurite(opts.tools_dir or workdir / "tools", workdir)
-            cert = make_loopback_certificate(workdir / "tls")
+            cert = self.certificate = make_loopback_certificate(workdir / "tls")
             tls = cert.server_context()
 
             identity_header = secrets.token_urlsafe(24)
@@ -109,8 +116,10 @@ class Stack:
             self.identity_https = RunningServer(identity_app, tls=tls)
             authority = self.identity_https.url
 
-            self.keyvault = RunningServer(create_keyvault_app(authority=authority, tenant_id=tenant_id),
-                                          tls=tls)
+            keyvault_app = create_keyvault_app(authority=authority, tenant_id=tenant_id)
+            self.keyvault = RunningServer(keyvault_app, tls=tls)
+            if opts.examples_path is not None:
+                self.seeded = seed_examples(identity_app.backend, keyvault_app.backend, opts.examples_path)
             palette_api_key = secrets.token_urlsafe(32)
             self.palette = RunningServer(create_palette_app(
                 spec_path=opts.spec_path,

@@ -36,6 +36,19 @@ class LoopbackCertificate:
         return context
 
 
+def certificate_beside(ca_path: Path) -> LoopbackCertificate:
+    """The certificate :func:`make_loopback_certificate` wrote beside ``ca_path`` (a running stack's
+    ``REQUESTS_CA_BUNDLE``), so another process can serve HTTPS that the stack's clients trust."""
+    directory = ca_path.parent
+    found = LoopbackCertificate(ca_path=ca_path, cert_path=directory / "server.pem",
+                                key_path=directory / "server-key.pem")
+    missing = [str(p) for p in (found.ca_path, found.cert_path, found.key_path) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"the local stack's TLS files are missing ({', '.join(missing)}); start the stack "
+                                "with `python -m devstack up`")
+    return found
+
+
 def make_loopback_certificate(directory: Path) -> LoopbackCertificate:
     """Write a CA and a server certificate for 127.0.0.1, ::1 and localhost into ``directory``.
 

@@ -1,32 +1,108 @@
-"""HTTP triggers: internal tools submit requests and ask for their state.
+"""HTTP triggers: internal tools submit requests, dry-run them, read their state; the API describes itself.
 
-Routes (under ``/api``): ``POST onboardings``, ``GET onboardings``, ``GET onboardings/{requestId}``,
-``GET health``. Function keys guard every route but health (auth level set on the app); where Easy
-Auth is on, the caller's app roles are checked too (``functions/auth.py``).
+Routes (under ``/api``), each described in ``functions/openapi.json`` (OpenAPI 3.1, served at
+``GET openapi.json``): ``POST onboardings``, ``POST onboardings/validate``, ``GET onboardings``,
+``GET onboardings/{requestId}``, ``GET health``, ``GET openapi.json``, and the routes rotation and
+offboarding fill in (``POST rotations/{accountName}``, ``GET rotations/{id}``, ``GET accounts``,
+``GET accounts/{name}``, ``DELETE accounts/{name}``), which answer 501 until then.
+
+Function keys guard every route but ``health`` and ``openapi.json`` (the auth level is set on the
+app); where Easy Auth is on, the caller's app roles are checked too (``functions/auth.py``). Every
+error is ``application/problem+json`` (RFC 9457), made by :func:`problem`; an unexpected exception
+is one too (500), and a dependency that does not answer is a 503.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from functions.dependencies import Dependencies
 
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
+PROBLEM_JSON = "application/problem+json"
+#: Bodies above this are refused (413) before they are parsed: the schema's own limit (64 KiB).
+MAX_BODY_BYTES = 64 * 1024
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+#: Problem types (RFC 9457 ``type``) of the problems that mean more than their HTTP status.
+PROBLEM_TYPES = {
+    "invalid-request": "urn:palette-onboarding:problem:invalid-request",
+    "invalid-parameter": "urn:palette-onboarding:problem:invalid-parameter",
+    "request-id-conflict": "urn:palette-onboarding:problem:request-id-conflict",
+    "secret-name-unavailable": "urn:palette-onboarding:problem:secret-name-unavailable",
+    "dependency-unavailable": "urn:palette-onboarding:problem:dependency-unavailable",
+    "not-configured": "urn:palette-onboarding:problem:not-configured",
+    "not-ready": "urn:palette-onboarding:problem:not-ready",
+    "not-implemented": "urn:palette-onboarding:problem:not-implemented",
+}
 
-def _json(status: int, payload: Any) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json")
+
+# -- responses --------------------------------------------------------------------------------------
+
+def _json(status: int, payload: Any, *, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(payload), status_code=status, mimetype="application/json",
+                             headers=dict(headers or {}))
 
 
-def _problem(status: int, title: str, detail: str, **extra: Any) -> func.HttpResponse:
-    return _json(status, {"title": title, "detail": detail, **extra})
+def problem(status: int, title: str, detail: str, *, kind: str | None = None,
+            errors: list[dict[str, str]] | None = None, headers: Mapping[str, str] | None = None,
+            **extensions: Any) -> func.HttpResponse:
+    """Every error response: RFC 9457 problem details with ``errors: [{path, message}]`` (empty
+    when no field is to blame). ``kind`` picks a :data:`PROBLEM_TYPES` entry; without it the type
+    is ``about:blank`` and the title is the HTTP status phrase."""
+    body = {"type": PROBLEM_TYPES[kind] if kind else "about:blank", "title": title, "status": status,
+            "detail": detail, "errors": errors or [], **extensions}
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def _guarded(function: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest],
+                                                                                    func.HttpResponse]:
+    """Answer an exception the route did not expect as a problem, not as the host's bare 500: a
+    dependency that failed (state table, queue, Key Vault, Palette) or incomplete settings is a 503
+    (try again), anything else a 500. Only the exception's type reaches the caller."""
+
+    @functools.wraps(function)
+    def route(req: func.HttpRequest) -> func.HttpResponse:
+        from azure.core.exceptions import AzureError
+
+        from shared.errors import StateStoreError
+        from shared.settings import SettingsError
+
+        try:
+            return function(req)
+        except SettingsError as exc:
+            logger.error("HTTP %s %s: %s", req.method, _path(req), exc)
+            return problem(503, "Not configured", str(exc), kind="not-configured")
+        except (StateStoreError, AzureError) as exc:
+            logger.warning("HTTP %s %s: a dependency failed", req.method, _path(req), exc_info=True)
+            return problem(503, "Dependency unavailable",
+                           f"A service this API depends on did not answer ({type(exc).__name__}); try again. "
+                           "Submitting the same body again is safe.", kind="dependency-unavailable",
+                           headers={"Retry-After": "30"})
+        except Exception:
+            logger.exception("HTTP %s %s failed", req.method, _path(req))
+            return problem(500, "Internal Server Error", "The request failed unexpectedly; the error is logged.")
+    return route
+
+
+def _path(req: func.HttpRequest) -> str:
+    return req.url.split("?", 1)[0]  # never the query: it may carry the function key
+
+
+def _url(req: func.HttpRequest, path: str) -> str:
+    """An absolute URL of another route of this API."""
+    return req.url.split("?", 1)[0].split("/api/", 1)[0] + "/api/" + path
 
 
 def _denied(req: func.HttpRequest, *roles: str) -> func.HttpResponse | None:
@@ -38,89 +114,300 @@ def _denied(req: func.HttpRequest, *roles: str) -> func.HttpResponse | None:
     try:
         require_role(req.headers, *roles, require_principal=requires_client_principal(os.environ))
     except AuthorizationError as exc:
-        return _problem(exc.status, "Forbidden" if exc.status == 403 else "Unauthorized", str(exc))
+        return problem(exc.status, "Forbidden" if exc.status == 403 else "Unauthorized", str(exc))
     return None
 
 
+def _too_large(req: func.HttpRequest) -> func.HttpResponse | None:
+    size = len(req.get_body() or b"")
+    if size <= MAX_BODY_BYTES:
+        return None
+    return problem(413, "Content Too Large", f"The body is {size} bytes; at most {MAX_BODY_BYTES} (64 KiB) are "
+                   "accepted. Nothing was read.")
+
+
+def _is_https(req: func.HttpRequest) -> bool:
+    """Behind the Functions front end the scheme is in the URL or X-Forwarded-Proto. The local
+    runner serves HTTPS too, so nothing here tells a local caller from a remote one."""
+    return req.url.startswith("https://") or req.headers.get("x-forwarded-proto", "") == "https"
+
+
+def _query_errors(exc: Exception) -> list[dict[str, str]]:
+    from pydantic import ValidationError
+
+    assert isinstance(exc, ValidationError)
+    return [{"path": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+            for error in exc.errors(include_url=False, include_input=False)]
+
+
+# -- operations -------------------------------------------------------------------------------------
+
 @bp.function_name("health")
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_guarded
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    return _json(200, {"status": "ok"})
+    """Readiness: settings present, state table, queue and topic reachable (503 naming what is not)."""
+    from functions.readiness import readiness
+
+    probes = readiness(os.environ)
+    checks = [p.as_dict() for p in probes]
+    failing = [p for p in probes if p.outcome != "ok"]
+    if not failing:
+        return _json(200, {"status": "ok", "checks": checks})
+    named = "; ".join(f"{p.name}: {p.detail}" for p in failing if p.outcome != "skipped")
+    return problem(503, "Not ready", f"The app cannot work yet. {named}", kind="not-ready", checks=checks,
+                   headers={"Retry-After": "30"})
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    return OPENAPI_PATH.read_bytes()
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@_guarded
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """The OpenAPI 3.1 document of every route (kept in the repository beside this module)."""
+    return func.HttpResponse(_openapi_document(), status_code=200, mimetype="application/json")
 
 
 @bp.function_name("submit_onboarding")
 @bp.route(route="onboardings", methods=["POST"])
+@_guarded
 def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
-    """Accept a request (202), reject it with field errors (400), or refuse a conflicting reuse of
-    its requestId (409). An inline secret is written to Key Vault at once; the queued message
-    carries only the reference."""
+    """Accept a request (202 with ``Location``), reject it with field errors (400), or refuse a
+    conflicting reuse of its requestId (409). An inline secret is written to Key Vault at once; the
+    queued message carries only the reference."""
     from functions import dependencies
     from functions.auth import SUBMIT_ROLE
     from shared.errors import IdempotencyConflictError, RequestValidationError
     from shared.intake import SecretNameBlockedError, submit
 
-    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
-        return denied
+    if (refused := _denied(req, SUBMIT_ROLE) or _too_large(req)) is not None:
+        return refused
     deps: Dependencies = dependencies.get()
     try:
         record = submit(req.get_body(), deps.clients, deps.queue, allow_inline_secret=_is_https(req),
                         config=deps.settings.pipeline)
     except RequestValidationError as exc:
-        return _problem(400, "Invalid onboarding request", str(exc), errors=[e.as_dict() for e in exc.errors])
+        return problem(400, "Invalid onboarding request", str(exc), kind="invalid-request",
+                       errors=[e.as_dict() for e in exc.errors])
     except IdempotencyConflictError as exc:
-        return _problem(409, "requestId already used", str(exc))
+        return problem(409, "requestId already used", str(exc), kind="request-id-conflict")
     except SecretNameBlockedError as exc:
-        return _problem(409, "Key Vault secret name unavailable", str(exc))
-    status_url = req.url.split("/api/")[0] + f"/api/onboardings/{record.request_id}"
-    return _json(202, {"id": record.request_id, "status": record.status.value, "statusUrl": status_url})
+        return problem(409, "Key Vault secret name unavailable", str(exc), kind="secret-name-unavailable")
+    status_url = _url(req, f"onboardings/{record.request_id}")
+    return _json(202, {"id": record.request_id, "status": record.status.value, "statusUrl": status_url},
+                 headers={"Location": status_url})
+
+
+@bp.function_name("validate_onboarding")
+@bp.route(route="onboardings/validate", methods=["POST"])
+@_guarded
+def validate_onboarding(req: func.HttpRequest) -> func.HttpResponse:
+    """The dry run: every check of the check step, no side effect anywhere (200 with the checks)."""
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.intake import dry_run
+
+    if (refused := _denied(req, READ_ROLE, SUBMIT_ROLE) or _too_large(req)) is not None:
+        return refused
+    deps: Dependencies = dependencies.get()
+    report = dry_run(req.get_body(), deps.clients, allow_inline_secret=_is_https(req), config=deps.settings.pipeline)
+    return _json(200, report.as_dict())
+
+
+@functools.cache
+def _list_query() -> Any:
+    """The query of ``GET onboardings``, validated by pydantic (built on first use: pydantic is not
+    imported while the host indexes the app)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from shared.state import RequestStatus  # noqa: TC001 - pydantic reads the annotation at run time
+
+    class ListQuery(BaseModel):
+        # Other parameters (``code``, the function key) are ignored, as the host passes them on.
+        model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+        status: RequestStatus | None = None
+        top: int = Field(50, ge=1, le=200)
+        continuation_token: str | None = Field(None, alias="continuationToken", min_length=1, max_length=4096)
+
+    return ListQuery
 
 
 @bp.function_name("list_onboardings")
 @bp.route(route="onboardings", methods=["GET"])
+@_guarded
 def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
+    """One page of requests, by the state table's own continuation (never the whole table)."""
+    from pydantic import ValidationError
+
     from functions import dependencies
     from functions.auth import READ_ROLE, SUBMIT_ROLE
-    from shared.state import RequestStatus
+    from shared.state import InvalidContinuationTokenError
 
     if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
         return denied
-    status_text = req.params.get("status")
-    status = None
-    if status_text:
-        try:
-            status = RequestStatus(status_text)
-        except ValueError:
-            allowed = ", ".join(s.value for s in RequestStatus)
-            return _problem(400, "Invalid filter", f"status must be one of {allowed}",
-                            errors=[{"path": "status", "message": f"must be one of {allowed}"}])
-    records = dependencies.get().clients.state.list(status=status)
-    return _json(200, {"items": [r.to_public() for r in records]})
+    try:
+        query = _list_query().model_validate(dict(req.params))
+        page = dependencies.get().clients.state.list_page(status=query.status, top=query.top,
+                                                          continuation_token=query.continuation_token)
+    except ValidationError as exc:
+        errors = _query_errors(exc)
+        return problem(400, "Invalid query", "; ".join(f"{e['path']}: {e['message']}" for e in errors),
+                       kind="invalid-parameter", errors=errors)
+    except InvalidContinuationTokenError as exc:
+        return problem(400, "Invalid query", f"continuationToken {exc}; start again without it.",
+                       kind="invalid-parameter", errors=[{"path": "continuationToken", "message": str(exc)}])
+    return _json(200, {"items": [r.to_public() for r in page.items], "continuationToken": page.continuation_token})
 
 
 @bp.function_name("get_onboarding")
 @bp.route(route="onboardings/{requestId}", methods=["GET"])
+@_guarded
 def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
     from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.models.fields import REQUEST_ID_PATTERN
 
     if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
         return denied
-    from shared.models.fields import REQUEST_ID_PATTERN
-
     request_id = req.route_params.get("requestId", "")
     if not REQUEST_ID_PATTERN.fullmatch(request_id):
         rule = "must be 1-64 characters: letters, digits, '.', '_' or '-'"
-        return _problem(400, "Invalid requestId", f"requestId {rule}.", errors=[{"path": "requestId", "message": rule}])
+        return problem(400, "Invalid requestId", f"requestId {rule}.", kind="invalid-parameter",
+                       errors=[{"path": "requestId", "message": rule}])
     record = dependencies.get().clients.state.get(request_id)
     if record is None:
-        return _problem(404, "Not found", f"No onboarding request has the id {request_id!r}.")
+        return problem(404, "Not Found", f"No onboarding request has the id {request_id!r}.")
     return _json(200, record.to_public())
 
 
-def _is_https(req: func.HttpRequest) -> bool:
-    """Behind the Functions front end the scheme is in the URL or X-Forwarded-Proto; loopback
-    (the local runner) counts as secure, as nothing leaves the machine."""
-    from shared.net import is_loopback_url
+# -- rotation and the inventory ------------------------------------------------------------------------
 
-    proto = req.headers.get("x-forwarded-proto", "")
-    return req.url.startswith("https://") or proto == "https" or is_loopback_url(req.url)
+@bp.function_name("rotate_account")
+@bp.route(route="rotations/{accountName}", methods=["POST"])
+@_guarded
+def rotate_account(req: func.HttpRequest) -> func.HttpResponse:
+    """Rotate an account's secret now: 202 with a status URL; 404 not managed; 409 while one runs."""
+    from functions import dependencies
+    from functions.auth import SUBMIT_ROLE
+    from shared.models.fields import ACCOUNT_NAME_PATTERN
+    from shared.rotation.sweep import RotateNow, rotate_now
+
+    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
+        return denied
+    name = req.route_params.get("accountName", "")
+    if not ACCOUNT_NAME_PATTERN.fullmatch(name):
+        rule = "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter"
+        return problem(400, "Invalid accountName", f"accountName {rule}.", kind="invalid-parameter",
+                       errors=[{"path": "accountName", "message": rule}])
+    deps: Dependencies = dependencies.get()
+    outcome, rotation = rotate_now(deps.clients, deps.queue, name)
+    if outcome is RotateNow.NOT_MANAGED:
+        return problem(404, "Not Found", f"Account '{name}' is not one this product manages.")
+    status_url = _url(req, f"rotations/{rotation}")
+    if outcome is RotateNow.IN_FLIGHT:
+        return problem(409, "Conflict", f"A rotation of account '{name}' is already running: {rotation}.",
+                       runningRotationId=rotation, statusUrl=status_url)
+    return _json(202, {"id": rotation, "status": "queued", "statusUrl": status_url},
+                 headers={"Location": status_url})
+
+
+@bp.function_name("get_rotation")
+@bp.route(route="rotations/{id}", methods=["GET"])
+@_guarded
+def get_rotation(req: func.HttpRequest) -> func.HttpResponse:
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.models.fields import REQUEST_ID_PATTERN
+
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
+    rotation = req.route_params.get("id", "")
+    record = (dependencies.get().clients.state.get(rotation)
+              if rotation.startswith("rot-") and REQUEST_ID_PATTERN.fullmatch(rotation) else None)
+    if record is None:
+        return problem(404, "Not Found", f"No rotation has the id {rotation!r}.")
+    return _json(200, {**record.to_public(), "operation": "rotate"})
+
+
+@bp.function_name("list_accounts")
+@bp.route(route="accounts", methods=["GET"])
+@_guarded
+def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
+    """The inventory, a page at a time: ``dueWithinDays``, ``drift``, ``failed`` filters; ``top``
+    and ``continuationToken`` page by the table's own continuation."""
+    import datetime as dt
+
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.state.records import iso, utcnow
+
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
+    errors = []
+    where: list[str] = []
+    parameters: dict[str, Any] = {}
+    due = req.params.get("dueWithinDays")
+    if due is not None:
+        if not due.isdigit() or not 0 <= int(due) <= 730:
+            errors.append({"path": "dueWithinDays", "message": "must be a whole number of days from 0 to 730"})
+        else:
+            where.append("ExpiresOn ne '' and ExpiresOn le @horizon")
+            parameters["horizon"] = iso(utcnow() + dt.timedelta(days=int(due)))
+    for name, condition in (("drift", "Drift ne '[]'"), ("failed", "LastRotationOutcome eq 'failed'")):
+        value = req.params.get(name)
+        if value is None:
+            continue
+        if value not in ("true", "false"):
+            errors.append({"path": name, "message": "must be true or false"})
+        elif value == "true":
+            where.append(condition)
+    top_text = req.params.get("top", "50")
+    if not top_text.isdigit() or not 1 <= int(top_text) <= 200:
+        errors.append({"path": "top", "message": "must be a whole number from 1 to 200"})
+    if errors:
+        return problem(400, "Invalid parameters", "; ".join(f"{e['path']} {e['message']}" for e in errors),
+                       kind="invalid-parameter", errors=errors)
+    try:
+        rows, token = dependencies.get().clients.inventory.page(
+            " and ".join(where), parameters, top=int(top_text), continuation=req.params.get("continuationToken"))
+    except ValueError as exc:
+        return problem(400, "Invalid parameters", str(exc), kind="invalid-parameter",
+                       errors=[{"path": "continuationToken", "message": str(exc)}])
+    return _json(200, {"items": [row.to_public() for row in rows], "continuationToken": token})
+
+
+@bp.function_name("get_account")
+@bp.route(route="accounts/{name}", methods=["GET"])
+@_guarded
+def get_account(req: func.HttpRequest) -> func.HttpResponse:
+    from functions import dependencies
+    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from shared.models.fields import ACCOUNT_NAME_PATTERN
+
+    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+        return denied
+    name = req.route_params.get("name", "")
+    row = dependencies.get().clients.inventory.get(name) if ACCOUNT_NAME_PATTERN.fullmatch(name) else None
+    if row is None:
+        return problem(404, "Not Found", f"Account {name!r} is not one this product manages.")
+    return _json(200, row.to_public())
+
+
+# -- routes the offboarding work fills in ---------------------------------------------------------------
+# The shape is decided and described in openapi.json; until that work lands it answers 501.
+
+def _not_implemented(what: str) -> func.HttpResponse:
+    return problem(501, "Not Implemented", f"not implemented yet: {what}", kind="not-implemented")
+
+
+@bp.function_name("offboard_account")
+@bp.route(route="accounts/{name}", methods=["DELETE"])
+@_guarded
+def offboard_account(req: func.HttpRequest) -> func.HttpResponse:
+    from functions.auth import SUBMIT_ROLE
+
+    return _denied(req, SUBMIT_ROLE) or _not_implemented("offboarding (DELETE /api/accounts/{name})")

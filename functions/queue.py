@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 
 import azure.functions as func
@@ -29,10 +30,13 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
     properties = message.application_properties or {}
     body = message.get_body()
     with bind(messageId=message.message_id, invocationId=context.invocation_id):
+        began = time.monotonic()
         outcome = process_request(body, deps.clients, deps.settings.pipeline, owner=context.invocation_id,
                                   message_id=message.message_id or "",
                                   retry_token=str(properties.get("retryToken") or ""))
-        logger.info("request %s: %s %s", outcome.request_id or "(none)", outcome.kind.value, outcome.reason)
+        logger.info("request %s: %s in %.1f s (delivery %s)%s", outcome.request_id or "(none)", outcome.kind.value,
+                    time.monotonic() - began, message.delivery_count,
+                    f": {outcome.reason}" if outcome.reason else "")
         if outcome.retry_in_seconds is not None:
             at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
             deps.queue.schedule(json.loads(body), message_id=f"{outcome.request_id}/{outcome.kind.value}/"

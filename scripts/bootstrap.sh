@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for development: a virtual environment with the pinned requirements,
-# and the pinned Azurite from npm. Safe to run again: it only redoes what changed.
+# and the pinned Azurite from npm. Safe to run again: it only redoes what changed, and says what it
+# installs and how long each part took (about a minute and a half on a fresh 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+began=$SECONDS
+did=""
+took() { echo "   done in $((SECONDS - $1)) s"; }
 
 python=${PYTHON:-python3}
 if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
   echo "warning: $("$python" --version 2>&1) found; the app targets Python 3.11" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
-  echo "== creating .venv"
+  echo "== creating .venv with $("$python" --version 2>&1)"
+  step=$SECONDS
   "$python" -m venv .venv
+  took "$step"
+  did=1
 fi
 stamp=.venv/.requirements.sha256
 want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing Python requirements"
+  pinned=$(cat requirements.txt requirements-dev.txt | grep -cE '^[A-Za-z0-9._-]+==')
+  echo "== installing Python requirements into .venv: $pinned pinned packages (requirements.txt, deployed;"
+  echo "   requirements-dev.txt: the stand-ins, tests, linters) and what they depend on"
+  step=$SECONDS
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
   echo "$want" > "$stamp"
+  took "$step"
+  did=1
 fi
 # checkov (the Bicep scan in tests/test_checkov.py) pins an older pycep-parser than the tests use,
 # so it gets an environment of its own, from its own pinned list.
@@ -25,10 +38,24 @@ checkov_env=.devstack/tools/checkov
 checkov_stamp=$checkov_env/.requirements.sha256
 checkov_want=$(sha256sum infra/checkov-requirements.txt | cut -d' ' -f1)
 if [ ! -x "$checkov_env/bin/checkov" ] || [ ! -f "$checkov_stamp" ] || [ "$(cat "$checkov_stamp")" != "$checkov_want" ]; then
-  echo "== installing checkov (pinned, in $checkov_env)"
+  echo "== installing checkov (infra/checkov-requirements.txt, pinned) into $checkov_env"
+  step=$SECONDS
   "$python" -m venv "$checkov_env"
   "$checkov_env/bin/python" -m pip install --quiet --disable-pip-version-check -r infra/checkov-requirements.txt
   echo "$checkov_want" > "$checkov_stamp"
+  took "$step"
+  did=1
 fi
-echo "== checking Azurite (npm, pinned)"
-.venv/bin/python -c 'from pathlib import Path; from devstack.azurite import install_azurite; install_azurite(Path(".devstack/tools"))'
+azurite_version=$(.venv/bin/python -c 'from devstack.azurite import AZURITE_VERSION; print(AZURITE_VERSION)')
+if [ ! -d ".devstack/tools/azurite-$azurite_version/node_modules/azurite" ]; then
+  echo "== installing Azurite $azurite_version (npm, pinned) into .devstack/tools"
+  step=$SECONDS
+  .venv/bin/python -c 'from pathlib import Path; from devstack.azurite import install_azurite; install_azurite(Path(".devstack/tools"))'
+  took "$step"
+  did=1
+fi
+if [ -n "$did" ]; then
+  echo "== set up in $((SECONDS - began)) s"
+else
+  echo "== set up already (.venv, checkov, Azurite $azurite_version): nothing to install"
+fi

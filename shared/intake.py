@@ -1,4 +1,5 @@
-"""The HTTP intake: validate a request, keep an inline secret in Key Vault, record it, queue it.
+"""The HTTP intake: validate a request, keep an inline secret in Key Vault, record it, queue it;
+or, for the dry run, only check it (:func:`dry_run`).
 
 The state row is written before the message is sent, with the request as queued, so a failed send
 is repaired by a resubmission of the same body or by the sweeper (the queue's duplicate detection
@@ -9,6 +10,7 @@ was invalid may be used again with a valid one: a corrected ticket is not a conf
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import credentials
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
     from shared.models import OnboardingRequest
     from shared.pipeline import OnboardingClients
+    from shared.pipeline.checks import CheckResult
     from shared.settings import PipelineConfig
 
 INTAKE_FINGERPRINT = "_intakeFingerprint"
@@ -122,3 +125,61 @@ def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients)
 
 def _send(record: OnboardingRecord, queue: RequestQueue) -> None:
     queue.send(json.loads(record.request), message_id=record.request_id)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What :func:`dry_run` found: one result per check, in the check step's order."""
+
+    request_id: str | None
+    account_name: str | None
+    checks: list[CheckResult]
+
+    @property
+    def valid(self) -> bool:
+        """No check failed: the request would pass the check step as things stand now."""
+        return not any(check.outcome.failed for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"valid": self.valid, "requestId": self.request_id, "accountName": self.account_name,
+                "checks": [check.as_dict() for check in self.checks]}
+
+
+def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *, allow_inline_secret: bool,
+            config: PipelineConfig) -> DryRun:
+    """Check a request as the check step would, and say what submitting it would do, with no side
+    effect anywhere: nothing is recorded, queued, stored in Key Vault or written to Graph or
+    Palette. A body that breaks the schema is one ``schema`` result with its field errors."""
+    from shared.errors import RequestValidationError
+    from shared.models import identity_of, parse_request, request_fingerprint
+    from shared.pipeline.checks import Action, CheckOutcome, CheckResult, run_checks
+
+    try:
+        request = parse_request(body, allow_inline_secret=allow_inline_secret,
+                                require_pcg_for_us_government=config.require_pcg_for_us_government,
+                                allowed_secret_prefix=config.allowed_secret_prefix)
+    except RequestValidationError as exc:
+        request_id, account_name = identity_of(body)
+        return DryRun(request_id, account_name, [CheckResult(
+            "schema", CheckOutcome.INVALID, str(exc), reason="invalid_request",
+            errors=tuple(error.as_dict() for error in exc.errors))])
+    names = request.derived_names
+    found = [
+        CheckResult("schema", CheckOutcome.OK, "the request is a valid schema-v1 request"),
+        CheckResult("names", CheckOutcome.OK,
+                    f"Key Vault secrets {names.client_secret}, {names.ssh_private_key} and {names.api_key_value} "
+                    f"(those the request writes), Graph password '{names.password_display_name}'"),
+    ]
+    existing = clients.state.get(request.request_id)
+    if existing is None or existing.rejected:
+        found.append(CheckResult("requestId", CheckOutcome.OK, f"request {request.request_id} is new", Action.CREATE))
+    elif existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) == request_fingerprint(request):
+        found.append(CheckResult("requestId", CheckOutcome.OK, f"request {request.request_id} was submitted with "
+                                 f"this body and is {existing.status.value}", Action.REUSE))
+    else:
+        found.append(CheckResult(
+            "requestId", CheckOutcome.CLASH, f"Request {request.request_id} was already submitted with a different "
+            "body; use a new requestId for a new request.", Action.CLASH, field="requestId",
+            reason="request_id_conflict"))
+    found.extend(run_checks(request, clients, errors_as_results=True))
+    return DryRun(request.request_id, request.account_name, found)

@@ -36,9 +36,16 @@ def test_every_function_indexes_with_its_trigger() -> None:
               if b["type"] == "httpTrigger"}
     assert routes == {
         "health": ("health", ["GET"], "anonymous"),
+        "openapi": ("openapi.json", ["GET"], "anonymous"),
         "submit_onboarding": ("onboardings", ["POST"], "function"),
+        "validate_onboarding": ("onboardings/validate", ["POST"], "function"),
         "list_onboardings": ("onboardings", ["GET"], "function"),
         "get_onboarding": ("onboardings/{requestId}", ["GET"], "function"),
+        "rotate_account": ("rotations/{accountName}", ["POST"], "function"),
+        "get_rotation": ("rotations/{id}", ["GET"], "function"),
+        "list_accounts": ("accounts", ["GET"], "function"),
+        "get_account": ("accounts/{name}", ["GET"], "function"),
+        "offboard_account": ("accounts/{name}", ["DELETE"], "function"),
     }
 
 

@@ -1,17 +1,20 @@
-"""The HTTP API, over real HTTP, as internal tools use it.
+"""The HTTP API, over real HTTPS with function keys, as internal tools use it.
 
 The real Function App is hosted once for this module by ``devstack.runner.LocalHost`` against the
-session's local stack: the HTTP routes under ``/api`` and the Service Bus queue trigger both run,
-so an accepted request goes through the queue and is processed for real. Outcomes are read back
-from the HTTP API itself and from the stand-ins (Palette's admin API, Key Vault, the queue, the
-events topic), never from our own clients' calls.
+session's local stack, over HTTPS with the stack's certificate: the HTTP routes under ``/api`` and
+the Service Bus queue trigger both run, so an accepted request goes through the queue and is
+processed for real. Outcomes are read back from the HTTP API itself and from the stand-ins
+(Palette's admin API, Key Vault, the queue, the events topic), never from our own clients' calls.
+Every response a test sees is validated against the OpenAPI document (``tests/api_contract.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,20 +24,25 @@ import requests
 import function_app
 from devstack.runner import LocalHost
 from devstack.stack import Stack
+from tests.api_contract import conforms
 from tests.onboarding.conftest import World, deps, graph_add_password, wait_for, world
 
 __all__ = ["deps", "world"]  # fixtures shared with tests/onboarding
 
 CLOUD_ACCOUNT_CREATE = ("POST", "/v1/cloudaccounts/azure")
 FINISHED = {"succeeded", "failed"}
+PROBLEM_JSON = "application/problem+json"
+HOST_SETTINGS = {"VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
 
 
-@pytest.fixture(scope="module")
-def host(stack: Stack) -> Iterator[LocalHost]:
-    """The app, hosted locally; short budgets so a failing request finishes quickly."""
-    settings = {**stack.settings, "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
+@contextmanager
+def hosted_app(stack: Stack, *, tls: bool = True, **kwargs: Any) -> Iterator[LocalHost]:
+    """The real app, hosted locally (HTTPS with the stack's certificate unless ``tls`` is off);
+    short budgets so a failing request finishes quickly. The environment is put back afterwards."""
+    settings = {**stack.settings, **HOST_SETTINGS}
     saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(function_app.app, settings)
+    assert stack.certificate is not None
+    local = LocalHost(function_app.app, settings, tls=stack.certificate.server_context() if tls else None, **kwargs)
     local.start()
     try:
         yield local
@@ -47,16 +55,31 @@ def host(stack: Stack) -> Iterator[LocalHost]:
                 os.environ[name] = value
 
 
-class Api:
-    """The HTTP API, keeping every response body so a test can check none leaks a secret."""
+@pytest.fixture(scope="module")
+def host(stack: Stack) -> Iterator[LocalHost]:
+    with hosted_app(stack) as local:
+        yield local
 
-    def __init__(self, base_url: str) -> None:
+
+class Api:
+    """The HTTP API with the function key; every response is checked against the OpenAPI document,
+    and every body kept so a test can check none leaks a secret."""
+
+    def __init__(self, base_url: str, function_key: str | None) -> None:
         self.base_url = base_url
+        self.function_key = function_key
         self.bodies: list[str] = []
 
     def call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        response = requests.request(method, url if "://" in url else self.base_url + url, timeout=30, **kwargs)
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.function_key is not None:
+            headers.setdefault("x-functions-key", self.function_key)
+        response = requests.request(method, url if "://" in url else self.base_url + url, timeout=30,
+                                    headers=headers, **kwargs)
         self.bodies.append(response.text)
+        conforms(response)
+        if response.status_code >= 400 and response.content:
+            assert response.headers["Content-Type"].startswith(PROBLEM_JSON), response.text
         return response
 
     def submit(self, body: Any) -> requests.Response:
@@ -78,7 +101,7 @@ class Api:
 
 @pytest.fixture
 def api(host: LocalHost, world: World) -> Api:
-    return Api(host.http_url)
+    return Api(host.http_url, host.function_key)
 
 
 def _creates(world: World, method_path: tuple[str, str]) -> list[dict[str, Any]]:
@@ -95,6 +118,12 @@ def _peek_queue(stack: Stack) -> list[Any]:
         return list(receiver.peek_messages(max_message_count=100))
 
 
+def _secret(value: str) -> Any:
+    from pydantic import SecretStr
+
+    return SecretStr(value)
+
+
 def _body_of(message: Any) -> dict[str, Any]:
     raw = message.body if isinstance(message.body, bytes) else b"".join(message.body)
     result: dict[str, Any] = json.loads(raw)
@@ -103,10 +132,54 @@ def _body_of(message: Any) -> dict[str, Any]:
 
 # -- health ----------------------------------------------------------------------------------------
 
-def test_health_answers_ok(host: LocalHost) -> None:
-    response = requests.get(f"{host.http_url}/health", timeout=10)
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+def test_health_is_ready_when_settings_table_queue_and_topic_answer(host: LocalHost) -> None:
+    response = conforms(requests.get(f"{host.http_url}/health", timeout=30))  # no function key: anonymous
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ok"
+    assert [(c["name"], c["outcome"]) for c in body["checks"]] == [
+        ("settings", "ok"), ("stateTable", "ok"), ("queue", "ok"), ("topic", "ok")]
+
+
+def test_health_names_missing_settings_with_a_503(host: LocalHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions import dependencies
+
+    monkeypatch.delenv("KEY_VAULT_URL")
+    monkeypatch.delenv("PALETTE_API_KEY")
+    dependencies.reset()
+    try:
+        response = conforms(requests.get(f"{host.http_url}/health", timeout=30))
+    finally:
+        monkeypatch.undo()
+        dependencies.reset()
+
+    assert response.status_code == 503
+    assert response.headers["Content-Type"].startswith(PROBLEM_JSON)
+    problem = response.json()
+    assert "KEY_VAULT_URL" in problem["detail"] and "PALETTE_API_KEY" in problem["detail"]
+    assert [(c["name"], c["outcome"]) for c in problem["checks"]] == [
+        ("settings", "missing"), ("stateTable", "skipped"), ("queue", "skipped"), ("topic", "skipped")]
+
+
+def test_health_names_an_unreachable_queue_with_a_503(host: LocalHost, stack: Stack,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions import dependencies
+
+    monkeypatch.setenv("ONBOARDING_QUEUE", "no-such-queue")
+    dependencies.reset()
+    try:
+        response = conforms(requests.get(f"{host.http_url}/health", timeout=30))
+    finally:
+        monkeypatch.undo()
+        dependencies.reset()
+
+    assert response.status_code == 503
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert checks["queue"]["outcome"] == "unavailable"
+    assert checks["topic"]["outcome"] == checks["stateTable"]["outcome"] == "ok"
+    for value in (stack.settings["ServiceBusConnection"], stack.settings["AzureWebJobsStorage"]):
+        assert value not in response.text
 
 
 # -- submit ----------------------------------------------------------------------------------------
@@ -119,6 +192,7 @@ def test_submit_is_accepted_then_completes_through_the_queue(api: Api, world: Wo
     accepted = response.json()
     assert accepted == {"id": body["requestId"], "status": "queued",
                         "statusUrl": f"{api.base_url}/onboardings/{body['requestId']}"}
+    assert response.headers["Location"] == accepted["statusUrl"]
     state = api.wait_finished(accepted["statusUrl"])
     assert state["status"] == "succeeded", state
     accounts = world.palette_accounts(body["accountName"])
@@ -234,17 +308,20 @@ def test_inline_secret_goes_to_key_vault_and_only_a_reference_is_queued(api: Api
     assert api.bodies and not [text for text in api.bodies if value in text]
 
 
-def test_inline_secret_over_plain_http_from_elsewhere_is_refused(api: Api, world: World) -> None:
-    """Only HTTPS (or loopback, where nothing leaves the machine) may carry a raw secret."""
+def test_inline_secret_over_plain_http_is_refused(stack: Stack, world: World) -> None:
+    """Only HTTPS may carry a raw secret; loopback is no exception (the local runner serves HTTPS)."""
     body = world.request()
     body["azure"]["secret"] = {"source": "inline", "value": "a-secret-value-that-must-not-travel"}
 
-    response = api.call("POST", "/onboardings", json=body, headers={"Host": "onboarding.example.com"})
+    with hosted_app(stack, tls=False) as plain:
+        assert plain.http_url.startswith("http://127.0.0.1")
+        api = Api(plain.http_url, plain.function_key)
+        response = api.call("POST", "/onboardings", json=body)
 
     assert response.status_code == 400
     assert [error["path"] for error in response.json()["errors"]] == ["azure.secret.source"]
     assert "a-secret-value-that-must-not-travel" not in response.text
-    assert api.call("GET", "/onboardings").json()["items"] == []
+    assert world.state_rows() == []
     assert _peek_queue(world.stack) == []
 
 
@@ -313,3 +390,219 @@ def test_bad_status_filter_is_a_400_naming_status(api: Api) -> None:
 
     assert response.status_code == 400
     assert [error["path"] for error in response.json()["errors"]] == ["status"]
+
+
+# -- errors, limits, paging ----------------------------------------------------------------------------
+
+def test_every_error_is_a_problem_with_every_member(api: Api) -> None:
+    response = api.state("NO-SUCH-TICKET-2")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"].startswith(PROBLEM_JSON)
+    problem = response.json()
+    assert set(problem) == {"type", "title", "status", "detail", "errors"}
+    assert (problem["type"], problem["status"], problem["errors"]) == ("about:blank", 404, [])
+
+
+def test_a_body_over_64_kib_is_a_413_before_it_is_parsed(api: Api, world: World) -> None:
+    body = world.request()
+    body["azure"]["tenantName"] = "x" * (64 * 1024)
+
+    for route in ("/onboardings", "/onboardings/validate"):
+        response = api.call("POST", route, json=body)
+        assert response.status_code == 413, response.text
+        assert response.json()["status"] == 413
+    assert world.state_rows() == []
+    assert _peek_queue(world.stack) == []
+
+
+def test_without_the_function_key_every_route_but_health_and_openapi_is_a_401(host: LocalHost) -> None:
+    base = host.http_url
+    assert requests.get(f"{base}/onboardings", timeout=10).status_code == 401
+    assert requests.get(f"{base}/onboardings", headers={"x-functions-key": "wrong"}, timeout=10).status_code == 401
+    assert requests.post(f"{base}/onboardings/validate", json={}, timeout=10).status_code == 401
+    assert requests.get(f"{base}/accounts", timeout=10).status_code == 401
+    assert conforms(requests.get(f"{base}/onboardings", params={"code": host.function_key}, timeout=10)).ok
+    assert conforms(requests.get(f"{base}/openapi.json", timeout=10)).ok
+
+
+def test_the_served_document_is_the_one_in_the_repository(api: Api) -> None:
+    from tests.api_contract import document
+
+    response = api.call("GET", "/openapi.json", headers={"x-functions-key": ""})
+
+    assert response.status_code == 200
+    assert response.json() == document()
+    assert response.json()["openapi"].startswith("3.1")
+
+
+@pytest.fixture
+def intake(stack: Stack, world: World) -> Iterator[Api]:
+    """The intake routes only (no queue trigger), so what is submitted stays queued."""
+    with hosted_app(stack, only={"submit_onboarding", "list_onboardings", "get_onboarding"}) as local:
+        yield Api(local.http_url, local.function_key)
+
+
+def test_the_list_pages_by_the_tables_continuation(intake: Api, world: World) -> None:
+    bodies = [world.request(client_id="00000000-0000-4000-8000-00000000000" + str(i)) for i in range(1, 6)]
+    for body in bodies:
+        assert intake.submit(body).status_code == 202
+
+    seen: list[str] = []
+    pages = 0
+    token: str | None = None
+    while True:
+        params = {"top": "2", **({"continuationToken": token} if token else {})}
+        page = intake.call("GET", "/onboardings", params=params).json()
+        pages += 1
+        assert len(page["items"]) <= 2
+        seen += [item["requestId"] for item in page["items"]]
+        token = page["continuationToken"]
+        if token is None:
+            break
+        assert pages < 10
+
+    assert sorted(seen) == sorted(b["requestId"] for b in bodies)
+    assert pages >= 3
+    queued = intake.call("GET", "/onboardings", params={"status": "queued", "top": "200"}).json()
+    assert {i["requestId"] for i in queued["items"]} == set(seen) and queued["continuationToken"] is None
+    assert intake.call("GET", "/onboardings", params={"status": "failed"}).json()["items"] == []
+
+
+@pytest.mark.parametrize(("params", "path"), [({"top": "0"}, "top"), ({"top": "many"}, "top"),
+                                              ({"top": "201"}, "top"),
+                                              ({"continuationToken": "not-a-token"}, "continuationToken"),
+                                              ({"status": "finished-ish"}, "status")])
+def test_a_bad_list_parameter_is_a_400_naming_it(api: Api, params: dict[str, str], path: str) -> None:
+    response = api.call("GET", "/onboardings", params=params)
+
+    assert response.status_code == 400, response.text
+    assert [error["path"] for error in response.json()["errors"]] == [path]
+
+
+# -- the dry run -----------------------------------------------------------------------------------------
+
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {check["name"]: check for check in report["checks"]}
+
+
+def test_a_dry_run_reports_every_check_and_changes_nothing(api: Api, world: World) -> None:
+    body = world.request(sshKey={"name": "dry-run-key", "generate": True},
+                         apiKey={"name": "dry-run-api-key", "user": "admin@example.com", "expiresInDays": 7},
+                         palette={"privateCloudGateway": "pcg-east"})
+    world.events()
+    before = world.snapshot()
+
+    response = api.call("POST", "/onboardings/validate", json=body)
+
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert (report["valid"], report["requestId"], report["accountName"]) == (True, body["requestId"],
+                                                                             body["accountName"])
+    checks = _checks(report)
+    assert list(checks) == ["schema", "names", "requestId", "palette.project", "palette.privateCloudGateway",
+                            "palette.user", "palette.apiKey", "palette.account", "palette.sshKey",
+                            "keyVault.client-secret", "keyVault.ssh-key", "keyVault.api-key", "graph.application"]
+    assert all(check["outcome"] == "ok" for check in checks.values()), report
+    assert {name: check.get("action") for name, check in checks.items() if "action" in check} == {
+        "requestId": "create", "palette.apiKey": "create", "palette.account": "create", "palette.sshKey": "create",
+        "keyVault.client-secret": "create", "keyVault.ssh-key": "create", "keyVault.api-key": "create",
+        "graph.application": "update"}
+    assert "nothing was written" in checks["graph.application"]["detail"]
+    assert f"palette-{body['accountName']}-client-secret" in checks["names"]["detail"]
+    # No side effect anywhere: every stand-in holds what it held, and only reads were made.
+    assert world.snapshot() == before
+    assert world.events() == []
+    searches = {("POST", "/v1/users/summary")}  # Palette's user search is a POST that only reads
+    writes = [(r["method"], r["path"]) for r in world.palette_requests() + _requests_of(world, "identity")
+              + _requests_of(world, "keyvault") if r["method"] != "GET" and (r["method"], r["path"]) not in searches]
+    assert writes == []
+
+
+def _requests_of(world: World, service: str) -> list[dict[str, Any]]:
+    server = world.stack.identity_https if service == "identity" else world.stack.keyvault
+    assert server is not None
+    return requests.get(f"{server.url}/_devstack/requests", verify=world.verify, timeout=10).json()["items"]
+
+
+def test_a_dry_run_names_each_clash_and_the_pipeline_fails_on_the_first_one(api: Api, world: World) -> None:
+    """Every problem at once, with the field to change; the check step of a real run stops at the
+    first of them with the same reason."""
+    body = world.request(client_id=str(uuid.uuid4()),  # an app nobody registered
+                         sshKey={"name": "clash-key", "generate": True},
+                         palette={"project": "No-Such-Project", "privateCloudGateway": "pcg-west"})
+    world.deps.clients.secrets.set_secret(f"palette-{body['accountName']}-client-secret", _secret("someone else's"),
+                                          content_type="text/plain", tags={})
+    before = world.snapshot()
+
+    report = api.call("POST", "/onboardings/validate", json=body).json()
+
+    checks = _checks(report)
+    assert report["valid"] is False
+    assert {name: (c["outcome"], c.get("reason"), c.get("field")) for name, c in checks.items()
+            if c["outcome"] != "ok"} == {
+        "palette.project": ("missing", "project_not_found", "palette.project"),
+        "palette.privateCloudGateway": ("notReady", "pcg_not_running", "palette.privateCloudGateway"),
+        "palette.sshKey": ("skipped", None, None),
+        "keyVault.client-secret": ("clash", "secret_name_clash", "accountName"),
+        "graph.application": ("missing", "app_not_found", "azure.clientId"),
+    }
+    assert checks["palette.account"]["action"] == "create"
+    assert world.snapshot() == before
+
+    outcome = world.run(body)
+    assert (outcome.kind.value, outcome.reason) == ("failed", "project_not_found")
+
+
+def test_a_dry_run_sees_an_account_someone_else_made(api: Api, world: World) -> None:
+    body = world.request()
+    by_hand = graph_add_password(world, body["azure"]["clientId"])["secretText"]
+    made = world.palette_call("POST", "/v1/cloudaccounts/azure", body={
+        "metadata": {"name": body["accountName"]},
+        "spec": {"tenantId": body["azure"]["tenantId"], "clientId": body["azure"]["clientId"],
+                 "clientSecret": by_hand, "azureEnvironment": "AzurePublicCloud"}})
+    assert made.status_code == 201, made.text
+
+    checks = _checks(api.call("POST", "/onboardings/validate", json=body).json())
+
+    assert (checks["palette.account"]["outcome"], checks["palette.account"]["action"],
+            checks["palette.account"]["reason"]) == ("clash", "clash", "account_name_clash")
+    assert by_hand not in json.dumps(checks)
+    outcome = world.run(body)
+    assert outcome.reason == "account_name_clash"
+
+
+def test_a_dry_run_of_a_bad_body_is_one_schema_check_with_field_errors(api: Api, world: World) -> None:
+    body = {"requestId": "DRY-1", "accountName": "Bad_Name", "azure": {"tenantId": "nope", "clientId": "nope"}}
+
+    response = api.call("POST", "/onboardings/validate", json=body)
+
+    assert response.status_code == 200
+    report = response.json()
+    assert (report["valid"], report["requestId"]) == (False, "DRY-1")
+    [schema] = report["checks"]
+    assert (schema["name"], schema["outcome"]) == ("schema", "invalid")
+    assert sorted(e["path"] for e in schema["errors"]) == ["accountName", "azure.clientId", "azure.tenantId"]
+    assert world.palette_requests() == []
+
+
+def test_a_dry_run_after_a_submission_says_the_request_id_is_taken(intake: Api, api: Api, world: World) -> None:
+    body = world.request()
+    assert intake.submit(body).status_code == 202
+
+    same = _checks(api.call("POST", "/onboardings/validate", json=body).json())["requestId"]
+    other = _checks(api.call("POST", "/onboardings/validate",
+                             json={**body, "accountName": body["accountName"] + "-x"}).json())["requestId"]
+
+    assert (same["outcome"], same["action"]) == ("ok", "reuse")
+    assert (other["outcome"], other["action"], other["reason"]) == ("clash", "clash", "request_id_conflict")
+
+
+# -- the route offboarding fills in ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/accounts/acct-1")])
+def test_the_routes_still_to_come_answer_501_naming_what_is_missing(api: Api, method: str, path: str) -> None:
+    response = api.call(method, path)
+
+    assert response.status_code == 501
+    assert response.json()["detail"].startswith("not implemented yet: ")

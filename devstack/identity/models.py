@@ -174,14 +174,26 @@ class IdentityBackend:
         self._clock = clock
         self._lock = threading.RLock()
         self._apps: dict[str, Application] = {}  # by lower-case appId
+        self._seeds: list[Application] = []
 
     # -- lifecycle and settings -------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every application and restore the settings given at construction."""
+        """Forget every application but the seeded ones (which lose their passwords) and restore
+        the settings given at construction."""
         with self._lock:
             self._apps.clear()
             self._config = self._initial_config
+            for seed in self._seeds:
+                self.register_application(app_id=seed.app_id, tenant_id=seed.tenant_id,
+                                          display_name=seed.display_name, object_id=seed.object_id)
+
+    def seed_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None) -> Application:
+        """Register an application that :meth:`reset` brings back (same object id, no passwords)."""
+        with self._lock:
+            app, _ = self.register_application(app_id=app_id, tenant_id=tenant_id, display_name=display_name)
+            self._seeds.append(app)
+            return app
 
     @property
     def config(self) -> IdentityConfig:

@@ -146,15 +146,26 @@ class KeyVaultBackend:
         self._lock = threading.RLock()
         self._secrets: dict[str, _Secret] = {}
         self._deleted: dict[str, _Deleted] = {}
+        self._seeds: list[tuple[str, str, str | None]] = []
 
     @property
     def recovery_level(self) -> str:
         return "Recoverable" if self.purge_protection else "Recoverable+Purgeable"
 
     def reset(self) -> None:
+        """Forget every secret but the seeded ones, which come back as one fresh version each."""
         with self._lock:
             self._secrets.clear()
             self._deleted.clear()
+            for name, value, content_type in self._seeds:
+                self.set_secret(name, value, content_type=content_type)
+
+    def seed_secret(self, name: str, value: str, *, content_type: str | None = None) -> SecretRecord:
+        """Store a secret that :meth:`reset` brings back."""
+        with self._lock:
+            record = self.set_secret(name, value, content_type=content_type)
+            self._seeds.append((name, value, content_type))
+            return record
 
     def _now(self) -> int:
         return int(self._clock())

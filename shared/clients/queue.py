@@ -106,6 +106,27 @@ class ServiceBusSenderHandle:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed; build a new one.")
 
+    def check_reachable(self) -> str:
+        """Connect, sign in and attach a sender to the entity, then close it, sending nothing: a
+        readiness probe. The long-lived sender is not used, since an open link would not notice a
+        broker that went away until its next send.
+
+        Raises
+        ------
+        azure.servicebus.exceptions.ServiceBusError
+            The entity cannot be reached, or this identity may not send to it.
+        RuntimeError
+            This handle does not own its client (built from a bare sender), so it cannot probe.
+        """
+        if self._client is None:
+            raise RuntimeError(f"{type(self).__name__} was built from a sender; it cannot open a probe.")
+        entity = self._sender.entity_name
+        probe = (self._client.get_topic_sender(entity) if self.entity_kind == "topic"
+                 else self._client.get_queue_sender(entity))
+        with probe:
+            probe.create_message_batch()  # opens the link (the link's size limit is read from it)
+        return f"{self.entity_kind} {entity} reachable"
+
     def close(self) -> None:
         """Close the sender and, when owned, its client. Safe to call twice."""
         with self._lock:

@@ -168,140 +168,25 @@ def _permanent(step: str, exc: BaseException, *, removed: list[str] | None = Non
 # ---------------------------------------------------------------------------------------- check
 
 def check(ctx: StepContext) -> StepDone:
-    """Resolve names to uids and find every clash before anything is made anywhere."""
-    request = ctx.request
-    palette = ctx.clients.palette
+    """Resolve names to uids and find every clash before anything is made anywhere. The lookups are
+    :mod:`shared.pipeline.checks`, which the dry run shares; the first that fails is raised."""
+    from shared.pipeline.checks import run_checks
+
     results: dict[str, str] = {}
-
-    project = palette.get_project(request.palette.project)
-    if project is None:
-        raise PermanentStepError(
-            "check", "project_not_found",
-            f"Palette project '{request.palette.project}' was not found; create it or set "
-            "palette.project to an existing project.", field="palette.project")
-    results[PROJECT_UID] = project.uid
-    scope_uid = project.uid if request.palette.scope == "project" else None
-
-    gateway_name = request.palette.private_cloud_gateway
-    if gateway_name:
-        gateway = palette.find_overlord(gateway_name)
-        if gateway is None:
-            raise PermanentStepError(
-                "check", "pcg_not_found",
-                f"Private Cloud Gateway '{gateway_name}' was not found in Palette; check "
-                "palette.privateCloudGateway.", field="palette.privateCloudGateway")
-        if gateway.state != "Running":
-            raise PermanentStepError(
-                "check", "pcg_not_running",
-                f"Private Cloud Gateway '{gateway_name}' is {gateway.state or 'not running'}; it must be "
-                "Running before an account can use it.", field="palette.privateCloudGateway")
-        results[OVERLORD_UID] = gateway.uid
-
-    if request.api_key is not None:
-        user = palette.find_user_by_email(request.api_key.user)
-        if user is None:
-            raise PermanentStepError(
-                "check", "user_not_found",
-                f"No Palette user has the email '{request.api_key.user}'; check apiKey.user.", field="apiKey.user")
-        results[USER_UID] = user.uid
-        _api_key_name_free(ctx, "check")
-
-    _account_we_may_change("check", palette.find_azure_account(request.account_name, project_uid=scope_uid),
-                           request)
-
-    if request.ssh_key is not None:
-        existing_ssh = palette.find_ssh_key(request.ssh_key.name, project_uid=project.uid)
-        if existing_ssh is not None:
-            wanted = request.ssh_key.public_key or _kept_public_key(ctx, project.uid)
-            if wanted is None or not _same_public_key(existing_ssh.public_key, wanted):
-                raise PermanentStepError(
-                    "check", "ssh_key_name_clash",
-                    f"Project '{request.palette.project}' already has a different SSH key named "
-                    f"'{request.ssh_key.name}'; choose another sshKey.name.", field="sshKey.name")
-
-    _key_vault_names_usable(ctx)
-    secret = request.azure.secret
-    if isinstance(secret, KeyVaultSecret):
-        _key_vault_source_allowed(ctx, secret)
-    elif isinstance(secret, GeneratedSecret):
-        if ctx.clients.graph is None:
-            raise PermanentStepError(
-                "check", "graph_unavailable",
-                "This deployment cannot reach Microsoft Graph for that tenant; use "
-                "azure.secret.source = keyVault.", field="azure.secret.source")
-        try:
-            application = ctx.clients.graph.get_application(request.azure.client_id)
-        except ResourceNotFoundError:
-            raise PermanentStepError(
-                "check", "app_not_found",
-                f"No app registration with application id {request.azure.client_id} was found, or this "
-                "app's identity is not one of its owners; check azure.clientId.", field="azure.clientId") from None
-        results[APP_OBJECT_ID] = application.object_id
+    for found in run_checks(ctx.request, ctx.clients):
+        if found.failure is not None:
+            raise found.failure
+        results.update(found.results)
     return StepDone("request valid; names resolved", results)
 
 
 def _api_key_name_free(ctx: StepContext, step: str) -> None:
     """A Palette API key of the requested name may exist only if this request made it."""
-    spec = ctx.request.api_key
-    assert spec is not None
-    for key in ctx.clients.palette.list_api_keys():
-        if key.name == spec.name and not credentials.made_by_request(key.annotations, ctx.request_id):
-            raise PermanentStepError(
-                step, "api_key_name_clash",
-                f"A Palette API key named '{spec.name}' already exists and was not made by request "
-                f"{ctx.request_id}; choose another apiKey.name.", field="apiKey.name")
+    from shared.pipeline.checks import api_key_name_clash
 
-
-_KIND_FIELDS = {SecretKind.CLIENT_SECRET: "accountName", SecretKind.SSH_KEY: "sshKey.generate",
-                SecretKind.API_KEY: "apiKey"}
-
-
-def _key_vault_names_usable(ctx: StepContext) -> None:
-    """Every secret this request will write can be written: not blocked by a deleted secret of that
-    name (Key Vault refuses it with 409 until it is recovered or purged), and not somebody else's."""
-    store = ctx.clients.secrets
-    for kind in ctx.request.secrets_written:
-        name = credentials.secret_name(ctx.account_name, kind)
-        deleted = store.get_deleted_secret(name)
-        if deleted is not None:
-            until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
-            vault = store.vault_url
-            raise PermanentStepError(
-                "check", "secret_name_deleted",
-                f"Key Vault secret '{name}' (the {kind.value} of account '{ctx.account_name}') was deleted "
-                f"but is still recoverable{until}, which blocks a new one of that name. Recover it to keep "
-                f"its versions (az keyvault secret recover --id {vault}/deletedsecrets/{name}) or, if you "
-                f"are sure, purge it (az keyvault secret purge --id {vault}/deletedsecrets/{name}), then "
-                "submit the request again.", field=_KIND_FIELDS[kind])
-        versions = store.list_versions(name)
-        if versions and not credentials.is_secret_of(versions[0].tags, ctx.account_name, kind):
-            raise PermanentStepError(
-                "check", "secret_name_clash",
-                f"Key Vault secret '{name}' exists and was not written by this product for account "
-                f"'{ctx.account_name}'; nothing was changed. Rename or remove that secret, or choose another "
-                "accountName.", field=_KIND_FIELDS[kind])
-
-
-def _key_vault_source_allowed(ctx: StepContext, secret: KeyVaultSecret) -> None:
-    """A Key Vault-sourced client secret exists, and is not one of the product's own secrets other
-    than this account's client secret (another account's secret, an SSH private key, an API key)."""
-    try:
-        _, stored = ctx.clients.secrets.get_secret(secret.secret_name, secret.version)
-    except ResourceNotFoundError:
-        raise PermanentStepError(
-            "check", "secret_not_found",
-            f"Key Vault secret '{secret.secret_name}' was not found; check azure.secret.secretName "
-            "(and version).", field="azure.secret.secretName") from None
-    tags = stored.tags
-    if credentials.is_product_secret(tags) and not credentials.is_secret_of(
-            tags, ctx.account_name, SecretKind.CLIENT_SECRET):
-        raise PermanentStepError(
-            "check", "secret_not_allowed",
-            f"Key Vault secret '{secret.secret_name}' is one this product keeps for another purpose "
-            f"({tags.get(credentials.KIND_TAG, 'unknown')} of account "
-            f"'{tags.get(credentials.ACCOUNT_TAG, 'unknown')}'); it cannot be used as the client secret "
-            f"of account '{ctx.account_name}'. Name a secret that holds this app's client secret.",
-            field="azure.secret.secretName")
+    clash = api_key_name_clash(ctx.request, ctx.clients, step)
+    if clash is not None:
+        raise clash
 
 
 # --------------------------------------------------------------------------------------- secret
@@ -606,23 +491,6 @@ def _public_key_of(pem: SecretStr) -> str:
     private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None)
     return private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-
-
-def _kept_public_key(ctx: StepContext, project_uid: str) -> str | None:
-    """The public half of the newest generated SSH key this product keeps for the account under the
-    request's key name, when Palette holds that same key (a re-run with a new requestId)."""
-    spec = ctx.request.ssh_key
-    if spec is None or not spec.generate:
-        return None
-    store = ctx.clients.secrets
-    name = credentials.secret_name(ctx.account_name, SecretKind.SSH_KEY)
-    for version in store.list_versions(name):
-        if version.tags.get(credentials.KEY_NAME_TAG) == spec.name:
-            pem, _ = store.get_secret(name, version.version)
-            public = _public_key_of(pem)
-            existing = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
-            return public if existing is not None and _same_public_key(existing.public_key, public) else None
-    return None
 
 
 # --------------------------------------------------------------------------------------- apikey

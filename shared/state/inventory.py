@@ -111,7 +111,8 @@ class AccountRecord:
             "secretVersion": self.secret_version, "currentKeyId": self.current_key_id or None,
             "previousKeyId": self.previous_key_id or None, "expiresOn": self.expires_on or None,
             "lastRotation": last, "rotationInFlight": self.rotation_in_flight or None,
-            "drift": list(self.drift), "status": self.status, "updatedAt": self.updated_at,
+            "drift": list(self.drift), "foreignKeyIds": list(self.foreign_key_ids), "status": self.status,
+            "updatedAt": self.updated_at,
         }
 
 

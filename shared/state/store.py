@@ -6,6 +6,8 @@ same request race on the ETag: the loser gets :class:`ConcurrentUpdateError` and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import zlib
@@ -51,6 +53,43 @@ class ConcurrentUpdateError(StateStoreError):
     """Someone else changed the row since we read it (ETag mismatch) or created it first."""
 
 
+class InvalidContinuationTokenError(ValueError):
+    """A continuation token this store did not hand out (answer 400, naming the parameter)."""
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One page of records and the token for the next one (None on the last page).
+
+    A page may hold fewer than were asked for, even none, and still have a next one: the table
+    service pages by what it scanned, not by what the filter kept. Follow the token until it is None.
+    """
+
+    items: list[OnboardingRecord]
+    continuation_token: str | None
+
+
+def encode_continuation(token: dict[str, str] | None) -> str | None:
+    """The table service's continuation (next partition and row key) as one opaque URL-safe string."""
+    if not token:
+        return None
+    raw = json.dumps([token.get("PartitionKey") or "", token.get("RowKey") or ""], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_continuation(text: str) -> dict[str, str]:
+    """The inverse of :func:`encode_continuation`; :class:`InvalidContinuationTokenError` otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        keys = json.loads(raw)
+    except (binascii.Error, ValueError):
+        keys = None
+    if not (isinstance(keys, list) and len(keys) == 2 and all(isinstance(k, str) and len(k) <= 1024 for k in keys)
+            and any(keys)):
+        raise InvalidContinuationTokenError("is not a continuation token this API handed out")
+    return {"PartitionKey": keys[0], "RowKey": keys[1]}
+
+
 class StateStore(ABC):
     """Storage of onboarding records; implementations only move rows, the rules live in the pipeline."""
 
@@ -67,6 +106,17 @@ class StateStore(ABC):
 
     @abstractmethod
     def list(self, *, status: RequestStatus | None = None) -> Iterator[OnboardingRecord]: ...
+
+    @abstractmethod
+    def list_page(self, *, status: RequestStatus | None = None, top: int,
+                  continuation_token: str | None = None) -> RecordPage:
+        """One page of at most ``top`` records, read by the table's own continuation (never the
+        whole table); raises :class:`InvalidContinuationTokenError` for a token it did not make."""
+
+    @abstractmethod
+    def check_reachable(self) -> str:
+        """Read from the table once (a readiness probe); returns what it found, raises
+        :class:`~shared.errors.StateStoreError` when the table cannot be reached."""
 
     @abstractmethod
     def list_open(self) -> Iterator[OnboardingRecord]:
@@ -259,17 +309,37 @@ class TableStateStore(StateStore):
     def list(self, *, status: RequestStatus | None = None) -> Iterator[OnboardingRecord]:
         self._ensure_table()
         try:
-            if status is None:
-                entities = self._table.query_entities(f"RowKey eq '{ROW_KEY}'")
-            else:
-                entities = self._table.query_entities(
-                    "RowKey eq @row and Status eq @status",
-                    parameters={"row": ROW_KEY, "status": status.value},
-                )
-            for entity in entities:
+            for entity in self._query(status):
                 yield _from_entity(entity)
         except AzureError as exc:
             raise StateStoreError(f"Could not list onboarding requests: {exc.message}") from exc
+
+    def _query(self, status: RequestStatus | None, **kwargs: Any) -> Any:
+        if status is None:
+            return self._table.query_entities("RowKey eq @row", parameters={"row": ROW_KEY}, **kwargs)
+        return self._table.query_entities("RowKey eq @row and Status eq @status",
+                                          parameters={"row": ROW_KEY, "status": status.value}, **kwargs)
+
+    def list_page(self, *, status: RequestStatus | None = None, top: int,
+                  continuation_token: str | None = None) -> RecordPage:
+        start = decode_continuation(continuation_token) if continuation_token else None
+        self._ensure_table()
+        try:
+            pages = self._query(status, results_per_page=top).by_page(continuation_token=start)
+            items = [_from_entity(entity) for entity in next(pages, [])]
+            return RecordPage(items, encode_continuation(pages.continuation_token))
+        except AzureError as exc:
+            raise StateStoreError(f"Could not list onboarding requests: {exc.message}") from exc
+
+    def check_reachable(self) -> str:
+        try:
+            next(self._table.query_entities("RowKey eq @row", parameters={"row": ROW_KEY},
+                                            results_per_page=1, select=["PartitionKey"]).by_page(), None)
+        except ResourceNotFoundError:
+            return f"table {self._table.table_name} reachable; it is created on the first write"
+        except AzureError as exc:
+            raise StateStoreError(f"Could not read the state table: {type(exc).__name__}") from exc
+        return f"table {self._table.table_name} reachable"
 
     def list_open(self) -> Iterator[OnboardingRecord]:
         self._ensure_table()

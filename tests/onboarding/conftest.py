@@ -185,6 +185,31 @@ class World:
                                                 table_name=self.deps.settings.state_table) as table:
             return dict(table.get_entity(request_id, "onboarding"))
 
+    def state_rows(self) -> list[dict[str, Any]]:
+        """Every entity of the state table (requests and leases), as stored."""
+        from azure.data.tables import TableClient
+
+        with TableClient.from_connection_string(self.stack.settings["AzureWebJobsStorage"],
+                                                table_name=self.deps.settings.state_table) as table:
+            try:
+                return [dict(entity) for entity in table.list_entities()]
+            except Exception as exc:
+                if type(exc).__name__ == "ResourceNotFoundError":  # no table yet: nothing written
+                    return []
+                raise
+
+    def snapshot(self) -> dict[str, Any]:
+        """What every stand-in holds, for a before-and-after comparison: Palette, Key Vault, the
+        identity stand-in (apps and their passwords), the state table, and the onboarding queue."""
+        from azure.servicebus import ServiceBusClient
+
+        settings = self.stack.settings
+        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
+                client.get_queue_receiver(settings["ONBOARDING_QUEUE"]) as receiver:
+            queued = [str(m.message_id) for m in receiver.peek_messages(max_message_count=100)]
+        return {"palette": self.palette_state(), "keyVault": self.keyvault_state(),
+                "identity": self.identity_state(), "stateTable": self.state_rows(), "queue": queued}
+
     def events(self, wait: float = 1.0) -> list[dict[str, Any]]:
         """Every event published since the last call (drained from the events subscription)."""
         from azure.servicebus import ServiceBusClient

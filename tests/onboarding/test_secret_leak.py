@@ -154,3 +154,42 @@ def test_no_secret_from_rotation_reaches_logs_events_state_or_errors(world: Worl
         for secret in [*before, *after, world.stack.settings["PALETTE_API_KEY"]]:
             for needle in _needles(secret):
                 assert needle not in text, f"a secret value appears in the {where}"
+
+
+def test_no_secret_reaches_a_response_of_the_api_routes(world: World) -> None:
+    """The dry run (which reads a Key Vault-sourced secret's value, as the pipeline does), health,
+    the document, the list and the routes still to come answer without any secret in them."""
+    import requests
+
+    from tests.test_http_api import hosted_app
+
+    stack = world.stack
+    world.deps.clients.secrets.set_secret("leak-canary-http", _secret(CANARY), content_type="text/plain", tags={})
+    tenant = world.request()["azure"]["tenantId"]
+    from_vault = world.request(azure={"tenantId": tenant, "clientId": world.register_app(),
+                                      "secret": {"source": "keyVault", "secretName": "leak-canary-http"}})
+    inline = world.request(azure={"tenantId": tenant, "clientId": world.register_app(),
+                                  "secret": {"source": "inline", "value": CANARY}})
+    bad_inline = dict(inline, accountName="Not Valid!")
+    with hosted_app(stack) as host:
+        key = {"x-functions-key": host.function_key}
+        base = host.http_url
+        answers = [
+            requests.post(f"{base}/onboardings/validate", json=from_vault, headers=key, timeout=30),
+            requests.post(f"{base}/onboardings/validate", json=inline, headers=key, timeout=30),
+            requests.post(f"{base}/onboardings/validate", json=bad_inline, headers=key, timeout=30),
+            requests.post(f"{base}/onboardings", json=bad_inline, headers=key, timeout=30),
+            requests.get(f"{base}/health", timeout=30),
+            requests.get(f"{base}/openapi.json", timeout=30),
+            requests.get(f"{base}/onboardings", headers=key, timeout=30),
+            requests.post(f"{base}/rotations/{inline['accountName']}", headers=key, timeout=30),
+            requests.get(f"{base}/accounts", headers=key, timeout=30),
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 400, 200, 200, 200, 404, 200]
+    settings = stack.settings
+    secrets = [CANARY, settings["PALETTE_API_KEY"], settings["IDENTITY_HEADER"],
+               settings["ServiceBusConnection"].split("SharedAccessKey=")[-1].split(";")[0]]
+    text = "\n".join(a.text for a in answers)
+    for secret in secrets:
+        for needle in _needles(secret):
+            assert needle not in text, "a secret value appears in an HTTP response"

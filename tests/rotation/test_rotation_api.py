@@ -3,42 +3,31 @@ queue trigger carries the rotation out)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
-import function_app
-from devstack.runner import LocalHost
 from tests.onboarding.conftest import wait_for
 from tests.rotation.test_rotation import onboard, palette_holds_key_vaults_secret
+from tests.test_http_api import Api, hosted_app
 
 if TYPE_CHECKING:
+    from devstack.runner import LocalHost
     from devstack.stack import Stack
     from tests.onboarding.conftest import World
 
 
 @pytest.fixture(scope="module")
 def host(stack: Stack) -> Iterator[LocalHost]:
-    settings = {**stack.settings, "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
-    saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(function_app.app, settings)
-    local.start()
-    try:
+    with hosted_app(stack) as local:
         yield local
-    finally:
-        local.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
-    return requests.request(method, host.http_url + path, timeout=30, **kwargs)
+    """A call with the function key, its answer checked against the OpenAPI document."""
+    return Api(host.http_url, host.function_key).call(method, path, **kwargs)
 
 
 def test_rotate_now_is_accepted_and_its_state_can_be_followed(host: LocalHost, world: World) -> None:
@@ -51,7 +40,7 @@ def test_rotate_now_is_accepted_and_its_state_can_be_followed(host: LocalHost, w
     assert accepted.headers["Location"] == answer["statusUrl"]
 
     def finished() -> dict[str, Any] | None:
-        state: dict[str, Any] = requests.get(answer["statusUrl"], timeout=30).json()
+        state: dict[str, Any] = call(host, "GET", answer["statusUrl"]).json()
         return state if state["status"] in ("succeeded", "failed") else None
     state = wait_for(finished, "the rotation to finish")
     assert state["status"] == "succeeded" and state["operation"] == "rotate", state

@@ -1,0 +1,370 @@
+"""The check step's lookups, one check at a time: shared by the pipeline and the dry run.
+
+Each check reads (never writes) one thing the onboarding depends on and reports a
+:class:`CheckResult`: its ``name``, an ``outcome``, a ``detail`` a person can act on and, where it
+applies, the ``action`` the onboarding would take (``create``, ``update``, ``reuse``, ``clash``).
+A failing check carries the :class:`~shared.errors.PermanentStepError` the check step raises, so
+both callers tell the same story:
+
+* the pipeline's ``check`` step (:func:`shared.pipeline.steps.check`) runs them in order and raises
+  the first failure; errors of the services themselves propagate, to be sorted by the failure table;
+* the dry run (``POST /api/onboardings/validate``) runs every check it can, reports a service
+  error as an ``error`` outcome and carries on, and skips what depends on a check that failed.
+
+Order (the pipeline's): project, Private Cloud Gateway, API key user and name, cloud account, SSH
+key, the Key Vault names the request writes, then the client secret's source (a Key Vault secret,
+or the app registration a password is added to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared import credentials
+from shared.credentials import SecretKind
+from shared.errors import PermanentStepError
+from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret
+from shared.pipeline.failures import classify
+from shared.pipeline.steps import (
+    APP_OBJECT_ID,
+    OVERLORD_UID,
+    PROJECT_UID,
+    USER_UID,
+    _account_we_may_change,
+    _public_key_of,
+    _same_public_key,
+)
+
+if TYPE_CHECKING:
+    from shared.clients.palette import Project
+    from shared.models import OnboardingRequest
+    from shared.pipeline.runner import OnboardingClients
+
+
+class CheckOutcome(StrEnum):
+    OK = "ok"
+    MISSING = "missing"        # a name the request gives does not exist
+    CLASH = "clash"            # a name the request would use is somebody else's (or blocked)
+    NOT_READY = "notReady"     # it exists but cannot be used yet (a gateway that is not Running)
+    INVALID = "invalid"        # the request breaks the schema
+    SKIPPED = "skipped"        # not checked: it needs what an earlier check could not find
+    ERROR = "error"            # the lookup itself failed (a service down); try again
+
+    @property
+    def failed(self) -> bool:
+        return self not in (CheckOutcome.OK, CheckOutcome.SKIPPED)
+
+
+class Action(StrEnum):
+    """What the onboarding would do with the object a check looked at."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    REUSE = "reuse"
+    CLASH = "clash"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's finding. ``results`` are the uids the pipeline records; ``failure`` is what the
+    check step raises (kept out of the dictionary form, which is the HTTP answer)."""
+
+    name: str
+    outcome: CheckOutcome
+    detail: str
+    action: Action | None = None
+    field: str | None = None
+    reason: str = ""
+    errors: tuple[Mapping[str, str], ...] = ()
+    # ``field`` names the request field to change, so the dataclass helper is spelled out here.
+    results: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    failure: PermanentStepError | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def failed(cls, name: str, outcome: CheckOutcome, error: PermanentStepError,
+               action: Action | None = None) -> CheckResult:
+        return cls(name, outcome, str(error), action, error.field, error.reason, failure=error)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "outcome": self.outcome.value, "detail": self.detail}
+        if self.action is not None:
+            out["action"] = self.action.value
+        if self.field is not None:
+            out["field"] = self.field
+        if self.reason:
+            out["reason"] = self.reason
+        if self.errors:
+            out["errors"] = [dict(e) for e in self.errors]
+        return out
+
+
+def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
+               errors_as_results: bool = False) -> Iterator[CheckResult]:
+    """Each check in the pipeline's order, lazily: a caller that stops at the first failure makes
+    no further calls. With ``errors_as_results`` (the dry run) a service error becomes an
+    ``error`` result and the checks go on; otherwise it propagates, as the check step's did."""
+    checks = _Checks(request, clients)
+    for name, check in checks.plan():
+        try:
+            result = check()
+        except Exception as exc:
+            if not errors_as_results:
+                raise
+            failure = classify(exc)
+            result = CheckResult(name, CheckOutcome.ERROR, f"The lookup failed; nothing was decided: "
+                                 f"{failure.message}", reason=failure.reason)
+        yield result
+
+
+def api_key_name_clash(request: OnboardingRequest, clients: OnboardingClients,
+                       step: str) -> PermanentStepError | None:
+    """A Palette API key of the requested name may exist only if this request made it."""
+    spec = request.api_key
+    assert spec is not None
+    for key in clients.palette.list_api_keys():
+        if key.name == spec.name and not credentials.made_by_request(key.annotations, request.request_id):
+            return PermanentStepError(
+                step, "api_key_name_clash",
+                f"A Palette API key named '{spec.name}' already exists and was not made by request "
+                f"{request.request_id}; choose another apiKey.name.", field="apiKey.name")
+    return None
+
+
+_KIND_FIELDS = {SecretKind.CLIENT_SECRET: "accountName", SecretKind.SSH_KEY: "sshKey.generate",
+                SecretKind.API_KEY: "apiKey"}
+
+Check = Callable[[], CheckResult]
+
+
+class _Checks:
+    """The checks of one request; later ones use what earlier ones found (the project's uid)."""
+
+    def __init__(self, request: OnboardingRequest, clients: OnboardingClients) -> None:
+        self.request = request
+        self.clients = clients
+        self.project: Project | None = None
+
+    def plan(self) -> Iterator[tuple[str, Check]]:
+        request = self.request
+        yield "palette.project", self.project_exists
+        if request.palette.private_cloud_gateway:
+            yield "palette.privateCloudGateway", self.gateway_running
+        if request.api_key is not None:
+            yield "palette.user", self.user_exists
+            yield "palette.apiKey", self.api_key_name_free
+        yield "palette.account", self.account_free_or_ours
+        if request.ssh_key is not None:
+            yield "palette.sshKey", self.ssh_key_free_or_same
+        for kind in request.secrets_written:
+            yield f"keyVault.{kind.value}", partial(self.key_vault_name_usable, kind)
+        secret = request.azure.secret
+        if isinstance(secret, KeyVaultSecret):
+            yield "keyVault.source", partial(self.key_vault_source_allowed, secret)
+        elif isinstance(secret, GeneratedSecret):
+            yield "graph.application", self.application_visible
+        elif isinstance(secret, InlineSecret):
+            yield "azure.secret", self.inline_secret
+
+    # -- Palette ----------------------------------------------------------------------------------
+
+    def project_exists(self) -> CheckResult:
+        name = self.request.palette.project
+        project = self.clients.palette.get_project(name)
+        if project is None:
+            return CheckResult.failed("palette.project", CheckOutcome.MISSING, PermanentStepError(
+                "check", "project_not_found",
+                f"Palette project '{name}' was not found; create it or set palette.project to an existing "
+                "project.", field="palette.project"))
+        self.project = project
+        return CheckResult("palette.project", CheckOutcome.OK, f"project '{name}' is {project.uid}",
+                           results={PROJECT_UID: project.uid})
+
+    def gateway_running(self) -> CheckResult:
+        name = self.request.palette.private_cloud_gateway or ""
+        gateway = self.clients.palette.find_overlord(name)
+        if gateway is None:
+            return CheckResult.failed("palette.privateCloudGateway", CheckOutcome.MISSING, PermanentStepError(
+                "check", "pcg_not_found",
+                f"Private Cloud Gateway '{name}' was not found in Palette; check palette.privateCloudGateway.",
+                field="palette.privateCloudGateway"))
+        if gateway.state != "Running":
+            return CheckResult.failed("palette.privateCloudGateway", CheckOutcome.NOT_READY, PermanentStepError(
+                "check", "pcg_not_running",
+                f"Private Cloud Gateway '{name}' is {gateway.state or 'not running'}; it must be Running before "
+                "an account can use it.", field="palette.privateCloudGateway"))
+        return CheckResult("palette.privateCloudGateway", CheckOutcome.OK,
+                           f"gateway '{name}' is {gateway.uid} and Running", results={OVERLORD_UID: gateway.uid})
+
+    def user_exists(self) -> CheckResult:
+        spec = self.request.api_key
+        assert spec is not None
+        user = self.clients.palette.find_user_by_email(spec.user)
+        if user is None:
+            return CheckResult.failed("palette.user", CheckOutcome.MISSING, PermanentStepError(
+                "check", "user_not_found", f"No Palette user has the email '{spec.user}'; check apiKey.user.",
+                field="apiKey.user"))
+        return CheckResult("palette.user", CheckOutcome.OK, f"user {spec.user} is {user.uid}",
+                           results={USER_UID: user.uid})
+
+    def api_key_name_free(self) -> CheckResult:
+        spec = self.request.api_key
+        assert spec is not None
+        clash = api_key_name_clash(self.request, self.clients, "check")
+        if clash is not None:
+            return CheckResult.failed("palette.apiKey", CheckOutcome.CLASH, clash, Action.CLASH)
+        return CheckResult("palette.apiKey", CheckOutcome.OK, f"API key name '{spec.name}' is free; a key would be "
+                           "created and its value kept in Key Vault", Action.CREATE)
+
+    def account_free_or_ours(self) -> CheckResult:
+        request = self.request
+        if request.palette.scope == "project" and self.project is None:
+            return _skipped("palette.account", "a project-scoped account needs the project")
+        scope_uid = self.project.uid if request.palette.scope == "project" and self.project else None
+        found = self.clients.palette.find_azure_account(request.account_name, project_uid=scope_uid)
+        try:
+            existing = _account_we_may_change("check", found, request)
+        except PermanentStepError as clash:
+            return CheckResult.failed("palette.account", CheckOutcome.CLASH, clash, Action.CLASH)
+        if existing is None:
+            return CheckResult("palette.account", CheckOutcome.OK,
+                               f"no Azure account is named '{request.account_name}'; it would be created",
+                               Action.CREATE)
+        return CheckResult("palette.account", CheckOutcome.OK,
+                           f"account '{request.account_name}' ({existing.uid}) was made by this product for the "
+                           "same app; it would be updated", Action.UPDATE)
+
+    def ssh_key_free_or_same(self) -> CheckResult:
+        spec = self.request.ssh_key
+        assert spec is not None
+        if self.project is None:
+            return _skipped("palette.sshKey", "SSH keys live in the project")
+        existing = self.clients.palette.find_ssh_key(spec.name, project_uid=self.project.uid)
+        if existing is None:
+            what = "generated and uploaded" if spec.generate else "uploaded"
+            return CheckResult("palette.sshKey", CheckOutcome.OK,
+                               f"no SSH key is named '{spec.name}' in the project; it would be {what}", Action.CREATE)
+        wanted = spec.public_key or self._kept_public_key(self.project.uid)
+        if wanted is None or not _same_public_key(existing.public_key, wanted):
+            return CheckResult.failed("palette.sshKey", CheckOutcome.CLASH, PermanentStepError(
+                "check", "ssh_key_name_clash",
+                f"Project '{self.request.palette.project}' already has a different SSH key named "
+                f"'{spec.name}'; choose another sshKey.name.", field="sshKey.name"), Action.CLASH)
+        return CheckResult("palette.sshKey", CheckOutcome.OK,
+                           f"the project already holds this SSH key as '{spec.name}' ({existing.uid})", Action.REUSE)
+
+    def _kept_public_key(self, project_uid: str) -> str | None:
+        """The public half of the newest generated SSH key this product keeps for the account under
+        the request's key name, when Palette holds that same key (a re-run with a new requestId)."""
+        spec = self.request.ssh_key
+        if spec is None or not spec.generate:
+            return None
+        store = self.clients.secrets
+        name = credentials.secret_name(self.request.account_name, SecretKind.SSH_KEY)
+        for version in store.list_versions(name):
+            if version.tags.get(credentials.KEY_NAME_TAG) == spec.name:
+                pem, _ = store.get_secret(name, version.version)
+                public = _public_key_of(pem)
+                existing = self.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
+                return public if existing is not None and _same_public_key(existing.public_key, public) else None
+        return None
+
+    # -- Key Vault --------------------------------------------------------------------------------
+
+    def key_vault_name_usable(self, kind: SecretKind) -> CheckResult:
+        """The secret this request writes can be written: not blocked by a deleted secret of that
+        name (Key Vault refuses it with 409 until it is recovered or purged), and not somebody else's."""
+        account = self.request.account_name
+        check = f"keyVault.{kind.value}"
+        store = self.clients.secrets
+        name = credentials.secret_name(account, kind)
+        deleted = store.get_deleted_secret(name)
+        if deleted is not None:
+            until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
+            vault = store.vault_url
+            return CheckResult.failed(check, CheckOutcome.CLASH, PermanentStepError(
+                "check", "secret_name_deleted",
+                f"Key Vault secret '{name}' (the {kind.value} of account '{account}') was deleted "
+                f"but is still recoverable{until}, which blocks a new one of that name. Recover it to keep "
+                f"its versions (az keyvault secret recover --id {vault}/deletedsecrets/{name}) or, if you "
+                f"are sure, purge it (az keyvault secret purge --id {vault}/deletedsecrets/{name}), then "
+                "submit the request again.", field=_KIND_FIELDS[kind]), Action.CLASH)
+        versions = store.list_versions(name)
+        if versions and not credentials.is_secret_of(versions[0].tags, account, kind):
+            return CheckResult.failed(check, CheckOutcome.CLASH, PermanentStepError(
+                "check", "secret_name_clash",
+                f"Key Vault secret '{name}' exists and was not written by this product for account "
+                f"'{account}'; nothing was changed. Rename or remove that secret, or choose another "
+                "accountName.", field=_KIND_FIELDS[kind]), Action.CLASH)
+        if versions:
+            return CheckResult(check, CheckOutcome.OK, f"Key Vault secret '{name}' is this product's for account "
+                               f"'{account}'; a new version would be added", Action.UPDATE)
+        return CheckResult(check, CheckOutcome.OK, f"Key Vault secret '{name}' does not exist; it would be created",
+                           Action.CREATE)
+
+    def key_vault_source_allowed(self, secret: KeyVaultSecret) -> CheckResult:
+        """A Key Vault-sourced client secret exists, and is not one of the product's own secrets
+        other than this account's client secret (another account's secret, an SSH key, an API key)."""
+        account = self.request.account_name
+        try:
+            _, stored = self.clients.secrets.get_secret(secret.secret_name, secret.version)
+        except ResourceNotFoundError:
+            return CheckResult.failed("keyVault.source", CheckOutcome.MISSING, PermanentStepError(
+                "check", "secret_not_found",
+                f"Key Vault secret '{secret.secret_name}' was not found; check azure.secret.secretName "
+                "(and version).", field="azure.secret.secretName"))
+        tags = stored.tags
+        if credentials.is_product_secret(tags) and not credentials.is_secret_of(
+                tags, account, SecretKind.CLIENT_SECRET):
+            return CheckResult.failed("keyVault.source", CheckOutcome.CLASH, PermanentStepError(
+                "check", "secret_not_allowed",
+                f"Key Vault secret '{secret.secret_name}' is one this product keeps for another purpose "
+                f"({tags.get(credentials.KIND_TAG, 'unknown')} of account "
+                f"'{tags.get(credentials.ACCOUNT_TAG, 'unknown')}'); it cannot be used as the client secret "
+                f"of account '{account}'. Name a secret that holds this app's client secret.",
+                field="azure.secret.secretName"))
+        return CheckResult("keyVault.source", CheckOutcome.OK,
+                           f"Key Vault secret '{secret.secret_name}' exists (version {stored.version}); Palette "
+                           "validates its value in the validate step", Action.REUSE)
+
+    def inline_secret(self) -> CheckResult:
+        name = self.request.derived_names.client_secret
+        return CheckResult("azure.secret", CheckOutcome.OK, f"an inline secret is written to Key Vault secret "
+                           f"'{name}' when the request is submitted; nothing was stored now", Action.CREATE)
+
+    # -- Microsoft Graph ----------------------------------------------------------------------------
+
+    def application_visible(self) -> CheckResult:
+        """Graph has no dry run of ``addPassword``: reading the application is the evidence. Under
+        ``Application.ReadWrite.OwnedBy`` an identity sees only the apps it owns, which are the
+        apps it may add a password to."""
+        client_id = self.request.azure.client_id
+        graph = self.clients.graph
+        if graph is None:
+            return CheckResult.failed("graph.application", CheckOutcome.MISSING, PermanentStepError(
+                "check", "graph_unavailable",
+                "This deployment cannot reach Microsoft Graph for that tenant; use "
+                "azure.secret.source = keyVault.", field="azure.secret.source"))
+        try:
+            application = graph.get_application(client_id)
+        except ResourceNotFoundError:
+            return CheckResult.failed("graph.application", CheckOutcome.MISSING, PermanentStepError(
+                "check", "app_not_found",
+                f"No app registration with application id {client_id} was found, or this "
+                "app's identity is not one of its owners; check azure.clientId.", field="azure.clientId"))
+        return CheckResult(
+            "graph.application", CheckOutcome.OK,
+            f"app registration {client_id} (object id {application.object_id}) is visible to this app's identity, "
+            "which with Application.ReadWrite.OwnedBy sees only the apps it owns and may add passwords to; a "
+            f"password '{self.request.derived_names.password_display_name}' would be added. Graph has no dry run: "
+            "it was read, nothing was written.", Action.UPDATE, results={APP_OBJECT_ID: application.object_id})
+
+
+def _skipped(name: str, why: str) -> CheckResult:
+    return CheckResult(name, CheckOutcome.SKIPPED, f"not checked: {why}, which was not found")
