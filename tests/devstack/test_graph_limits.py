@@ -67,8 +67,7 @@ class Identity:
     def secret_works(self, app_id: str, secret: str) -> str | None:
         """``None`` when the secret gets a token as rotation asks for one, else Entra's refusal."""
         credential = ClientSecretCredential(DEVSTACK_TENANT_ID, app_id, secret,
-                                            authority=self.settings["AZURE_AUTHORITY_HOST"],
-                                            disable_instance_discovery=True)
+                                            authority=self.settings["AZURE_AUTHORITY_HOST"])
         try:
             credential.get_token(f"{self.settings['GRAPH_ENDPOINT']}/.default")
         except ClientAuthenticationError as error:
@@ -235,3 +234,44 @@ def test_graph_client_waits_out_retry_after(identity: Identity, stack: Stack) ->
     statuses = [r.status for r in stack.identity_https.requests[seen:] if r.path.startswith("/v1.0/")]
     assert 429 in statuses and statuses[-1] == 200
     assert elapsed >= 1.0  # two throttled calls, each waited out for Retry-After, not the 50 ms backoff
+
+
+# -- proving a secret works, as rotation does --------------------------------------------------------
+
+
+def test_client_secret_credential_with_default_settings(identity: Identity) -> None:
+    """Exactly rotation's call: no ``disable_instance_discovery``, no ``connection_verify``."""
+    app_id = identity.register()
+    with identity.client() as graph:
+        first = graph.add_password(app_id, display_name="first", end=in_days(30))
+        assert identity.secret_works(app_id, first.secret_text.get_secret_value()) is None
+
+        identity.configure(propagationDelaySeconds=600)
+        second = graph.add_password(app_id, display_name="second", end=in_days(30))
+        refused = identity.secret_works(app_id, second.secret_text.get_secret_value())
+        assert refused is not None and "AADSTS7000215" in refused
+        identity.configure(propagationDelaySeconds=0)
+        assert identity.secret_works(app_id, second.secret_text.get_secret_value()) is None
+
+        graph.remove_password(app_id, first.key_id)
+        removed = identity.secret_works(app_id, first.secret_text.get_secret_value())
+        assert removed is not None and "AADSTS7000215" in removed
+        assert identity.secret_works(app_id, second.secret_text.get_secret_value()) is None
+
+
+def test_the_discovery_proxy_answers_for_its_host_only(identity: Identity) -> None:
+    """Other tunnels pass through as if there were no proxy (``.invalid`` never resolves: 502)."""
+    with pytest.raises(requests.exceptions.ProxyError, match="502"):
+        requests.get("https://registry.invalid/", timeout=10)
+    not_a_tunnel = requests.get("http://plain.invalid/", proxies={"http": identity.settings["HTTPS_PROXY"]},
+                                timeout=10)
+    assert not_a_tunnel.status_code == 403
+    unknown = requests.get("https://login.microsoftonline.com/common/discovery/instance",
+                           params={"api-version": "1.1",
+                                   "authorization_endpoint": "https://login.example.net/t/oauth2/v2.0/authorize"},
+                           verify=identity.verify, timeout=10)
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "invalid_instance" and unknown.json()["error_codes"] == [50049]
+    other = requests.get("https://login.microsoftonline.com/common/oauth2/v2.0/token", verify=identity.verify,
+                         timeout=10)
+    assert other.status_code == 404
