@@ -116,8 +116,8 @@ class Stack:
             self.discovery_proxy = DiscoveryProxy(identity_app, cert.context_for(DISCOVERY_HOST),
                                                   authority=authority)
 
-            self.keyvault = RunningServer(create_keyvault_app(authority=authority, tenant_id=tenant_id),
-                                          tls=tls)
+            self.keyvault = RunningServer(create_keyvault_app(authority=authority, tenant_id=tenant_id,
+                                                              webhook_verify=str(cert.ca_path)), tls=tls)
             palette_api_key = secrets.token_urlsafe(32)
             self.palette = RunningServer(create_palette_app(
                 spec_path=opts.spec_path,
