@@ -9,6 +9,8 @@ the way the worker does (``app.get_functions()``) and feeds each function from t
 * Timer triggers: fired on their NCRONTAB schedule (six fields, seconds first).
 * HTTP triggers: served under ``/api`` on a local port. Like ``func start``, it does not check
   function keys.
+* Event Grid triggers: the host's webhook, ``/runtime/webhooks/eventgrid?functionName=<name>``, on
+  the same port (:mod:`devstack.runner_eventgrid`).
 
 Production runs on Azure Functions; nothing here is deployed.
 """
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+
+from devstack.runner_eventgrid import EventGridWebhook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -294,6 +298,7 @@ class LocalHost:
         self._listeners: list[_QueueListener] = []
         self._timers: list[_TimerSchedule] = []
         self._routes: list[_HttpRoute] = []
+        self._event_grid = EventGridWebhook(_call)
         self._http: _HttpServer | None = None
         self.http_url = ""
 
@@ -326,9 +331,11 @@ class LocalHost:
                 methods = [str(getattr(m, "value", m)) for m in binding.get("methods") or []]
                 self._routes.append(_HttpRoute(user_function, arg_name, str(binding.get("route") or name),
                                                methods))
+            elif kind == "eventGridTrigger":
+                self._event_grid.add(name, user_function, arg_name)
             else:
                 raise ValueError(f"the local runner cannot host trigger type {kind!r}")
-        if self._routes:
+        if self._routes or self._event_grid:
             self._http = _HttpServer(("127.0.0.1", self._http_port), _HttpHandler)
             self._http.host = self
             self.http_url = f"http://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
@@ -340,6 +347,8 @@ class LocalHost:
 
     def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
                     body: bytes, url: str) -> func.HttpResponse:
+        if self._event_grid.handles(path):
+            return self._event_grid.handle(method, params, headers, body)
         prefix = f"/{self._route_prefix}/"
         if not path.startswith(prefix):
             return func.HttpResponse(status_code=404)
