@@ -275,3 +275,20 @@ def test_the_discovery_proxy_answers_for_its_host_only(identity: Identity) -> No
     other = requests.get("https://login.microsoftonline.com/common/oauth2/v2.0/token", verify=identity.verify,
                          timeout=10)
     assert other.status_code == 404
+
+
+def test_the_throttle_is_a_bucket_per_caller_and_tenant() -> None:
+    """The rule itself, on a hand-driven clock: a burst of max(1, R), then Retry-After until refilled."""
+    from devstack.identity.models import RequestThrottle
+
+    now = [100.0]
+    throttle = RequestThrottle(lambda: now[0])
+    caller, other = ("tenant-a", "app-1"), ("tenant-a", "app-2")
+    assert [throttle.take(caller, 2) for _ in range(3)] == [None, None, 1]
+    assert throttle.take(other, 2) is None  # another caller has its own bucket
+    assert throttle.take(caller, 0) is None  # 0 is off
+    now[0] += 0.5  # one request back at 2 a second
+    assert throttle.take(caller, 2) is None and throttle.take(caller, 2) == 1
+    assert throttle.take(("t", "slow"), 0.25) is None and throttle.take(("t", "slow"), 0.25) == 4
+    throttle.reset()
+    assert throttle.take(caller, 2) is None
