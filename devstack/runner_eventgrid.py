@@ -13,7 +13,8 @@ port, and an Event Grid subscription delivers to it:
 
 Differences from the host, on purpose: calls run one after the other (the host runs them at once);
 a failed call's 500 says which function failed, not the exception's text (no secret can leak
-through it); a body that is not JSON is a 400 here (the host fails it with a 500). Like ``func
+through it); a body that is not JSON, or an event the worker cannot read, is a 400 here (the host
+fails it with a 500), and no function is called for any of its events. Like ``func
 start``, it does not ask for the ``eventgrid_extension`` system key (``code=``) Azure requires.
 """
 
@@ -107,8 +108,15 @@ class EventGridWebhook:
         events = payload if isinstance(payload, list) else [payload] if isinstance(payload, dict) else None
         if events is None or not all(isinstance(event, dict) for event in events):
             return _text(400, "A Notification body is a JSON array of events (or one event object).")
-        for event in events:
-            value = EventGridEventInConverter.decode(Datum(value=json.dumps(event), type="json"), trigger_metadata=None)
+        values = []
+        for index, event in enumerate(events):
+            try:
+                values.append(EventGridEventInConverter.decode(Datum(value=json.dumps(event), type="json"),
+                                                               trigger_metadata=None))
+            except (ValueError, TypeError):
+                return _text(400, f"Event {index} is not an Event Grid event the worker can read (its eventTime "
+                                  "must be an ISO 8601 date-time).")
+        for event, value in zip(events, values, strict=True):
             try:
                 self._call(target.function, target.name, target.arg_name, value)
             except Exception:

@@ -10,6 +10,7 @@ gets an ``azure.functions.EventGridEvent`` with Key Vault's data.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -142,9 +143,11 @@ def test_the_webhook_speaks_the_extensions_protocol(host: LocalHost) -> None:
     assert seen.events[0].get_json() == {"k": "v"}
 
     assert requests.post(url, json=event, headers={"aeg-event-type": "Unsubscribe"}, timeout=10).status_code == 202
+    unreadable = json.dumps([event, {**event, "eventTime": "soon"}]).encode()  # the first is not called either
     for headers, body in (({"aeg-event-type": "Other"}, b"[]"), ({}, b"[]"),
                           ({"aeg-event-type": "Notification"}, b"{not json"),
                           ({"aeg-event-type": "Notification"}, b"[1, 2]"),
+                          ({"aeg-event-type": "Notification"}, unreadable),
                           ({"aeg-event-type": "SubscriptionValidation"}, b"[{}]")):
         response = requests.post(url, data=body, headers=headers, timeout=10)
         assert response.status_code == 400, (headers, body, response.text)

@@ -37,6 +37,7 @@ _DEFAULT_LIFETIME_YEARS = 2
 _MAX_PROPAGATION_DELAY_SECONDS = 3600.0
 _MAX_LIFETIME_DAYS = 36500
 _MAX_REQUESTS_PER_SECOND = 10000.0
+_MIN_REQUESTS_PER_SECOND = 0.01  # Retry-After stays under two minutes
 # The id Graph gives every tenant's default app management policy (``/policies/defaultAppManagementPolicy``).
 DEFAULT_APP_MANAGEMENT_POLICY_ID: Final = "00000000-0000-0000-0000-000000000000"
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -164,9 +165,9 @@ class IdentityConfig:
             raise InvalidConfigError(f"passwordLifetimeMaxDays must be an integer from 1 to {_MAX_LIFETIME_DAYS} "
                                      "or null.")
         rate = self.graph_requests_per_second
-        if not _is_number(rate) or not 0 <= rate <= _MAX_REQUESTS_PER_SECOND:
-            raise InvalidConfigError(f"graphRequestsPerSecond must be a number from 0 (off) to "
-                                     f"{_MAX_REQUESTS_PER_SECOND:g}.")
+        if not _is_number(rate) or not (rate == 0 or _MIN_REQUESTS_PER_SECOND <= rate <= _MAX_REQUESTS_PER_SECOND):
+            raise InvalidConfigError(f"graphRequestsPerSecond must be 0 (off) or a number from "
+                                     f"{_MIN_REQUESTS_PER_SECOND:g} to {_MAX_REQUESTS_PER_SECOND:g}.")
 
 
 def _is_number(value: object) -> bool:

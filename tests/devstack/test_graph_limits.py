@@ -141,7 +141,7 @@ def test_a_password_longer_than_the_policy_allows_is_refused_as_graph_refuses_it
 
 def test_lifetime_and_throttling_settings_are_checked(identity: Identity) -> None:
     for bad in ({"passwordLifetimeMaxDays": 0}, {"passwordLifetimeMaxDays": 1.5}, {"passwordLifetimeMaxDays": "30"},
-                {"passwordLifetimeMaxDays": True}, {"graphRequestsPerSecond": -1},
+                {"passwordLifetimeMaxDays": True}, {"graphRequestsPerSecond": -1}, {"graphRequestsPerSecond": 5e-324},
                 {"graphRequestsPerSecond": "fast"}, {"graphRequestsPerSecond": float("inf")},
                 {"passwordLifetime": 30}):
         response = requests.post(f"{identity.base}/_devstack/config", data=_json(bad), verify=identity.verify,
