@@ -79,13 +79,13 @@ class Identity:
 
 @pytest.fixture
 def identity(stack: Stack) -> Iterator[Identity]:
-    helper = Identity(stack)
-    helper.configure(**DEFAULTS)
+    stand_in = Identity(stack)
+    stand_in.configure(**DEFAULTS)
     try:
-        yield helper
+        yield stand_in
     finally:
-        helper.configure(**DEFAULTS)
-        helper.credential.close()
+        stand_in.configure(**DEFAULTS)
+        stand_in.credential.close()
 
 
 def in_days(days: float, *, start: dt.datetime | None = None) -> dt.datetime:
