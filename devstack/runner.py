@@ -12,6 +12,8 @@ the way the worker does (``app.get_functions()``) and feeds each function from t
   them: a route whose auth level is not ``anonymous`` needs the key in the ``x-functions-key``
   header or the ``code`` query parameter, and answers 401 without it. The key is generated at
   start unless one is given.
+* Event Grid triggers: the host's webhook, ``/runtime/webhooks/eventgrid?functionName=<name>``, on
+  the same port (:mod:`devstack.runner_eventgrid`).
 
 When the broker goes away (``devstack down`` under a running host) each queue trigger says so once
 and reconnects quietly with backoff. :meth:`LocalHost.stop` returns at once when asked not to wait
@@ -44,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+
+from devstack.runner_eventgrid import EventGridWebhook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Mapping
@@ -434,6 +438,7 @@ class LocalHost:
         self._listeners: list[_QueueListener] = []
         self._timers: list[_TimerSchedule] = []
         self._routes: list[_HttpRoute] = []
+        self._event_grid = EventGridWebhook(_call)
         self._http: _HttpServer | None = None
         self.http_url = ""
 
@@ -470,11 +475,10 @@ class LocalHost:
                 self._routes.append(_HttpRoute(user_function, arg_name, str(binding.get("route") or name),
                                                methods, anonymous=level.lower() == "anonymous"))
             elif kind == "eventGridTrigger":
-                # Fed by nothing yet: the local stack has no Event Grid. Tests call the function directly.
-                logger.info("runner: %s (an Event Grid trigger) is indexed but not fed", name)
+                self._event_grid.add(name, user_function, arg_name)
             else:
                 raise ValueError(f"the local runner cannot host trigger type {kind!r}")
-        if self._routes:
+        if self._routes or self._event_grid:
             self._http = _HttpServer(("127.0.0.1", self._http_port), _HttpHandler)
             self._http.host = self
             self._http.tls = self._tls
@@ -488,6 +492,8 @@ class LocalHost:
 
     def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
                     body: bytes, url: str) -> func.HttpResponse:
+        if self._event_grid.handles(path):
+            return self._event_grid.handle(method, params, headers, body)
         prefix = f"/{self._route_prefix}/"
         if not path.startswith(prefix):
             return func.HttpResponse(status_code=404)

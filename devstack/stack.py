@@ -3,7 +3,9 @@
 ``python -m devstack up`` and the pytest fixtures both use :class:`Stack`, so what the tests run
 against is what a developer runs. The settings it writes are the app settings of product.md, plus
 what the real SDKs need to reach loopback servers (``REQUESTS_CA_BUNDLE``, ``IDENTITY_ENDPOINT``,
-``IDENTITY_HEADER``) and ``EVENTS_SUBSCRIPTION`` for tools that read the events.
+``IDENTITY_HEADER``; ``HTTPS_PROXY`` and ``NO_PROXY`` so MSAL's instance discovery is answered
+locally, see :mod:`devstack.identity.discovery`) and ``EVENTS_SUBSCRIPTION`` for tools that read
+the events.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from devstack.seeds import EXAMPLES_DIR, seed_examples
 from devstack.tls import make_loopback_certificate
 
 if TYPE_CHECKING:
+    from devstack.identity.discovery import DiscoveryProxy
     from devstack.servicebus import RunningBroker
     from devstack.tls import LoopbackCertificate
 
@@ -74,6 +77,7 @@ class Stack:
     keyvault: RunningServer | None = None
     identity: RunningServer | None = None
     identity_https: RunningServer | None = None
+    discovery_proxy: DiscoveryProxy | None = None
     broker: RunningBroker | None = None
     azurite: RunningAzurite | None = None
     certificate: LoopbackCertificate | None = None
@@ -82,6 +86,7 @@ class Stack:
 
     def start(self) -> dict[str, str]:
         from devstack.identity import create_app as create_identity_app
+        from devstack.identity.discovery import DISCOVERY_HOST, DiscoveryProxy, proxy_settings
         from devstack.keyvault import create_app as create_keyvault_app
         from devstack.palette import create_app as create_palette_app
         from devstack.palette import entra_credential_validator
@@ -115,8 +120,11 @@ class Stack:
             self.identity = RunningServer(identity_app)
             self.identity_https = RunningServer(identity_app, tls=tls)
             authority = self.identity_https.url
+            self.discovery_proxy = DiscoveryProxy(identity_app, cert.context_for(DISCOVERY_HOST),
+                                                  authority=authority)
 
-            keyvault_app = create_keyvault_app(authority=authority, tenant_id=tenant_id)
+            keyvault_app = create_keyvault_app(authority=authority, tenant_id=tenant_id,
+                                               webhook_verify=str(cert.ca_path))
             self.keyvault = RunningServer(keyvault_app, tls=tls)
             if opts.examples_path is not None:
                 self.seeded = seed_examples(identity_app.backend, keyvault_app.backend, opts.examples_path)
@@ -153,6 +161,7 @@ class Stack:
                 "REQUESTS_CA_BUNDLE": str(cert.ca_path),
                 "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
                 "IDENTITY_HEADER": identity_header,
+                **proxy_settings(self.discovery_proxy),
             }
         except BaseException:
             self.stop()
@@ -189,10 +198,13 @@ class Stack:
         for server in (self.palette, self.keyvault, self.identity_https, self.identity):
             if server is not None:
                 server.stop()
+        if self.discovery_proxy is not None:
+            self.discovery_proxy.stop()
         if self.broker is not None:
             self.broker.stop()
         if self.azurite is not None:
             self.azurite.stop()
         self.palette = self.keyvault = self.identity = self.identity_https = None
+        self.discovery_proxy = None
         self.broker = None
         self.azurite = None

@@ -29,10 +29,50 @@ class LoopbackCertificate:
     ca_path: Path
     cert_path: Path
     key_path: Path
+    ca_key_path: Path | None = None
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(self.cert_path), str(self.key_path))
+        return context
+
+    def context_for(self, hostname: str) -> ssl.SSLContext:
+        """A server context for ``hostname``, signed by this CA (written beside it).
+
+        For the one public name the stack answers for (Entra's instance discovery host, reached
+        through :mod:`devstack.identity.discovery`): clients trust it by the same CA bundle.
+        """
+        if self.ca_key_path is None:
+            raise RuntimeError("this certificate was made without its CA key; it cannot sign others")
+        ca_key = serialization.load_pem_private_key(self.ca_key_path.read_bytes(), password=None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise RuntimeError("the CA key is not the EC key make_loopback_certificate writes")
+        ca_cert = x509.load_pem_x509_certificate(self.ca_path.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        chain = cert.public_bytes(pem) + ca_cert.public_bytes(pem)
+        key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        directory = self.ca_path.parent
+        chain_path, key_path = directory / f"{hostname}.pem", directory / f"{hostname}-key.pem"
+        chain_path.write_bytes(chain)
+        key_path.write_bytes(key_pem)
+        key_path.chmod(0o600)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(chain_path), str(key_path))
         return context
 
 
@@ -108,4 +148,9 @@ def make_loopback_certificate(directory: Path) -> LoopbackCertificate:
         server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     key_path.chmod(0o600)
-    return LoopbackCertificate(ca_path=ca_path, cert_path=cert_path, key_path=key_path)
+    ca_key_path = directory / "ca-key.pem"
+    ca_key_path.write_bytes(
+        ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ca_key_path.chmod(0o600)
+    return LoopbackCertificate(ca_path=ca_path, cert_path=cert_path, key_path=key_path, ca_key_path=ca_key_path)

@@ -15,16 +15,22 @@ __all__ = ["GRAPH_RESOURCE", "IdentityApp", "IdentityBackend", "IdentityConfig",
 
 
 def create_app(*, identity_header: str, managed_identity_tenant_id: str, managed_identity_client_id: str,
-               propagation_delay_seconds: float = 0.0, password_cap: int | None = None) -> IdentityApp:
+               propagation_delay_seconds: float = 0.0, password_cap: int | None = None,
+               password_lifetime_max_days: int | None = None,
+               graph_requests_per_second: float = 0.0) -> IdentityApp:
     """Build the identity app over a fresh backend.
 
     ``propagation_delay_seconds`` is how long a new secret is refused (the real service takes
-    seconds to know it); ``password_cap`` is a tenant policy's limit of passwords per app. Both are
-    what ``reset()`` restores, and ``POST /_devstack/config`` changes them at run time.
+    seconds to know it); ``password_cap`` is a tenant policy's limit of passwords per app;
+    ``password_lifetime_max_days`` the default app management policy's lifetime limit;
+    ``graph_requests_per_second`` Graph's throttling (0: off). They are what ``reset()`` restores,
+    and ``POST /_devstack/config`` changes them at run time.
     """
     backend = IdentityBackend(
         managed_identity_tenant_id=managed_identity_tenant_id,
         managed_identity_client_id=managed_identity_client_id,
-        config=IdentityConfig(propagation_delay_seconds=propagation_delay_seconds, password_cap=password_cap),
+        config=IdentityConfig(propagation_delay_seconds=propagation_delay_seconds, password_cap=password_cap,
+                              password_lifetime_max_days=password_lifetime_max_days,
+                              graph_requests_per_second=graph_requests_per_second),
     )
     return IdentityApp(backend, identity_header=identity_header)

@@ -95,3 +95,43 @@ def graph_error_response(status: int, code: str, message: str, *, details: Any =
     }
     merged = {"request-id": request_id, "client-request-id": client_request_id, **(headers or {})}
     return Response.json(status, {"error": error}, merged)
+
+
+class GraphThrottled(WireError):
+    """Graph's 429: ``Retry-After`` in seconds and the identity service's throttling headers.
+
+    The body is the one Graph's throttling guide shows (``TooManyRequests``, with the status again
+    in ``innerError``); the ``x-ms-throttle-*`` headers are what the identity and access service adds
+    to name the scope (caller in tenant) and the reason.
+    """
+
+    def __init__(self, retry_after: int, *, tenant: str, caller: str, client_request_id: str | None) -> None:
+        super().__init__(429, "TooManyRequests", "Please retry again later.")
+        self.retry_after = retry_after
+        self.tenant = tenant
+        self.caller = caller
+        self.client_request_id = client_request_id
+
+    def render(self) -> Response:
+        request_id = new_id()
+        client_request_id = self.client_request_id or request_id
+        error = {
+            "code": self.code,
+            "message": self.message,
+            "innerError": {
+                "code": "429",
+                "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                "message": "Please retry after",
+                "request-id": request_id,
+                "client-request-id": client_request_id,
+                "status": "429",
+            },
+        }
+        headers = {
+            "Retry-After": str(self.retry_after),
+            "x-ms-throttle-scope": f"Tenant_Application/ReadWrite/{self.caller}/{self.tenant}",
+            "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+            "request-id": request_id,
+            "client-request-id": client_request_id,
+        }
+        return Response.json(429, {"error": error}, headers)

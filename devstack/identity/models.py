@@ -19,6 +19,7 @@ import re
 import secrets
 import string
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
@@ -34,6 +35,11 @@ _SECRET_HEAD = string.ascii_letters + string.digits
 _SECRET_TAIL = string.ascii_letters + string.digits + "_.~-"
 _DEFAULT_LIFETIME_YEARS = 2
 _MAX_PROPAGATION_DELAY_SECONDS = 3600.0
+_MAX_LIFETIME_DAYS = 36500
+_MAX_REQUESTS_PER_SECOND = 10000.0
+_MIN_REQUESTS_PER_SECOND = 0.01  # Retry-After stays under two minutes
+# The id Graph gives every tenant's default app management policy (``/policies/defaultAppManagementPolicy``).
+DEFAULT_APP_MANAGEMENT_POLICY_ID: Final = "00000000-0000-0000-0000-000000000000"
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -71,6 +77,15 @@ class PasswordLimitError(IdentityError):
     def __init__(self, cap: int) -> None:
         super().__init__(f"The application already holds the maximum of {cap} passwords.")
         self.cap = cap
+
+
+class PasswordLifetimeError(IdentityError):
+    """A tenant's app management policy caps password lifetimes and the new one is longer."""
+
+    def __init__(self, max_days: int, policy_id: str) -> None:
+        super().__init__(f"Credential lifetime exceeds the max value allowed as per assigned policy '{policy_id}'.")
+        self.max_days = max_days
+        self.policy_id = policy_id
 
 
 class PasswordNotFoundError(IdentityError):
@@ -123,20 +138,72 @@ class Application:
 
 @dataclass(frozen=True)
 class IdentityConfig:
-    """Run-time settings: how long a new secret is refused, and the per-app password cap."""
+    """Run-time settings, each a limit real tenants impose; every one applies to every tenant.
+
+    ``propagation_delay_seconds``: how long a new secret is refused. ``password_cap``: passwords per
+    app. ``password_lifetime_max_days``: the tenant default app management policy's
+    ``passwordLifetime`` restriction (``None``: no policy). ``graph_requests_per_second``: Graph's
+    throttling of one caller in one tenant (0: off).
+    """
 
     propagation_delay_seconds: float = 0.0
     password_cap: int | None = None
+    password_lifetime_max_days: int | None = None
+    graph_requests_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         delay = self.propagation_delay_seconds
-        if (isinstance(delay, bool) or not isinstance(delay, (int, float))
-                or not 0 <= delay <= _MAX_PROPAGATION_DELAY_SECONDS or not math.isfinite(delay)):
+        if not _is_number(delay) or not 0 <= delay <= _MAX_PROPAGATION_DELAY_SECONDS:
             raise InvalidConfigError(
                 f"propagationDelaySeconds must be a number from 0 to {_MAX_PROPAGATION_DELAY_SECONDS:g}.")
         cap = self.password_cap
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
             raise InvalidConfigError("passwordCap must be a non-negative integer or null.")
+        days = self.password_lifetime_max_days
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int)
+                                 or not 1 <= days <= _MAX_LIFETIME_DAYS):
+            raise InvalidConfigError(f"passwordLifetimeMaxDays must be an integer from 1 to {_MAX_LIFETIME_DAYS} "
+                                     "or null.")
+        rate = self.graph_requests_per_second
+        if not _is_number(rate) or not (rate == 0 or _MIN_REQUESTS_PER_SECOND <= rate <= _MAX_REQUESTS_PER_SECOND):
+            raise InvalidConfigError(f"graphRequestsPerSecond must be 0 (off) or a number from "
+                                     f"{_MIN_REQUESTS_PER_SECOND:g} to {_MAX_REQUESTS_PER_SECOND:g}.")
+
+
+def _is_number(value: object) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and math.isfinite(value))
+
+
+class RequestThrottle:
+    """Graph's throttling as a token bucket per caller (tenant and principal), ``rate`` per second.
+
+    The bucket holds ``max(1, rate)`` requests, so a burst of that many passes and the rest wait.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (tokens, at)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+    def take(self, key: tuple[str, str], rate: float) -> int | None:
+        """Spend one request; ``None`` when it may go ahead, else whole seconds until it may."""
+        if rate <= 0:
+            return None
+        capacity = max(1.0, rate)
+        now = self._monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return None
+            self._buckets[key] = (tokens, now)
+        return max(1, math.ceil((1 - tokens) / rate))
 
 
 def generate_secret_text() -> str:
@@ -166,7 +233,8 @@ class IdentityBackend:
 
     def __init__(self, *, managed_identity_tenant_id: str, managed_identity_client_id: str,
                  config: IdentityConfig | None = None,
-                 clock: Callable[[], dt.datetime] = utc_now) -> None:
+                 clock: Callable[[], dt.datetime] = utc_now,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.managed_identity_tenant_id = managed_identity_tenant_id.lower()
         self.managed_identity_client_id = managed_identity_client_id
         self._initial_config = config or IdentityConfig()
@@ -175,6 +243,7 @@ class IdentityBackend:
         self._lock = threading.RLock()
         self._apps: dict[str, Application] = {}  # by lower-case appId
         self._seeds: list[Application] = []
+        self.throttle = RequestThrottle(monotonic)
 
     # -- lifecycle and settings -------------------------------------------------------------
 
@@ -187,6 +256,7 @@ class IdentityBackend:
             for seed in self._seeds:
                 self.register_application(app_id=seed.app_id, tenant_id=seed.tenant_id,
                                           display_name=seed.display_name, object_id=seed.object_id)
+        self.throttle.reset()
 
     def seed_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None) -> Application:
         """Register an application that :meth:`reset` brings back (same object id, no passwords)."""
@@ -201,7 +271,7 @@ class IdentityBackend:
             return self._config
 
     def configure(self, **changes: Any) -> IdentityConfig:
-        """Change some settings (``propagation_delay_seconds``, ``password_cap``); validates all."""
+        """Change some settings (the fields of :class:`IdentityConfig`); validates all, changes all or none."""
         with self._lock:
             self._config = replace(self._config, **changes)
             return self._config
@@ -290,6 +360,9 @@ class IdentityBackend:
         salt = secrets.token_bytes(16)
         with self._lock:
             app = self._find(tenant_id.lower(), app_id, object_id)
+            max_days = self._config.password_lifetime_max_days
+            if max_days is not None and end - start > dt.timedelta(days=max_days):
+                raise PasswordLifetimeError(max_days, DEFAULT_APP_MANAGEMENT_POLICY_ID)
             cap = self._config.password_cap
             if cap is not None and len(app.passwords) >= cap:
                 raise PasswordLimitError(cap)
@@ -355,12 +428,18 @@ class IdentityBackend:
                 ],
             })
         return {
-            "config": {"propagationDelaySeconds": config.propagation_delay_seconds,
-                       "passwordCap": config.password_cap},
+            "config": config_json(config),
             "managedIdentity": {"tenantId": self.managed_identity_tenant_id,
                                 "clientId": self.managed_identity_client_id},
             "tenants": tenants,
         }
+
+
+def config_json(config: IdentityConfig) -> dict[str, Any]:
+    """The settings as ``/_devstack/config`` names them."""
+    return {"propagationDelaySeconds": config.propagation_delay_seconds, "passwordCap": config.password_cap,
+            "passwordLifetimeMaxDays": config.password_lifetime_max_days,
+            "graphRequestsPerSecond": config.graph_requests_per_second}
 
 
 def format_datetime(moment: dt.datetime) -> str:

@@ -5,8 +5,10 @@ One :class:`IdentityApp` serves, on every listener it is given (plain HTTP and H
 * ``GET /msi/token`` -- the App Service managed identity protocol (api-version 2019-08-01);
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration`` and ``POST /{tenant}/oauth2/v2.0/token``
   -- what MSAL needs for a client-credentials sign-in;
-* ``/v1.0/applications...`` -- Graph's app registrations with ``addPassword``/``removePassword``;
-* ``/_devstack/applications`` and ``/_devstack/config`` -- seeding and run-time settings.
+* ``/v1.0/applications...`` -- Graph's app registrations with ``addPassword``/``removePassword``, and
+  ``/v1.0/policies/defaultAppManagementPolicy``, the tenant policy that may cap password lifetimes;
+* ``/_devstack/applications`` and ``/_devstack/config`` -- seeding and run-time settings (password
+  cap and lifetime policy, propagation delay, Graph throttling).
 
 Handlers only parse and serialise; every rule lives in :mod:`devstack.identity.models`.
 """
@@ -25,6 +27,7 @@ from devstack.identity import models
 from devstack.identity.errors import (
     EntraError,
     GraphError,
+    GraphThrottled,
     ManagedIdentityError,
     WireError,
     graph_error_response,
@@ -51,6 +54,9 @@ _SECRET_FIELDS: Final = frozenset({"secretText", "client_secret", "clientSecret"
 _RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access", "email"})
 _APPLICATION_PROPERTIES: Final = ("id", "appId", "displayName", "createdDateTime", "signInAudience",
                                   "keyCredentials", "passwordCredentials")
+_CONFIG_KEYS: Final = {"propagationDelaySeconds": "propagation_delay_seconds", "passwordCap": "password_cap",
+                        "passwordLifetimeMaxDays": "password_lifetime_max_days",
+                        "graphRequestsPerSecond": "graph_requests_per_second"}
 _GRAPH_CHALLENGE: Final = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
                            'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
 
@@ -114,6 +120,7 @@ class IdentityApp(ServiceApp):
         for method in ("GET", "PUT", "PATCH", "DELETE"):
             add(method, _literal("/{tenant}/oauth2/v2.0/token"), self._token_wrong_method)
         add("POST", _literal("/{tenant}/oauth2/v2.0/token"), self._token)
+        add("GET", _literal("/v1.0/policies/defaultAppManagementPolicy"), self._default_policy)
         add("GET", _literal("/v1.0/applications"), self._list_applications)
         add("GET", _literal("/v1.0/applications/{object_id}"), self._get_application)
         add("POST", _literal("/v1.0/applications/{object_id}/addPassword"), self._add_password)
@@ -131,9 +138,10 @@ class IdentityApp(ServiceApp):
         return graph_error_response(error.status, error.code, error.message, headers=error.headers)
 
     def before_request(self, request: Request) -> Response | None:
-        """Graph checks the bearer token before it looks at the path."""
+        """Graph checks the bearer token before it looks at the path, then the caller's rate."""
         if request.path.startswith(("/v1.0/", "/beta/")) or request.path in ("/v1.0", "/beta"):
-            self._graph_claims(request)
+            claims = self._graph_claims(request)
+            self._throttle(request, claims)
         return None
 
     def reset(self) -> None:
@@ -166,7 +174,7 @@ class IdentityApp(ServiceApp):
         if subpath == "config" and request.method == "POST":
             return self._admin_config(request)
         if subpath == "config" and request.method == "GET":
-            return Response.json(200, self.backend.snapshot()["config"])
+            return Response.json(200, models.config_json(self.backend.config))
         return None
 
     # -- managed identity (App Service protocol) --------------------------------------------------
@@ -369,13 +377,23 @@ class IdentityApp(ServiceApp):
                              "reference-property objects are not present.",
                              client_request_id=client_request_id) from None
         except models.PasswordLimitError as exc:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Not allowed to add {exc.cap + 1} passwords: the password credential limit "
-                             f"was reached. You can only add a maximum of {exc.cap} passwords.",
+            # Graph's words (Azure/azure-cli#12946): the code is on the error itself and in details.
+            raise GraphError(400, "TooManyAppPasswords",
+                             f"Not allowed to add {exc.cap + 1} passwords. You can only add a maximum of "
+                             f"{exc.cap} passwords.",
                              details=[{"target": "passwordCredentials", "code": "TooManyAppPasswords"}],
                              client_request_id=client_request_id) from None
+        except models.PasswordLifetimeError as exc:
+            # Graph names the policy, not the limit: the limit is read from that policy.
+            message = str(exc)
+            raise GraphError(400, "CredentialInvalidLifetimeAsPerAppPolicy", message,
+                             details=[{"code": "InvalidKeyEndDate", "message": message, "target": "EndDate"}],
+                             client_request_id=client_request_id) from None
         except models.PasswordNotFoundError as exc:
-            raise GraphError(400, "Request_BadRequest", str(exc),
+            # Not documented; Graph reports a keyId it cannot find as a resource that does not exist.
+            raise GraphError(404, "Request_ResourceNotFound",
+                             f"Resource '{exc.key_id}' does not exist or one of its queried "
+                             "reference-property objects are not present.",
                              client_request_id=client_request_id) from None
         except models.InvalidPasswordDatesError as exc:
             raise GraphError(400, "Request_BadRequest",
@@ -384,6 +402,33 @@ class IdentityApp(ServiceApp):
         response.headers.setdefault("request-id", new_id())
         response.headers.setdefault("client-request-id", client_request_id or response.headers["request-id"])
         return response
+
+    def _throttle(self, request: Request, claims: dict[str, Any]) -> None:
+        """429 past the configured rate, per caller and tenant, as Graph throttles an app in a tenant."""
+        tenant = str(claims.get("tid", ""))
+        caller = str(claims.get("sub", ""))
+        retry_after = self.backend.throttle.take((tenant, caller), self.backend.config.graph_requests_per_second)
+        if retry_after is None:
+            return
+        raise GraphThrottled(retry_after, tenant=tenant, caller=caller,
+                             client_request_id=_safe_id(request.header("client-request-id")))
+
+    def _default_policy(self, request: Request) -> Response:
+        """The tenant default app management policy: where the lifetime limit an error names is read."""
+        max_days = self.backend.config.password_lifetime_max_days
+        restrictions = [] if max_days is None else [{
+            "restrictionType": "passwordLifetime", "state": "enabled", "maxLifetime": f"P{max_days}D",
+            "restrictForAppsCreatedAfterDateTime": None}]
+        return self._graph_call(request, lambda: Response.json(200, {
+            "@odata.context": f"{_GRAPH_CONTEXT}#policies/defaultAppManagementPolicy/$entity",
+            "id": models.DEFAULT_APP_MANAGEMENT_POLICY_ID,
+            "displayName": "Default app management tenant policy",
+            "description": "Default tenant policy that enforces app management restrictions on applications "
+                           "and service principals.",
+            "isEnabled": max_days is not None,
+            "applicationRestrictions": {"passwordCredentials": restrictions, "keyCredentials": []},
+            "servicePrincipalRestrictions": {"passwordCredentials": [], "keyCredentials": []},
+        }))
 
     def _list_applications(self, request: Request) -> Response:
         tenant = self._caller_tenant(request)
@@ -498,20 +543,18 @@ class IdentityApp(ServiceApp):
         spec = _admin_json(request)
         if not isinstance(spec, dict):
             raise HttpError(400, "BadRequest", "A JSON object is required.")
-        changes: dict[str, Any] = {}
-        if "propagationDelaySeconds" in spec:
-            changes["propagation_delay_seconds"] = spec["propagationDelaySeconds"]
-        if "passwordCap" in spec:
-            changes["password_cap"] = spec["passwordCap"]
-        unknown = set(spec) - {"propagationDelaySeconds", "passwordCap"}
+        unknown = set(spec) - set(_CONFIG_KEYS)
         if unknown:
-            raise HttpError(400, "BadRequest", f"Unknown settings: {', '.join(sorted(unknown))}.")
+            raise HttpError(400, "BadRequest", f"Unknown settings: {', '.join(sorted(unknown))}; known: "
+                                               f"{', '.join(_CONFIG_KEYS)}.")
+        changes: dict[str, Any] = {_CONFIG_KEYS[key]: value for key, value in spec.items()}
+        if changes.get("graph_requests_per_second", 0) is None:
+            changes["graph_requests_per_second"] = 0.0  # null turns throttling off, as 0 does
         try:
             config = self.backend.configure(**changes)
         except models.InvalidConfigError as exc:
             raise HttpError(400, "BadRequest", str(exc)) from None
-        return Response.json(200, {"propagationDelaySeconds": config.propagation_delay_seconds,
-                                   "passwordCap": config.password_cap})
+        return Response.json(200, models.config_json(config))
 
 
 def _admin_json(request: Request) -> Any:

@@ -22,14 +22,18 @@ domain the SDK would accept, and binding there fails.
 from __future__ import annotations
 
 from devstack.keyvault.models import KeyVaultBackend
-from devstack.keyvault.routes import KeyVaultApp, challenge_resource
+from devstack.keyvault.routes import DEFAULT_VAULT_NAME, KeyVaultApp, challenge_resource
 
-__all__ = ["KeyVaultApp", "KeyVaultBackend", "challenge_resource", "create_app"]
+__all__ = ["DEFAULT_VAULT_NAME", "KeyVaultApp", "KeyVaultBackend", "challenge_resource", "create_app"]
 
 
-def create_app(*, authority: str, tenant_id: str, purge_protection: bool = False) -> KeyVaultApp:
+def create_app(*, authority: str, tenant_id: str, purge_protection: bool = False,
+               vault_name: str = DEFAULT_VAULT_NAME, webhook_verify: bool | str = True) -> KeyVaultApp:
     """A fresh, empty vault whose 401 challenge points clients at ``authority``/``tenant_id``.
 
     ``purge_protection`` mirrors the vault setting: recovery level ``Recoverable`` and purge refused.
+    ``vault_name`` is what its Event Grid events call it (``VaultName``, the topic's resource id);
+    ``webhook_verify`` is the CA bundle (or ``True``: the environment's) its deliveries trust.
     """
-    return KeyVaultApp(authority=authority, tenant_id=tenant_id, purge_protection=purge_protection)
+    return KeyVaultApp(authority=authority, tenant_id=tenant_id, purge_protection=purge_protection,
+                       vault_name=vault_name, webhook_verify=webhook_verify)

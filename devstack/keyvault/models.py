@@ -170,6 +170,10 @@ class KeyVaultBackend:
     def _now(self) -> int:
         return int(self._clock())
 
+    def now(self) -> int:
+        """The vault's clock, Unix seconds: what ``created`` and ``updated`` are stamped with."""
+        return self._now()
+
     def _purge_due(self) -> None:
         # Key Vault purges on its own once the retention period has passed; do it lazily.
         now = self._now()
@@ -268,6 +272,12 @@ class KeyVaultBackend:
             self._purge_due()
             keys, next_marker = _page(sorted(self._secrets), marker, limit)
             return Page([self._secrets[k].record() for k in keys], next_marker)
+
+    def current_versions(self) -> list[SecretRecord]:
+        """Every live secret with its current (latest) version: what Key Vault's expiry events watch."""
+        with self._lock:
+            self._purge_due()
+            return [secret.record() for _, secret in sorted(self._secrets.items())]
 
     def list_versions(self, name: str, *, marker: str | None = None, limit: int = 25) -> Page[SecretRecord]:
         """A live secret's versions, ordered by version id (as Key Vault does, not by age).

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from devstack.httpbase import HttpError, Request, Response, ServiceApp
 from devstack.keyvault.errors import BadParameter, Unauthorized
+from devstack.keyvault.events import VaultEvents
 from devstack.keyvault.models import (
     RECOVERABLE_DAYS,
     UNSET,
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from devstack.keyvault.models import DeletedRecord, SecretRecord, SecretVersion
 
 LATEST_API_VERSION = "2026-04-01"
+# The name in the vault's resource id and in its events' VaultName (its URL is https://127.0.0.1:<port>).
+DEFAULT_VAULT_NAME = "devstack-vault"
 API_VERSIONS = frozenset({"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6",
                           "2025-07-01", LATEST_API_VERSION})
 _PREVIEW_API_VERSION = re.compile(r"7\.\d-preview(\.\d+)?")
@@ -165,12 +168,15 @@ class KeyVaultApp(ServiceApp):
     name = "keyvault"
 
     def __init__(self, *, authority: str, tenant_id: str, purge_protection: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, vault_name: str = DEFAULT_VAULT_NAME,
+                 webhook_verify: bool | str = True) -> None:
         super().__init__()
         self.authority = authority.rstrip("/")
         self.tenant_id = tenant_id
         self.backend = KeyVaultBackend(purge_protection=purge_protection, clock=clock)
+        self.events = VaultEvents(self.backend, vault_name=vault_name, verify=webhook_verify)
         self._resource: str | None = None
+        self._url: str | None = None
         add = self.router.add
         add("GET", "/secrets", self._list_secrets)
         add("GET", "/secrets/{name}/versions", self._list_versions)  # before /{version}
@@ -205,6 +211,7 @@ class KeyVaultApp(ServiceApp):
         if self._resource is not None and self._resource != resource:
             raise RuntimeError(f"This vault already serves as {self._resource}; make one vault per address.")
         self._resource = resource
+        self._url = f"https://{host}:{port}"
 
     def error_response(self, error: HttpError) -> Response:
         body: dict[str, Any] = {"code": error.code, "message": error.message}
@@ -231,9 +238,15 @@ class KeyVaultApp(ServiceApp):
 
     def reset(self) -> None:
         self.backend.reset()
+        self.events.reset()
 
     def state(self) -> Any:
-        return self.backend.snapshot()
+        return {**self.backend.snapshot(),
+                "eventGridSubscriptions": [s.to_json() for s in self.events.topic.subscriptions()]}
+
+    def admin(self, request: Request, subpath: str) -> Response | None:
+        """``/_devstack/eventgrid/...``: the vault's Event Grid subscriptions and events (see events.py)."""
+        return self.events.admin(request, subpath, self._url or self._vault_url(request))
 
     def redact(self, body: Any) -> Any:
         if isinstance(body, dict) and "value" in body:
@@ -343,6 +356,7 @@ class KeyVaultApp(ServiceApp):
             tags=None if isinstance(tags, Unset) else tags,
             **_attributes(payload),
         )
+        self.events.new_version(vault_url, record)
         return self._json(200, self._bundle(vault_url, record, with_value=True))
 
     def _get_secret(self, request: Request) -> Response:

@@ -172,7 +172,7 @@ def test_password_cap_surfaces_graphs_message(graph: GraphClient, app_id: str, i
         graph.add_password(app_id, display_name="second", end=in_days(10))
     error = caught.value
     assert error.status_code == 400
-    assert error.error is not None and error.error.code == "Request_BadRequest"
+    assert error.error is not None and error.error.code == "TooManyAppPasswords"
     assert "You can only add a maximum of 1 passwords" in str(error)
     assert len(graph.get_application(app_id).passwords) == 1
 

@@ -363,7 +363,7 @@ def test_removed_secret_no_longer_signs_in(stack: Stack, graph: GraphCaller) -> 
     app = graph("GET", f"/applications(appId='{app_id}')").json()
     assert [p["keyId"] for p in app["passwordCredentials"]] == [new["keyId"]]
     again = graph("POST", f"/applications/{app['id']}/removePassword", json={"keyId": old["keyId"]})
-    assert again.status_code == 400 and again.json()["error"]["code"] == "Request_BadRequest"
+    assert again.status_code == 404 and again.json()["error"]["code"] == "Request_ResourceNotFound"
 
 
 # -- Graph ----------------------------------------------------------------------------------------
@@ -421,7 +421,8 @@ def test_password_cap_is_a_bad_request(stack: Stack, graph: GraphCaller) -> None
     third = graph("POST", f"/applications(appId='{app_id}')/addPassword", json={"passwordCredential": {}})
     assert third.status_code == 400
     error = third.json()["error"]
-    assert error["code"] == "Request_BadRequest" and "limit was reached" in error["message"]
+    assert error["code"] == "TooManyAppPasswords"
+    assert error["message"] == "Not allowed to add 3 passwords. You can only add a maximum of 2 passwords."
     graph("POST", f"/applications(appId='{app_id}')/removePassword", json={"keyId": first["keyId"]})
     graph.add_password(app_id)  # room again after a removal
 
@@ -445,7 +446,7 @@ def test_bad_password_requests_are_400(stack: Stack, graph: GraphCaller) -> None
         assert response.json()["error"]["code"] == "Request_BadRequest"
     remove = f"/applications(appId='{app_id}')/removePassword"
     assert graph("POST", remove, json={"keyId": "not-a-guid"}).status_code == 400
-    assert graph("POST", remove, json={"keyId": str(uuid.uuid4())}).status_code == 400
+    assert graph("POST", remove, json={"keyId": str(uuid.uuid4())}).status_code == 404
     assert graph("GET", "/applications/not-a-guid").status_code == 400
     assert stack.app.backend.get_application(MI_TENANT, app_id=app_id).passwords == ()
 
@@ -497,7 +498,8 @@ def test_admin_register_config_state_and_reset(stack: Stack, graph: GraphCaller)
     created = graph.add_password(app_id)
     assert _aadsts(stack.secret_credential(app_id, "wrong-secret")) is not None
     state = stack.call("GET", "/_devstack/state").json()
-    assert state["config"] == {"propagationDelaySeconds": 0.5, "passwordCap": 3}
+    assert state["config"] == {"propagationDelaySeconds": 0.5, "passwordCap": 3, "passwordLifetimeMaxDays": None,
+                               "graphRequestsPerSecond": 0.0}
     listed = state["tenants"][MI_TENANT]["applications"]
     assert [a["appId"] for a in listed] == [app_id]
     assert [p["keyId"] for p in listed[0]["passwordCredentials"]] == [created["keyId"]]
@@ -509,7 +511,8 @@ def test_admin_register_config_state_and_reset(stack: Stack, graph: GraphCaller)
 
     assert stack.call("POST", "/_devstack/reset").status_code == 204
     state = stack.call("GET", "/_devstack/state").json()
-    assert state["config"] == {"propagationDelaySeconds": 0.0, "passwordCap": None}
+    assert state["config"] == {"propagationDelaySeconds": 0.0, "passwordCap": None, "passwordLifetimeMaxDays": None,
+                               "graphRequestsPerSecond": 0.0}
     assert state["tenants"] == {MI_TENANT: {"applications": []}}
 
 
@@ -589,6 +592,7 @@ _PASSWORD_JSON = st.fixed_dictionaries({}, optional={
         "endDateTime": st.one_of(_JSON, st.datetimes().map(str))})),
     "keyId": st.one_of(_JSON, st.uuids().map(str)),
     "appId": _JSON, "tenantId": _JSON, "passwordCap": _JSON, "propagationDelaySeconds": _JSON,
+    "passwordLifetimeMaxDays": _JSON, "graphRequestsPerSecond": _JSON,
 })
 _FORMS = st.dictionaries(
     st.sampled_from(["grant_type", "client_id", "client_secret", "scope", "resource", "x"]),
@@ -640,7 +644,8 @@ def test_malformed_requests_never_break_the_server(stack: Stack, graph: GraphCal
     stack.register(app_id=FUZZ_APP_ID)
     one_request()
     # Fuzzed admin calls may have changed the settings; put them back, keep everything else.
-    stack.configure(propagationDelaySeconds=0, passwordCap=None)
+    stack.configure(propagationDelaySeconds=0, passwordCap=None, passwordLifetimeMaxDays=None,
+                    graphRequestsPerSecond=0)
     app_id = stack.register()
     secret = graph.add_password(app_id)["secretText"]
     assert _aadsts(stack.secret_credential(app_id, secret)) is None

@@ -1,0 +1,294 @@
+"""The tenant limits rotation meets in real tenants, on the stack's identity stand-in.
+
+Driven as rotation drives them: our ``GraphClient`` with ``DefaultAzureCredential`` (the stack's
+managed identity), ``azure-identity``'s ``ClientSecretCredential`` with its default settings to
+prove a secret works, and raw ``requests`` only where the client hides the wire (headers, the
+error's ``details``). Each test puts the stand-in's settings back as it found them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+from devstack.identity.models import DEFAULT_APP_MANAGEMENT_POLICY_ID
+from devstack.stack import DEVSTACK_TENANT_ID
+from shared.clients.graph import GraphClient
+from shared.clients.http import RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from devstack.stack import Stack
+
+DEFAULTS = {"propagationDelaySeconds": 0, "passwordCap": None, "passwordLifetimeMaxDays": None,
+            "graphRequestsPerSecond": 0}
+
+
+class Identity:
+    """The stack's identity stand-in: admin calls, raw Graph calls with the managed identity's token."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.settings = stack.settings
+        self.base = stack.settings["GRAPH_ENDPOINT"]
+        self.verify = stack.settings["REQUESTS_CA_BUNDLE"]
+        self.credential = DefaultAzureCredential()
+
+    def configure(self, **settings: Any) -> dict[str, Any]:
+        response = requests.post(f"{self.base}/_devstack/config", json=settings, verify=self.verify, timeout=10)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def register(self) -> str:
+        app_id = str(uuid.uuid4())
+        response = requests.post(f"{self.base}/_devstack/applications",
+                                 json={"appId": app_id, "tenantId": DEVSTACK_TENANT_ID}, verify=self.verify,
+                                 timeout=10)
+        assert response.status_code == 201, response.text
+        return app_id
+
+    def graph(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        token = self.credential.get_token(self.settings["GRAPH_SCOPE"]).token
+        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.base}/v1.0{path}", headers=headers, verify=self.verify, timeout=10,
+                                **kwargs)
+
+    def client(self, **kwargs: Any) -> GraphClient:
+        return GraphClient(self.base, self.credential, scope=self.settings["GRAPH_SCOPE"], **kwargs)
+
+    def secret_works(self, app_id: str, secret: str) -> str | None:
+        """``None`` when the secret gets a token as rotation asks for one, else Entra's refusal."""
+        credential = ClientSecretCredential(DEVSTACK_TENANT_ID, app_id, secret,
+                                            authority=self.settings["AZURE_AUTHORITY_HOST"])
+        try:
+            credential.get_token(f"{self.settings['GRAPH_ENDPOINT']}/.default")
+        except ClientAuthenticationError as error:
+            return str(error.message)
+        finally:
+            credential.close()
+        return None
+
+
+@pytest.fixture
+def identity(stack: Stack) -> Iterator[Identity]:
+    stand_in = Identity(stack)
+    stand_in.configure(**DEFAULTS)
+    try:
+        yield stand_in
+    finally:
+        stand_in.configure(**DEFAULTS)
+        stand_in.credential.close()
+
+
+def in_days(days: float, *, start: dt.datetime | None = None) -> dt.datetime:
+    return (start or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(days=days)
+
+
+# -- the application credential lifetime policy ----------------------------------------------------
+
+
+def test_a_password_longer_than_the_policy_allows_is_refused_as_graph_refuses_it(identity: Identity) -> None:
+    app_id = identity.register()
+    assert identity.configure(passwordLifetimeMaxDays=30)["passwordLifetimeMaxDays"] == 30
+
+    with identity.client() as graph:
+        with pytest.raises(HttpResponseError) as caught:
+            graph.add_password(app_id, display_name="too long", end=in_days(31))
+        error = caught.value
+        assert error.status_code == 400
+        assert error.error is not None and error.error.code == "CredentialInvalidLifetimeAsPerAppPolicy"
+        message = ("Credential lifetime exceeds the max value allowed as per assigned policy "
+                   f"'{DEFAULT_APP_MANAGEMENT_POLICY_ID}'.")
+        assert message in str(error)
+
+        start = in_days(10)
+        with pytest.raises(HttpResponseError):
+            graph.add_password(app_id, display_name="late and long", start=start, end=in_days(31, start=start))
+        assert graph.get_application(app_id).passwords == ()
+
+        graph.add_password(app_id, display_name="just inside", end=in_days(30) - dt.timedelta(minutes=1))
+        graph.add_password(app_id, display_name="late, inside", start=start, end=in_days(30, start=start))
+        assert len(graph.get_application(app_id).passwords) == 2
+
+    raw = identity.graph("POST", f"/applications(appId='{app_id}')/addPassword",
+                         json={"passwordCredential": {"displayName": "Graph's default lifetime is two years"}})
+    assert raw.status_code == 400
+    body = raw.json()["error"]
+    assert (body["code"], body["message"]) == ("CredentialInvalidLifetimeAsPerAppPolicy", message)
+    assert body["details"] == [{"code": "InvalidKeyEndDate", "message": message, "target": "EndDate"}]
+
+    # The message names the policy; the policy says the limit.
+    policy = identity.graph("GET", "/policies/defaultAppManagementPolicy")
+    assert policy.status_code == 200
+    assert policy.json()["id"] == DEFAULT_APP_MANAGEMENT_POLICY_ID and policy.json()["isEnabled"] is True
+    assert policy.json()["applicationRestrictions"]["passwordCredentials"] == [{
+        "restrictionType": "passwordLifetime", "state": "enabled", "maxLifetime": "P30D",
+        "restrictForAppsCreatedAfterDateTime": None}]
+
+    identity.configure(passwordLifetimeMaxDays=None)
+    assert identity.graph("GET", "/policies/defaultAppManagementPolicy").json()["isEnabled"] is False
+    with identity.client() as graph:
+        graph.add_password(app_id, display_name="no policy", end=in_days(400))
+
+
+def test_lifetime_and_throttling_settings_are_checked(identity: Identity) -> None:
+    for bad in ({"passwordLifetimeMaxDays": 0}, {"passwordLifetimeMaxDays": 1.5}, {"passwordLifetimeMaxDays": "30"},
+                {"passwordLifetimeMaxDays": True}, {"graphRequestsPerSecond": -1}, {"graphRequestsPerSecond": 5e-324},
+                {"graphRequestsPerSecond": "fast"}, {"graphRequestsPerSecond": float("inf")},
+                {"passwordLifetime": 30}):
+        response = requests.post(f"{identity.base}/_devstack/config", data=_json(bad), verify=identity.verify,
+                                 headers={"Content-Type": "application/json"}, timeout=10)
+        assert response.status_code == 400, (bad, response.text)
+        assert "Traceback" not in response.text and response.json()["error"]["message"]
+    assert identity.configure(graphRequestsPerSecond=None)["graphRequestsPerSecond"] == 0
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)  # float("inf") becomes Infinity, which the stand-in must refuse too
+
+
+# -- the password cap and removing what is not there ---------------------------------------------------
+
+
+def test_too_many_passwords_is_too_many_app_passwords(identity: Identity) -> None:
+    app_id = identity.register()
+    identity.configure(passwordCap=2)
+    with identity.client() as graph:
+        first = graph.add_password(app_id, display_name="one", end=in_days(10))
+        graph.add_password(app_id, display_name="two", end=in_days(10))
+        with pytest.raises(HttpResponseError) as caught:
+            graph.add_password(app_id, display_name="three", end=in_days(10))
+        assert caught.value.status_code == 400
+        assert caught.value.error is not None and caught.value.error.code == "TooManyAppPasswords"
+        assert "Not allowed to add 3 passwords. You can only add a maximum of 2 passwords." in str(caught.value)
+        raw = identity.graph("POST", f"/applications(appId='{app_id}')/addPassword", json={"passwordCredential": {
+            "endDateTime": in_days(5).isoformat()}})
+        assert raw.json()["error"]["details"] == [{"target": "passwordCredentials", "code": "TooManyAppPasswords"}]
+        graph.remove_password(app_id, first.key_id)
+        graph.add_password(app_id, display_name="room again", end=in_days(10))
+
+
+def test_removing_a_key_id_the_app_does_not_hold(identity: Identity) -> None:
+    app_id = identity.register()
+    missing = str(uuid.uuid4())
+    raw = identity.graph("POST", f"/applications(appId='{app_id}')/removePassword", json={"keyId": missing})
+    assert raw.status_code == 404
+    error = raw.json()["error"]
+    assert error["code"] == "Request_ResourceNotFound"
+    assert error["message"] == (f"Resource '{missing}' does not exist or one of its queried reference-property "
+                                "objects are not present.")
+    with identity.client() as graph:
+        graph.remove_password(app_id, missing)  # our client counts it as removed: it is not there
+
+
+# -- throttling ---------------------------------------------------------------------------------------
+
+
+def test_graph_calls_past_the_rate_get_429_with_retry_after(identity: Identity) -> None:
+    app_id = identity.register()
+    identity.configure(graphRequestsPerSecond=1)
+    path = f"/applications(appId='{app_id}')"
+    assert identity.graph("GET", path).status_code == 200
+    throttled = identity.graph("GET", path, headers={"client-request-id": "throttle-probe"})
+    assert throttled.status_code == 429
+    retry_after = int(throttled.headers["Retry-After"])
+    assert 1 <= retry_after <= 2
+    error = throttled.json()["error"]
+    assert (error["code"], error["message"]) == ("TooManyRequests", "Please retry again later.")
+    assert error["innerError"]["status"] == "429" and error["innerError"]["client-request-id"] == "throttle-probe"
+    assert throttled.headers["x-ms-throttle-scope"].startswith("Tenant_Application/ReadWrite/")
+    assert throttled.headers["x-ms-throttle-scope"].endswith(f"/{DEVSTACK_TENANT_ID}")
+
+    # Token endpoints and the admin surface are not Graph: never throttled.
+    secret_app = identity.register()
+    identity.configure(graphRequestsPerSecond=0)
+    with identity.client() as graph:
+        secret = graph.add_password(secret_app, display_name="token probe", end=in_days(5)).secret_text
+    identity.configure(graphRequestsPerSecond=1)
+    assert all(identity.secret_works(secret_app, secret.get_secret_value()) is None for _ in range(4))
+
+    time.sleep(retry_after)
+    assert identity.graph("GET", path).status_code == 200
+
+
+def test_graph_client_waits_out_retry_after(identity: Identity, stack: Stack) -> None:
+    app_id = identity.register()
+    identity.configure(graphRequestsPerSecond=1)
+    assert stack.identity_https is not None
+    seen = len(stack.identity_https.requests)
+    with identity.client(retry=RetryPolicy(initial_delay=0.01, max_delay=0.05)) as graph:
+        began = time.monotonic()
+        for _ in range(3):
+            graph.get_application(app_id)
+        elapsed = time.monotonic() - began
+    statuses = [r.status for r in stack.identity_https.requests[seen:] if r.path.startswith("/v1.0/")]
+    assert 429 in statuses and statuses[-1] == 200
+    assert elapsed >= 1.0  # two throttled calls, each waited out for Retry-After, not the 50 ms backoff
+
+
+# -- proving a secret works, as rotation does --------------------------------------------------------
+
+
+def test_client_secret_credential_with_default_settings(identity: Identity) -> None:
+    """Exactly rotation's call: no ``disable_instance_discovery``, no ``connection_verify``."""
+    app_id = identity.register()
+    with identity.client() as graph:
+        first = graph.add_password(app_id, display_name="first", end=in_days(30))
+        assert identity.secret_works(app_id, first.secret_text.get_secret_value()) is None
+
+        identity.configure(propagationDelaySeconds=600)
+        second = graph.add_password(app_id, display_name="second", end=in_days(30))
+        refused = identity.secret_works(app_id, second.secret_text.get_secret_value())
+        assert refused is not None and "AADSTS7000215" in refused
+        identity.configure(propagationDelaySeconds=0)
+        assert identity.secret_works(app_id, second.secret_text.get_secret_value()) is None
+
+        graph.remove_password(app_id, first.key_id)
+        removed = identity.secret_works(app_id, first.secret_text.get_secret_value())
+        assert removed is not None and "AADSTS7000215" in removed
+        assert identity.secret_works(app_id, second.secret_text.get_secret_value()) is None
+
+
+def test_the_discovery_proxy_answers_for_its_host_only(identity: Identity) -> None:
+    """Other tunnels pass through as if there were no proxy (``.invalid`` never resolves: 502)."""
+    with pytest.raises(requests.exceptions.ProxyError, match="502"):
+        requests.get("https://registry.invalid/", timeout=10)
+    not_a_tunnel = requests.get("http://plain.invalid/", proxies={"http": identity.settings["HTTPS_PROXY"]},
+                                timeout=10)
+    assert not_a_tunnel.status_code == 403
+    unknown = requests.get("https://login.microsoftonline.com/common/discovery/instance",
+                           params={"api-version": "1.1",
+                                   "authorization_endpoint": "https://login.example.net/t/oauth2/v2.0/authorize"},
+                           verify=identity.verify, timeout=10)
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "invalid_instance" and unknown.json()["error_codes"] == [50049]
+    other = requests.get("https://login.microsoftonline.com/common/oauth2/v2.0/token", verify=identity.verify,
+                         timeout=10)
+    assert other.status_code == 404
+
+
+def test_the_throttle_is_a_bucket_per_caller_and_tenant() -> None:
+    """The rule itself, on a hand-driven clock: a burst of max(1, R), then Retry-After until refilled."""
+    from devstack.identity.models import RequestThrottle
+
+    now = [100.0]
+    throttle = RequestThrottle(lambda: now[0])
+    caller, other = ("tenant-a", "app-1"), ("tenant-a", "app-2")
+    assert [throttle.take(caller, 2) for _ in range(3)] == [None, None, 1]
+    assert throttle.take(other, 2) is None  # another caller has its own bucket
+    assert throttle.take(caller, 0) is None  # 0 is off
+    now[0] += 0.5  # one request back at 2 a second
+    assert throttle.take(caller, 2) is None and throttle.take(caller, 2) == 1
+    assert throttle.take(("t", "slow"), 0.25) is None and throttle.take(("t", "slow"), 0.25) == 4
+    throttle.reset()
+    assert throttle.take(caller, 2) is None
