@@ -72,9 +72,10 @@ ACCOUNT_UID = "accountUid"
 #: Lifetimes (days) tried, longest first, when a tenant policy refuses the requested one and its
 #: message does not name the limit.
 LIFETIME_STEPS = (365, 180, 90, 60, 30, 14, 7, 1)
-_LIFETIME_CODES = {"CredentialLifetimeExceedsMaxValue", "ApplicationCredentialLifetimeViolation",
-                   "InvalidLifetime", "PasswordLifetimeExceedsPolicy"}
-_CAP_CODES = {"TooManyAppPasswords", "TooManyCredentials", "CredentialCountExceedsMaxValue"}
+#: Graph's codes for a password refused by an app management (lifetime) policy, and for an app that
+#: holds all the passwords it may (the message is checked too: codes are not documented).
+_LIFETIME_CODES = {"CredentialInvalidLifetimeAsPerAppPolicy", "InvalidKeyEndDate"}
+_CAP_CODES = {"TooManyAppPasswords"}
 
 
 @dataclass

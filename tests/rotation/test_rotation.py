@@ -109,18 +109,21 @@ def test_a_password_the_product_did_not_make_is_never_touched_and_is_reported(wo
 
 
 def test_the_sweep_starts_only_what_is_due(world: World) -> None:
+    config = world.deps.settings.pipeline.rotation
     due = onboard(world)
+    at_threshold = onboard(world)
     young = onboard(world)
     later = onboard(world)
     make_due(world, due["accountName"])
+    make_due(world, at_threshold["accountName"], expires_in_days=config.threshold_days)  # exactly at it: due
     make_due(world, young["accountName"], age_hours=0.1)  # born inside the threshold, not an hour old
-    report = sweep(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=NOW)
-    assert (report.due, report.enqueued, report.too_young) == (2, 1, 1)
+    make_due(world, later["accountName"], expires_in_days=config.threshold_days + 0.01)  # just outside
+    report = sweep(world.deps.clients, world.deps.queue, config, now=NOW)
+    assert (report.due, report.enqueued, report.too_young) == (3, 2, 1)
     outcomes = world.deliver_queued()
-    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED]
+    assert [o.kind for o in outcomes] == [OutcomeKind.SUCCEEDED] * 2
     rotated = {e["subject"] for e in world.events() if e["type"] == "palette.onboarding.secret.rotated"}
-    assert rotated == {due["accountName"]}
-    assert later["accountName"] not in rotated
+    assert rotated == {due["accountName"], at_threshold["accountName"]}
 
 
 def test_a_sweep_run_twice_in_a_day_asks_once(world: World) -> None:

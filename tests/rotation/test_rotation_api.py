@@ -75,3 +75,45 @@ def test_accounts_are_filtered_and_paged(host: LocalHost, world: World) -> None:
     assert call(host, "GET", "/accounts?dueWithinDays=1").json()["items"] == []
     assert len(call(host, "GET", "/accounts?dueWithinDays=365").json()["items"]) == 3
     assert call(host, "GET", "/accounts?drift=true").json()["items"] == []
+
+
+def test_key_vaults_near_expiry_event_rotates_through_the_event_grid_trigger(host: LocalHost, world: World) -> None:
+    """End to end: the vault's Event Grid subscription (the host's webhook answers the handshake)
+    delivers SecretNearExpiry for the account's current version; the trigger starts the rotation
+    and the queue trigger carries it out. Versions written before a subscription are never
+    delivered to it (as in Key Vault), so the subscription comes first."""
+    import datetime as dt
+
+    from devstack.runner_eventgrid import webhook_url
+    from tests.rotation.test_rotation import make_due
+
+    assert world.stack.keyvault is not None
+    admin = f"{world.stack.keyvault.url}/_devstack/eventgrid"
+    verify = world.verify
+    root = host.http_url.rsplit("/api", 1)[0]
+    subscribed = requests.post(f"{admin}/subscriptions", verify=verify, timeout=30, json={
+        "endpoint": webhook_url(root, "rotation_near_expiry"), "eventTypes": ["Microsoft.KeyVault.SecretNearExpiry"],
+        "subjectBeginsWith": "palette-"})
+    assert subscribed.status_code == 201, subscribed.text
+    try:
+        body = onboard(world)
+        account = body["accountName"]
+        make_due(world, account)
+        before = world.deps.clients.inventory.get(account)
+        assert before is not None
+        version = world.deps.clients.secrets.get_secret(f"palette-{account}-client-secret")[1]
+        assert version.expires_on is not None
+        answer = requests.post(f"{admin}/near-expiry", verify=verify, timeout=60,
+                               json={"now": (version.expires_on - dt.timedelta(days=10)).isoformat()})
+        assert answer.status_code == 200, answer.text
+        delivered = [d for d in answer.json()["deliveries"] if d["subject"] == f"palette-{account}-client-secret"]
+        assert [d["status"] for d in delivered] == [202]
+
+        def rotated() -> bool:
+            row = world.deps.clients.inventory.get(account)
+            return row is not None and row.last_rotation_outcome == "succeeded"
+        wait_for(rotated, "the rotation the event started")
+        assert palette_holds_key_vaults_secret(world, account)
+    finally:
+        requests.delete(f"{admin}/subscriptions", verify=verify, timeout=30)
+        requests.delete(f"{admin}/deliveries", verify=verify, timeout=30)

@@ -156,3 +156,31 @@ def test_a_version_someone_else_added_is_taken_as_the_current_one(world: World) 
     keys = [p["keyId"] for p in world.graph_passwords(body["azure"]["clientId"])]
     assert manual["keyId"] in keys
     assert palette_holds_key_vaults_secret(world, account)
+
+
+def test_a_lifetime_policy_gets_the_longest_lifetime_it_allows(world: World) -> None:
+    """The tenant allows 60-day passwords; the account's secrets last 180 days. The rotation steps
+    down until the policy accepts one, and says which it used."""
+    body = onboard(world)
+    identity_config(world, passwordLifetimeMaxDays=60)
+    rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    [done] = world.deliver_queued()
+    assert done.kind is OutcomeKind.SUCCEEDED, (done.reason, done.message)
+    [rotated] = [e for e in world.events() if e["type"] == "palette.onboarding.secret.rotated"]
+    assert rotated["data"]["lifetimeDays"] == 60
+    row = world.deps.clients.inventory.get(body["accountName"])
+    assert row is not None and row.validity_days == 60
+    assert palette_holds_key_vaults_secret(world, body["accountName"])
+
+
+def test_a_lifetime_policy_that_refuses_every_lifetime_fails_naming_the_policy(world: World) -> None:
+    body = onboard(world)
+    identity_config(world, passwordLifetimeMaxDays=1)  # and yet a day is too long: nothing fits
+    world.identity_fault(method="POST", path="/addPassword$", status=400, times=20, body={"error": {
+        "code": "CredentialInvalidLifetimeAsPerAppPolicy",
+        "message": "Credential lifetime exceeds the max value allowed as per assigned policy 'p-1'."}})
+    rotate_now(world.deps.clients, world.deps.queue, body["accountName"])
+    [failed] = world.deliver_queued()
+    assert failed.kind is OutcomeKind.FAILED and failed.reason == "lifetime_policy"
+    assert "policy" in failed.message
+    assert palette_holds_key_vaults_secret(world, body["accountName"])
