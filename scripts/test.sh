@@ -9,4 +9,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+# Two workers, each with its own local stack on its own loopback ports; a test file stays on one
+# worker (its module fixtures, such as a hosted app, are built once). Most tests wait on I/O, so
+# two workers take about half the time on two cores.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -1,0 +1,1 @@
+"""Offboarding: take an account out as cleanly as it came in."""

@@ -1,0 +1,63 @@
+"""The offboarding plan for the runner (see shared/offboarding/steps.py), under the account's lease,
+so an offboarding never runs beside an onboarding or a rotation of the account."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from shared.offboarding import models, steps
+from shared.pipeline.plan import Finish, Plan
+from shared.state.inventory import OFFBOARDED, AccountRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.pipeline.handle import RecordHandle
+    from shared.pipeline.runner import OnboardingClients
+    from shared.settings import PipelineConfig
+
+STEPS = ("account", "keys", "passwords", "secrets")
+
+
+def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> models.OffboardingRequest:
+    return models.parse_offboarding(body)
+
+
+def _context(request: models.OffboardingRequest, clients: OnboardingClients, config: PipelineConfig,
+             handle: RecordHandle) -> steps.OffboardingContext:
+    return steps.OffboardingContext(request=request, clients=clients, config=config, handle=handle)
+
+
+def _finish(ctx: steps.OffboardingContext) -> Finish:
+    if ctx.skipped:
+        return Finish(step="inventory", detail="already offboarded: nothing to do")
+    results = ctx.handle.record.results
+    removed: list[str] = []
+    left: list[str] = []
+    for name in STEPS:
+        removed += json.loads(results.get(f"{steps.REMOVED}{name}", "[]"))
+        left += json.loads(results.get(f"{steps.LEFT}{name}", "[]"))
+
+    def apply(account: AccountRecord) -> None:
+        account.status = OFFBOARDED
+        account.rotation_in_flight = ""
+        account.drift = []
+        account.drift_since = {}
+    ctx.clients.inventory.update(ctx.account_name, apply)
+    event = ctx.event("offboarded", "finish", "offboarded", removed=removed, left=left,
+                      palette={"accountUid": ctx.result(steps.ACCOUNT_UID) or None})
+    return Finish(events=[event], step="inventory", detail=f"{len(removed)} removed, {len(left)} left")
+
+
+OFFBOARDING = Plan(
+    operation="offboard",
+    parse=_parse,
+    fingerprint=models.fingerprint,
+    queued=models.queued,
+    lease_names=lambda request: [f"account:{request.account_name}"],
+    context=_context,
+    stages=[[[("check", steps.check), ("account", steps.remove_account), ("keys", steps.remove_keys),
+              ("passwords", steps.remove_passwords), ("secrets", steps.remove_secrets)]]],
+    finish=_finish,
+)
