@@ -149,6 +149,19 @@ class ApiKey:
 
 
 @dataclass
+class Cluster:
+    """A cluster, only as far as it uses a cloud account (the offboarding must not pull one away)."""
+
+    uid: str
+    name: str
+    project_uid: str
+    cloud_account_uid: str
+    cloud_type: str
+    state: str
+    created: float
+
+
+@dataclass
 class _Seed:
     tenant_uid: str
     projects: list[tuple[str, str]]
@@ -165,6 +178,7 @@ class _Store:
     accounts: dict[str, AzureAccount] = field(default_factory=dict)
     ssh_keys: dict[str, SshKey] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    clusters: dict[str, Cluster] = field(default_factory=dict)
 
 
 def scope_name(project_uid: str | None) -> str:
@@ -401,7 +415,35 @@ class PaletteBackend:
     def delete_azure_account(self, project_uid: str | None, uid: str) -> None:
         with self._lock:
             self._owned_account(project_uid, uid)
+            users = [c.name for c in self._store.clusters.values() if c.cloud_account_uid == uid]
+            if users:
+                # Stricter than what Palette documents (nothing): an account in use is not deleted.
+                raise PaletteError(409, "CloudAccountInUse",
+                                   f"Cloud account '{uid}' is used by clusters: {', '.join(sorted(users))}.")
             del self._store.accounts[uid]
+
+    # ------------------------------------------------------------------ clusters
+
+    def add_cluster(self, *, name: str, cloud_account_uid: str, project_uid: str | None = None,
+                    state: str = RUNNING, cloud_type: str = "azure") -> Cluster:
+        """Admin: a cluster that uses a cloud account (in the account's project, or ``Default``)."""
+        with self._lock:
+            account = self._store.accounts.get(cloud_account_uid)
+            if account is None:
+                raise ResourceNotFound("Cloud account", cloud_account_uid)
+            project = project_uid or account.project_uid or self._seed.projects[0][0]
+            if project not in self._store.projects:
+                raise ResourceNotFound("Project", project)
+            cluster = Cluster(uid=new_uid(), name=name, project_uid=project, cloud_account_uid=cloud_account_uid,
+                              cloud_type=cloud_type, state=state, created=self.clock())
+            self._store.clusters[cluster.uid] = cluster
+            return cluster
+
+    def clusters(self, project_uid: str | None) -> list[Cluster]:
+        """Clusters seen from a scope: a project sees its own; the tenant sees every project's."""
+        with self._lock:
+            return sorted((c for c in self._store.clusters.values()
+                           if project_uid is None or c.project_uid == project_uid), key=lambda c: c.created)
 
     def _owned_account(self, project_uid: str | None, uid: str) -> AzureAccount:
         account = self.get_azure_account(project_uid, uid)
@@ -574,6 +616,9 @@ class PaletteBackend:
                              "expiry": format_time(k.expiry), "isActive": k.active,
                              "annotations": k.annotations}
                             for k in store.api_keys.values()],
+                "clusters": [{"uid": c.uid, "name": c.name, "projectUid": c.project_uid,
+                              "cloudAccountUid": c.cloud_account_uid, "state": c.state}
+                             for c in store.clusters.values()],
             }
 
 

@@ -41,8 +41,10 @@ from devstack.palette.models import (
     SECRET_MASK,
     ApiKey,
     AzureAccount,
+    Cluster,
     Overlord,
     PaletteBackend,
+    Project,
     SshKey,
     User,
     apply_filters,
@@ -204,6 +206,16 @@ class PaletteApp(ServiceApp):
             self.limiter.configure(rate, burst)
             self.backend.unique_names = unique
             return Response.json(200, self._rate_config())
+        if subpath == "clusters" and request.method == "POST":
+            spec = request.json()
+            if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]
+                    or not isinstance(spec.get("cloudAccountUid"), str)):
+                raise InvalidRequest('The body is {"name": string, "cloudAccountUid": string, "projectUid"?: string, '
+                                     '"state"?: string}.')
+            cluster = self.backend.add_cluster(name=spec["name"], cloud_account_uid=spec["cloudAccountUid"],
+                                               project_uid=spec.get("projectUid"),
+                                               state=str(spec.get("state", "Running")))
+            return Response.json(201, {"uid": cluster.uid, "name": cluster.name, "projectUid": cluster.project_uid})
         if subpath == "overlords" and request.method == "POST":
             spec = request.json()
             if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]
@@ -323,6 +335,7 @@ class PaletteApp(ServiceApp):
         serve("GET", "/v1/dashboard/projects/metadata", self._projects_metadata)
         serve("GET", "/v1/overlords", self._list_overlords)
         serve("GET", "/v1/overlords/{uid}", self._get_overlord)
+        serve("POST", "/v1/dashboard/spectroclusters/search", self._search_clusters, scoped=True)
 
     # Azure cloud accounts
 
@@ -468,6 +481,18 @@ class PaletteApp(ServiceApp):
             raise PaletteError(404, "ResourceNotFound", f"Private cloud gateway '{call.uid()}' not found.")
         return Response.json(200, overlord_wire(gateway, self.backend.tenant_uid))
 
+    # Clusters (only what the offboarding asks: which clusters use a cloud account)
+
+    def _search_clusters(self, call: Call) -> Response:
+        spec: dict[str, Any] = call.body if isinstance(call.body, dict) else {}
+        filter_spec = spec.get("filter")
+        if isinstance(filter_spec, dict) and filter_spec.get("filterGroups"):
+            # Palette's filter properties are not in the spec; refuse rather than answer wrongly.
+            raise PaletteError(501, "NotImplemented", "The stand-in supports cluster search without filterGroups.")
+        items = [cluster_summary_wire(c, self.backend.project(c.project_uid)) for c in
+                 self.backend.clusters(call.project_uid)]
+        return self._paged(call, "clusters", items)
+
     # Paging
 
     def _paged(self, call: Call, kind: str, items: list[dict[str, Any]]) -> Response:
@@ -577,3 +602,15 @@ def overlord_wire(gateway: Overlord, tenant_uid: str) -> dict[str, Any]:
         "status": {"state": gateway.state, "isActive": running, "isReady": running,
                    "health": {"state": "Healthy" if running else "Unknown"}},
     }
+
+
+def cluster_summary_wire(cluster: Cluster, project: Project | None) -> dict[str, Any]:
+    """``v1SpectroClusterSummary`` with what the product reads (and a little of what Palette shows)."""
+    return {
+        "metadata": _metadata(cluster.uid, cluster.name, cluster.created, cluster.created,
+                              scope_annotations(cluster.project_uid), {}),
+        "specSummary": {"cloudAccountMeta": {"uid": cluster.cloud_account_uid, "name": ""},
+                        "projectMeta": {"uid": cluster.project_uid, "name": project.name if project else ""}},
+        "status": {"state": cluster.state},
+    }
+

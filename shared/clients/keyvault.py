@@ -301,6 +301,26 @@ class SecretStore:
         return None
 
     @_names_service
+    def delete_secret(self, name: str) -> None:
+        """Soft-delete the secret (every version): recoverable for the vault's retention period.
+
+        The product never purges. Gone already is fine. Needs ``secrets/delete`` (Secrets Officer).
+        """
+        _check_name(name)
+        try:
+            self._client.begin_delete_secret(name).wait()
+        except ResourceNotFoundError:
+            return
+        logger.info("Soft-deleted Key Vault secret %s", name)
+
+    @_names_service
+    def recover_deleted_secret(self, name: str) -> None:
+        """Bring a soft-deleted secret back with all its versions. Needs ``secrets/recover``."""
+        _check_name(name)
+        self._client.begin_recover_deleted_secret(name).wait()
+        logger.info("Recovered Key Vault secret %s", name)
+
+    @_names_service
     def get_deleted_secret(self, name: str) -> DeletedSecretInfo | None:
         """The soft-deleted secret ``name``, or None when none is waiting to be purged.
 

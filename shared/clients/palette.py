@@ -163,6 +163,15 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class ClusterRef:
+    """A cluster, as far as the offboarding needs to name it."""
+
+    uid: str
+    name: str
+    project_uid: str | None
+
+
+@dataclass(frozen=True)
 class CreatedApiKey:
     """The result of creating an API key: the only time Palette shows the value."""
 
@@ -477,6 +486,29 @@ class PaletteClient(JsonHttpClient):
             self._call("DELETE", f"/v1/cloudaccounts/azure/{_seg(uid)}", project_uid=project_uid)
         except ResourceNotFoundError:
             logger.debug("Azure cloud account %s was already deleted", uid)
+
+    def clusters_using_account(self, account_uid: str, *, project_uid: str | None = None) -> list[ClusterRef]:
+        """The clusters whose cloud account is ``account_uid`` (``POST
+        /v1/dashboard/spectroclusters/search``, every page, matched here on
+        ``specSummary.cloudAccountMeta.uid``: the spec names no filter property for it).
+        Tenant scope lists the clusters of every project."""
+        found: list[ClusterRef] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if token:
+                params["continue"] = token
+            body = self._json("POST", "/v1/dashboard/spectroclusters/search", params=params, project_uid=project_uid,
+                              json={"filter": {}, "sort": []}, idempotent=True)
+            for item in self._items(body):
+                summary = _dict(item.get("specSummary"))
+                if _str(_dict(summary.get("cloudAccountMeta")).get("uid")) == account_uid:
+                    meta = _metadata(item)
+                    found.append(ClusterRef(uid=str(meta.get("uid") or ""), name=str(meta.get("name") or ""),
+                                            project_uid=_str(_dict(summary.get("projectMeta")).get("uid"))))
+            token = _str(_dict(body.get("listmeta")).get("continue"))
+            if not token:
+                return found
 
     # -- SSH keys -------------------------------------------------------------------------------
 

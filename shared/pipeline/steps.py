@@ -612,7 +612,7 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
 
 def record_in_inventory(ctx: StepContext) -> None:
     """Put the onboarded account in the inventory the rotation sweep and drift pass work from."""
-    from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
+    from shared.state.inventory import MANAGED, OFFBOARDED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
 
     request = ctx.request
     results = ctx.handle.record.results
@@ -622,6 +622,8 @@ def record_in_inventory(ctx: StepContext) -> None:
     now = iso(utcnow())
 
     def apply(account: AccountRecord) -> None:
+        if account.status == OFFBOARDED:  # onboarded again after an offboarding: a clean start
+            account.start_over()
         if account.current_key_id and key_id and account.current_key_id != key_id:
             account.previous_key_id = account.current_key_id
         account.scope = request.palette.scope.value
@@ -638,6 +640,10 @@ def record_in_inventory(ctx: StepContext) -> None:
         account.onboarded_by = ctx.request_id
         account.status = MANAGED
         account.warned = []
+        if request.ssh_key is not None and results.get(SSH_KEY_UID):
+            account.ssh_key_uid, account.ssh_key_name = results[SSH_KEY_UID], request.ssh_key.name
+            account.ssh_key_project_uid = results.get(PROJECT_UID, "")
+            account.ssh_key_owned = results.get(SSH_KEY_OWNED) == "true"
         if request.api_key is not None and results.get(API_KEY_UID):
             account.api_key_uid, account.api_key_name = results[API_KEY_UID], request.api_key.name
             account.api_key_expires_on = results.get(API_KEY_EXPIRES_ON, "")

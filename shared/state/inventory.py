@@ -65,6 +65,10 @@ class AccountRecord:
     drift: list[str] = field(default_factory=list)
     drift_since: dict[str, str] = field(default_factory=dict)
     foreign_key_ids: list[str] = field(default_factory=list)
+    ssh_key_uid: str = ""
+    ssh_key_name: str = ""
+    ssh_key_project_uid: str = ""
+    ssh_key_owned: bool = False
     api_key_uid: str = ""
     api_key_name: str = ""
     api_key_expires_on: str = ""
@@ -94,6 +98,14 @@ class AccountRecord:
 
     def confirm_sent(self, event_ids: set[str]) -> None:
         self.outbox = [event for event in self.outbox if event["id"] not in event_ids]
+
+    def start_over(self) -> None:
+        """Forget what an offboarded account was (a new onboarding starts clean), keeping only the
+        row's identity and its outbox."""
+        blank = AccountRecord(account_name=self.account_name)
+        for item in fields(self):
+            if item.name not in ("account_name", "outbox", "event_ids", "created_at", "etag"):
+                setattr(self, item.name, getattr(blank, item.name))
 
     def copy(self) -> AccountRecord:
         import copy

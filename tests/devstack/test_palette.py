@@ -52,6 +52,7 @@ EXPECTED_ROUTES = {
     ("PUT", "/v1/apiKeys/{uid}/state"),
     ("GET", "/v1/users"), ("POST", "/v1/users/summary"), ("GET", "/v1/users/info"),
     ("GET", "/v1/dashboard/projects/metadata"), ("GET", "/v1/overlords"), ("GET", "/v1/overlords/{uid}"),
+    ("POST", "/v1/dashboard/spectroclusters/search"),
 }
 
 
@@ -384,6 +385,28 @@ def test_tenant_and_project_scopes(api: Api) -> None:
     assert api.scoped("f" * 24).get("/v1/apiKeys").status_code == 200
 
 
+def test_clusters_are_searched_per_scope_and_hold_their_cloud_account(api: Api) -> None:
+    default_uid, team_uid = project_uid(api, "Default"), project_uid(api, "Team-A")
+    default, team = api.scoped(default_uid), api.scoped(team_uid)
+    shared_account = create_account(api, "used-by-clusters")
+    for name, project in (("east-1", default_uid), ("team-1", team_uid)):
+        seeded = requests.post(f"{api.base}/_devstack/clusters", timeout=5, json={
+            "name": name, "cloudAccountUid": shared_account, "projectUid": project})
+        assert seeded.status_code == 201, seeded.text
+
+    def names(scope: Api) -> set[str]:
+        items = scope.post("/v1/dashboard/spectroclusters/search", json={"filter": {}, "sort": []}).json()["items"]
+        return {i["metadata"]["name"] for i in items}
+
+    assert names(default) == {"east-1"} and names(team) == {"team-1"}
+    assert names(api) >= {"east-1", "team-1"}  # the tenant sees every project's clusters
+    error = expect_error(api.delete(f"/v1/cloudaccounts/azure/{shared_account}"), 409, "CloudAccountInUse")
+    assert "east-1" in error["message"] and "team-1" in error["message"]
+    assert api.get(f"/v1/cloudaccounts/azure/{shared_account}").status_code == 200
+    bad = requests.post(f"{api.base}/_devstack/clusters", json={"name": "x"}, timeout=5)
+    assert bad.status_code == 400
+
+
 def test_duplicate_names_conflict_per_scope(api: Api) -> None:
     first = create_account(api, "dup")
     expect_error(api.post("/v1/cloudaccounts/azure", json=account_body("dup")), 409, "CloudAccountAlreadyExists")
@@ -677,7 +700,13 @@ def test_every_response_matches_the_spec(api: Api, app: PaletteApp) -> None:
                                                                  json=azure_spec()))
     uid = check("POST", "/v1/cloudaccounts/azure", api.post("/v1/cloudaccounts/azure", json=account_body(
         "a", annotations={"overlordUid": east}, tls={"cert": "pem"}))).json()["uid"]
-    create_account(project, "p")
+    in_project = create_account(project, "p")
+    seeded = requests.post(f"{api.base}/_devstack/clusters", json={"name": "c1", "cloudAccountUid": in_project},
+                           timeout=5)
+    assert seeded.status_code == 201, seeded.text
+    found = check("POST", "/v1/dashboard/spectroclusters/search", project.post(
+        "/v1/dashboard/spectroclusters/search", params={"limit": 1}, json={"filter": {}, "sort": []})).json()
+    assert found["items"][0]["specSummary"]["cloudAccountMeta"]["uid"] == in_project
     check("GET", "/v1/cloudaccounts/azure", project.get("/v1/cloudaccounts/azure", params={"limit": 1}))
     check("GET", "/v1/cloudaccounts/azure/{uid}", api.get(f"/v1/cloudaccounts/azure/{uid}"))
     put = account_body("a2")
