@@ -2,9 +2,9 @@
 
 Routes (under ``/api``), each described in ``functions/openapi.json`` (OpenAPI 3.1, served at
 ``GET openapi.json``): ``POST onboardings``, ``POST onboardings/validate``, ``GET onboardings``,
-``GET onboardings/{requestId}``, ``GET health``, ``GET openapi.json``, and the routes rotation and
-offboarding fill in (``POST rotations/{accountName}``, ``GET rotations/{id}``, ``GET accounts``,
-``GET accounts/{name}``, ``DELETE accounts/{name}``), which answer 501 until then.
+``GET onboardings/{requestId}``, ``GET health``, ``GET openapi.json``, rotation
+(``POST rotations/{accountName}``, ``GET rotations/{id}``), the inventory (``GET accounts``,
+``GET accounts/{name}``) and offboarding (``DELETE accounts/{name}``).
 
 Function keys guard every route but ``health`` and ``openapi.json`` (the auth level is set on the
 app); where Easy Auth is on, the caller's app roles are checked too (``functions/auth.py``). Every
@@ -281,6 +281,11 @@ def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     record = dependencies.get().clients.state.get(request_id)
     if record is None:
         return problem(404, "Not Found", f"No onboarding request has the id {request_id!r}.")
+    if record.operation == "offboard":
+        from shared.offboarding.plan import removed_and_left
+
+        removed, left = removed_and_left(record.results)
+        return _json(200, {**record.to_public(), "operation": "offboard", "removed": removed, "left": left})
     return _json(200, record.to_public())
 
 
@@ -397,17 +402,50 @@ def get_account(req: func.HttpRequest) -> func.HttpResponse:
     return _json(200, row.to_public())
 
 
-# -- routes the offboarding work fills in ---------------------------------------------------------------
-# The shape is decided and described in openapi.json; until that work lands it answers 501.
-
-def _not_implemented(what: str) -> func.HttpResponse:
-    return problem(501, "Not Implemented", f"not implemented yet: {what}", kind="not-implemented")
-
+# -- offboarding --------------------------------------------------------------------------------------
 
 @bp.function_name("offboard_account")
 @bp.route(route="accounts/{name}", methods=["DELETE"])
 @_guarded
 def offboard_account(req: func.HttpRequest) -> func.HttpResponse:
+    """Offboard an account: 202 with a status URL (a new offboarding, or the one already under
+    way); 200 when it was offboarded already; 404 when the product does not manage it. Options
+    ``removeSshKey`` (default false), ``removeApiKey`` (default true), ``requestId`` (the ticket)."""
+    from functions import dependencies
     from functions.auth import SUBMIT_ROLE
+    from shared.errors import IdempotencyConflictError
+    from shared.models.fields import ACCOUNT_NAME_PATTERN, REQUEST_ID_PATTERN
+    from shared.offboarding.intake import OffboardNow, offboard_now
 
-    return _denied(req, SUBMIT_ROLE) or _not_implemented("offboarding (DELETE /api/accounts/{name})")
+    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
+        return denied
+    name = req.route_params.get("name", "")
+    errors = []
+    if not ACCOUNT_NAME_PATTERN.fullmatch(name):
+        errors.append({"path": "name", "message": "must be 3-64 characters: lower-case letters, digits or '-', "
+                                                  "starting with a letter"})
+    flags: dict[str, bool] = {}
+    for flag, default in (("removeSshKey", False), ("removeApiKey", True)):
+        value = req.params.get(flag)
+        if value not in (None, "true", "false"):
+            errors.append({"path": flag, "message": "must be true or false"})
+        flags[flag] = default if value is None else value == "true"
+    request_id = req.params.get("requestId")
+    if request_id is not None and not REQUEST_ID_PATTERN.fullmatch(request_id):
+        errors.append({"path": "requestId", "message": "must be 1-64 characters: letters, digits, '.', '_' or '-'"})
+    if errors:
+        return problem(400, "Invalid parameters", "; ".join(f"{e['path']} {e['message']}" for e in errors),
+                       kind="invalid-parameter", errors=errors)
+    deps: Dependencies = dependencies.get()
+    try:
+        outcome, offboarding = offboard_now(deps.clients, deps.queue, name, remove_ssh_key=flags["removeSshKey"],
+                                            remove_api_key=flags["removeApiKey"], request_id=request_id)
+    except IdempotencyConflictError as exc:
+        return problem(409, "Conflict", f"{exc} Use another requestId, or the same options.")
+    if outcome is OffboardNow.NOT_MANAGED:
+        return problem(404, "Not Found", f"Account '{name}' is not one this product manages.")
+    status_url = _url(req, f"onboardings/{offboarding}")
+    record = deps.clients.state.get(offboarding) if offboarding else None
+    status = record.status.value if record is not None else ("succeeded" if outcome is OffboardNow.DONE else "queued")
+    return _json(200 if outcome is OffboardNow.DONE else 202,
+                 {"id": offboarding, "status": status, "statusUrl": status_url}, headers={"Location": status_url})

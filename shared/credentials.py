@@ -104,6 +104,9 @@ REQUEST_ID_TAG = "request-id"
 """The requestId that wrote this version: how a resumed step finds its own write."""
 KEY_NAME_TAG = "key-name"
 """The Palette name of the SSH key or API key this version holds."""
+PUBLIC_KEY_TAG = "public-key-sha256"
+"""The OpenSSH SHA-256 fingerprint of a generated key pair's public half: which Palette key the
+private key belongs to, readable without the value (and from a soft-deleted secret)."""
 PALETTE_UID_TAG = "palette-uid"
 TENANT_ID_TAG = "azure-tenant-id"
 CLIENT_ID_TAG = "azure-client-id"
@@ -117,6 +120,21 @@ CONTENT_TYPES = {
     SecretKind.SSH_KEY: "application/x-pem-file",
     SecretKind.API_KEY: "text/plain; purpose=palette-api-key",
 }
+
+
+def public_key_fingerprint(public_key: str) -> str:
+    """``SHA256:<base64>`` of an OpenSSH public key's blob, as ``ssh-keygen -l`` prints it ('' when
+    the key does not parse)."""
+    import base64
+    import binascii
+    import hashlib
+
+    parts = public_key.split()
+    try:
+        blob = base64.b64decode(parts[1], validate=True) if len(parts) >= 2 else b""
+    except (binascii.Error, ValueError):
+        return ""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=") if blob else ""
 
 
 def secret_tags(account_name: str, kind: SecretKind, *, request_id: str, tenant_id: str, client_id: str,

@@ -106,11 +106,13 @@ def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients)
     store = clients.secrets
     kind = credentials.SecretKind.CLIENT_SECRET
     name = request.derived_names.client_secret
-    if store.get_deleted_secret(name) is not None:
-        raise SecretNameBlockedError(
-            f"Key Vault secret '{name}' (where this request's client secret goes) was deleted but is still "
-            f"recoverable: recover it (az keyvault secret recover --id {store.vault_url}/deletedsecrets/{name}) or "
-            "purge it, then submit again.")
+    from shared.pipeline.checks import deleted_secret_block
+
+    blocked = deleted_secret_block(request, kind, store, step="intake")
+    if blocked is not None:
+        raise SecretNameBlockedError(str(blocked))
+    if request.recover_deleted_secrets and store.get_deleted_secret(name) is not None:
+        store.recover_deleted_secret(name)
     versions = store.list_versions(name)
     if versions and not credentials.is_secret_of(versions[0].tags, request.account_name, kind):
         raise SecretNameBlockedError(
@@ -134,6 +136,10 @@ class DryRun:
     request_id: str | None
     account_name: str | None
     checks: list[CheckResult]
+    operation: str = "onboard"
+    #: An offboarding's: what it would remove and what it would leave (and why).
+    would_remove: list[str] | None = None
+    would_leave: list[str] | None = None
 
     @property
     def valid(self) -> bool:
@@ -141,8 +147,13 @@ class DryRun:
         return not any(check.outcome.failed for check in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"valid": self.valid, "requestId": self.request_id, "accountName": self.account_name,
-                "checks": [check.as_dict() for check in self.checks]}
+        out: dict[str, Any] = {"valid": self.valid, "operation": self.operation, "requestId": self.request_id,
+                               "accountName": self.account_name, "checks": [check.as_dict() for check in self.checks]}
+        if self.would_remove is not None:
+            out["wouldRemove"] = self.would_remove
+        if self.would_leave is not None:
+            out["wouldLeave"] = self.would_leave
+        return out
 
 
 def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *, allow_inline_secret: bool,
@@ -151,9 +162,13 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *
     effect anywhere: nothing is recorded, queued, stored in Key Vault or written to Graph or
     Palette. A body that breaks the schema is one ``schema`` result with its field errors."""
     from shared.errors import RequestValidationError
-    from shared.models import identity_of, parse_request, request_fingerprint
-    from shared.pipeline.checks import Action, CheckOutcome, CheckResult, run_checks
+    from shared.models import identity_of, operation_of, parse_request, request_fingerprint
+    from shared.pipeline.checks import CheckOutcome, CheckResult, run_checks
 
+    if operation_of(body) == "offboard":
+        from shared.offboarding.intake import preview
+
+        return preview(body, clients)
     try:
         request = parse_request(body, allow_inline_secret=allow_inline_secret,
                                 require_pcg_for_us_government=config.require_pcg_for_us_government,
@@ -170,16 +185,21 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *
                     f"Key Vault secrets {names.client_secret}, {names.ssh_private_key} and {names.api_key_value} "
                     f"(those the request writes), Graph password '{names.password_display_name}'"),
     ]
-    existing = clients.state.get(request.request_id)
-    if existing is None or existing.rejected:
-        found.append(CheckResult("requestId", CheckOutcome.OK, f"request {request.request_id} is new", Action.CREATE))
-    elif existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) == request_fingerprint(request):
-        found.append(CheckResult("requestId", CheckOutcome.OK, f"request {request.request_id} was submitted with "
-                                 f"this body and is {existing.status.value}", Action.REUSE))
-    else:
-        found.append(CheckResult(
-            "requestId", CheckOutcome.CLASH, f"Request {request.request_id} was already submitted with a different "
-            "body; use a new requestId for a new request.", Action.CLASH, field="requestId",
-            reason="request_id_conflict"))
+    found.append(request_id_check(request.request_id, request_fingerprint(request), clients))
     found.extend(run_checks(request, clients, errors_as_results=True))
     return DryRun(request.request_id, request.account_name, found)
+
+
+def request_id_check(request_id: str, fingerprint: str, clients: OnboardingClients) -> CheckResult:
+    """The dry run's ``requestId`` check: new, the same body again, or taken by another body."""
+    from shared.pipeline.checks import Action, CheckOutcome, CheckResult
+
+    existing = clients.state.get(request_id)
+    if existing is None or existing.rejected:
+        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} is new", Action.CREATE)
+    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) == fingerprint:
+        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} was submitted with this body and "
+                           f"is {existing.status.value}", Action.REUSE)
+    return CheckResult("requestId", CheckOutcome.CLASH, f"Request {request_id} was already submitted with a "
+                       "different body; use a new requestId for a new request.", Action.CLASH, field="requestId",
+                       reason="request_id_conflict")

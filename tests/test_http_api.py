@@ -597,12 +597,3 @@ def test_a_dry_run_after_a_submission_says_the_request_id_is_taken(intake: Api, 
     assert (same["outcome"], same["action"]) == ("ok", "reuse")
     assert (other["outcome"], other["action"], other["reason"]) == ("clash", "clash", "request_id_conflict")
 
-
-# -- the route offboarding fills in ------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("method", "path"), [("DELETE", "/accounts/acct-1")])
-def test_the_routes_still_to_come_answer_501_naming_what_is_missing(api: Api, method: str, path: str) -> None:
-    response = api.call(method, path)
-
-    assert response.status_code == 501
-    assert response.json()["detail"].startswith("not implemented yet: ")

@@ -439,6 +439,12 @@ class PaletteBackend:
             self._store.clusters[cluster.uid] = cluster
             return cluster
 
+    def remove_cluster(self, uid: str) -> None:
+        """Admin: the cluster is gone (deleted, or moved to another account)."""
+        with self._lock:
+            if self._store.clusters.pop(uid, None) is None:
+                raise ResourceNotFound("Cluster", uid)
+
     def clusters(self, project_uid: str | None) -> list[Cluster]:
         """Clusters seen from a scope: a project sees its own; the tenant sees every project's."""
         with self._lock:

@@ -216,6 +216,9 @@ class PaletteApp(ServiceApp):
                                                project_uid=spec.get("projectUid"),
                                                state=str(spec.get("state", "Running")))
             return Response.json(201, {"uid": cluster.uid, "name": cluster.name, "projectUid": cluster.project_uid})
+        if subpath.startswith("clusters/") and request.method == "DELETE":
+            self.backend.remove_cluster(subpath.removeprefix("clusters/"))
+            return Response.empty()
         if subpath == "overlords" and request.method == "POST":
             spec = request.json()
             if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]

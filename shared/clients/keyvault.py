@@ -114,6 +114,7 @@ class DeletedSecretInfo:
     name: str
     deleted_on: datetime | None
     scheduled_purge_date: datetime | None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def _newest_first(item: StoredSecret) -> tuple[float, float]:
@@ -334,7 +335,8 @@ class SecretStore:
         except ResourceNotFoundError:
             return None
         return DeletedSecretInfo(name=deleted.name or name, deleted_on=deleted.deleted_date,
-                                 scheduled_purge_date=deleted.scheduled_purge_date)
+                                 scheduled_purge_date=deleted.scheduled_purge_date,
+                                 tags=dict(deleted.properties.tags or {}))
 
     def list_secrets(self, *, tag: str | None = None, value: str | None = None) -> Iterator[StoredSecret]:
         """The current properties of each secret in the vault, optionally only those tagged so.

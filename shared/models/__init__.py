@@ -35,7 +35,7 @@ Additions to the v1 table, and how its loose ends are read:
 from __future__ import annotations
 
 from shared.models.fields import GENERATED_SSH_KEY_BITS, MAX_DAYS
-from shared.models.parsing import MAX_BODY_BYTES, identity_of, parse_request, request_fingerprint
+from shared.models.parsing import MAX_BODY_BYTES, identity_of, operation_of, parse_request, request_fingerprint
 from shared.models.request import (
     MIN_AKS_RSA_BITS,
     ApiKeySpec,
@@ -70,6 +70,7 @@ __all__ = [
     "SecretSpec",
     "SshKeySpec",
     "identity_of",
+    "operation_of",
     "parse_request",
     "request_fingerprint",
 ]

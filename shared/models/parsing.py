@@ -113,6 +113,19 @@ def parse_model(model: type[M], raw: bytes | str | Mapping[str, Any], *, what: s
         raise RequestValidationError(_field_errors(exc, options), what=what) from None
 
 
+def operation_of(raw: bytes | str | Mapping[str, Any]) -> str:
+    """The ``operation`` a body names (``""`` when it names none or cannot be read): which plan
+    parses it. Read tolerantly; the plan's own parser reports what is wrong with the body."""
+    data: Any = raw
+    if isinstance(raw, bytes | bytearray | str):
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError):
+            return ""
+    value = data.get("operation") if isinstance(data, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
 def identity_of(raw: bytes | str | Mapping[str, Any]) -> tuple[str | None, str | None]:
     """The ``requestId`` and ``accountName`` of a body that may be invalid, each only where it is
     itself valid: enough to record and announce a rejection under the right ticket."""
@@ -146,6 +159,11 @@ def request_fingerprint(request: OnboardingRequest) -> str:
 
 def _canonical(request: OnboardingRequest) -> dict[str, Any]:
     data = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # Fields added to schema v1 later leave the canonical form when they hold their defaults, so a
+    # request queued before they existed keeps its fingerprint.
+    for added, default in (("operation", "onboard"), ("recoverDeletedSecrets", False)):
+        if data.get(added) == default:
+            del data[added]
     secret = request.azure.secret
     if isinstance(secret, InlineSecret):
         digest = hashlib.sha256(secret.value.get_secret_value().encode("utf-8")).hexdigest()

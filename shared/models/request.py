@@ -285,6 +285,7 @@ ClusterTypes = Annotated[
 class OnboardingRequest(WireModel):
     """One onboarding request, schema version 1 (see the package docstring for the rules)."""
 
+    operation: str = "onboard"
     request_id: RequestId
     account_name: AccountName
     azure: AzureSpec
@@ -293,6 +294,19 @@ class OnboardingRequest(WireModel):
     cluster_types: ClusterTypes = ()
     ssh_key: SshKeySpec | None = None
     api_key: ApiKeySpec | None = None
+    # A soft-deleted secret of a name this request writes blocks it; only the request may say to
+    # bring that secret back (its old versions return as history, a new version is written on top).
+    recover_deleted_secrets: bool = Field(default=False, strict=True)
+
+    @field_validator("operation", mode="before")
+    @classmethod
+    def _onboarding(cls, value: Any) -> str:
+        if value == "onboard":
+            return value
+        if value == "offboard":
+            raise rule_error("offboard requests carry only requestId, accountName, palette, removeSshKey and "
+                             "removeApiKey: put them on the queue or use DELETE /api/accounts/{name}")
+        raise rule_error("must be onboard (the default) or offboard")
 
     @field_validator("palette")
     @classmethod

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from shared.offboarding import models, steps
 from shared.pipeline.plan import Finish, Plan
 from shared.state.inventory import OFFBOARDED, AccountRecord
+from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from shared.pipeline.runner import OnboardingClients
     from shared.settings import PipelineConfig
 
-STEPS = ("account", "keys", "passwords", "secrets")
+REMOVING_STEPS = ("account", "keys", "passwords", "secrets")
 
 
 def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> models.OffboardingRequest:
@@ -29,18 +30,29 @@ def _context(request: models.OffboardingRequest, clients: OnboardingClients, con
     return steps.OffboardingContext(request=request, clients=clients, config=config, handle=handle)
 
 
-def _finish(ctx: steps.OffboardingContext) -> Finish:
-    if ctx.skipped:
-        return Finish(step="inventory", detail="already offboarded: nothing to do")
-    results = ctx.handle.record.results
+def removed_and_left(results: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """What the removing steps recorded, in step order."""
     removed: list[str] = []
     left: list[str] = []
-    for name in STEPS:
+    for name in REMOVING_STEPS:
         removed += json.loads(results.get(f"{steps.REMOVED}{name}", "[]"))
         left += json.loads(results.get(f"{steps.LEFT}{name}", "[]"))
+    return removed, left
+
+
+def _finish(ctx: steps.OffboardingContext) -> Finish:
+    if ctx.skipped:  # the ticket still hears that the account is out, and by which request
+        account = ctx.clients.inventory.get(ctx.account_name)
+        event = ctx.event("offboarded", "finish", "alreadyOffboarded", removed=[], left=[],
+                          offboardedBy=account.offboarded_by if account else None)
+        return Finish(events=[event], step="inventory", detail="already offboarded: nothing to do")
+    removed, left = removed_and_left(ctx.handle.record.results)
+    now = iso(utcnow())
 
     def apply(account: AccountRecord) -> None:
         account.status = OFFBOARDED
+        account.offboarded_by, account.offboarded_at = ctx.request_id, now
+        account.offboarding_in_flight = ""
         account.rotation_in_flight = ""
         account.drift = []
         account.drift_since = {}

@@ -13,37 +13,234 @@
 * **secrets**: soft-delete the account's Key Vault secrets (client secret, SSH private key, API key
   value): recoverable for the vault's retention period, never purged by the product.
 
-What was removed and what was left (and why) is recorded step by step, and announced with
-``palette.onboarding.offboarded``. A second offboarding of an account already offboarded does
-nothing; a new onboarding under the same name starts clean.
+Each removing step first decides what it removes (:class:`Removal`, plain data) and what it
+leaves, records that decision in the state row, then carries it out: a redelivery after a crash
+carries out the same decision again (every removal succeeds when already done) and reports it the
+same. The dry run (:func:`shared.offboarding.preview.preview`) shows the same decisions.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import credentials
 from shared.credentials import SecretKind
-from shared.errors import PermanentStepError
+from shared.errors import PermanentStepError, StepInProgressError
 from shared.logs import get_logger
 from shared.pipeline.plan import StepDone, WorkContext
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, OFFBOARDED, AccountRecord
+from shared.state.records import utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.offboarding.models import OffboardingRequest
+    from shared.pipeline.runner import OnboardingClients
 
 logger = get_logger(__name__)
 
 SKIPPED = "_skipped"
 ACCOUNT_UID = "accountUid"
+DECIDED = "_decided:"
 REMOVED = "_removed:"
 LEFT = "_left:"
+MAX_CLUSTERS_NAMED = 20
+SSH_KEY_LEASE_SECONDS = 60
 
+
+# ------------------------------------------------------------------------------------ decisions
+
+@dataclass(frozen=True)
+class Removal:
+    """One thing an offboarding removes: ``kind`` says how, ``ids`` which, ``what`` in words."""
+
+    kind: str  # paletteAccount | sshKey | apiKey | graphPassword | keyVaultSecret
+    what: str
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one step removes and what it leaves (each with the reason)."""
+
+    remove: list[Removal] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"remove": [asdict(r) for r in self.remove], "left": self.left})
+
+    @classmethod
+    def from_json(cls, text: str) -> Decision:
+        data = json.loads(text)
+        return cls([Removal(**r) for r in data["remove"]], list(data["left"]))
+
+
+@dataclass(frozen=True)
+class AccountCheck:
+    """What the check found: the inventory row and the Palette account's uid ('' when gone), or
+    why nothing may be removed."""
+
+    account: AccountRecord | None
+    palette_uid: str = ""
+    failure: PermanentStepError | None = None
+    clusters: list[str] = field(default_factory=list)
+
+    @property
+    def offboarded(self) -> bool:
+        return self.account is not None and self.account.status == OFFBOARDED
+
+
+def check_account(request: OffboardingRequest, clients: OnboardingClients) -> AccountCheck:
+    """Read (never write) whether the account may be offboarded."""
+    name = request.account_name
+    account = clients.inventory.get(name)
+    if account is None:
+        return AccountCheck(None, failure=PermanentStepError(
+            "check", "not_managed", f"Account '{name}' is not one this product manages; nothing was removed.",
+            field="accountName"))
+    if account.status == OFFBOARDED:
+        return AccountCheck(account)
+    mismatch = _placement_mismatch(request, account, clients)
+    if mismatch is not None:
+        return AccountCheck(account, failure=mismatch)
+    palette = clients.palette
+    project_uid = account.project_uid or None
+    try:
+        existing = palette.get_azure_account(account.palette_uid, project_uid=project_uid)
+    except ResourceNotFoundError:
+        return AccountCheck(account)
+    if existing.name != name or not credentials.made_by_product(existing.annotations):
+        return AccountCheck(account, failure=PermanentStepError(
+            "check", "account_not_provably_ours",
+            f"Palette account {existing.uid} is no longer named '{name}' or no longer carries this product's "
+            "annotations, so the product cannot prove it made it; nothing was removed. Remove it by hand, or "
+            f"onboard '{name}' again (which puts the annotations back) and then offboard it."))
+    clusters = palette.clusters_using_account(existing.uid, project_uid=project_uid)
+    if clusters:
+        named = [f"{c.name} ({c.uid})" for c in clusters]
+        more = f" and {len(named) - MAX_CLUSTERS_NAMED} more" if len(named) > MAX_CLUSTERS_NAMED else ""
+        return AccountCheck(account, existing.uid, clusters=named, failure=PermanentStepError(
+            "check", "account_in_use",
+            f"Palette clusters still use cloud account '{name}': {', '.join(named[:MAX_CLUSTERS_NAMED])}{more}. "
+            "Delete them or move them to another account first; nothing was removed."))
+    return AccountCheck(account, existing.uid)
+
+
+def _placement_mismatch(request: OffboardingRequest, account: AccountRecord,
+                        clients: OnboardingClients) -> PermanentStepError | None:
+    """``palette.scope`` and ``palette.project``, when the request gives them, must be where the
+    account is (a safety catch: the inventory knows where it is)."""
+    wanted = request.palette
+    if wanted is None:
+        return None
+    if wanted.scope.value != account.scope:
+        return PermanentStepError("check", "scope_mismatch",
+                                  f"Account '{account.account_name}' is {account.scope}-scoped in Palette, not "
+                                  f"{wanted.scope.value}-scoped; nothing was removed.", field="palette.scope")
+    if account.scope == "project" and "project" in wanted.model_fields_set:
+        project = clients.palette.get_project(wanted.project)
+        if project is None or project.uid != account.project_uid:
+            return PermanentStepError("check", "project_mismatch",
+                                      f"Account '{account.account_name}' is not in Palette project "
+                                      f"'{wanted.project}'; nothing was removed.", field="palette.project")
+    return None
+
+
+def decide_account(palette_uid: str, account: AccountRecord) -> Decision:
+    if not palette_uid:
+        return Decision(left=["Palette cloud account: already gone"])
+    return Decision([Removal("paletteAccount", f"Palette cloud account {account.account_name} ({palette_uid})",
+                             {"uid": palette_uid, "projectUid": account.project_uid})])
+
+
+def decide_keys(request: OffboardingRequest, account: AccountRecord, clients: OnboardingClients) -> Decision:
+    palette = clients.palette
+    remove: list[Removal] = []
+    left: list[str] = []
+    if account.ssh_key_uid:
+        label = f"SSH key {account.ssh_key_name} ({account.ssh_key_uid})"
+        if not request.remove_ssh_key:
+            left.append(f"{label}: kept, as removeSshKey is false")
+        elif not account.ssh_key_owned:
+            left.append(f"{label}: not uploaded by this product")
+        elif users := _ssh_key_users(clients, account):
+            left.append(f"{label}: other managed accounts use it ({', '.join(users)})")
+        else:
+            remove.append(Removal("sshKey", label, {
+                "uid": account.ssh_key_uid, "name": account.ssh_key_name,
+                "projectUid": account.ssh_key_project_uid, "project": account.ssh_key_project}))
+    for uid in dict.fromkeys(filter(None, (account.api_key_uid, account.previous_api_key_uid))):
+        try:
+            key = palette.get_api_key(uid)
+        except ResourceNotFoundError:
+            continue
+        label = f"Palette API key {key.name} ({uid})"
+        if not credentials.made_by_product(key.annotations):
+            left.append(f"{label}: not made by this product")
+        elif not request.remove_api_key:
+            left.append(f"{label}: kept, as removeApiKey is false")
+        else:
+            remove.append(Removal("apiKey", label, {"uid": uid}))
+    return Decision(remove, left)
+
+
+def _ssh_key_users(clients: OnboardingClients, account: AccountRecord) -> list[str]:
+    """Other managed accounts recorded with the same SSH key."""
+    others = clients.inventory.query("Status eq @managed and SshKeyUid eq @uid",
+                                     {"managed": MANAGED, "uid": account.ssh_key_uid})
+    return sorted(other.account_name for other in others if other.account_name != account.account_name)
+
+
+def decide_passwords(account: AccountRecord, clients: OnboardingClients) -> Decision:
+    graph = clients.graph
+    if graph is None or not account.client_id:
+        if account.current_key_id or account.previous_key_id:
+            return Decision(left=["Graph passwords: this deployment cannot reach Microsoft Graph for the app"])
+        return Decision()
+    try:
+        passwords = graph.get_application(account.client_id).passwords
+    except ResourceNotFoundError:
+        return Decision(left=[f"Graph passwords: app registration {account.client_id} is gone, or this app's "
+                              "identity no longer owns it"])
+    remove: list[Removal] = []
+    left: list[str] = []
+    for password in passwords:
+        if credentials.is_product_password(password.display_name, account.account_name):
+            remove.append(Removal("graphPassword", f"Graph password {password.key_id}",
+                                  {"appId": account.client_id, "keyId": password.key_id}))
+        elif credentials.is_product_password(password.display_name):
+            left.append(f"Graph password {password.key_id}: made by this product for another account")
+        else:
+            left.append(f"Graph password {password.key_id}: not made by this product")
+    return Decision(remove, left)
+
+
+def decide_secrets(account: AccountRecord, clients: OnboardingClients) -> Decision:
+    store = clients.secrets
+    remove: list[Removal] = []
+    left: list[str] = []
+    for kind in SecretKind:
+        name = credentials.secret_name(account.account_name, kind)
+        versions = store.list_versions(name)
+        if not versions:
+            continue
+        if not credentials.is_secret_of(versions[0].tags, account.account_name, kind):
+            left.append(f"Key Vault secret {name}: not written by this product for the account")
+            continue
+        remove.append(Removal("keyVaultSecret", f"Key Vault secret {name} (soft-deleted: recoverable for the "
+                              "vault's retention period)", {"name": name}))
+    if account.secret_name and credentials.parse_secret_name(account.secret_name) is None:
+        left.append(f"Key Vault secret {account.secret_name}: the operator's, named by the onboarding request")
+    return Decision(remove, left)
+
+
+# ------------------------------------------------------------------------------------ the steps
 
 @dataclass
 class OffboardingContext(WorkContext):
@@ -54,8 +251,7 @@ class OffboardingContext(WorkContext):
         account = self.clients.inventory.get(self.account_name)
         if account is None:
             raise PermanentStepError("check", "not_managed",
-                                     f"Account '{self.account_name}' is not one this product manages; nothing was "
-                                     "removed.", field="accountName")
+                                     f"Account '{self.account_name}' is no longer in the inventory.")
         return account
 
     @property
@@ -63,134 +259,104 @@ class OffboardingContext(WorkContext):
         return bool(self.result(SKIPPED))
 
 
-def _removed(step: str, done: list[str], left: list[str], detail: str) -> StepDone:
-    """A step's record of what it removed and what it left, and why (read back by the finish)."""
-    return StepDone(detail, {f"{REMOVED}{step}": json.dumps(done), f"{LEFT}{step}": json.dumps(left)})
-
-
 def check(ctx: OffboardingContext) -> StepDone:
-    account = ctx.account
-    if account.status == OFFBOARDED:
+    found = check_account(ctx.request, ctx.clients)
+    if found.failure is not None:
+        raise found.failure
+    if found.offboarded:
         return StepDone("already offboarded: nothing to do", {SKIPPED: "already offboarded"},
                         outcome=StepOutcome.SKIPPED)
-    wanted = ctx.request.palette
-    if wanted is not None and wanted.scope.value != account.scope:
-        raise PermanentStepError("check", "scope_mismatch",
-                                 f"Account '{ctx.account_name}' is {account.scope}-scoped in Palette, not "
-                                 f"{wanted.scope.value}-scoped; nothing was removed.", field="palette.scope")
+    detail = "the account is the product's and no cluster uses it" if found.palette_uid else \
+        "the account is the product's; its Palette account is already gone"
+    return StepDone(detail, {ACCOUNT_UID: found.palette_uid})
+
+
+def _carry_out(ctx: OffboardingContext, step: str, decide: Callable[[], Decision]) -> StepDone:
+    """Decide once (recorded before anything is removed), then carry the decision out."""
+    if ctx.skipped:
+        return StepDone("skipped: already offboarded", outcome=StepOutcome.SKIPPED)
+    recorded = ctx.result(f"{DECIDED}{step}")
+    decision = Decision.from_json(recorded) if recorded else decide()
+    if not recorded:
+        ctx.handle.mark(**{f"{DECIDED}{step}": decision.to_json()})
+    done: list[str] = []
+    left = list(decision.left)
+    for removal in decision.remove:
+        kept = _remove(ctx, removal)
+        if kept is None:
+            done.append(removal.what)
+        else:
+            left.append(f"{removal.what}: {kept}")
+        ctx.checkpoint(f"{step}.removed")
+    return StepDone(f"{len(done)} removed, {len(left)} left",
+                    {f"{REMOVED}{step}": json.dumps(done), f"{LEFT}{step}": json.dumps(left)})
+
+
+def _remove(ctx: OffboardingContext, removal: Removal) -> str | None:
+    """Carry out one removal; succeeds when it is already done. Returns why it was kept instead
+    (only an SSH key another account took up meanwhile), else None."""
+    ids = removal.ids
     palette = ctx.clients.palette
+    if removal.kind == "paletteAccount":
+        palette.delete_azure_account(ids["uid"], project_uid=ids.get("projectUid") or None)
+    elif removal.kind == "sshKey":
+        return _remove_ssh_key(ctx, ids)
+    elif removal.kind == "apiKey":
+        try:
+            palette.revoke_api_key(ids["uid"])
+        except ResourceNotFoundError:
+            return None
+        palette.delete_api_key(ids["uid"])
+    elif removal.kind == "graphPassword":
+        graph = ctx.clients.graph
+        assert graph is not None  # decided only when Graph is reachable
+        try:
+            graph.remove_password(ids["appId"], ids["keyId"])
+        except ResourceNotFoundError:
+            logger.info("the app of password %s is gone: nothing to remove", ids["keyId"])
+    elif removal.kind == "keyVaultSecret":
+        ctx.clients.secrets.delete_secret(ids["name"])
+    else:  # pragma: no cover - a decision this code did not make
+        raise ValueError(f"unknown removal kind {removal.kind!r}")
+    return None
+
+
+def _remove_ssh_key(ctx: OffboardingContext, ids: dict[str, str]) -> str | None:
+    """Delete the SSH key under its name's lease, so no onboarding takes it up meanwhile; an
+    account recorded with it since the decision keeps it."""
+    from shared.pipeline.leases import NameLeases, ssh_key_lease
+
+    def finished(request_id: str) -> bool:
+        record = ctx.clients.state.get(request_id)
+        return record is None or record.status.finished
+
+    lease = NameLeases(ctx.clients.state, ctx.request_id, [ssh_key_lease(ids["project"], ids["name"])],
+                       is_finished=finished)
+    held = lease.acquire(utcnow() + dt.timedelta(seconds=SSH_KEY_LEASE_SECONDS))
+    if held is not None:
+        raise StepInProgressError(f"Request {held.owner} is using SSH key {ids['name']}; the offboarding "
+                                  "removes it once that request is done.")
     try:
-        existing = palette.get_azure_account(account.palette_uid, project_uid=account.project_uid or None)
-    except ResourceNotFoundError:
-        return StepDone("the Palette account is already gone", {ACCOUNT_UID: ""})
-    if existing.name != ctx.account_name or not credentials.made_by_product(existing.annotations):
-        raise PermanentStepError(
-            "check", "account_not_provably_ours",
-            f"Palette account {existing.uid} no longer carries this product's annotations, so the product cannot "
-            f"prove it made it; nothing was removed. Remove it by hand, or onboard '{ctx.account_name}' again "
-            "(which puts the annotations back) and then offboard it.")
-    clusters = palette.clusters_using_account(existing.uid, project_uid=account.project_uid or None)
-    if clusters:
-        names = ", ".join(f"{c.name} ({c.uid})" for c in clusters[:20])
-        more = f" and {len(clusters) - 20} more" if len(clusters) > 20 else ""
-        raise PermanentStepError(
-            "check", "account_in_use",
-            f"Palette clusters still use cloud account '{ctx.account_name}': {names}{more}. Delete them or move them "
-            "to another account first; nothing was removed.")
-    return StepDone("the account is the product's and no cluster uses it", {ACCOUNT_UID: existing.uid})
+        users = _ssh_key_users(ctx.clients, ctx.account)
+        if users:
+            return f"kept, as other managed accounts use it now ({', '.join(users)})"
+        ctx.clients.palette.delete_ssh_key(ids["uid"], project_uid=ids.get("projectUid") or None)
+        return None
+    finally:
+        lease.release()
 
 
 def remove_account(ctx: OffboardingContext) -> StepDone:
-    if ctx.skipped:
-        return StepDone("skipped", outcome=StepOutcome.SKIPPED)
-    uid = ctx.result(ACCOUNT_UID) or ""
-    if not uid:
-        return _removed("account", [], ["Palette cloud account: already gone"], "nothing to delete")
-    ctx.clients.palette.delete_azure_account(uid, project_uid=ctx.account.project_uid or None)
-    return _removed("account", [f"Palette cloud account {uid}"], [], "cloud account deleted")
+    return _carry_out(ctx, "account", lambda: decide_account(ctx.result(ACCOUNT_UID) or "", ctx.account))
 
 
 def remove_keys(ctx: OffboardingContext) -> StepDone:
-    if ctx.skipped:
-        return StepDone("skipped", outcome=StepOutcome.SKIPPED)
-    account = ctx.account
-    palette = ctx.clients.palette
-    done: list[str] = []
-    left: list[str] = []
-    if account.ssh_key_uid:
-        if not ctx.request.remove_ssh_key:
-            left.append(f"SSH key {account.ssh_key_name}: not asked to remove it (removeSshKey)")
-        elif not account.ssh_key_owned:
-            left.append(f"SSH key {account.ssh_key_name}: not uploaded by this product")
-        elif _shared_ssh_key(ctx, account):
-            left.append(f"SSH key {account.ssh_key_name}: another managed account uses it")
-        else:
-            palette.delete_ssh_key(account.ssh_key_uid, project_uid=account.ssh_key_project_uid or None)
-            done.append(f"SSH key {account.ssh_key_name} ({account.ssh_key_uid})")
-    for uid in filter(None, (account.api_key_uid, account.previous_api_key_uid)):
-        if not ctx.request.remove_api_key:
-            left.append(f"API key {uid}: asked to keep it (removeApiKey false)")
-            continue
-        try:
-            key = palette.get_api_key(uid)
-        except ResourceNotFoundError:
-            continue
-        if not credentials.made_by_product(key.annotations):
-            left.append(f"API key {uid}: not made by this product")
-            continue
-        palette.revoke_api_key(uid)
-        palette.delete_api_key(uid)
-        done.append(f"Palette API key {key.name} ({uid})")
-    return _removed("keys", done, left, f"{len(done)} key(s) removed")
-
-
-def _shared_ssh_key(ctx: OffboardingContext, account: AccountRecord) -> bool:
-    others = ctx.clients.inventory.query("Status eq @managed and SshKeyUid eq @uid",
-                                         {"managed": MANAGED, "uid": account.ssh_key_uid})
-    return any(other.account_name != account.account_name for other in others)
+    return _carry_out(ctx, "keys", lambda: decide_keys(ctx.request, ctx.account, ctx.clients))
 
 
 def remove_passwords(ctx: OffboardingContext) -> StepDone:
-    if ctx.skipped:
-        return StepDone("skipped", outcome=StepOutcome.SKIPPED)
-    graph = ctx.clients.graph
-    account = ctx.account
-    if graph is None or not account.client_id:
-        return _removed("passwords", [], ["Graph passwords: this deployment cannot reach Graph for the app"],
-                        "nothing removed")
-    done: list[str] = []
-    left: list[str] = []
-    try:
-        passwords = graph.get_application(account.client_id).passwords
-    except ResourceNotFoundError:
-        return _removed("passwords", [], [f"Graph passwords: app {account.client_id} is gone or no longer ours"],
-                        "nothing removed")
-    for password in passwords:
-        if credentials.is_product_password(password.display_name, account.account_name):
-            graph.remove_password(account.client_id, password.key_id)
-            done.append(f"Graph password {password.key_id}")
-        elif not credentials.is_product_password(password.display_name):
-            left.append(f"Graph password {password.key_id}: not made by this product")
-    return _removed("passwords", done, left, f"{len(done)} password(s) removed")
+    return _carry_out(ctx, "passwords", lambda: decide_passwords(ctx.account, ctx.clients))
 
 
 def remove_secrets(ctx: OffboardingContext) -> StepDone:
-    if ctx.skipped:
-        return StepDone("skipped", outcome=StepOutcome.SKIPPED)
-    store = ctx.clients.secrets
-    done: list[str] = []
-    left: list[str] = []
-    for kind in SecretKind:
-        name = credentials.secret_name(ctx.account_name, kind)
-        versions = store.list_versions(name)
-        if not versions:
-            continue
-        if not credentials.is_secret_of(versions[0].tags, ctx.account_name, kind):
-            left.append(f"Key Vault secret {name}: not written by this product for the account")
-            continue
-        store.delete_secret(name)
-        done.append(f"Key Vault secret {name} (soft-deleted: recoverable for the vault's retention period)")
-    account = ctx.account
-    if account.secret_name and credentials.parse_secret_name(account.secret_name) is None:
-        left.append(f"Key Vault secret {account.secret_name}: the operator's, named by the request")
-    return _removed("secrets", done, left, f"{len(done)} secret(s) soft-deleted")
+    return _carry_out(ctx, "secrets", lambda: decide_secrets(ctx.account, ctx.clients))

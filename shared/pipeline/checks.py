@@ -43,6 +43,7 @@ from shared.pipeline.steps import (
 )
 
 if TYPE_CHECKING:
+    from shared.clients.keyvault import SecretStore
     from shared.clients.palette import Project
     from shared.models import OnboardingRequest
     from shared.pipeline.runner import OnboardingClients
@@ -68,7 +69,10 @@ class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     REUSE = "reuse"
+    RECOVER = "recover"
     CLASH = "clash"
+    REMOVE = "remove"   # an offboarding's: it would remove what the check looked at
+    KEEP = "keep"       # an offboarding's: it would leave it (the detail says why)
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,38 @@ def api_key_name_clash(request: OnboardingRequest, clients: OnboardingClients,
 
 _KIND_FIELDS = {SecretKind.CLIENT_SECRET: "accountName", SecretKind.SSH_KEY: "sshKey.generate",
                 SecretKind.API_KEY: "apiKey"}
+RECOVER_PREFIX = "_recover:"
+"""Results key of a soft-deleted secret the check step recovers (``recoverDeletedSecrets``)."""
+
+
+def deleted_secret_block(request: OnboardingRequest, kind: SecretKind, store: SecretStore, *,
+                         step: str) -> PermanentStepError | None:
+    """Why a soft-deleted secret of a name the request writes blocks it, or None when nothing is
+    deleted under that name or the request asks to recover what is (and it is this product's for
+    the account: a recovered secret of somebody else's is never put back by the product)."""
+    account = request.account_name
+    name = credentials.secret_name(account, kind)
+    deleted = store.get_deleted_secret(name)
+    if deleted is None:
+        return None
+    ours = credentials.is_secret_of(deleted.tags, account, kind)
+    if request.recover_deleted_secrets and ours:
+        return None
+    until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
+    vault = store.vault_url
+    if ours:
+        how = ("Set recoverDeletedSecrets to true to have the onboarding recover it (its old versions come back as "
+               "history; a new version is written on top) or, if you are sure, purge it "
+               f"(az keyvault secret purge --id {vault}/deletedsecrets/{name}), then submit the request again.")
+    else:
+        how = ("It was not written by this product for the account, so the product will not recover it: recover "
+               f"it yourself (az keyvault secret recover --id {vault}/deletedsecrets/{name}) and rename it, or purge "
+               "it, then submit the request again.")
+    return PermanentStepError(
+        step, "secret_name_deleted",
+        f"Key Vault secret '{name}' (the {kind.value} of account '{account}') was deleted but is still "
+        f"recoverable{until}, which blocks a new one of that name. {how}",
+        field="recoverDeletedSecrets" if ours else _KIND_FIELDS[kind])
 
 Check = Callable[[], CheckResult]
 
@@ -250,8 +286,9 @@ class _Checks:
             what = "generated and uploaded" if spec.generate else "uploaded"
             return CheckResult("palette.sshKey", CheckOutcome.OK,
                                f"no SSH key is named '{spec.name}' in the project; it would be {what}", Action.CREATE)
-        wanted = spec.public_key or self._kept_public_key(self.project.uid)
-        if wanted is None or not _same_public_key(existing.public_key, wanted):
+        same = (_same_public_key(existing.public_key, spec.public_key) if spec.public_key is not None
+                else self._kept_key_is(existing.public_key))
+        if not same:
             return CheckResult.failed("palette.sshKey", CheckOutcome.CLASH, PermanentStepError(
                 "check", "ssh_key_name_clash",
                 f"Project '{self.request.palette.project}' already has a different SSH key named "
@@ -259,21 +296,25 @@ class _Checks:
         return CheckResult("palette.sshKey", CheckOutcome.OK,
                            f"the project already holds this SSH key as '{spec.name}' ({existing.uid})", Action.REUSE)
 
-    def _kept_public_key(self, project_uid: str) -> str | None:
-        """The public half of the newest generated SSH key this product keeps for the account under
-        the request's key name, when Palette holds that same key (a re-run with a new requestId)."""
+    def _kept_key_is(self, held: str) -> bool:
+        """True when the newest generated SSH key this product keeps for the account under the
+        request's key name is ``held`` (a re-run with a new requestId, or an onboarding again after
+        an offboarding kept the Palette key and soft-deleted its private half)."""
         spec = self.request.ssh_key
         if spec is None or not spec.generate:
-            return None
+            return False
         store = self.clients.secrets
         name = credentials.secret_name(self.request.account_name, SecretKind.SSH_KEY)
+        fingerprint = credentials.public_key_fingerprint(held)
         for version in store.list_versions(name):
             if version.tags.get(credentials.KEY_NAME_TAG) == spec.name:
-                pem, _ = store.get_secret(name, version.version)
-                public = _public_key_of(pem)
-                existing = self.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
-                return public if existing is not None and _same_public_key(existing.public_key, public) else None
-        return None
+                if credentials.PUBLIC_KEY_TAG in version.tags:
+                    return version.tags[credentials.PUBLIC_KEY_TAG] == fingerprint
+                pem, _ = store.get_secret(name, version.version)  # written before the tag existed
+                return _same_public_key(held, _public_key_of(pem))
+        deleted = store.get_deleted_secret(name)
+        return (deleted is not None and deleted.tags.get(credentials.KEY_NAME_TAG) == spec.name
+                and deleted.tags.get(credentials.PUBLIC_KEY_TAG) == fingerprint)
 
     # -- Key Vault --------------------------------------------------------------------------------
 
@@ -284,17 +325,14 @@ class _Checks:
         check = f"keyVault.{kind.value}"
         store = self.clients.secrets
         name = credentials.secret_name(account, kind)
-        deleted = store.get_deleted_secret(name)
-        if deleted is not None:
-            until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
-            vault = store.vault_url
-            return CheckResult.failed(check, CheckOutcome.CLASH, PermanentStepError(
-                "check", "secret_name_deleted",
-                f"Key Vault secret '{name}' (the {kind.value} of account '{account}') was deleted "
-                f"but is still recoverable{until}, which blocks a new one of that name. Recover it to keep "
-                f"its versions (az keyvault secret recover --id {vault}/deletedsecrets/{name}) or, if you "
-                f"are sure, purge it (az keyvault secret purge --id {vault}/deletedsecrets/{name}), then "
-                "submit the request again.", field=_KIND_FIELDS[kind]), Action.CLASH)
+        blocked = deleted_secret_block(self.request, kind, store, step="check")
+        if blocked is not None:
+            return CheckResult.failed(check, CheckOutcome.CLASH, blocked, Action.CLASH)
+        if self.request.recover_deleted_secrets and store.get_deleted_secret(name) is not None:
+            return CheckResult(check, CheckOutcome.OK, f"Key Vault secret '{name}' was deleted by this product for "
+                               f"account '{account}' (an offboarding); as recoverDeletedSecrets asks, it would be "
+                               "recovered, its old versions kept as history, and a new version added", Action.RECOVER,
+                               results={f"{RECOVER_PREFIX}{kind.value}": name})
         versions = store.list_versions(name)
         if versions and not credentials.is_secret_of(versions[0].tags, account, kind):
             return CheckResult.failed(check, CheckOutcome.CLASH, PermanentStepError(

@@ -38,10 +38,15 @@ def names_of(request: OnboardingRequest) -> list[str]:
     """The lease keys of what ``request`` creates or changes, in a fixed order."""
     keys = [f"account:{request.account_name}"]
     if request.ssh_key is not None:
-        keys.append(f"sshkey:{request.palette.project}:{request.ssh_key.name}")
+        keys.append(ssh_key_lease(request.palette.project, request.ssh_key.name))
     if request.api_key is not None:
         keys.append(f"apikey:{request.api_key.name}")
     return [_safe_key(key) for key in keys]
+
+
+def ssh_key_lease(project: str, name: str) -> str:
+    """The lease on an SSH key name in a project: held by whoever uploads or removes that key."""
+    return _safe_key(f"sshkey:{project}:{name}")
 
 
 def _safe_key(key: str) -> str:

@@ -93,9 +93,10 @@ class _Run:
 
 def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
     """The plan a body asks for, by its ``operation`` (onboarding unless it says otherwise)."""
+    from shared.models.parsing import operation_of
     from shared.pipeline.onboarding import ONBOARDING
 
-    operation = _operation_of(body)
+    operation = operation_of(body)
     if operation == "rotate":
         from shared.rotation.plan import ROTATION
 
@@ -104,18 +105,11 @@ def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
         from shared.rotation.apikeys import API_KEY_RENEWAL
 
         return API_KEY_RENEWAL
+    if operation == "offboard":
+        from shared.offboarding.plan import OFFBOARDING
+
+        return OFFBOARDING
     return ONBOARDING
-
-
-def _operation_of(body: bytes | str | Mapping[str, Any]) -> str:
-    data: Any = body
-    if isinstance(body, bytes | bytearray | str):
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            return ""
-    value = data.get("operation") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
 
 
 def process_request(

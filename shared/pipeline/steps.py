@@ -170,14 +170,18 @@ def _permanent(step: str, exc: BaseException, *, removed: list[str] | None = Non
 def check(ctx: StepContext) -> StepDone:
     """Resolve names to uids and find every clash before anything is made anywhere. The lookups are
     :mod:`shared.pipeline.checks`, which the dry run shares; the first that fails is raised."""
-    from shared.pipeline.checks import run_checks
+    from shared.pipeline.checks import RECOVER_PREFIX, run_checks
 
     results: dict[str, str] = {}
     for found in run_checks(ctx.request, ctx.clients):
         if found.failure is not None:
             raise found.failure
         results.update(found.results)
-    return StepDone("request valid; names resolved", results)
+    recovered = [results.pop(key) for key in sorted(results) if key.startswith(RECOVER_PREFIX)]
+    for name in recovered:  # the request asked (recoverDeletedSecrets); a redelivery finds them live
+        ctx.clients.secrets.recover_deleted_secret(name)
+    detail = f"; recovered {', '.join(recovered)}" if recovered else ""
+    return StepDone(f"request valid; names resolved{detail}", results)
 
 
 def _api_key_name_free(ctx: StepContext, step: str) -> None:
@@ -480,9 +484,12 @@ def _generated_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str]:
     pem = SecretStr(private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode())
+    public = _public_key_of(pem)
     stored = store.set_secret(name, pem, content_type=credentials.CONTENT_TYPES[SecretKind.SSH_KEY],
-                              tags=ctx.secret_tags(SecretKind.SSH_KEY, **{credentials.KEY_NAME_TAG: spec.name}))
-    return f"{_public_key_of(pem)} {comment}", stored.id
+                              tags=ctx.secret_tags(SecretKind.SSH_KEY, **{
+                                  credentials.KEY_NAME_TAG: spec.name,
+                                  credentials.PUBLIC_KEY_TAG: credentials.public_key_fingerprint(public)}))
+    return f"{public} {comment}", stored.id
 
 
 def _public_key_of(pem: SecretStr) -> str:
@@ -643,6 +650,7 @@ def record_in_inventory(ctx: StepContext) -> None:
         if request.ssh_key is not None and results.get(SSH_KEY_UID):
             account.ssh_key_uid, account.ssh_key_name = results[SSH_KEY_UID], request.ssh_key.name
             account.ssh_key_project_uid = results.get(PROJECT_UID, "")
+            account.ssh_key_project = request.palette.project
             account.ssh_key_owned = results.get(SSH_KEY_OWNED) == "true"
         if request.api_key is not None and results.get(API_KEY_UID):
             account.api_key_uid, account.api_key_name = results[API_KEY_UID], request.api_key.name

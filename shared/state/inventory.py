@@ -68,6 +68,7 @@ class AccountRecord:
     ssh_key_uid: str = ""
     ssh_key_name: str = ""
     ssh_key_project_uid: str = ""
+    ssh_key_project: str = ""
     ssh_key_owned: bool = False
     api_key_uid: str = ""
     api_key_name: str = ""
@@ -75,6 +76,9 @@ class AccountRecord:
     previous_api_key_uid: str = ""
     previous_api_key_revoke_after: str = ""
     warned: list[str] = field(default_factory=list)
+    offboarding_in_flight: str = ""
+    offboarded_by: str = ""
+    offboarded_at: str = ""
     status: str = MANAGED
     outbox: list[dict[str, Any]] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
@@ -124,6 +128,8 @@ class AccountRecord:
             "previousKeyId": self.previous_key_id or None, "expiresOn": self.expires_on or None,
             "lastRotation": last, "rotationInFlight": self.rotation_in_flight or None,
             "drift": list(self.drift), "foreignKeyIds": list(self.foreign_key_ids), "status": self.status,
+            "offboarding": ({"id": self.offboarded_by or self.offboarding_in_flight, "at": self.offboarded_at or None}
+                            if self.offboarded_by or self.offboarding_in_flight else None),
             "updatedAt": self.updated_at,
         }
 

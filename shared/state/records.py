@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -178,6 +179,15 @@ class OnboardingRecord:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
+
+    @property
+    def operation(self) -> str:
+        """The operation of the request as queued (``onboard`` when it names none)."""
+        try:
+            value = json.loads(self.request).get("operation") if self.request else None
+        except (ValueError, AttributeError):
+            value = None
+        return value if isinstance(value, str) and value else "onboard"
 
     def copy(self) -> OnboardingRecord:
         return copy.deepcopy(self)

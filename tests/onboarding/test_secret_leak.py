@@ -156,9 +156,51 @@ def test_no_secret_from_rotation_reaches_logs_events_state_or_errors(world: Worl
                 assert needle not in text, f"a secret value appears in the {where}"
 
 
+def test_no_secret_from_offboarding_reaches_logs_events_state_or_errors(world: World,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Offboarding reads the account's secrets' tags, removes the passwords and soft-deletes the
+    secrets; onboarding again recovers them: none of the values shows up anywhere."""
+    from shared.intake import dry_run
+    from shared.offboarding.intake import offboard_now
+
+    caplog.set_level(logging.DEBUG)
+    body = world.request(sshKey={"name": "leak-off-key", "generate": True},
+                         apiKey={"name": "leak-off-api-key", "user": "admin@example.com", "expiresInDays": 7})
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    secrets = _made_secrets(world, body)
+    account = body["accountName"]
+    produced: list[str] = []
+    offboarding = {"operation": "offboard", "requestId": "LEAK-OFF-1", "accountName": account, "removeSshKey": True}
+    produced.append(json.dumps(dry_run(json.dumps(offboarding), world.deps.clients, allow_inline_secret=False,
+                                       config=world.deps.settings.pipeline).as_dict()))
+    produced.append(repr(offboard_now(world.deps.clients, world.deps.queue, account, remove_ssh_key=True,
+                                      remove_api_key=True)))
+    produced += [repr(o) for o in world.deliver_queued()]
+    produced.append(repr(world.deps.clients.inventory.get(account)))
+    again = dict(body, requestId="LEAK-AGAIN-1", recoverDeletedSecrets=True)
+    produced.append(json.dumps(dry_run(json.dumps(again), world.deps.clients, allow_inline_secret=False,
+                                       config=world.deps.settings.pipeline).as_dict()))
+    recovered = world.run(again)
+    assert recovered.kind is OutcomeKind.SUCCEEDED, (recovered.reason, recovered.message)
+    produced.append(repr(recovered))
+    secrets += _made_secrets(world, body)
+
+    haystacks = {
+        "logs": "\n".join(f"{r.getMessage()} {json.dumps(r.__dict__, default=str)}" for r in caplog.records),
+        "events": json.dumps(world.events()),
+        "state rows": json.dumps(_all_rows(world), default=str) + json.dumps(_all_rows(world, "accounts"),
+                                                                              default=str),
+        "outcomes and errors": "\n".join(produced),
+    }
+    for where, text in haystacks.items():
+        for secret in [*secrets, world.stack.settings["PALETTE_API_KEY"]]:
+            for needle in _needles(secret):
+                assert needle not in text, f"a secret value appears in the {where}"
+
+
 def test_no_secret_reaches_a_response_of_the_api_routes(world: World) -> None:
     """The dry run (which reads a Key Vault-sourced secret's value, as the pipeline does), health,
-    the document, the list and the routes still to come answer without any secret in them."""
+    the document, the list, rotation, offboarding and its dry run answer without any secret in them."""
     import requests
 
     from tests.test_http_api import hosted_app
@@ -184,8 +226,11 @@ def test_no_secret_reaches_a_response_of_the_api_routes(world: World) -> None:
             requests.get(f"{base}/onboardings", headers=key, timeout=30),
             requests.post(f"{base}/rotations/{inline['accountName']}", headers=key, timeout=30),
             requests.get(f"{base}/accounts", headers=key, timeout=30),
+            requests.delete(f"{base}/accounts/{inline['accountName']}", headers=key, timeout=30),
+            requests.post(f"{base}/onboardings/validate", headers=key, timeout=30, json={
+                "operation": "offboard", "requestId": "LEAK-DRY-1", "accountName": inline["accountName"]}),
         ]
-    assert [a.status_code for a in answers] == [200, 200, 200, 400, 200, 200, 200, 404, 200]
+    assert [a.status_code for a in answers] == [200, 200, 200, 400, 200, 200, 200, 404, 200, 404, 200]
     settings = stack.settings
     secrets = [CANARY, settings["PALETTE_API_KEY"], settings["IDENTITY_HEADER"],
                settings["ServiceBusConnection"].split("SharedAccessKey=")[-1].split(";")[0]]

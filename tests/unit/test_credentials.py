@@ -95,3 +95,12 @@ def test_password_display_names_carry_account_and_request() -> None:
     name = password_display_name("acct-one", "T-1")
     assert name == "palette-onboarding acct-one T-1"
     assert is_product_password(name) and not is_product_password("hand made") and not is_product_password(None)
+
+
+def test_public_key_fingerprints_are_openssh_sha256_and_ignore_the_comment() -> None:
+    from shared.credentials import public_key_fingerprint
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    expected = "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU"  # what ssh-keygen -lf prints for it
+    assert public_key_fingerprint(key) == expected == public_key_fingerprint(key + " someone@host")
+    assert public_key_fingerprint("ssh-ed25519") == public_key_fingerprint("ssh-rsa !!notbase64") == ""

@@ -772,6 +772,10 @@ def valid_requests(draw: st.DrawFn, *, inline: bool = False) -> dict[str, Any]:
         "accountName": draw(st.from_regex(r"[a-z][a-z0-9-]{2,63}", fullmatch=True)),
         "azure": azure,
     }
+    if draw(st.booleans()):
+        result["operation"] = "onboard"
+    if draw(st.booleans()):
+        result["recoverDeletedSecrets"] = draw(st.booleans())
     palette: dict[str, Any] = {}
     if draw(st.booleans()):
         palette["scope"] = draw(st.sampled_from(["tenant", "project"]))
@@ -832,6 +836,8 @@ def test_fuzz_any_input_fails_only_with_request_validation_error(raw: Any) -> No
 
 LEAVES = {
     # path: kind of value it holds
+    "operation": "str",
+    "recoverDeletedSecrets": "bool",
     "requestId": "str",
     "accountName": "str",
     "azure": "object",
@@ -942,3 +948,77 @@ def test_the_allowed_prefix_limits_key_vault_sources_but_not_the_accounts_own_na
     assert parse(body, allowed_secret_prefix="ops-").azure.secret.secret_name == "ops-contoso"  # type: ignore[union-attr]
     body["azure"]["secret"]["secretName"] = f"palette-{body['accountName']}-client-secret"
     parse(body, allowed_secret_prefix="ops-")  # the product's own, as the HTTP intake queues it
+
+
+# --- schema v1's operation field, and the offboarding request -----------------------------------
+
+
+def test_operation_is_onboard_by_default_and_the_added_fields_keep_old_fingerprints() -> None:
+    plain = parse(minimal())
+    spelled = parse(body({"operation": "onboard", "recoverDeletedSecrets": False}))
+    assert plain.operation == "onboard" and not plain.recover_deleted_secrets
+    assert request_fingerprint(plain) == request_fingerprint(spelled)
+    assert request_fingerprint(parse(body({"recoverDeletedSecrets": True}))) != request_fingerprint(plain)
+
+
+@pytest.mark.parametrize(("operation", "fragment"), [
+    ("offboard", "DELETE /api/accounts/{name}"), ("rotate", "must be onboard (the default) or offboard"),
+    ("", "must be onboard"), (5, "must be onboard")])
+def test_an_onboarding_body_with_another_operation_is_refused_naming_the_field(operation: Any, fragment: str) -> None:
+    errors = errors_of(body({"operation": operation}))
+    assert list(errors) == ["operation"] and fragment in errors["operation"]
+
+
+def test_recover_deleted_secrets_must_be_a_boolean() -> None:
+    assert list(errors_of(body({"recoverDeletedSecrets": "true"}))) == ["recoverDeletedSecrets"]
+
+
+@st.composite
+def valid_offboardings(draw: st.DrawFn) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "operation": "offboard",
+        "requestId": draw(st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True)),
+        "accountName": draw(st.from_regex(r"[a-z][a-z0-9-]{2,63}", fullmatch=True)),
+    }
+    if draw(st.booleans()):
+        result["palette"] = {"scope": draw(st.sampled_from(["tenant", "project"]))}
+        if draw(st.booleans()):
+            result["palette"]["project"] = draw(texts)
+    for flag in ("removeSshKey", "removeApiKey"):
+        if draw(st.booleans()):
+            result[flag] = draw(st.booleans())
+    return result
+
+
+OFFBOARDING_LEAVES = {"requestId": "str", "accountName": "str", "palette": "object", "palette.scope": "str",
+                      "palette.project": "str", "removeSshKey": "bool", "removeApiKey": "bool"}
+
+
+@FUZZ
+@given(valid_offboardings(), st.data())
+def test_offboarding_bodies_parse_and_one_wrong_field_is_reported_at_its_path(raw: dict[str, Any],
+                                                                             data: st.DataObject) -> None:
+    from shared.offboarding.models import fingerprint, parse_offboarding
+
+    request = parse_offboarding(raw)
+    assert parse_offboarding(json.dumps(raw)) == request
+    assert fingerprint(parse_offboarding(request.model_dump(by_alias=True))) == fingerprint(request)
+    present = [path for path in OFFBOARDING_LEAVES if _get(raw, path)[0]]
+    path = data.draw(st.sampled_from(present))
+    wrong = data.draw(st.sampled_from(WRONG[OFFBOARDING_LEAVES[path]]))
+    _, node, leaf = _get(raw, path)
+    node[leaf] = wrong
+    with pytest.raises(RequestValidationError) as refused:
+        parse_offboarding(raw)
+    assert [e.path for e in refused.value.errors] == [path]
+
+
+@FUZZ
+@given(st.one_of(json_values, json_values.map(json.dumps), st.binary(max_size=200), st.text(max_size=200)))
+def test_fuzz_any_input_to_the_offboarding_parser_fails_only_with_request_validation_error(raw: Any) -> None:
+    from shared.offboarding.models import parse_offboarding
+
+    try:
+        parse_offboarding(raw)
+    except RequestValidationError as exc:
+        assert exc.errors

@@ -1,0 +1,161 @@
+"""Offboarding over real HTTP: ``DELETE /api/accounts/{name}`` and the dry run of an offboarding
+body, with the app hosted by the local runner (its queue trigger carries the offboarding out).
+Every answer is checked against the OpenAPI document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import requests
+
+from tests.offboarding.test_offboarding import (
+    API_USER,
+    assert_offboarded,
+    deleted_secrets,
+    offboarding,
+    onboard,
+    seed_cluster,
+    services,
+)
+from tests.onboarding.conftest import wait_for
+from tests.test_http_api import Api, hosted_app
+
+if TYPE_CHECKING:
+    from devstack.runner import LocalHost
+    from devstack.stack import Stack
+    from tests.onboarding.conftest import World
+
+
+@pytest.fixture(scope="module")
+def host(stack: Stack) -> Iterator[LocalHost]:
+    with hosted_app(stack) as local:
+        yield local
+
+
+def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
+    return Api(host.http_url, host.function_key).call(method, path, **kwargs)
+
+
+def finished(host: LocalHost, status_url: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        state: dict[str, Any] = call(host, "GET", status_url).json()
+        return state if state["status"] in ("succeeded", "failed") else None
+    return wait_for(done, f"{status_url} to finish")
+
+
+def test_delete_offboards_and_a_second_delete_answers_with_the_same_offboarding(host: LocalHost,
+                                                                              world: World) -> None:
+    body = onboard(world, sshKey={"name": "http-off-key", "generate": True},
+                   apiKey={"name": "http-off-api-key", "user": API_USER, "expiresInDays": 30})
+    account = body["accountName"]
+
+    accepted = call(host, "DELETE", f"/accounts/{account}?removeSshKey=true&requestId=TICKET-77")
+
+    assert accepted.status_code == 202, accepted.text
+    answer = accepted.json()
+    assert answer["id"] == "TICKET-77" and accepted.headers["Location"] == answer["statusUrl"]
+    assert answer["statusUrl"].endswith("/api/onboardings/TICKET-77")
+    state = finished(host, answer["statusUrl"])
+    assert state["status"] == "succeeded" and state["operation"] == "offboard", state
+    assert any(item.startswith("Palette cloud account") for item in state["removed"])
+    assert any(item.startswith("SSH key http-off-key") for item in state["removed"])
+    assert_offboarded(world, body, ssh_key_kept=False)
+    row = call(host, "GET", f"/accounts/{account}").json()
+    assert row["status"] == "offboarded" and row["offboarding"]["id"] == "TICKET-77" and row["offboarding"]["at"]
+
+    again = call(host, "DELETE", f"/accounts/{account}")
+    assert again.status_code == 200 and again.json()["id"] == "TICKET-77"
+    assert again.json()["status"] == "succeeded"
+
+
+def test_two_deletes_at_once_start_one_offboarding(host: LocalHost, world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = onboard(world)
+    account = body["accountName"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: call(host, "DELETE", f"/accounts/{account}"), range(4)))
+    assert {a.status_code for a in answers} <= {200, 202}
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == 1, ids
+    [offboarding_id] = ids
+    finished(host, f"/onboardings/{offboarding_id}")
+    offboarded = [e for e in world.events() if e["type"] == "palette.onboarding.offboarded"]
+    assert [e["data"]["requestId"] for e in offboarded] == [offboarding_id]
+
+
+def test_delete_says_what_is_wrong(host: LocalHost, world: World) -> None:
+    assert call(host, "DELETE", "/accounts/never-onboarded").status_code == 404
+    bad = call(host, "DELETE", "/accounts/some-account?removeSshKey=yes&requestId=no%20spaces")
+    assert bad.status_code == 400
+    assert {e["path"] for e in bad.json()["errors"]} == {"removeSshKey", "requestId"}
+    submitted = call(host, "POST", "/onboardings", json=offboarding("some-account"))
+    assert submitted.status_code == 400
+    assert "DELETE /api/accounts" in submitted.json()["errors"][0]["message"]
+
+
+def test_a_cluster_makes_the_offboarding_fail_naming_it(host: LocalHost, world: World) -> None:
+    body = onboard(world)
+    [palette_account] = world.palette_accounts(body["accountName"])
+    seed_cluster(world, "payments-prod", palette_account["uid"])
+
+    answer = call(host, "DELETE", f"/accounts/{body['accountName']}").json()
+    state = finished(host, answer["statusUrl"])
+
+    assert state["status"] == "failed" and state["error"]["reason"] == "account_in_use"
+    assert "payments-prod" in state["error"]["message"] and state["removed"] == []
+    assert world.palette_accounts(body["accountName"])
+
+
+def test_the_dry_run_of_an_offboarding_tells_what_would_be_removed_and_changes_nothing(host: LocalHost,
+                                                                                    world: World) -> None:
+    body = onboard(world, apiKey={"name": "dry-api-key", "user": API_USER, "expiresInDays": 30})
+    before = services(world)
+
+    report = call(host, "POST", "/onboardings/validate", json=offboarding(body["accountName"])).json()
+
+    assert report["valid"] and report["operation"] == "offboard"
+    removed = " | ".join(report["wouldRemove"])
+    assert "Palette cloud account" in removed and "Palette API key dry-api-key" in removed
+    assert "Graph password" in removed and removed.count("Key Vault secret") == 2
+    assert {c["name"] for c in report["checks"]} >= {"schema", "requestId", "account", "palette.account",
+                                                      "palette.keys", "graph.passwords", "keyVault.secrets"}
+    assert services(world) == before
+
+    [palette_account] = world.palette_accounts(body["accountName"])
+    seed_cluster(world, "dry-cluster", palette_account["uid"])
+    blocked = call(host, "POST", "/onboardings/validate", json=offboarding(body["accountName"])).json()
+    assert not blocked["valid"]
+    [account_check] = [c for c in blocked["checks"] if c["name"] == "account"]
+    assert account_check["outcome"] == "clash" and "dry-cluster" in account_check["detail"]
+
+    unknown = call(host, "POST", "/onboardings/validate", json=offboarding("never-onboarded")).json()
+    assert not unknown["valid"] and unknown["checks"][-1]["outcome"] == "missing"
+    bad = call(host, "POST", "/onboardings/validate", json={**offboarding("x"), "removeApiKey": "no"}).json()
+    assert not bad["valid"] and bad["checks"][0]["name"] == "schema"
+
+
+def test_onboarding_again_through_http_recovers_the_deleted_secrets_when_asked(host: LocalHost,
+                                                                            world: World) -> None:
+    body = onboard(world)
+    account = body["accountName"]
+    done = call(host, "DELETE", f"/accounts/{account}").json()
+    finished(host, done["statusUrl"])
+    again = {**body, "requestId": body["requestId"] + "-again", "recoverDeletedSecrets": True}
+
+    report = call(host, "POST", "/onboardings/validate", json=again).json()
+    assert report["valid"], report
+    [secret_check] = [c for c in report["checks"] if c["name"] == "keyVault.client-secret"]
+    assert secret_check["action"] == "recover"
+    refused = call(host, "POST", "/onboardings/validate", json={**again, "recoverDeletedSecrets": False}).json()
+    [blocked] = [c for c in refused["checks"] if c["name"] == "keyVault.client-secret"]
+    assert blocked["outcome"] == "clash" and blocked["field"] == "recoverDeletedSecrets"
+
+    accepted = call(host, "POST", "/onboardings", json=again)
+    assert accepted.status_code == 202, accepted.text
+    state = finished(host, accepted.json()["statusUrl"])
+    assert state["status"] == "succeeded", state
+    assert deleted_secrets(world, account) == []
+    assert call(host, "GET", f"/accounts/{account}").json()["status"] == "managed"
