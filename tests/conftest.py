@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.runner import LocalHost
 from devstack.stack import Stack, StackOptions
 
 
@@ -38,3 +39,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="session")
 def settings(stack: Stack) -> dict[str, str]:
     return dict(stack.settings)
+
+
+@pytest.fixture(scope="module")
+def host(stack: Stack) -> Iterator[LocalHost]:
+    """The whole app in the local Functions host (HTTPS, function keys), one per test module."""
+    from tests.test_http_api import hosted_app
+
+    with hosted_app(stack) as local:
+        yield local

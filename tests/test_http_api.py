@@ -55,12 +55,6 @@ def hosted_app(stack: Stack, *, tls: bool = True, **kwargs: Any) -> Iterator[Loc
                 os.environ[name] = value
 
 
-@pytest.fixture(scope="module")
-def host(stack: Stack) -> Iterator[LocalHost]:
-    with hosted_app(stack) as local:
-        yield local
-
-
 class Api:
     """The HTTP API with the function key; every response is checked against the OpenAPI document,
     and every body kept so a test can check none leaks a secret."""
@@ -102,6 +96,11 @@ class Api:
 @pytest.fixture
 def api(host: LocalHost, world: World) -> Api:
     return Api(host.http_url, host.function_key)
+
+
+def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """One call with the host's function key, its answer checked against the OpenAPI document."""
+    return Api(host.http_url, host.function_key).call(method, path, **kwargs)
 
 
 def _creates(world: World, method_path: tuple[str, str]) -> list[dict[str, Any]]:

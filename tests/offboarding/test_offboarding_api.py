@@ -4,11 +4,7 @@ Every answer is checked against the OpenAPI document."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
-
-import pytest
-import requests
 
 from tests.offboarding.test_offboarding import (
     API_USER,
@@ -20,22 +16,11 @@ from tests.offboarding.test_offboarding import (
     services,
 )
 from tests.onboarding.conftest import wait_for
-from tests.test_http_api import Api, hosted_app
+from tests.test_http_api import call
 
 if TYPE_CHECKING:
     from devstack.runner import LocalHost
-    from devstack.stack import Stack
     from tests.onboarding.conftest import World
-
-
-@pytest.fixture(scope="module")
-def host(stack: Stack) -> Iterator[LocalHost]:
-    with hosted_app(stack) as local:
-        yield local
-
-
-def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
-    return Api(host.http_url, host.function_key).call(method, path, **kwargs)
 
 
 def finished(host: LocalHost, status_url: str) -> dict[str, Any]:

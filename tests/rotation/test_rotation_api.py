@@ -3,31 +3,17 @@ queue trigger carries the rotation out)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import pytest
 import requests
 
 from tests.onboarding.conftest import wait_for
 from tests.rotation.test_rotation import onboard, palette_holds_key_vaults_secret
-from tests.test_http_api import Api, hosted_app
+from tests.test_http_api import call
 
 if TYPE_CHECKING:
     from devstack.runner import LocalHost
-    from devstack.stack import Stack
     from tests.onboarding.conftest import World
-
-
-@pytest.fixture(scope="module")
-def host(stack: Stack) -> Iterator[LocalHost]:
-    with hosted_app(stack) as local:
-        yield local
-
-
-def call(host: LocalHost, method: str, path: str, **kwargs: Any) -> requests.Response:
-    """A call with the function key, its answer checked against the OpenAPI document."""
-    return Api(host.http_url, host.function_key).call(method, path, **kwargs)
 
 
 def test_rotate_now_is_accepted_and_its_state_can_be_followed(host: LocalHost, world: World) -> None:
