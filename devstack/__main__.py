@@ -131,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("azure.servicebus._pyamqp").setLevel(logging.ERROR)
     ca_path = Path(settings["REQUESTS_CA_BUNDLE"])
     host = LocalHost(function_app.app, settings, http_port=args.port,
-                     tls=certificate_beside(ca_path).server_context(), function_key=args.function_key)
+                     tls=certificate_beside(ca_path).server_context(), function_key=args.function_key,
+                     **({"host_json": args.host_json} if args.host_json else {}))
     host.start()
     app_path = workdir / APP_FILE
     app_path.write_text(json.dumps({"baseUrl": host.http_url, "functionKey": host.function_key}, indent=2) + "\n")
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=7071, help="HTTPS port of the API (0: any free port)")
     run.add_argument("--function-key", default=None,
                      help="the function key routes require (default: a new random key each start)")
+    run.add_argument("--host-json", type=Path, default=None,
+                     help="a host.json to read instead of the app's (another maxConcurrentCalls, say)")
     demo = sub.add_parser("demo", help="start everything, submit examples/, show events and results")
     demo.add_argument("--timeout", type=float, default=180, help="seconds to wait for every request")
     for command in (up, down, run):

@@ -26,8 +26,9 @@ _SERVING = b"function app hosted locally"
 class HostProcess:
     """One ``devstack run`` child at a time, its output appended to ``workdir/host.log``."""
 
-    def __init__(self, workdir: Path, settings: Mapping[str, str]) -> None:
+    def __init__(self, workdir: Path, settings: Mapping[str, str], *, extra_args: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_args = list(extra_args or [])
         workdir.mkdir(parents=True, exist_ok=True)
         settings_path = workdir / "settings.json"
         settings_path.write_text(json.dumps(dict(settings)))
@@ -42,7 +43,8 @@ class HostProcess:
             raise RuntimeError("the host is already running")
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "devstack", "run", "--workdir", str(self.workdir), "--port", "0"],
+                [sys.executable, "-m", "devstack", "run", "--workdir", str(self.workdir), "--port", "0",
+                 *self.extra_args],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.starts += 1
@@ -64,6 +66,13 @@ class HostProcess:
             self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+    @property
+    def pid(self) -> int | None:
+        """The running host's process id (None when it is not running)."""
+        if self._process is None or self._process.poll() is not None:
+            return None
+        return self._process.pid
 
     def wait_serving(self, timeout: float = 30) -> None:
         """Until the latest host says it serves, so a kill hits a working host."""

@@ -3,8 +3,10 @@
 Each stand-in supplies a :class:`ServiceApp`: a router of handlers over its pure-Python backend,
 an error formatter in the real service's wire format, and optional per-request checks (auth, rate
 limits). This module adds what they all need: routing with path parameters, a record of every
-request, fault injection (status, latency, dropped connection) and a ``/_devstack/`` admin surface
-(state, requests, reset, faults). A handler that raises never leaks a stack trace: the client gets
+request, fault injection (status, latency, dropped connection; on every matching request, a set
+number of them, or a share of them at random), a latency added to every request (what a network
+between the app and the service would add), and a ``/_devstack/`` admin surface (state, requests,
+reset, faults, latency). A handler that raises never leaks a stack trace: the client gets
 the service's own error body with status 500.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import socket
 import ssl
@@ -124,6 +127,11 @@ class Fault:
     """A fault injected on matching requests: status and/or latency and/or a dropped connection.
 
     ``times`` counts how many matching requests it still applies to (``None``: all of them).
+    ``probability`` applies it to that share of matching requests, drawn at random (``seed``
+    makes the draw repeatable); a request it spares goes on to the next fault, so several faults
+    of 5 % each on one path fail about the sum of them. ``except_user_agent`` spares requests
+    whose ``User-Agent`` matches it: the stand-ins' own calls to each other (Palette asking Entra
+    about credentials) are not the network between the app and a service.
     ``drop_after_handling`` drops the connection only after the request was carried out: the
     response is lost, as when a network fails on the way back, which is what tests of "did my
     create happen?" need. ``after_handling`` with a ``status`` carries the request out and then
@@ -140,11 +148,25 @@ class Fault:
     after_handling: bool = False
     times: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    probability: float = 1.0
+    except_user_agent: str | None = None
+    seed: int | None = None
+    _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
-    def matches(self, method: str, path: str) -> bool:
+    def __post_init__(self) -> None:
+        if self.seed is not None:
+            self._rng.seed(self.seed)
+
+    def matches(self, method: str, path: str, user_agent: str = "") -> bool:
         if self.method and self.method.upper() != method:
             return False
+        if self.except_user_agent and re.search(self.except_user_agent, user_agent):
+            return False
         return re.search(self.path_regex, path) is not None
+
+    def draw(self) -> bool:
+        """Whether this matching request is one the fault applies to (always, unless a share)."""
+        return self.probability >= 1.0 or self._rng.random() < self.probability
 
 
 class ServiceApp:
@@ -189,6 +211,9 @@ class ServiceApp:
 
 @dataclass
 class RecordedRequest:
+    """One request as received: ``started`` when it arrived, ``time`` when it was answered (or
+    dropped), both POSIX seconds; any added latency lies between them, at the start."""
+
     time: float
     method: str
     path: str
@@ -196,6 +221,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     status: int
+    started: float = 0.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -211,6 +237,9 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
+        #: Added to every request but the admin API's, before any fault (``/_devstack/latency``).
+        self.latency_ms = 0
+        self.latency_except_user_agent: str | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
@@ -220,10 +249,10 @@ class _Server(ThreadingHTTPServer):
             sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
 
-    def take_fault(self, method: str, path: str) -> Fault | None:
+    def take_fault(self, method: str, path: str, user_agent: str = "") -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, user_agent) and fault.draw():
                     if fault.times is not None:
                         fault.times -= 1
                         if fault.times <= 0:
@@ -312,22 +341,25 @@ class _RequestHandler(BaseHTTPRequestHandler):
         method = self.command.upper()
         request = Request(method, path, parse_qs(split.query, keep_blank_values=True),
                           {k.lower(): v for k, v in self.headers.items()}, b"")
+        started = time.time()
         try:
             request.body = self._read_body()
             if path.startswith(ADMIN_PREFIX + "/") or path == ADMIN_PREFIX:
                 response = self._admin(request, path[len(ADMIN_PREFIX):].strip("/"))
             else:
-                fault = self.server.take_fault(method, path)
+                user_agent = request.header("user-agent") or ""
+                self._add_latency(user_agent)
+                fault = self.server.take_fault(method, path, user_agent)
                 if fault is not None:
                     if fault.latency_ms:
                         time.sleep(fault.latency_ms / 1000)
                     if fault.drop:
-                        self._record(request, 0)
+                        self._record(request, 0, started)
                         self._drop()
                         return
                 response = self._faulted_or_handled(request, fault)
                 if fault is not None and fault.drop_after_handling:
-                    self._record(request, response.status)
+                    self._record(request, response.status, started)
                     self._drop()
                     return
         except HttpError as error:
@@ -336,8 +368,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
             logger.exception("%s: handler failed for %s %s", app.name, method, path)
             response = app.error_response(HttpError(500, "InternalError", "The server had an internal error."))
         if not path.startswith(ADMIN_PREFIX):
-            self._record(request, response.status)
+            self._record(request, response.status, started)
         self._write(response, head=method == "HEAD")
+
+    def _add_latency(self, user_agent: str) -> None:
+        server = self.server
+        if server.latency_ms <= 0:
+            return
+        spared = server.latency_except_user_agent
+        if spared and re.search(spared, user_agent):
+            return
+        time.sleep(server.latency_ms / 1000)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -360,7 +401,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request.path_params = params
         return handler(request)
 
-    def _record(self, request: Request, status: int) -> None:
+    def _record(self, request: Request, status: int, started: float) -> None:
         try:
             body: Any = json.loads(request.body) if request.body else None
         except (ValueError, UnicodeDecodeError, RecursionError):  # e.g. "[" * 5000
@@ -369,7 +410,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         headers = {k: ("***" if k in _REDACTED_HEADERS else v) for k, v in request.headers.items()}
         with self.server.lock:
             self.server.requests.append(RecordedRequest(time.time(), request.method, request.path,
-                                                        request.query, headers, body, status))
+                                                        request.query, headers, body, status, started))
 
     def _admin(self, request: Request, subpath: str) -> Response:
         server = self.server
@@ -388,18 +429,24 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with server.lock:
                 server.requests.clear()
                 server.faults.clear()
+                server.latency_ms = 0
+                server.latency_except_user_agent = None
             app.reset()
             return Response.empty()
         if subpath == "faults" and request.method == "POST":
             spec = request.json()
             if not isinstance(spec, dict) or not isinstance(spec.get("path"), str):
                 raise HttpError(400, "BadRequest", "A fault needs at least a 'path' regular expression.")
+            probability = spec.get("probability", 1.0)
+            if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability <= 1:
+                raise HttpError(400, "BadRequest", "probability must be a number above 0 and at most 1.")
             fault = Fault(method=spec.get("method"), path_regex=spec["path"], status=spec.get("status"),
                           body=spec.get("body"), latency_ms=int(spec.get("latencyMs", 0)),
                           drop=bool(spec.get("drop", False)),
                           drop_after_handling=bool(spec.get("dropAfterHandling", False)),
                           after_handling=bool(spec.get("afterHandling", False)), times=spec.get("times"),
-                          headers=dict(spec.get("headers") or {}))
+                          headers=dict(spec.get("headers") or {}), probability=float(probability),
+                          except_user_agent=spec.get("exceptUserAgent"), seed=spec.get("seed"))
             with server.lock:
                 server.faults.append(fault)
             return Response.empty(201)
@@ -407,10 +454,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
             with server.lock:
                 server.faults.clear()
             return Response.empty()
+        if subpath == "latency" and request.method == "GET":
+            return Response.json(200, self._latency_config())
+        if subpath == "latency" and request.method == "POST":
+            spec = request.json()
+            ms = spec.get("ms") if isinstance(spec, dict) else None
+            spared = spec.get("exceptUserAgent") if isinstance(spec, dict) else None
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= 60_000 \
+                    or not isinstance(spared, str | None):
+                raise HttpError(400, "BadRequest", 'The latency body is {"ms": 0-60000, "exceptUserAgent"?: regex}.')
+            with server.lock:
+                server.latency_ms = int(ms)
+                server.latency_except_user_agent = spared
+            return Response.json(200, self._latency_config())
         handled = app.admin(request, subpath)
         if handled is not None:
             return handled
         raise HttpError(404, "NotFound", f"No such admin route: {request.method} {ADMIN_PREFIX}/{subpath}.")
+
+    def _latency_config(self) -> dict[str, Any]:
+        return {"ms": self.server.latency_ms, "exceptUserAgent": self.server.latency_except_user_agent}
 
     def _write(self, response: Response, head: bool = False) -> None:
         try:
@@ -458,10 +521,17 @@ class RunningServer:
         with self._server.lock:
             self._server.faults.clear()
 
+    def set_latency(self, ms: int, *, except_user_agent: str | None = None) -> None:
+        with self._server.lock:
+            self._server.latency_ms = ms
+            self._server.latency_except_user_agent = except_user_agent
+
     def reset(self) -> None:
         with self._server.lock:
             self._server.requests.clear()
             self._server.faults.clear()
+            self._server.latency_ms = 0
+            self._server.latency_except_user_agent = None
         self.app.reset()
 
     def stop(self) -> None:

@@ -256,7 +256,10 @@ class _QueueListener(_BackgroundLoop):
                     if free <= 0:
                         wait(in_flight, timeout=1, return_when=FIRST_COMPLETED)
                         continue
-                    batch = receiver.receive_messages(max_message_count=free,
+                    # One message per receive, as the host's message pump hands each to a call as
+                    # soon as it arrives: asked for several, the SDK keeps pulling for 0.2 s after
+                    # the first, which would delay every onboarding by that much.
+                    batch = receiver.receive_messages(max_message_count=1,
                                                       max_wait_time=0.2 if in_flight else 1)
                     self._broker.reached(self.name)
                     for message in batch:

@@ -24,6 +24,7 @@ import re
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -384,6 +385,27 @@ class PaletteBackend:
         with self._lock:
             return [a for a in self._store.accounts.values()
                     if a.project_uid is None or a.project_uid == project_uid]
+
+    def seed_azure_accounts(self, *, name_prefix: str, count: int, project_uid: str | None = None
+                            ) -> list[AzureAccount]:
+        """Admin: ``count`` accounts named ``<name_prefix>-00001``..., for a random tenant and app,
+        as another team would have registered them (no product annotations, no validation). What
+        a large tenant looks like to a lookup by name."""
+        _require_name(name_prefix)
+        now = self.clock()
+        made = []
+        with self._lock:
+            taken = {a.name for a in self._store.accounts.values() if a.project_uid == project_uid}
+            for i in range(1, count + 1):
+                name = f"{name_prefix}-{i:05d}"
+                if name in taken and self.unique_names:
+                    raise AlreadyExists("CloudAccountAlreadyExists", "Cloud account", name, scope_name(project_uid))
+                spec = _azure_spec_with_defaults({"tenantId": str(uuid.uuid4()), "clientId": str(uuid.uuid4()),
+                                                  "clientSecret": secrets.token_urlsafe(16)})
+                account = AzureAccount(new_uid(), name, project_uid, spec, {}, {}, now, now)
+                self._store.accounts[account.uid] = account
+                made.append(account)
+        return made
 
     def get_azure_account(self, project_uid: str | None, uid: str) -> AzureAccount:
         with self._lock:
@@ -764,6 +786,19 @@ def apply_filters(items: list[dict[str, Any]], filters: str | None) -> list[dict
         terms.append((field_path, wanted))
     return [item for item in items
             if all(_as_text(_value_at(item, path)) == wanted for path, wanted in terms)]
+
+
+def filtered_name(filters: str | None) -> str | None:
+    """The value of a ``metadata.name=`` term of ``filters`` (AND-joined), if it has one: lets a
+    list skip building the wire form of objects that cannot match. :func:`apply_filters` still
+    decides, so the answer is the same either way."""
+    if not filters or re.search(r"OR" + _FIELD_AHEAD, filters):
+        return None
+    for term in re.split(r"AND" + _FIELD_AHEAD, filters):
+        field_path, sep, wanted = term.partition("=")
+        if sep and field_path == "metadata.name":
+            return wanted
+    return None
 
 
 def apply_order(items: list[dict[str, Any]], order_by: str | None) -> list[dict[str, Any]]:

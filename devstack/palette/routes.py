@@ -19,7 +19,8 @@ Decisions where Palette's behaviour is not documented (see also ``errors.py`` fo
 - ``PUT`` needs ``metadata.uid`` equal to the path uid. ``PUT`` of a cloud account validates the
   credentials again, as the SDK does before every update.
 - ``fields`` is accepted and ignored (whole objects come back); ``filters`` supports
-  ``field=value`` terms joined by ``AND``; ``orderBy`` supports ``field=1|-1`` lists.
+  ``field=value`` terms joined by ``AND`` (exact, case-sensitive equality; ``OR`` is a 501);
+  ``orderBy`` supports ``field=1|-1`` lists.
 - The rate limit is one token bucket per resource prefix (``/v1/cloudaccounts``, ``/v1/users``...)
   for all callers, not per source IP.
 """
@@ -49,6 +50,7 @@ from devstack.palette.models import (
     User,
     apply_filters,
     apply_order,
+    filtered_name,
     format_time,
     new_uid,
     paginate,
@@ -219,6 +221,16 @@ class PaletteApp(ServiceApp):
         if subpath.startswith("clusters/") and request.method == "DELETE":
             self.backend.remove_cluster(subpath.removeprefix("clusters/"))
             return Response.empty()
+        if subpath == "cloudaccounts" and request.method == "POST":
+            spec = request.json()
+            count = spec.get("count", 1) if isinstance(spec, dict) else None
+            if (not isinstance(spec, dict) or not isinstance(spec.get("namePrefix"), str) or not spec["namePrefix"]
+                    or isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100_000
+                    or not isinstance(spec.get("projectUid"), str | None)):
+                raise InvalidRequest('The body is {"namePrefix": string, "count"?: 1-100000, "projectUid"?: string}.')
+            made = self.backend.seed_azure_accounts(name_prefix=spec["namePrefix"], count=count,
+                                                    project_uid=spec.get("projectUid"))
+            return Response.json(201, {"count": len(made), "first": made[0].name, "last": made[-1].name})
         if subpath == "overlords" and request.method == "POST":
             spec = request.json()
             if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]
@@ -356,8 +368,11 @@ class PaletteApp(ServiceApp):
         return Response.json(201, {"uid": account.uid}, {"AuditUid": new_uid()})
 
     def _list_accounts(self, call: Call) -> Response:
-        items = [account_wire(a) for a in self.backend.list_azure_accounts(call.project_uid)]
-        return self._paged(call, "cloudaccounts/azure", items)
+        accounts = self.backend.list_azure_accounts(call.project_uid)
+        name = filtered_name(call.query.get("filters"))
+        if name is not None:
+            accounts = [a for a in accounts if a.name == name]
+        return self._paged(call, "cloudaccounts/azure", [account_wire(a) for a in accounts])
 
     def _get_account(self, call: Call) -> Response:
         return Response.json(200, account_wire(self.backend.get_azure_account(call.project_uid, call.uid())))
@@ -390,7 +405,11 @@ class PaletteApp(ServiceApp):
         return Response.json(201, {"uid": key.uid}, {"AuditUid": new_uid()})
 
     def _list_ssh_keys(self, call: Call) -> Response:
-        items = [ssh_key_wire(k) for k in self.backend.list_ssh_keys(call.project_uid)]
+        keys = self.backend.list_ssh_keys(call.project_uid)
+        name = filtered_name(call.query.get("filters"))
+        if name is not None:
+            keys = [k for k in keys if k.name == name]
+        items = [ssh_key_wire(k) for k in keys]
         items = apply_order(apply_filters(items, call.query.get("filters")), call.query.get("orderBy"))
         return Response.json(200, {"items": items})
 

@@ -10,8 +10,11 @@ prefix, by default a little under that (8/s, burst 5), so a burst of onboardings
 paced instead of bouncing off 429s; 429s that still happen (other workers, other tools) are
 retried by :class:`~shared.clients.http.JsonHttpClient`.
 
-Names are matched client-side by listing, as Palette's own SDK does: "create or update by name" is
-the caller's job, and a create whose response was lost is never repeated here (see ``http.py``).
+Names are looked up with the list endpoints' server-side ``filters`` (``metadata.name=<name>``), so
+a lookup costs one call however many accounts or keys the tenant holds; what comes back is matched
+again here (exact name, scope), so a server that filters loosely, or not at all, still gives the
+right answer. "Create or update by name" is the caller's job, and a create whose response was lost
+is never repeated here (see ``http.py``).
 """
 
 from __future__ import annotations
@@ -185,6 +188,18 @@ def rate_key_for(path: str) -> str:
     return "/" + "/".join(segments[:2])
 
 
+#: Palette's ``filters`` joins terms with ``AND`` and ``OR`` written into the value, unquoted.
+_FILTER_OPERATORS = ("AND", "OR")
+
+
+def name_filter(name: str | None) -> str | None:
+    """``metadata.name=<name>`` for a list's ``filters``; None (list everything, match here) for a
+    name the filter syntax cannot carry: one holding an operator word or ``=``, or none at all."""
+    if not name or "=" in name or any(op in name for op in _FILTER_OPERATORS):
+        return None
+    return f"metadata.name={name}"
+
+
 def _seg(value: str) -> str:
     """One URL path segment, so a uid can never reach another route.
 
@@ -331,11 +346,13 @@ class PaletteClient(JsonHttpClient):
         return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
 
     def _paged(self, path: str, *, project_uid: str | None,
-               convert: Callable[[dict[str, Any]], T]) -> ItemPaged[T]:
+               convert: Callable[[dict[str, Any]], T], filters: str | None = None) -> ItemPaged[T]:
         """Items of a list endpoint, 50 a page, following ``listmeta.continue`` (``""`` ends it)."""
 
         def get_next(token: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"limit": PAGE_SIZE}
+            if filters:
+                params["filters"] = filters
             if token:
                 params["continue"] = token
             return self._json("GET", path, params=params, project_uid=project_uid)
@@ -417,23 +434,27 @@ class PaletteClient(JsonHttpClient):
         self._call("POST", "/v1/clouds/azure/account/validate", json=creds.to_spec(), project_uid=project_uid,
                    secrets=(creds.client_secret.get_secret_value(),))
 
-    def list_azure_accounts(self, *, project_uid: str | None = None) -> ItemPaged[AzureAccount]:
-        """Every Azure cloud account visible in the scope, paging 50 at a time.
+    def list_azure_accounts(self, *, project_uid: str | None = None,
+                            name: str | None = None) -> ItemPaged[AzureAccount]:
+        """Every Azure cloud account visible in the scope (only those named ``name``, when given),
+        paging 50 at a time.
 
         In project scope Palette also lists tenant-scoped accounts; ``AzureAccount.scope`` tells them
-        apart. Returns an :class:`~azure.core.paging.ItemPaged`, never ``None``.
+        apart. With ``name`` the server filters (``filters=metadata.name=<name>``); the caller still
+        matches the names, since the filter's semantics are the server's. Returns an
+        :class:`~azure.core.paging.ItemPaged`, never ``None``.
         """
-        return self._paged("/v1/cloudaccounts/azure", project_uid=project_uid,
+        return self._paged("/v1/cloudaccounts/azure", project_uid=project_uid, filters=name_filter(name),
                            convert=lambda item: _azure_account(item, project_uid))
 
     def find_azure_account(self, name: str, *, project_uid: str | None = None) -> AzureAccount | None:
-        """The account named ``name`` in exactly this scope, or ``None``.
+        """The account named ``name`` in exactly this scope, or ``None``: one filtered call.
 
         In project scope a tenant-scoped account with the same name is ignored (and vice versa),
         because Palette allows one of each.
         """
         wanted = _wanted_scope(project_uid)
-        for account in self.list_azure_accounts(project_uid=project_uid):
+        for account in self.list_azure_accounts(project_uid=project_uid, name=name):
             if account.name == name and account.scope == wanted:
                 return account
         return None
@@ -512,19 +533,22 @@ class PaletteClient(JsonHttpClient):
 
     # -- SSH keys -------------------------------------------------------------------------------
 
-    def list_ssh_keys(self, *, project_uid: str | None) -> list[SshKey]:
-        """SSH public keys visible in the scope (the endpoint is not paged).
+    def list_ssh_keys(self, *, project_uid: str | None, name: str | None = None) -> list[SshKey]:
+        """SSH public keys visible in the scope (only those named ``name``, when given: the
+        server filters); the endpoint is not paged.
 
         ``project_uid`` has no default on purpose: the onboarding guide keeps keys in a project,
         so tenant scope (``None``) must be asked for explicitly.
         """
-        body = self._json("GET", "/v1/users/assets/sshkeys", project_uid=project_uid)
+        filters = name_filter(name)
+        body = self._json("GET", "/v1/users/assets/sshkeys", project_uid=project_uid,
+                          params={"filters": filters} if filters else None)
         return [_ssh_key(item, project_uid) for item in self._items(body)]
 
     def find_ssh_key(self, name: str, *, project_uid: str | None) -> SshKey | None:
-        """The key named ``name`` in exactly this scope, or ``None``."""
+        """The key named ``name`` in exactly this scope, or ``None``: one filtered call."""
         wanted = _wanted_scope(project_uid)
-        return next((k for k in self.list_ssh_keys(project_uid=project_uid)
+        return next((k for k in self.list_ssh_keys(project_uid=project_uid, name=name)
                      if k.name == name and k.scope == wanted), None)
 
     def create_ssh_key(self, name: str, public_key: str, *, project_uid: str | None,
