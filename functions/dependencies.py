@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from shared.clients.events import EventPublisher
     from shared.clients.queue import RequestQueue
     from shared.pipeline import OnboardingClients
     from shared.settings import Settings
+    from shared.state.pace import SharedPace
 
 _lock = threading.Lock()
 _current: Dependencies | None = None
@@ -28,9 +30,12 @@ class Dependencies:
     credential: TokenCredential
     clients: OnboardingClients
     queue: RequestQueue
+    pace: SharedPace | None = None
 
     def close(self) -> None:
         self.clients.palette.close()
+        if self.pace is not None:
+            self.pace.close()
         if self.clients.graph is not None:
             self.clients.graph.close()
         self.clients.secrets.close()
@@ -39,6 +44,7 @@ class Dependencies:
         self.clients.inventory.close()
         if self.clients.entra is not None:
             self.clients.entra.close()
+        self.clients.key_pairs.close()
         self.queue.close()
 
 
@@ -55,6 +61,7 @@ def build(settings: Settings) -> Dependencies:
     from shared.pipeline import OnboardingClients
     from shared.state import TableStateStore
     from shared.state.inventory import InventoryStore
+    from shared.state.pace import SharedPace
 
     credential_kwargs = {}
     if settings.authority_host:
@@ -70,12 +77,16 @@ def build(settings: Settings) -> Dependencies:
     if settings.storage_connection:
         state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
         inventory = InventoryStore.from_connection_string(settings.storage_connection, settings.inventory_table)
+        pace = SharedPace.from_connection_string(settings.storage_connection, settings.pace_table,
+                                                 settings.palette_rate_per_second, settings.palette_burst)
     else:
         assert settings.table_endpoint is not None
         state = TableStateStore.from_endpoint(settings.table_endpoint, credential, settings.state_table)
         inventory = InventoryStore.from_endpoint(settings.table_endpoint, credential, settings.inventory_table)
+        pace = SharedPace.from_endpoint(settings.table_endpoint, credential, settings.pace_table,
+                                        settings.palette_rate_per_second, settings.palette_burst)
     clients = OnboardingClients(
-        palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key),
+        palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key, rate_limiter=pace),
         graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope),
         secrets=SecretStore(settings.key_vault_url, credential),
         events=events,
@@ -83,7 +94,24 @@ def build(settings: Settings) -> Dependencies:
         inventory=inventory,
         entra=ClientSecretProbe(authority_host=settings.authority_host, scope=settings.graph_scope),
     )
-    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue)
+    _open_links_in_background(events)
+    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue, pace=pace)
+
+
+def _open_links_in_background(events: EventPublisher) -> None:
+    """The events sender's link opens while the first invocation does its other first calls (the
+    state row, the leases), instead of when its first event is sent."""
+    import logging
+
+    from shared.concurrency import in_thread
+
+    def open_quietly() -> None:
+        try:
+            events.open_link()
+        except Exception:  # the first send opens it (or reports why it cannot)
+            logging.getLogger(__name__).info("The events sender's link did not open ahead", exc_info=True)
+
+    in_thread(open_quietly, name="events-link")
 
 
 def get() -> Dependencies:

@@ -119,6 +119,11 @@ class Settings:
     require_client_principal: bool = False
     state_table: str = "onboardings"
     inventory_table: str = "accounts"
+    #: The app-wide pace of Palette calls per resource prefix (``PALETTE_RATE_PER_SECOND``,
+    #: ``PALETTE_RATE_BURST``), kept in this table for every instance (:mod:`shared.state.pace`).
+    pace_table: str = "ratelimits"
+    palette_rate_per_second: float = 9.0
+    palette_burst: int = 4
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -151,6 +156,11 @@ class Settings:
             problems.append("ROTATION_THRESHOLD_DAYS must be a whole number of days")
         graph_endpoint = (env.get("GRAPH_ENDPOINT") or "https://graph.microsoft.com").rstrip("/")
         pipeline = _pipeline_config(env, problems, threshold)
+        # Under Palette's 10/s and burst 5 per prefix with room for the stragglers of a slot.
+        rate = _number(env, "PALETTE_RATE_PER_SECOND", 9.0, 0.1, 10, problems, unit="requests per second",
+                       why=" (Palette allows 10 per resource prefix)")
+        burst = _number(env, "PALETTE_RATE_BURST", 4, 1, 5, problems, unit="requests",
+                        why=" (Palette's burst is 5)")
         settings = cls(
             palette_endpoint=required("PALETTE_ENDPOINT").rstrip("/"),
             palette_api_key=SecretStr(required("PALETTE_API_KEY")),
@@ -169,6 +179,8 @@ class Settings:
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),
             drift_schedule=env.get("DRIFT_SCHEDULE", "0 30 4 * * *"),
             require_client_principal=requires_client_principal(env, problems),
+            palette_rate_per_second=rate,
+            palette_burst=int(burst),
             pipeline=pipeline,
         )
         if problems:

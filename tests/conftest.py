@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devstack.runner import LocalHost
 from devstack.stack import Stack, StackOptions
+
+if TYPE_CHECKING:
+    from tests.onboarding.conftest import World
+    from tests.test_http_api import Api
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +53,12 @@ def host(stack: Stack) -> Iterator[LocalHost]:
 
     with hosted_app(stack) as local:
         yield local
+
+
+@pytest.fixture
+def intake(stack: Stack, world: World) -> Iterator[Api]:
+    """The intake routes only (no queue trigger), so what is submitted stays queued."""
+    from tests.test_http_api import Api, hosted_app
+
+    with hosted_app(stack, only={"submit_onboarding", "list_onboardings", "get_onboarding"}) as local:
+        yield Api(local.http_url, local.function_key)

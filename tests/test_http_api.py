@@ -435,39 +435,6 @@ def test_the_served_document_is_the_one_in_the_repository(api: Api) -> None:
     assert response.json()["openapi"].startswith("3.1")
 
 
-@pytest.fixture
-def intake(stack: Stack, world: World) -> Iterator[Api]:
-    """The intake routes only (no queue trigger), so what is submitted stays queued."""
-    with hosted_app(stack, only={"submit_onboarding", "list_onboardings", "get_onboarding"}) as local:
-        yield Api(local.http_url, local.function_key)
-
-
-def test_the_list_pages_by_the_tables_continuation(intake: Api, world: World) -> None:
-    bodies = [world.request(client_id="00000000-0000-4000-8000-00000000000" + str(i)) for i in range(1, 6)]
-    for body in bodies:
-        assert intake.submit(body).status_code == 202
-
-    seen: list[str] = []
-    pages = 0
-    token: str | None = None
-    while True:
-        params = {"top": "2", **({"continuationToken": token} if token else {})}
-        page = intake.call("GET", "/onboardings", params=params).json()
-        pages += 1
-        assert len(page["items"]) <= 2
-        seen += [item["requestId"] for item in page["items"]]
-        token = page["continuationToken"]
-        if token is None:
-            break
-        assert pages < 10
-
-    assert sorted(seen) == sorted(b["requestId"] for b in bodies)
-    assert pages >= 3
-    queued = intake.call("GET", "/onboardings", params={"status": "queued", "top": "200"}).json()
-    assert {i["requestId"] for i in queued["items"]} == set(seen) and queued["continuationToken"] is None
-    assert intake.call("GET", "/onboardings", params={"status": "failed"}).json()["items"] == []
-
-
 @pytest.mark.parametrize(("params", "path"), [({"top": "0"}, "top"), ({"top": "many"}, "top"),
                                               ({"top": "201"}, "top"),
                                               ({"continuationToken": "not-a-token"}, "continuationToken"),

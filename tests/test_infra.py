@@ -514,7 +514,12 @@ def test_storage_is_identity_only() -> None:
     the_one("Microsoft.Storage/storageAccounts/tableServices")
     storage_params = tree("app/storage.bicep")["parameters"]
     tables = {table["name"] for _, _, table in resources_of("Microsoft.Storage/storageAccounts/tableServices/tables")}
-    assert {storage_params[name]["default"] for name in tables} == {"onboardings", "accounts"}
+    assert {storage_params[name]["default"] for name in tables} == {"onboardings", "accounts", "ratelimits"}
+    from shared.settings import Settings
+
+    fields = Settings.__dataclass_fields__
+    assert {fields[f].default for f in ("state_table", "inventory_table", "pace_table")} == {
+        "onboardings", "accounts", "ratelimits"}
 
 
 def test_service_bus_is_identity_only_and_premium_when_private() -> None:

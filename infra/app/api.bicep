@@ -191,6 +191,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'PALETTE_API_KEY'
           value: '@Microsoft.KeyVault(VaultName=${configKeyVault.name};SecretName=${paletteApiKeySecretName})'
         }
+        // The pace of Palette calls per resource prefix for the whole app, every instance taking
+        // its slots from one schedule in the storage account's ratelimits table (infra/README.md,
+        // "Capacity"): under Palette's 10/s and burst 5 whatever the number of instances.
+        {
+          name: 'PALETTE_RATE_PER_SECOND'
+          value: '9'
+        }
+        {
+          name: 'PALETTE_RATE_BURST'
+          value: '4'
+        }
         {
           name: 'PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT'
           value: paletteRequirePcgForUsGovernment ? 'true' : 'false'

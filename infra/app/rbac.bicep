@@ -29,7 +29,8 @@ param appInsightsName string
 // Storage Blob Data Owner: the Functions host creates and leases blobs in its own containers
 // (azure-webjobs-hosts, azure-webjobs-secrets) and Flex reads the deployment package.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-// Storage Table Data Contributor: the `onboardings` state table and the `accounts` inventory.
+// Storage Table Data Contributor: the `onboardings` state table, the `accounts` inventory and the
+// `ratelimits` table that paces Palette calls for every instance.
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Key Vault Secrets Officer: the app writes, tags and reads the managed secrets (client secrets,
 // SSH private keys, Palette API key values) in the managed vault. The developer also gets it on

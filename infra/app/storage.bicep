@@ -9,6 +9,8 @@ param tags object = {}
 param deploymentContainerName string
 param stateTableName string = 'onboardings'
 param inventoryTableName string = 'accounts'
+@description('The app-wide pace of Palette calls, one row per resource prefix (shared/state/pace.py).')
+param paceTableName string = 'ratelimits'
 
 @description('Public endpoint: Disabled (reached through private endpoints for blob and table) or Enabled.')
 @allowed([
@@ -110,6 +112,12 @@ resource stateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
 resource inventoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: inventoryTableName
+}
+
+// The schedule every instance takes its Palette slots from; the app creates it on first use too.
+resource paceTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: paceTableName
 }
 
 output id string = storage.id

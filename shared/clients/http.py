@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 import requests
 from azure.core.exceptions import (
@@ -174,6 +174,14 @@ class TokenBucket:
             return -self._tokens / self.rate_per_second
 
 
+class Pace(Protocol):
+    """What a client consults before each attempt: blocks until the call may go out."""
+
+    def acquire(self, key: str) -> float:
+        """Wait for a slot for ``key``; return the seconds waited."""
+        ...
+
+
 class RateLimiter:
     """One :class:`TokenBucket` per key (Palette limits each resource prefix separately)."""
 
@@ -287,6 +295,20 @@ def parse_timestamp(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+#: Kept-alive connections per host: an onboarding's lookups go out together (up to a dozen) and
+#: a worker runs several onboardings at once; a connection beyond the pool costs a TLS handshake.
+POOL_SIZE = 32
+
+
+def pooled_session() -> requests.Session:
+    """A session keeping up to :data:`POOL_SIZE` connections per host (requests keeps 10)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
 class JsonHttpClient:
     """Base for a small JSON-over-HTTPS client: one reused session, retries, rate limits, errors.
 
@@ -295,8 +317,9 @@ class JsonHttpClient:
     :keyword session: A :class:`requests.Session` to use (tests, custom TLS trust). A session
         passed in belongs to the caller and is not closed by :meth:`close`.
     :keyword retry: The :class:`RetryPolicy`; defaults to ``RetryPolicy()``.
-    :keyword rate_limiter: Client-side limiter consulted before every attempt whose call names a
-        ``rate_key``; share one instance between clients to share the limit.
+    :keyword rate_limiter: Client-side limiter (a :class:`Pace`: a :class:`RateLimiter`, or the
+        app-wide :class:`~shared.state.pace.SharedPace`) consulted before every attempt whose call
+        names a ``rate_key``; share one instance between clients to share the limit.
     """
 
     #: Service name used in exception messages.
@@ -305,7 +328,7 @@ class JsonHttpClient:
     request_id_headers: tuple[str, ...] = ("request-id", "x-ms-request-id")
 
     def __init__(self, endpoint: str, *, timeout: float = 30, session: requests.Session | None = None,
-                 retry: RetryPolicy | None = None, rate_limiter: RateLimiter | None = None) -> None:
+                 retry: RetryPolicy | None = None, rate_limiter: Pace | None = None) -> None:
         if not endpoint or not endpoint.startswith(("https://", "http://")):
             raise ValueError("endpoint must be an absolute http(s) URL, for example 'https://api.example.com'.")
         if timeout <= 0:
@@ -313,7 +336,7 @@ class JsonHttpClient:
         self._endpoint = endpoint.rstrip("/")
         self._timeout = timeout
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else pooled_session()
         self._retry = retry or RetryPolicy()
         self._rate_limiter = rate_limiter
         self._rng = random.Random()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,15 +44,17 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = "Key Vault"
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
+_T = TypeVar("_T")
 
 
 def _names_service(method: _F) -> _F:
-    """Mark every azure-core error the SDK raises with ``service``, as our own HTTP clients do."""
+    """Mark every azure-core error the SDK raises with ``service``, as our own HTTP clients do;
+    and let the store's first call go alone (see :meth:`SecretStore._first_call_alone`)."""
 
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(store: SecretStore, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args, **kwargs)
+            return store._first_call_alone(lambda: method(store, *args, **kwargs))
         except AzureError as exc:
             exc.service = SERVICE_NAME  # type: ignore[attr-defined]
             raise
@@ -160,6 +163,8 @@ class SecretStore:
         if not vault_url:
             raise ValueError("vault_url is empty: pass the vault's URL, e.g. https://<vault>.vault.azure.net.")
         self.vault_url = vault_url.rstrip("/")
+        self._primed = threading.Event()
+        self._priming = threading.RLock()  # a method may call another
         if client is not None:
             self._client = client
             self._owns_client = False
@@ -172,6 +177,20 @@ class SecretStore:
 
     def __repr__(self) -> str:
         return f"SecretStore(vault_url={self.vault_url!r})"
+
+    def _first_call_alone(self, call: Callable[[], _T]) -> _T:
+        """Run the store's first call before any other. The SDK's first request to a vault goes
+        without a token to learn where to get one (the challenge), then fetches it; lookups
+        started together in a fresh process would each do both. After the first, they share the
+        challenge and the token, and run side by side."""
+        if not self._primed.is_set():
+            with self._priming:
+                if not self._primed.is_set():
+                    try:
+                        return call()
+                    finally:
+                        self._primed.set()
+        return call()
 
     # Writes -----------------------------------------------------------------------------------
 

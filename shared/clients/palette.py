@@ -5,10 +5,11 @@ Every method that can work in either scope takes ``project_uid``; API keys and u
 tenant-scoped, so those methods never send the header.
 
 Rate limits: Palette allows about 10 requests/s per source IP and resource prefix (``/v1/users``,
-``/v1/cloudaccounts``...), burst 5, then answers 429. The client keeps its own token bucket per
-prefix, by default a little under that (8/s, burst 5), so a burst of onboardings in one worker is
-paced instead of bouncing off 429s; 429s that still happen (other workers, other tools) are
-retried by :class:`~shared.clients.http.JsonHttpClient`.
+``/v1/cloudaccounts``...), burst 5, then answers 429. The client keeps a pace per prefix: its own
+token bucket by default (8/s, burst 5), or the pace it is given; the app gives it the schedule all
+its instances share (:class:`~shared.state.pace.SharedPace`), so a burst of onboardings is paced
+instead of bouncing off 429s however many instances run; 429s that still happen (other tools)
+are retried by :class:`~shared.clients.http.JsonHttpClient`.
 
 Names are looked up with the list endpoints' server-side ``filters`` (``metadata.name=<name>``), so
 a lookup costs one call however many accounts or keys the tenant holds; what comes back is matched
@@ -30,6 +31,7 @@ from pydantic import SecretStr
 
 from shared.clients.http import (
     JsonHttpClient,
+    Pace,
     RateLimiter,
     RetryPolicy,
     format_timestamp,
@@ -294,7 +296,8 @@ class PaletteClient(JsonHttpClient):
     :keyword retry: The :class:`RetryPolicy` (defaults documented there).
     :keyword rate_per_second: Client-side pace per resource prefix (default 8, under Palette's 10).
     :keyword burst: Client-side burst per resource prefix (default 5, Palette's documented burst).
-    :keyword rate_limiter: Share one :class:`RateLimiter` between clients of one worker; when given,
+    :keyword rate_limiter: The pace to keep instead (one :class:`RateLimiter` shared by a worker's
+        clients, or the app-wide :class:`~shared.state.pace.SharedPace`); when given,
         ``rate_per_second`` and ``burst`` are ignored.
 
     Every method raises azure-core exceptions: :class:`~azure.core.exceptions.ClientAuthenticationError`
@@ -308,7 +311,7 @@ class PaletteClient(JsonHttpClient):
 
     def __init__(self, endpoint: str, api_key: SecretStr, *, timeout: float = 30,
                  session: requests.Session | None = None, retry: RetryPolicy | None = None,
-                 rate_per_second: float = 8, burst: int = 5, rate_limiter: RateLimiter | None = None) -> None:
+                 rate_per_second: float = 8, burst: int = 5, rate_limiter: Pace | None = None) -> None:
         if not isinstance(api_key, SecretStr):
             raise TypeError("api_key must be a pydantic SecretStr.")
         if not api_key.get_secret_value():

@@ -70,6 +70,13 @@ class ServiceBusSenderHandle:
         self._lock = threading.Lock()
         self._closed = False
 
+    def open_link(self) -> None:
+        """Open the sender's link now (the SDK opens it on the first send, which then takes about
+        half a second longer): a fresh worker calls this on a thread of its own while it starts."""
+        with self._lock:
+            self._check_open()
+            self._sender.__enter__()  # opens the link; the same sender serves every later send
+
     def _send_all(self, messages: Sequence[ServiceBusMessage]) -> None:
         """Send ``messages`` in as few round trips as fit the entity's batch size limit."""
         if not messages:

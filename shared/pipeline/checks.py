@@ -13,12 +13,17 @@ both callers tell the same story:
 
 Order (the pipeline's): project, Private Cloud Gateway, API key user and name, cloud account, SSH
 key, the Key Vault names the request writes, then the client secret's source (a Key Vault secret,
-or the app registration a password is added to).
+or the app registration a password is added to). The order is how results are reported and which
+failure counts as the first; the lookups themselves all start at once, those that need the
+project's uid (an SSH key, a project-scoped account) as soon as the project is known. They only
+read, so one onboarding's checks cost two round trips instead of a dozen. A check hands on what it
+found (``CheckResult.found``), so the steps of the same delivery need not look it up again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import credentials
+from shared.concurrency import in_thread
 from shared.credentials import SecretKind
 from shared.errors import PermanentStepError
 from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret
@@ -44,7 +50,7 @@ from shared.pipeline.steps import (
 
 if TYPE_CHECKING:
     from shared.clients.keyvault import SecretStore
-    from shared.clients.palette import Project
+    from shared.clients.palette import ApiKey, Project
     from shared.models import OnboardingRequest
     from shared.pipeline.runner import OnboardingClients
 
@@ -90,6 +96,9 @@ class CheckResult:
     # ``field`` names the request field to change, so the dataclass helper is spelled out here.
     results: Mapping[str, str] = dataclasses.field(default_factory=dict)
     failure: PermanentStepError | None = dataclasses.field(default=None, compare=False, repr=False)
+    #: What the lookup found, for the steps of the same delivery: ``Found(None)`` for "nothing of
+    #: that name", ``Found(obj)`` for the object; ``None`` when the check hands nothing on.
+    found: Found | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @classmethod
     def failed(cls, name: str, outcome: CheckOutcome, error: PermanentStepError,
@@ -111,28 +120,31 @@ class CheckResult:
 
 def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
                errors_as_results: bool = False) -> Iterator[CheckResult]:
-    """Each check in the pipeline's order, lazily: a caller that stops at the first failure makes
-    no further calls. With ``errors_as_results`` (the dry run) a service error becomes an
-    ``error`` result and the checks go on; otherwise it propagates, as the check step's did."""
+    """Each check's result in the pipeline's order; every lookup starts at once (see above), so
+    all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
+    dry run) a service error becomes an ``error`` result and the checks go on; otherwise it
+    propagates in its place in the order, as the check step's did."""
     checks = _Checks(request, clients)
-    for name, check in checks.plan():
-        try:
-            result = check()
-        except Exception as exc:
-            if not errors_as_results:
-                raise
-            failure = classify(exc)
-            result = CheckResult(name, CheckOutcome.ERROR, f"The lookup failed; nothing was decided: "
-                                 f"{failure.message}", reason=failure.reason)
-        yield result
+    started = [(name, in_thread(check, name="onboarding-check")) for name, check in checks.plan()]
+    for name, future in started:
+        error = future.exception()
+        if error is None:
+            yield future.result()
+            continue
+        if not errors_as_results or not isinstance(error, Exception):
+            raise error
+        failure = classify(error)
+        yield CheckResult(name, CheckOutcome.ERROR, f"The lookup failed; nothing was decided: "
+                          f"{failure.message}", reason=failure.reason)
 
 
-def api_key_name_clash(request: OnboardingRequest, clients: OnboardingClients,
-                       step: str) -> PermanentStepError | None:
-    """A Palette API key of the requested name may exist only if this request made it."""
+def api_key_name_clash(request: OnboardingRequest, clients: OnboardingClients, step: str,
+                       keys: list[ApiKey] | None = None) -> PermanentStepError | None:
+    """A Palette API key of the requested name may exist only if this request made it. ``keys``:
+    the tenant's API keys as this delivery listed them (listed here otherwise)."""
     spec = request.api_key
     assert spec is not None
-    for key in clients.palette.list_api_keys():
+    for key in keys if keys is not None else clients.palette.list_api_keys():
         if key.name == spec.name and not credentials.made_by_request(key.annotations, request.request_id):
             return PermanentStepError(
                 step, "api_key_name_clash",
@@ -179,13 +191,27 @@ def deleted_secret_block(request: OnboardingRequest, kind: SecretKind, store: Se
 Check = Callable[[], CheckResult]
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a check's lookup returned (``value`` None: nothing bears the name)."""
+
+    value: Any
+
+
 class _Checks:
     """The checks of one request; later ones use what earlier ones found (the project's uid)."""
 
     def __init__(self, request: OnboardingRequest, clients: OnboardingClients) -> None:
         self.request = request
         self.clients = clients
-        self.project: Project | None = None
+        self._project: Project | None = None
+        self._project_known = threading.Event()
+
+    @property
+    def project(self) -> Project | None:
+        """The request's project, once its check has answered (the checks that need it wait)."""
+        self._project_known.wait()
+        return self._project
 
     def plan(self) -> Iterator[tuple[str, Check]]:
         request = self.request
@@ -211,6 +237,12 @@ class _Checks:
     # -- Palette ----------------------------------------------------------------------------------
 
     def project_exists(self) -> CheckResult:
+        try:
+            return self._project_exists()
+        finally:
+            self._project_known.set()
+
+    def _project_exists(self) -> CheckResult:
         name = self.request.palette.project
         project = self.clients.palette.get_project(name)
         if project is None:
@@ -218,7 +250,7 @@ class _Checks:
                 "check", "project_not_found",
                 f"Palette project '{name}' was not found; create it or set palette.project to an existing "
                 "project.", field="palette.project"))
-        self.project = project
+        self._project = project
         return CheckResult("palette.project", CheckOutcome.OK, f"project '{name}' is {project.uid}",
                            results={PROJECT_UID: project.uid})
 
@@ -252,11 +284,12 @@ class _Checks:
     def api_key_name_free(self) -> CheckResult:
         spec = self.request.api_key
         assert spec is not None
-        clash = api_key_name_clash(self.request, self.clients, "check")
+        keys = self.clients.palette.list_api_keys()
+        clash = api_key_name_clash(self.request, self.clients, "check", keys)
         if clash is not None:
             return CheckResult.failed("palette.apiKey", CheckOutcome.CLASH, clash, Action.CLASH)
         return CheckResult("palette.apiKey", CheckOutcome.OK, f"API key name '{spec.name}' is free; a key would be "
-                           "created and its value kept in Key Vault", Action.CREATE)
+                           "created and its value kept in Key Vault", Action.CREATE, found=Found(keys))
 
     def account_free_or_ours(self) -> CheckResult:
         request = self.request
@@ -271,10 +304,10 @@ class _Checks:
         if existing is None:
             return CheckResult("palette.account", CheckOutcome.OK,
                                f"no Azure account is named '{request.account_name}'; it would be created",
-                               Action.CREATE)
+                               Action.CREATE, found=Found(None))
         return CheckResult("palette.account", CheckOutcome.OK,
                            f"account '{request.account_name}' ({existing.uid}) was made by this product for the "
-                           "same app; it would be updated", Action.UPDATE)
+                           "same app; it would be updated", Action.UPDATE, found=Found(existing))
 
     def ssh_key_free_or_same(self) -> CheckResult:
         spec = self.request.ssh_key
@@ -285,7 +318,8 @@ class _Checks:
         if existing is None:
             what = "generated and uploaded" if spec.generate else "uploaded"
             return CheckResult("palette.sshKey", CheckOutcome.OK,
-                               f"no SSH key is named '{spec.name}' in the project; it would be {what}", Action.CREATE)
+                               f"no SSH key is named '{spec.name}' in the project; it would be {what}", Action.CREATE,
+                               found=Found(None))
         same = (_same_public_key(existing.public_key, spec.public_key) if spec.public_key is not None
                 else self._kept_key_is(existing.public_key))
         if not same:
@@ -294,7 +328,8 @@ class _Checks:
                 f"Project '{self.request.palette.project}' already has a different SSH key named "
                 f"'{spec.name}'; choose another sshKey.name.", field="sshKey.name"), Action.CLASH)
         return CheckResult("palette.sshKey", CheckOutcome.OK,
-                           f"the project already holds this SSH key as '{spec.name}' ({existing.uid})", Action.REUSE)
+                           f"the project already holds this SSH key as '{spec.name}' ({existing.uid})", Action.REUSE,
+                           found=Found(existing))
 
     def _kept_key_is(self, held: str) -> bool:
         """True when the newest generated SSH key this product keeps for the account under the
@@ -325,6 +360,7 @@ class _Checks:
         check = f"keyVault.{kind.value}"
         store = self.clients.secrets
         name = credentials.secret_name(account, kind)
+        listing = in_thread(lambda: store.list_versions(name), name="onboarding-check")  # beside the next
         blocked = deleted_secret_block(self.request, kind, store, step="check")
         if blocked is not None:
             return CheckResult.failed(check, CheckOutcome.CLASH, blocked, Action.CLASH)
@@ -333,7 +369,7 @@ class _Checks:
                                f"account '{account}' (an offboarding); as recoverDeletedSecrets asks, it would be "
                                "recovered, its old versions kept as history, and a new version added", Action.RECOVER,
                                results={f"{RECOVER_PREFIX}{kind.value}": name})
-        versions = store.list_versions(name)
+        versions = listing.result()
         if versions and not credentials.is_secret_of(versions[0].tags, account, kind):
             return CheckResult.failed(check, CheckOutcome.CLASH, PermanentStepError(
                 "check", "secret_name_clash",
@@ -342,9 +378,10 @@ class _Checks:
                 "accountName.", field=_KIND_FIELDS[kind]), Action.CLASH)
         if versions:
             return CheckResult(check, CheckOutcome.OK, f"Key Vault secret '{name}' is this product's for account "
-                               f"'{account}'; a new version would be added", Action.UPDATE)
+                               f"'{account}'; a new version would be added", Action.UPDATE,
+                               found=Found(versions))
         return CheckResult(check, CheckOutcome.OK, f"Key Vault secret '{name}' does not exist; it would be created",
-                           Action.CREATE)
+                           Action.CREATE, found=Found([]))
 
     def key_vault_source_allowed(self, secret: KeyVaultSecret) -> CheckResult:
         """A Key Vault-sourced client secret exists, and is not one of the product's own secrets

@@ -8,7 +8,12 @@ the same time.
 
 Events go into the row with the change that causes them (``save(..., events=...)``) and are sent
 by :meth:`RecordHandle.publish_pending`; :func:`flush_outbox` does the same for a row nobody
-holds (a finished request redelivered, the sweeper).
+holds (a finished request redelivered, the sweeper). While the delivery holds the row, that events
+were sent is written with its next write (the next step's result, a marker, a heartbeat) rather
+than with a write of its own: each step then costs one write, not two, on the onboarding's
+critical path. A crash before that write only means the same events are sent again, with the
+same ids, which the topic's duplicate detection drops. Once the lease is released (the request
+finished, failed or paused) the confirmation is written at once.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class RecordHandle:
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
         self._lost = False
+        #: Ids of events sent by this delivery whose confirmation is not written yet.
+        self._unconfirmed: set[str] = set()
 
     @property
     def record(self) -> OnboardingRecord:
@@ -79,6 +86,9 @@ class RecordHandle:
                     raise LeaseLostError(f"Request {base.request_id} was taken over by another delivery.")
                 updated = base.copy()
                 mutate(updated)
+                confirmed = set(self._unconfirmed)
+                if confirmed:
+                    updated.confirm_sent(confirmed)
                 for event in events:
                     updated.record_event(event)
                 if keep_lease:
@@ -86,6 +96,7 @@ class RecordHandle:
                     updated.lease_expires_at = iso(utcnow() + self._lease)
                 try:
                     self._record = self._store.replace(updated)
+                    self._unconfirmed -= confirmed
                     return
                 except ConcurrentUpdateError:
                     fresh = self._store.get(base.request_id)
@@ -121,25 +132,36 @@ class RecordHandle:
             self.save(lambda _record: None)
 
     def publish_pending(self, sink: EventSink, *, sent: Callable[[], None] | None = None) -> bool:
-        """Send the events waiting in the row, then take them out of it. False when sending
-        failed: they stay for the next delivery or the sweeper. ``sent`` runs between the send and
-        the write that confirms it (a test seam: a crash there re-sends the same ids later)."""
+        """Send the events waiting in the row, then take them out of it (with the next write while
+        the lease is held, at once otherwise: see above). False when sending failed: they stay for
+        the next delivery or the sweeper. ``sent`` runs between the send and the confirmation (a
+        test seam: a crash there re-sends the same ids later)."""
         with self._publish_lock:
-            pending = self.record.outbox
-            if not pending:
-                return True
-            if not _publish(sink, pending, self.request_id):
-                return False
-            if sent is not None:
-                sent()
-            ids = {str(event["id"]) for event in pending}
-            try:
+            with self._lock:
+                pending = [e for e in self._record.outbox if str(e["id"]) not in self._unconfirmed]
+            if pending:
+                if not _publish(sink, pending, self.request_id):
+                    return False
                 with self._lock:
-                    keep = bool(self._record.lease_owner)
-                self.save(lambda r: r.confirm_sent(ids), keep_lease=keep)
-            except LeaseLostError:
-                return True  # sent; the new holder confirms them on its own flush
+                    self._unconfirmed |= {str(event["id"]) for event in pending}
+            if sent is not None:
+                sent()  # this point's events are out (another branch's send may have taken them along)
+            with self._lock:
+                released = self._record.lease_owner != self._owner
+            if released:
+                self.flush()
             return True
+
+    def flush(self) -> None:
+        """Write the confirmation of sent events now, if one is owed (the lease left as it is)."""
+        with self._lock:
+            if not self._unconfirmed or self._lost:
+                return
+            held = self._record.lease_owner == self._owner
+        try:
+            self.save(lambda _record: None, keep_lease=held)
+        except LeaseLostError:
+            pass  # sent; the new holder confirms them on its own flush
 
 
 def _publish(sink: EventSink, documents: list[dict[str, Any]], request_id: str) -> bool:

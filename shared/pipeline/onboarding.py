@@ -1,7 +1,13 @@
 """The onboarding plan: Palette's "Set up Palette with Azure" guide as the runner's stages.
 
     check ─┬─ secret ── validate ── register ─┬─ verify
-           └─ sshkey ── apikey ───────────────┘
+           ├─ sshkey ─────────────────────────┤
+           └─ apikey ─────────────────────────┘
+
+The three branches touch different objects (and different Palette prefixes), so they run at the
+same time. A generated SSH key's RSA pair is taken when the delivery starts
+(:mod:`shared.pipeline.keypairs`: made ahead, or made beside the check's round trips), so its CPU
+time does not lengthen the SSH key branch.
 
 ``verify`` is the plan's finish: it reads everything back, announces ``validated`` with one entry
 per check, and records the account in the inventory the rotation sweep works from.
@@ -45,7 +51,10 @@ def _queued(request: OnboardingRequest) -> str:
 
 def _context(request: OnboardingRequest, clients: OnboardingClients, config: PipelineConfig,
              handle: RecordHandle) -> steps.StepContext:
-    return steps.StepContext(request=request, clients=clients, config=config, handle=handle)
+    ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
+    if request.ssh_key is not None and request.ssh_key.generate and not handle.record.step_done("sshkey"):
+        ctx.key_pair = clients.key_pairs.take()  # made ahead, or started now beside the check
+    return ctx
 
 
 def _requested(request: OnboardingRequest) -> dict[str, Any]:
@@ -76,7 +85,7 @@ ONBOARDING = Plan(
     stages=[
         [[("check", steps.check)]],
         [[("secret", steps.secret), ("validate", steps.validate), ("register", steps.register)],
-         [("sshkey", steps.sshkey), ("apikey", steps.apikey)]],
+         [("sshkey", steps.sshkey)], [("apikey", steps.apikey)]],
     ],
     finish=_verify,
     started_event=_requested,

@@ -31,7 +31,7 @@ import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import RequestValidationError, StateStoreError
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from shared.clients.graph import GraphClient
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import PaletteClient
+    from shared.pipeline.keypairs import KeyPairs
     from shared.pipeline.plan import Branch, Plan, WorkContext
     from shared.settings import PipelineConfig
     from shared.state import StateStore
@@ -76,6 +77,14 @@ class OnboardingClients:
     state: StateStore
     inventory: InventoryStore
     entra: ClientSecretProbe | None = None
+    #: RSA pairs for generated SSH keys, made ahead (one source per worker process).
+    key_pairs: KeyPairs = field(default_factory=lambda: _key_pairs())
+
+
+def _key_pairs() -> KeyPairs:
+    from shared.pipeline.keypairs import KeyPairs
+
+    return KeyPairs()
 
 
 def _no_checkpoint(_name: str) -> None:

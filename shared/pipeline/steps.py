@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -45,9 +45,12 @@ from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from concurrent.futures import Future
+
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from shared.clients.keyvault import StoredSecret
-    from shared.clients.palette import AzureAccount, AzureCredentials
+    from shared.clients.palette import AzureAccount, AzureCredentials, SshKey
     from shared.models import OnboardingRequest
 
 logger = get_logger(__name__)
@@ -77,6 +80,8 @@ API_KEY_CREATING = "_apiKeyCreateSent"
 
 #: A create whose outcome is unknown is looked for and, if absent, tried again this many times.
 CREATE_ATTEMPTS = 3
+#: ``StepContext.found`` for a lookup this delivery did not make.
+NOT_LOOKED_UP: Any = object()
 
 
 @dataclass
@@ -86,6 +91,18 @@ class StepContext(WorkContext):
     request: OnboardingRequest
     # Held in memory only for the length of one delivery; never written to state or logs.
     client_secret: SecretStr | None = None
+    #: What this delivery's check step found, by check name (``shared.pipeline.checks.Found``):
+    #: a step of the same delivery acts on it instead of looking it up again. Empty when the check
+    #: ran in an earlier delivery, whose findings may be stale by now.
+    looked_up: dict[str, Any] = field(default_factory=dict)
+    #: The RSA key a generated SSH key would use, started with the delivery (its CPU time then
+    #: overlaps the check's round trips); only used when the step has to make a key.
+    key_pair: Future[RSAPrivateKey] | None = field(default=None, repr=False)
+
+    def found(self, check: str) -> Any:
+        """What the check named ``check`` found in this delivery; :data:`NOT_LOOKED_UP` otherwise."""
+        looked = self.looked_up.get(check)
+        return NOT_LOOKED_UP if looked is None else looked.value
 
     @property
     def scope_project_uid(self) -> str | None:
@@ -177,6 +194,10 @@ def check(ctx: StepContext) -> StepDone:
         if found.failure is not None:
             raise found.failure
         results.update(found.results)
+        if found.found is not None:
+            ctx.looked_up[found.name] = found.found
+    for key in [key for key in results if key.startswith(RECOVER_PREFIX)]:
+        ctx.looked_up.pop(f"keyVault.{key.removeprefix(RECOVER_PREFIX)}", None)  # it is about to change
     recovered = [results.pop(key) for key in sorted(results) if key.startswith(RECOVER_PREFIX)]
     for name in recovered:  # the request asked (recoverDeletedSecrets); a redelivery finds them live
         ctx.clients.secrets.recover_deleted_secret(name)
@@ -185,10 +206,12 @@ def check(ctx: StepContext) -> StepDone:
 
 
 def _api_key_name_free(ctx: StepContext, step: str) -> None:
-    """A Palette API key of the requested name may exist only if this request made it."""
+    """A Palette API key of the requested name may exist only if this request made it (as this
+    delivery's check listed the keys, when it did)."""
     from shared.pipeline.checks import api_key_name_clash
 
-    clash = api_key_name_clash(ctx.request, ctx.clients, step)
+    keys = ctx.found("palette.apiKey")
+    clash = api_key_name_clash(ctx.request, ctx.clients, step, None if keys is NOT_LOOKED_UP else keys)
     if clash is not None:
         raise clash
 
@@ -369,8 +392,10 @@ def register(ctx: StepContext) -> StepDone:
         return found if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
             and _same_identity(found, request) else None
 
-    existing = _account_we_may_change(
-        "register", palette.find_azure_account(request.account_name, project_uid=scope_uid), request)
+    looked_up = ctx.found("palette.account")
+    named = (palette.find_azure_account(request.account_name, project_uid=scope_uid) if looked_up is NOT_LOOKED_UP
+             else looked_up)
+    existing = _account_we_may_change("register", named, request)
     if existing is not None and ctx.result(ACCOUNT_CREATING) \
             and credentials.made_by_request(existing.annotations, ctx.request_id):
         uid, action, event = existing.uid, "created", "account.registered"  # our create, before a crash
@@ -429,7 +454,9 @@ def sshkey(ctx: StepContext) -> StepDone:
         public_key, secret_id = _generated_key_pair(ctx, project_uid)
         results[SSH_SECRET_ID] = secret_id
     palette = ctx.clients.palette
-    existing = palette.find_ssh_key(spec.name, project_uid=project_uid)
+    looked_up = ctx.found("palette.sshKey")
+    existing: SshKey | None = (palette.find_ssh_key(spec.name, project_uid=project_uid)
+                               if looked_up is NOT_LOOKED_UP else looked_up)
     if existing is not None:
         if not _same_public_key(existing.public_key, public_key):
             raise PermanentStepError(
@@ -462,14 +489,14 @@ def _generated_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str]:
     """The public half of this request's generated key pair and its Key Vault id, making and
     storing the pair once (the private key never leaves Key Vault and this delivery's memory)."""
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     spec = ctx.request.ssh_key
     assert spec is not None
     store = ctx.clients.secrets
     name = credentials.secret_name(ctx.account_name, SecretKind.SSH_KEY)
     comment = f"palette-onboarding-{ctx.account_name}"
-    for version in store.list_versions(name):
+    looked_up = ctx.found(f"keyVault.{SecretKind.SSH_KEY.value}")
+    for version in store.list_versions(name) if looked_up is NOT_LOOKED_UP else looked_up:
         if version.tags.get(credentials.KEY_NAME_TAG) != spec.name:
             continue
         pem, _ = store.get_secret(name, version.version)
@@ -480,7 +507,9 @@ def _generated_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str]:
         if held is not None and _same_public_key(held.public_key, public):
             return f"{public} {comment}", version.id  # an earlier request's key, which Palette holds
         break
-    private_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+    if ctx.key_pair is None:
+        ctx.key_pair = ctx.clients.key_pairs.take()
+    private_key = ctx.key_pair.result()
     pem = SecretStr(private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode())
@@ -574,7 +603,10 @@ def _apikey_done(ctx: StepContext, uid: str, stored: StoredSecret) -> StepDone:
 # --------------------------------------------------------------------------------------- verify
 
 def verify(ctx: StepContext) -> list[dict[str, Any]]:
-    """Read everything back, as the guide's last step does, and report each check."""
+    """Read everything back, as the guide's last step does, and report each check. The reads do
+    not depend on each other, so they go out together: one round trip."""
+    from shared.concurrency import in_thread
+
     request = ctx.request
     palette = ctx.clients.palette
     scope_uid = ctx.scope_project_uid
@@ -584,34 +616,39 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
         checks.append({"check": name, "ok": ok, "detail": detail})
 
     account_uid = ctx.result(ACCOUNT_UID) or ""
-    try:
-        account = palette.get_azure_account(account_uid, project_uid=scope_uid)
-        add("account.readable", account.name == request.account_name
-            and _same_identity(account, request),
-            f"account {account_uid} reads back as '{account.name}'")
-        add("account.scope", account.scope == request.palette.scope,
-            f"account scope is {account.scope}")
-    except ResourceNotFoundError:
+    # The guide's check: the account is listed (by its name: one call however many there are);
+    # the listed item is the whole account, which is what it reads back as.
+    listing = in_thread(lambda: list(palette.list_azure_accounts(project_uid=scope_uid, name=request.account_name)))
+    ssh_spec, api_spec = request.ssh_key, request.api_key
+    ssh_key = in_thread(lambda: palette.find_ssh_key(ssh_spec.name, project_uid=ctx.result(PROJECT_UID) or "")) \
+        if ssh_spec is not None else None
+    api_key_uid = ctx.result(API_KEY_UID) or ""
+    api_key = in_thread(lambda: palette.get_api_key(api_key_uid)) if api_spec is not None else None
+
+    account = next((a for a in listing.result() if a.uid == account_uid), None)
+    if account is None:
         add("account.readable", False, f"account {account_uid} was not found")
-    listed = any(a.uid == account_uid for a in palette.list_azure_accounts(project_uid=scope_uid))
+    else:
+        add("account.readable", account.name == request.account_name and _same_identity(account, request),
+            f"account {account_uid} reads back as '{account.name}'")
+        add("account.scope", account.scope == request.palette.scope, f"account scope is {account.scope}")
+    listed = account is not None
     add("account.listed", listed, f"account {'is' if listed else 'is not'} listed among Azure accounts")
 
     secret_id = ctx.result(SECRET_ID) or ""
     add("secret.stored", bool(secret_id), "client secret kept in Key Vault" if secret_id else "no secret id")
 
-    if request.ssh_key is not None:
-        project_uid = ctx.result(PROJECT_UID)
-        key = palette.find_ssh_key(request.ssh_key.name, project_uid=project_uid or "")
+    if ssh_spec is not None and ssh_key is not None:
+        key = ssh_key.result()
         add("sshkey.listed", key is not None and key.uid == ctx.result(SSH_KEY_UID),
-            f"SSH key '{request.ssh_key.name}' {'is' if key else 'is not'} listed in the project")
-    if request.api_key is not None:
-        uid = ctx.result(API_KEY_UID) or ""
+            f"SSH key '{ssh_spec.name}' {'is' if key else 'is not'} listed in the project")
+    if api_key is not None:
         try:
-            api_key = palette.get_api_key(uid)
-            state = "active" if api_key.is_active else "inactive"
-            add("apikey.active", bool(api_key.is_active), f"API key {uid} is {state}")
+            found = api_key.result()
+            state = "active" if found.is_active else "inactive"
+            add("apikey.active", bool(found.is_active), f"API key {api_key_uid} is {state}")
         except ResourceNotFoundError:
-            add("apikey.active", False, f"API key {uid} was not found")
+            add("apikey.active", False, f"API key {api_key_uid} was not found")
     return checks
 
 

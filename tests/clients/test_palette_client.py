@@ -273,6 +273,39 @@ def test_listing_pages_across_more_than_fifty_accounts(palette: RunningServer, a
     assert all(p["query"].get("continue") for p in pages[1:3])
 
 
+def test_a_lookup_by_name_among_two_thousand_accounts_is_one_filtered_call(
+        client: PaletteClient, admin: requests.Session, palette: RunningServer) -> None:
+    """Another team's 2,000 accounts (seeded through the admin route) do not make a lookup list
+    them all: the name goes to the server as a ``filters`` term, and the answer is matched again
+    here (a server that filtered loosely would still give the right account)."""
+    admin.post(f"{palette.url}/_devstack/cloudaccounts", json={"namePrefix": "seeded", "count": 2000},
+               timeout=30).raise_for_status()
+    uid = client.create_azure_account("wanted-account", creds())
+    admin.delete(f"{palette.url}/_devstack/requests", timeout=5).raise_for_status()
+
+    found = client.find_azure_account("wanted-account")
+    assert found is not None and found.uid == uid
+    assert client.find_azure_account("seeded-01234") is not None
+    assert client.find_azure_account("seeded") is None  # a prefix is not a name
+    lists = [r for r in recorded(admin, palette) if r["path"] == "/v1/cloudaccounts/azure"]
+    assert [r["query"].get("filters") for r in lists] == [["metadata.name=wanted-account"],
+                                                         ["metadata.name=seeded-01234"], ["metadata.name=seeded"]]
+
+
+def test_a_name_the_filter_syntax_cannot_carry_is_matched_by_listing(client: PaletteClient, admin: requests.Session,
+                                                                      palette: RunningServer) -> None:
+    """``AND``/``OR`` inside a value would be read as operators: such a name is looked up by listing."""
+    from shared.clients.palette import name_filter
+
+    assert name_filter("team-a") == "metadata.name=team-a"
+    assert name_filter("SALES-AND-OPS") is None and name_filter("x=y") is None and name_filter("") is None
+    uid = client.create_azure_account("SALES-AND-OPS", creds())
+    found = client.find_azure_account("SALES-AND-OPS")
+    assert found is not None and found.uid == uid
+    lists = [r for r in recorded(admin, palette) if r["path"] == "/v1/cloudaccounts/azure"]
+    assert lists and all("filters" not in r["query"] for r in lists)
+
+
 def test_empty_uid_is_not_found_without_a_call(client: PaletteClient, admin: requests.Session,
                                                palette: RunningServer) -> None:
     with pytest.raises(ResourceNotFoundError):

@@ -1,0 +1,153 @@
+"""One request pace for the whole app, shared by every instance through a Table row per prefix.
+
+Palette limits requests per resource prefix and source (10/s, burst 5). An instance's own token
+bucket cannot keep the *app* under that once several instances call Palette (Flex Consumption
+scales out on queue length), so each call takes a slot from a schedule kept in the app's storage
+account: the row of the prefix holds the time of its next free slot; a caller moves it on by one
+interval with an ETag-conditioned replace and sleeps until its slot. Whatever the number of
+instances, the app sends at most ``burst`` calls at once and ``rate_per_second`` after that.
+
+Within one process the callers of a prefix take slots one at a time (a lock), so the process does
+not race itself; the row is read once and then known from its own writes until another instance
+moves it (a 412, then it is read again). Time is wall-clock time, which Azure keeps within a few
+milliseconds between hosts. When the table cannot be reached the call goes ahead after the local
+gate alone, with a warning: pacing is a courtesy to Palette, whose 429s are still retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from azure.data.tables import TableClient
+
+logger = logging.getLogger(__name__)
+
+#: Rows of one schedule share a partition, so a prefix's row is one point read.
+PARTITION = "palette"
+#: Conditional writes tried before a caller gives up on the schedule and goes ahead.
+_ATTEMPTS = 20
+
+
+@dataclass
+class _Known:
+    next_free: float
+    etag: str | None  # None: the row does not exist yet
+
+
+class SharedPace:
+    """Slots per key (a Palette resource prefix) from a schedule every instance shares.
+
+    :param table: the ``ratelimits`` table of the app's storage account (created on first use).
+    :param rate_per_second: slots per second for the whole app, per key.
+    :param burst: slots that may be taken at once after a quiet spell.
+    """
+
+    def __init__(self, table: TableClient, rate_per_second: float, burst: int, *,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive.")
+        if burst < 1:
+            raise ValueError("burst must be at least 1.")
+        self.rate_per_second = float(rate_per_second)
+        self.burst = int(burst)
+        self._interval = 1.0 / self.rate_per_second
+        self._table = table
+        self._clock = clock
+        self._sleep = sleep
+        self._ready = False
+        self._known: dict[str, _Known | None] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str, table_name: str, rate_per_second: float,
+                               burst: int) -> SharedPace:
+        from azure.data.tables import TableClient
+
+        return cls(TableClient.from_connection_string(connection_string, table_name=table_name),
+                   rate_per_second, burst)
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: Any, table_name: str, rate_per_second: float,
+                      burst: int) -> SharedPace:
+        from azure.data.tables import TableClient
+
+        return cls(TableClient(endpoint, table_name=table_name, credential=credential), rate_per_second, burst)
+
+    def close(self) -> None:
+        self._table.close()
+
+    def acquire(self, key: str) -> float:
+        """Block until this caller's slot for ``key``; return the seconds waited."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            slot = self._take(key)
+        wait = slot - self._clock() if slot is not None else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+    def _take(self, key: str) -> float | None:
+        """Move the key's schedule on by one slot; the slot's time (None: the table failed)."""
+        row_key = _row_key(key)
+        try:
+            self._ensure()
+            for _ in range(_ATTEMPTS):
+                known = self._known.get(key)
+                if known is None:
+                    known = self._read(row_key)
+                now = self._clock()
+                slot = max(known.next_free, now - (self.burst - 1) * self._interval)
+                entity = {"PartitionKey": PARTITION, "RowKey": row_key, "NextFree": slot + self._interval}
+                try:
+                    if known.etag is None:
+                        written = self._table.create_entity(entity)
+                    else:
+                        from azure.data.tables import UpdateMode
+
+                        written = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=known.etag,
+                                                            match_condition=MatchConditions.IfNotModified)
+                except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
+                    self._known[key] = None  # another instance moved it: read it again
+                    continue
+                self._known[key] = _Known(slot + self._interval, str(written.get("etag") or "") or None)
+                return slot
+            logger.warning("The shared Palette pace for %s kept changing; this call goes ahead unpaced.", key)
+        except AzureError as exc:
+            self._known[key] = None
+            logger.warning("The shared Palette pace could not be read (%s); this call goes ahead unpaced.",
+                           type(exc).__name__)
+        return None
+
+    def _read(self, row_key: str) -> _Known:
+        try:
+            entity = self._table.get_entity(PARTITION, row_key)
+        except ResourceNotFoundError:
+            return _Known(0.0, None)
+        return _Known(float(entity.get("NextFree") or 0.0), str(entity.metadata.get("etag") or "") or None)
+
+    def _ensure(self) -> None:
+        if self._ready:
+            return
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        self._ready = True
+
+
+def _row_key(key: str) -> str:
+    """A prefix as a RowKey (which may not hold ``/``): ``/v1/cloudaccounts`` -> ``v1-cloudaccounts``."""
+    return re.sub(r"[^0-9A-Za-z_-]+", "-", key).strip("-") or "root"

@@ -1,0 +1,101 @@
+"""The app-wide Palette pace (``shared.state.pace``) against Azurite's Table service.
+
+Two ``SharedPace`` objects on one table stand for two instances of the app. Their clocks are one
+frozen fake clock, so the slots they hand out are exact numbers, not wall times: whichever instance
+and thread takes a slot, the slots of a prefix form one schedule, ``burst`` at once and then one
+per interval, with no slot given twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import pytest
+
+from shared.state.pace import SharedPace
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
+    from devstack.stack import Stack
+
+NOW = 1_800_000_000.0
+
+
+class _Frozen:
+    """A clock that stands still and a sleep that only records what it was asked to wait."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return NOW
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def _table(stack: Stack, name: str, **kwargs: object) -> TableClient:
+    from azure.data.tables import TableClient
+
+    return TableClient.from_connection_string(stack.settings["AzureWebJobsStorage"], table_name=name, **kwargs)
+
+
+def test_two_instances_share_one_schedule_per_prefix(stack: Stack) -> None:
+    name = "pace" + uuid.uuid4().hex[:8]
+    time = _Frozen()
+    instances = [SharedPace(_table(stack, name), 10, 3, clock=time.clock, sleep=time.sleep) for _ in range(2)]
+    try:
+        def take(n: int) -> float:
+            return instances[n % 2].acquire("/v1/cloudaccounts")
+
+        with ThreadPoolExecutor(8) as pool:
+            waits = sorted(pool.map(take, range(24)))
+        # Three at once (the burst), then one every 0.1 s, whoever asked: 21 waits of 0.1 s to 2.1 s.
+        assert waits[:3] == [0.0, 0.0, 0.0]
+        assert waits[3:] == pytest.approx([0.1 * k for k in range(1, 22)], abs=1e-4)
+        assert sorted(time.slept) == pytest.approx(waits[3:], abs=1e-4)
+        # Another prefix has a schedule of its own.
+        assert instances[1].acquire("/v1/users") == 0.0
+    finally:
+        for pace in instances:
+            pace.close()
+
+
+def test_the_schedule_survives_a_new_instance(stack: Stack) -> None:
+    """A fresh process reads where the schedule stands instead of starting a burst of its own."""
+    name = "pace" + uuid.uuid4().hex[:8]
+    time = _Frozen()
+    first = SharedPace(_table(stack, name), 5, 1, clock=time.clock, sleep=time.sleep)
+    assert [first.acquire("/v1/apiKeys") for _ in range(3)] == pytest.approx([0.0, 0.2, 0.4])
+    first.close()
+    later = SharedPace(_table(stack, name), 5, 1, clock=time.clock, sleep=time.sleep)
+    assert later.acquire("/v1/apiKeys") == pytest.approx(0.6)
+    later.close()
+
+
+def test_an_unreachable_table_lets_the_call_go_ahead_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from azure.data.tables import TableClient
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    connection = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={'A' * 88};"
+                  f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;")
+    time = _Frozen()
+    pace = SharedPace(TableClient.from_connection_string(connection, table_name="ratelimits", retry_total=0),
+                      10, 1, clock=time.clock, sleep=time.sleep)
+    with caplog.at_level(logging.WARNING, logger="shared.state.pace"):
+        assert pace.acquire("/v1/cloudaccounts") == 0.0
+    assert "goes ahead unpaced" in caplog.text and time.slept == []
+    pace.close()
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, 0)])
+def test_a_pace_needs_a_positive_rate_and_burst(stack: Stack, rate: float, burst: int) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SharedPace(_table(stack, "ratelimits"), rate, burst)
