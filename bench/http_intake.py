@@ -9,14 +9,13 @@ the rate at 8 clients with the rate at which the pipeline finishes onboardings (
 onboardings per minute; default: the last figure of ``bench/onboarding_throughput.py``, see
 bench/README.md). Asserts nothing.
 
-    .venv/bin/python bench/http_intake.py [--seconds 10] [--clients 1,8,32] [--pipeline-rate 95.4]
+    .venv/bin/python -m bench intake [--seconds 10] [--clients 1,8,32] [--pipeline-rate 95.4]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -26,20 +25,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+
+from bench.common import ROOT, figure, percentile, say
 
 #: Onboardings per minute the pipeline finished in bench/onboarding_throughput.py (queue mode, 8 slots).
 PIPELINE_RATE_PER_MINUTE = 95.4
 HTTP_ROUTES = ("submit_onboarding", "list_onboardings", "get_onboarding", "health")
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def _body(run: str, client: int, number: int) -> dict[str, Any]:
@@ -93,16 +85,17 @@ def measure(base_url: str, key: str, ca: str, clients: int, seconds: float) -> d
     wall = time.monotonic() - began
     return {"clients": clients, "accepted": len(latencies), "failed": len(failures),
             "failed_statuses": sorted(set(failures)), "wall_s": wall, "per_second": len(latencies) / wall,
-            "p50_ms": _percentile(latencies, 50) * 1000, "p99_ms": _percentile(latencies, 99) * 1000}
+            "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench intake", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per concurrency level (default 10)")
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
     parser.add_argument("--pipeline-rate", type=float, default=PIPELINE_RATE_PER_MINUTE,
                         help="onboardings/min the pipeline finishes, to compare with (default %(default)s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     levels = [int(level) for level in args.clients.split(",")]
 
     import function_app
@@ -118,28 +111,35 @@ def main() -> None:
         host.start()
         results = []
         try:
-            print(f"== HTTP intake (POST /api/onboardings: validation, state row, queue send) through the local "
-                  f"runner over HTTPS, {args.seconds:g} s per level", flush=True)
+            say(f"HTTP intake (POST /api/onboardings: validation, state row, queue send) through the local "
+                f"runner over HTTPS, {args.seconds:g} s per level")
             for clients in levels:
                 result = measure(host.http_url, host.function_key, settings["REQUESTS_CA_BUNDLE"], clients,
                                  args.seconds)
                 results.append(result)
                 failed = f"; {result['failed']} failed {result['failed_statuses']}" if result["failed"] else ""
-                print(f"   {clients:3d} clients  {result['per_second']:7.1f} requests/s   "
-                      f"p50 {result['p50_ms']:6.1f} ms   p99 {result['p99_ms']:6.1f} ms   "
-                      f"({result['accepted']} accepted{failed})", flush=True)
+                say(f"{clients:3d} clients  {result['per_second']:7.1f} requests/s   "
+                    f"p50 {result['p50_ms']:6.1f} ms   p99 {result['p99_ms']:6.1f} ms   "
+                    f"({result['accepted']} accepted{failed})")
         finally:
             host.stop()
             stack.stop()
+    for result in results:
+        clients = result["clients"]
+        figure(f"intake at {clients} clients", result["per_second"], "requests/s", "none", digits=1)
+        figure(f"intake latency p50 at {clients} clients", result["p50_ms"], "ms", "none", digits=1)
+        figure(f"intake latency p99 at {clients} clients", result["p99_ms"], "ms", "none", digits=1)
+        figure(f"requests accepted at {clients} clients", result["accepted"], "", "none")
+        figure(f"requests failed at {clients} clients", result["failed"], "", "0")
     pipeline_per_second = args.pipeline_rate / 60
     at_eight = next((r for r in results if r["clients"] == 8), None)
     if at_eight is not None and pipeline_per_second > 0:
-        ratio = at_eight["per_second"] / pipeline_per_second
-        verdict = "met" if ratio >= 5 else "NOT met"
-        print(f"== at 8 clients the intake takes {at_eight['per_second']:.1f} requests/s, {ratio:.0f}x the "
-              f"{pipeline_per_second:.2f} onboardings/s the pipeline finishes ({args.pipeline_rate:g}/min); "
-              f"target 5x: {verdict}")
+        say(f"at 8 clients the intake takes {at_eight['per_second']:.1f} requests/s; the pipeline finishes "
+            f"{pipeline_per_second:.2f} onboardings/s ({args.pipeline_rate:g}/min)")
+        figure("intake at 8 clients over the pipeline's rate", at_eight["per_second"] / pipeline_per_second, "x",
+               ">= 5", digits=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,7 @@ The floor: after a kill the broker redelivers a message only when its lock expir
 lock duration, 60 s here and in Azure), so the figure cannot be under about one lock duration
 plus one onboarding. Target: at most 90 s. Asserts nothing.
 
-    .venv/bin/python bench/kill_recovery.py [--n 8] [--lease-seconds 30]
+    .venv/bin/python -m bench kill-recovery [--n 8] [--lease-seconds 30]
 """
 
 from __future__ import annotations
@@ -26,16 +26,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+
+from bench.common import ROOT, figure, say
+
+#: The events of each onboarding: requested, secret.stored, account.registered, sshkey.uploaded,
+#: apikey.created, validated.
+EXPECTED_EVENTS = 6
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench kill-recovery", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--lease-seconds", type=float, default=30.0, help="LEASE_SECONDS (the app's default: 30)")
     parser.add_argument("--timeout", type=float, default=600)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import requests
     from azure.servicebus import ServiceBusClient, ServiceBusMessage
@@ -66,14 +72,17 @@ def main() -> int:
             with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
                     client.get_queue_sender(settings["ONBOARDING_QUEUE"]) as sender:
                 sender.send_messages([ServiceBusMessage(json.dumps(b), message_id=b["requestId"]) for b in bodies])
+            say(f"{args.n} onboardings on the queue; killing the host three times ...")
             started = time.monotonic()
-            for pause in (3.0, 2.0, 2.0):
+            for number, pause in enumerate((3.0, 2.0, 2.0), start=1):
                 host.start()
                 host.wait_serving()
                 time.sleep(pause)
                 host.kill()
+                say(f"kill {number}: SIGKILL after {pause:g} s serving")
             last_kill = time.monotonic()
             host.start()
+            say("host started again; waiting for every onboarding to finish ...")
             store = TableStateStore.from_connection_string(settings["AzureWebJobsStorage"],
                                                            Settings.from_mapping(settings).state_table)
             deadline = last_kill + args.timeout
@@ -93,17 +102,18 @@ def main() -> int:
             stack.stop()
     per_request = Counter(e["data"]["requestId"] for e in events)
     ids = Counter(e["id"] for e in events)
-    expected = 6  # requested, secret.stored, account.registered, sshkey.uploaded, apikey.created, validated
+    expected = EXPECTED_EVENTS
     duplicates = sum(count - 1 for count in ids.values() if count > 1)
     lost = sum(max(expected - len({str(e["type"]) for e in events if e["data"]["requestId"] == b["requestId"]}), 0)
                for b in bodies)
     recovery = (finished_at - last_kill) if finished_at is not None else float("nan")
-    print(f"kill recovery: {recovery:.1f} s from the last kill to the last onboarding finished (target: <= 90 s)")
-    print(f"total time: {(finished_at or time.monotonic()) - started:.1f} s for {args.n} onboardings, 3 kills")
-    print(f"finished: {succeeded}/{args.n} succeeded (target: {args.n})")
-    print(f"duplicate events: {duplicates} (target: 0)")
-    print(f"lost events: {lost} (target: 0)")
-    print(f"events per onboarding: {sum(per_request.values()) / max(len(bodies), 1):.1f} (expected: {expected})")
+    figure("kill recovery, last kill to the last onboarding finished", recovery, "s", "<= 90", digits=1)
+    figure("total time, enqueue to the last onboarding finished", (finished_at or time.monotonic()) - started, "s",
+           "none", digits=1)
+    figure("onboardings succeeded", succeeded, "", str(args.n))
+    figure("duplicate events", duplicates, "", "0")
+    figure("lost events", lost, "", "0")
+    figure("events per onboarding", sum(per_request.values()) / max(len(bodies), 1), "", str(expected), digits=1)
     return 0
 
 

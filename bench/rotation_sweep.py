@@ -6,7 +6,7 @@ inventory rows say they expire in 5 days and were made 2 hours ago), and ``--man
 (Palette, Key Vault, Entra ID/Graph) then answers each call ``--latency-ms`` (20) late; the real
 app is hosted by ``devstack.runner.LocalHost`` and one sweep runs. Prints the wall time from the
 sweep to the last rotation finished, and the calls each service received (from the stand-ins' own
-request logs) against the minimum, derived in bench/README.md:
+request logs) against the minimum, one figure line each, derived in bench/README.md:
 
 * per rotated account: Palette 3 (read the account, validate the new secret, PUT it), Graph 2
   (addPassword, read the app's passwords to prune), Key Vault 2 (read the current version, write
@@ -17,7 +17,7 @@ request logs) against the minimum, derived in bench/README.md:
 Target: calls within 1.1x of the minimum, and none that grows with the accounts not due. Asserts
 nothing.
 
-    .venv/bin/python bench/rotation_sweep.py [--managed 2000] [--due 50] [--latency-ms 20]
+    .venv/bin/python -m bench rotation [--managed 2000] [--due 50] [--latency-ms 20]
 """
 
 from __future__ import annotations
@@ -35,19 +35,21 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+
+from bench.common import ROOT, describe, figure, say
 
 MINIMUM = {"palette": 3, "graph": 2, "keyvault": 2, "entra": 1}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench rotation", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--managed", type=int, default=2000)
     parser.add_argument("--due", type=int, default=50)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import requests
 
@@ -79,7 +81,7 @@ def main() -> int:
                               timeout=10).raise_for_status()
                 bodies.append({"requestId": f"ROT-{run}-{i:04d}", "accountName": f"rot-{run}-{i:04d}",
                                "azure": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id}})
-            print(f"onboarding {args.due} accounts ...", flush=True)
+            say(f"onboarding {args.due} accounts ...")
             with ThreadPoolExecutor(8) as pool:
                 outcomes = list(pool.map(lambda b: process_request(json.dumps(b), deps.clients, deps.settings.pipeline,
                                                                    owner=f"seed-{b['requestId']}"), bodies))
@@ -90,7 +92,7 @@ def main() -> int:
                     row.expires_on = iso(now + dt.timedelta(days=5))
                     row.secret_created_on = iso(now - dt.timedelta(hours=2))
                 deps.clients.inventory.update(body["accountName"], age)
-            print(f"adding {args.managed - args.due} accounts that are not due ...", flush=True)
+            say(f"adding {args.managed - args.due} accounts that are not due ...")
             later = iso(now + dt.timedelta(days=200))
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i: deps.clients.inventory.create(AccountRecord(
@@ -105,6 +107,7 @@ def main() -> int:
             marks = {name: len(_requests(url, verify)) for name, url in servers.items()}
             host = LocalHost(function_app.app, {**settings, "VALIDATION_BUDGET_SECONDS": "60"})
             host.start()
+            say(f"one sweep over {args.managed} managed accounts, {args.latency_ms} ms per stand-in call ...")
             try:
                 began = time.monotonic()
                 report = sweep(deps.clients, deps.queue, deps.settings.pipeline.rotation)
@@ -131,21 +134,29 @@ def main() -> int:
              and "palette-onboarding" in str(c.get("headers", {}).get("user-agent", ""))]
     counted = {"palette": len(calls["palette"]), "graph": len(graph), "keyvault": len(calls["keyvault"]),
                "entra": len(entra)}
-    print(f"sweep: {report.due} due of {args.managed} managed, {report.enqueued} rotations started in {swept:.2f} s")
-    print(f"rotation sweep wall time: {wall:.1f} s for {args.due} rotations with {args.latency_ms} ms per call "
-          f"(target: none)")
-    print(f"rotations succeeded: {succeeded}/{args.due} (target: {args.due})")
+    figure("accounts due", report.due, "", str(args.due))
+    figure("rotations started", report.enqueued, "", str(args.due))
+    figure("sweep run time (due accounts found, rotations started)", swept, "s", "none")
+    figure("rotation sweep wall time, sweep to the last rotation finished", wall, "s", "none", digits=1)
+    figure("rotations succeeded", succeeded, "", str(args.due))
     total, floor = 0, 0
     for service, minimum in MINIMUM.items():
         need = minimum * args.due
         total, floor = total + counted[service], floor + need
-        print(f"{service} calls: {counted[service]} (minimum {need}; ratio {counted[service] / need:.2f}; "
-              f"target: <= 1.10)")
-    print(f"all calls: {total} (minimum {floor}; ratio {total / floor:.2f}; target: <= 1.10)")
-    by_path = Counter((c["method"], c["path"].split("?")[0]) for service in calls.values() for c in service)
-    for (method, path), count in by_path.most_common(12):
-        print(f"  {count:5d}  {method} {path}")
+        figure(f"{service} calls", counted[service], "", f"<= {int(need * 1.1)}, minimum {need}")
+        figure(f"{service} calls over the minimum", counted[service] / need, "", "<= 1.10")
+    figure("all calls", total, "", f"<= {int(floor * 1.1)}, minimum {floor}")
+    figure("all calls over the minimum", total / floor, "", "<= 1.10")
+    by_call = Counter(f"{name}{' (the Palette stand-in)' if _stand_in(c) else ''} {describe(c)}"
+                      for name, service in calls.items() for c in service)
+    for call, count in sorted(by_call.items(), key=lambda item: (-item[1], item[0])):
+        figure(f"calls to {call}", count, "", "none")
     return 0
+
+
+def _stand_in(call: dict[str, Any]) -> bool:
+    """A call the Palette stand-in made itself (its sign-in to Entra when it validates, as Palette does)."""
+    return str(call.get("headers", {}).get("user-agent", "")).startswith("devstack-")
 
 
 def _requests(url: str, verify: str) -> list[dict[str, Any]]:
