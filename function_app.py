@@ -12,6 +12,7 @@ from functions.http_api import bp as http_bp
 from functions.maintenance import bp as maintenance_bp
 from functions.queue import bp as queue_bp
 from functions.rotations import bp as rotations_bp
+from functions.warmup import bp as warmup_bp
 
 # The Azure SDKs log every HTTP call and AMQP frame at INFO; only their warnings are worth keeping.
 for _noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "azure.servicebus",
@@ -23,3 +24,4 @@ app.register_functions(queue_bp)
 app.register_functions(http_bp)
 app.register_functions(maintenance_bp)
 app.register_functions(rotations_bp)
+app.register_functions(warmup_bp)

@@ -6,10 +6,10 @@ intake alone (validation, a state-table read and insert, one queue send), and th
 compete for the CPU. For 1, 8 and 32 concurrent clients (each on its own kept-alive connection,
 sending new requests back to back) it prints requests per second and latency p50/p99, then compares
 the rate at 8 clients with the rate at which the pipeline finishes onboardings (``--pipeline-rate``,
-onboardings per minute; default: the last figure of ``bench/onboarding_throughput.py``, see
+onboardings per minute; default: the last figure of ``python -m bench throughput``, see
 bench/README.md). Asserts nothing.
 
-    .venv/bin/python -m bench intake [--seconds 10] [--clients 1,8,32] [--pipeline-rate 95.4]
+    .venv/bin/python -m bench intake [--seconds 10] [--clients 1,8,32] [--pipeline-rate 134.5]
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file
 
 from bench.common import ROOT, figure, percentile, say
 
-#: Onboardings per minute the pipeline finished in bench/onboarding_throughput.py (queue mode, 8 slots).
-PIPELINE_RATE_PER_MINUTE = 95.4
+#: Onboardings per minute the app finished in ``python -m bench throughput`` (three hosts, at
+#: Palette's rate limit).
+PIPELINE_RATE_PER_MINUTE = 134.5
 HTTP_ROUTES = ("submit_onboarding", "list_onboardings", "get_onboarding", "health")
 
 

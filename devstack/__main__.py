@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ca_path = Path(settings["REQUESTS_CA_BUNDLE"])
     host = LocalHost(function_app.app, settings, http_port=args.port,
                      tls=certificate_beside(ca_path).server_context(), function_key=args.function_key,
+                     warm_up=not args.no_warm_up,
                      **({"host_json": args.host_json} if args.host_json else {}))
     host.start()
     app_path = workdir / APP_FILE
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=7071, help="HTTPS port of the API (0: any free port)")
     run.add_argument("--function-key", default=None,
                      help="the function key routes require (default: a new random key each start)")
+    run.add_argument("--no-warm-up", action="store_true",
+                     help="skip the app's warmup trigger (as a restart does; a scale-out runs it)")
     run.add_argument("--host-json", type=Path, default=None,
                      help="a host.json to read instead of the app's (another maxConcurrentCalls, say)")
     demo = sub.add_parser("demo", help="start everything, submit examples/, show events and results")

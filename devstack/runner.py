@@ -421,12 +421,15 @@ class LocalHost:
     function_key: the key non-anonymous HTTP routes require; generated when not given.
     only: host just the functions of these names (a benchmark of the HTTP intake leaves the queue
         trigger out); every function when None.
+    warm_up: call the app's warmup trigger at start, before any other trigger runs, as the platform
+        does when it adds an instance (``devstack run`` does; tests build their hosts without it).
     """
 
     def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], *, http_port: int = 0,
                  host_json: Path = HOST_JSON, tls: ssl.SSLContext | None = None, function_key: str | None = None,
-                 only: Collection[str] | None = None) -> None:
+                 only: Collection[str] | None = None, warm_up: bool = False) -> None:
         self.app = app
+        self._warm_up = warm_up
         self.settings = dict(settings)
         self.function_key = function_key or secrets.token_urlsafe(32)
         self._http_port = http_port
@@ -479,6 +482,9 @@ class LocalHost:
                                                methods, anonymous=level.lower() == "anonymous"))
             elif kind == "eventGridTrigger":
                 self._event_grid.add(name, user_function, arg_name)
+            elif kind == "warmupTrigger":
+                if self._warm_up:
+                    self._run_warm_up(name, user_function, arg_name)
             else:
                 raise ValueError(f"the local runner cannot host trigger type {kind!r}")
         if self._routes or self._event_grid:
@@ -492,6 +498,17 @@ class LocalHost:
             listener.start()
         for timer in self._timers:
             timer.start()
+
+    @staticmethod
+    def _run_warm_up(name: str, function: Callable[..., Any], arg_name: str) -> None:
+        from azure.functions.warmup import WarmUpContext
+
+        began = time.monotonic()
+        try:
+            function(**{arg_name: WarmUpContext()})
+        except Exception:
+            logger.exception("runner: warmup function %s failed", name)
+        logger.info("runner: %s done in %.0f ms", name, (time.monotonic() - began) * 1000)
 
     def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
                     body: bytes, url: str) -> func.HttpResponse:

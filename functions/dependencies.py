@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from shared.state.pace import SharedPace
 
 _lock = threading.Lock()
+#: The Key Vault secret name the warm-up reads (deleted secrets): no product secret has it.
+WARM_UP_PROBE = "warm-up-probe"
 _current: Dependencies | None = None
 
 
@@ -31,6 +33,27 @@ class Dependencies:
     clients: OnboardingClients
     queue: RequestQueue
     pace: SharedPace | None = None
+
+    def warm_up(self, timeout: float = 20) -> list[str]:
+        """Make the first calls a new worker would otherwise make on its first onboarding, all at
+        once: open the events link, learn the vault's challenge and token (a read of a name that
+        cannot exist), fetch the Graph token, reach the state table, make RSA keys ahead. Returns
+        what could not be warmed (each is made on first use instead); never raises."""
+        from concurrent.futures import wait
+
+        from shared.concurrency import in_thread
+
+        work = {
+            "events": self.clients.events.open_link,
+            "keyVault": lambda: self.clients.secrets.get_deleted_secret(WARM_UP_PROBE),
+            "stateTable": self.clients.state.check_reachable,
+            "keyPairs": self.clients.key_pairs.fill,
+        }
+        if self.clients.graph is not None:
+            work["graph"] = self.clients.graph.warm_up
+        started = {name: in_thread(call, name="warm-up") for name, call in work.items()}
+        wait(started.values(), timeout=timeout)
+        return [name for name, future in started.items() if not future.done() or future.exception() is not None]
 
     def close(self) -> None:
         self.clients.palette.close()

@@ -236,13 +236,17 @@ class CredentialNotStoredError(Exception):
 
 def issue_client_secret(graph: GraphClient, store: SecretStore, *, app_id: str, account_name: str,
                         request_id: str, end: datetime, tags: Mapping[str, str],
-                        record_key_id: Callable[[str], None]) -> IssuedSecret:
+                        record_key_id: Callable[[str], None],
+                        alongside: Callable[[SecretStr], None] | None = None) -> IssuedSecret:
     """Add a Graph password and keep its value in the account's client-secret secret.
 
     ``record_key_id`` is called with the new keyId before the value is written anywhere, so that a
     crash after ``addPassword`` leaves a record of what to remove. If recording or the Key Vault
     write fails, the password is removed at once (its value can never be handed over later) and
     :class:`CredentialNotStoredError` is raised from the original failure.
+
+    ``alongside`` gets the new value as soon as Graph returns it, for work that reads it without
+    keeping it (Palette's validation); it must start that work on a thread of its own and return.
 
     Raises
     ------
@@ -252,6 +256,8 @@ def issue_client_secret(graph: GraphClient, store: SecretStore, *, app_id: str, 
         The password was made, but not kept.
     """
     password = graph.add_password(app_id, display_name=password_display_name(account_name, request_id), end=end)
+    if alongside is not None:
+        alongside(password.secret_text)
     try:
         record_key_id(password.key_id)
         stored = store.set_secret(

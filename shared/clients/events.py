@@ -201,6 +201,8 @@ class EventSink(Protocol):
 
     def publish(self, *events: CloudEvent[Any]) -> None: ...
 
+    def open_link(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -245,6 +247,9 @@ class RecordingPublisher:
         for event in events:
             cloud_event_to_json(event)
         self.events.extend(events)
+
+    def open_link(self) -> None:
+        """Nothing to open."""
 
     def types(self) -> list[str]:
         """Short types in publication order, e.g. ``["requested", "secret.stored"]``."""

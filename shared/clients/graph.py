@@ -116,6 +116,10 @@ class GraphClient(JsonHttpClient):
         self._token_expires_on = 0.0
         self._token_lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Fetch the access token now (a worker warming up), so the first call does not wait for it."""
+        self._bearer()
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _bearer(self, *, refresh: bool = False) -> str:

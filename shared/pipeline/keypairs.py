@@ -54,6 +54,11 @@ class KeyPairs:
         future.set_result(key)
         return future
 
+    def fill(self) -> None:
+        """Start making keys up to the stock (a worker warming up); returns at once."""
+        with self._lock:
+            self._refill_locked()
+
     @property
     def ready(self) -> int:
         """How many keys wait to be taken."""

@@ -98,6 +98,9 @@ class StepContext(WorkContext):
     #: The RSA key a generated SSH key would use, started with the delivery (its CPU time then
     #: overlaps the check's round trips); only used when the step has to make a key.
     key_pair: Future[RSAPrivateKey] | None = field(default=None, repr=False)
+    #: Palette's first validation of a new client secret, started as soon as Graph returned it
+    #: (beside the Key Vault write); the validate step waits for it instead of asking again.
+    early_validation: Future[None] | None = field(default=None, repr=False)
 
     def found(self, check: str) -> Any:
         """What the check named ``check`` found in this delivery; :data:`NOT_LOOKED_UP` otherwise."""
@@ -253,10 +256,18 @@ def secret(ctx: StepContext) -> StepDone:
         credentials.PROVIDER_ADDRESS_TAG: ctx.result(APP_OBJECT_ID) or "",
         credentials.VALIDITY_PERIOD_DAYS_TAG: str(source.validity_days)})
 
+    def validate_early(value: SecretStr) -> None:
+        from shared.concurrency import in_thread
+
+        creds = credentials_of(ctx, value)
+        ctx.early_validation = in_thread(lambda: ctx.clients.palette.validate_azure_credentials(
+            creds, project_uid=ctx.scope_project_uid), name="onboarding-validate")
+
     def issue() -> credentials.IssuedSecret:
         return credentials.issue_client_secret(
             graph, store, app_id=app_id, account_name=ctx.account_name, request_id=ctx.request_id, end=end,
-            tags=tags, record_key_id=lambda new_key_id: ctx.handle.mark(**{GRAPH_KEY_ID: new_key_id}))
+            tags=tags, record_key_id=lambda new_key_id: ctx.handle.mark(**{GRAPH_KEY_ID: new_key_id}),
+            alongside=validate_early)
 
     def recover() -> None:
         # An addPassword whose answer was lost made a password whose value nobody has: remove it.
@@ -328,12 +339,14 @@ def _load_client_secret(ctx: StepContext) -> SecretStr:
     return ctx.client_secret
 
 
-def credentials_of(ctx: StepContext) -> AzureCredentials:
+def credentials_of(ctx: StepContext, secret: SecretStr | None = None) -> AzureCredentials:
+    """The request's Azure credentials with its client secret (``secret``, or this request's)."""
     from shared.clients.palette import AzureCredentials
 
     azure = ctx.request.azure
     return AzureCredentials(
-        tenant_id=azure.tenant_id, client_id=azure.client_id, client_secret=_load_client_secret(ctx),
+        tenant_id=azure.tenant_id, client_id=azure.client_id,
+        client_secret=secret if secret is not None else _load_client_secret(ctx),
         environment=azure.cloud, tenant_name=azure.tenant_name or "",
         disable_properties=azure.disable_properties, tls_cert=azure.tls_cert,
     )
@@ -349,10 +362,16 @@ def validate(ctx: StepContext) -> StepDone:
     deadline = time.monotonic() + budget
     delay = ctx.config.validation_initial_delay_seconds
     attempt = 0
+    early, ctx.early_validation = ctx.early_validation, None
     while True:
         attempt += 1
         try:
-            ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
+            if early is not None:
+                first = early
+                early = None
+                first.result()  # the first attempt, made while the secret was being stored
+            else:
+                ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
             break
         except HttpResponseError as exc:
             if classify(exc).kind is not FailureKind.PERMANENT:

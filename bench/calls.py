@@ -1,0 +1,96 @@
+"""Calls per onboarding: per service and per Palette prefix, against the minimum the steps need.
+
+One host process of the real app, warmed by one onboarding; then ``--n`` onboardings with every
+option (generated secret and SSH key, API key, Private Cloud Gateway), one after another, each
+counted from the stand-ins' records. The minimum per onboarding (derived in bench/README.md):
+
+- Palette, 13: ``/v1/dashboard`` 1 (the project), ``/v1/overlords`` 1 (the gateway), ``/v1/users`` 4
+  (the API key's user, the SSH key name in the project, the upload, the read-back),
+  ``/v1/apiKeys`` 3 (the name check, the create, the read-back), ``/v1/cloudaccounts`` 3 (the name
+  check, the create, "the account is listed"), ``/v1/clouds`` 1 (the validation);
+- Graph, 2: read the app registration (the evidence the identity may add a password), ``addPassword``;
+- Key Vault, 9: for each of the three secret names, "is one soft-deleted?" and "what versions?"
+  (6), then one write each (3);
+- Entra tokens, 0: a warm worker holds its managed-identity tokens (Palette's own sign-ins to Azure
+  when it validates are Palette's calls and are not counted).
+
+Prints, per service and per prefix, ``calls per onboarding`` with the minimum as the target, the
+ratio of the total to the minimum, and any call kind above its minimum.
+
+    .venv/bin/python -m bench calls [--n 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
+
+from bench.common import BenchStack, Bodies, Subscriber, describe, figure, rate_prefix, say
+
+MINIMUM_PALETTE = {"/v1/dashboard": 1, "/v1/overlords": 1, "/v1/users": 4, "/v1/apiKeys": 3,
+                   "/v1/cloudaccounts": 3, "/v1/clouds": 1}
+MINIMUM = {"palette": sum(MINIMUM_PALETTE.values()), "graph": 2, "keyvault": 9, "entra": 0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench calls", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=5, help="onboardings counted (default 5)")
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args(argv)
+
+    per_service: Counter[str] = Counter()
+    per_prefix: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    counted = 0
+    with BenchStack() as bench, Subscriber(bench.settings) as subscriber:
+        bodies = Bodies()
+        apps = bench.register_apps(args.n + 1)
+        host = bench.host("host")
+        host.start()
+        host.wait_serving()
+        say("warming the host with one onboarding ...")
+        warm = bodies.one(apps[0], 0)
+        bench.enqueue([warm])
+        subscriber.wait_for({warm["requestId"]}, timeout=args.timeout)
+        for number in range(1, args.n + 1):
+            time.sleep(1.0)  # the previous onboarding's last writes are done
+            bench.clear_requests()
+            body = bodies.one(apps[number], number)
+            bench.enqueue([body])
+            event = subscriber.wait_for({body["requestId"]}, timeout=args.timeout).get(body["requestId"])
+            if event is None or event.type != "validated":
+                say(f"onboarding {number}: no validated event")
+                continue
+            time.sleep(0.5)
+            counted += 1
+            for service, calls in bench.calls().items():
+                per_service[service] += len(calls)
+                for call in calls:
+                    kinds[f"{service} {describe(call)}"] += 1
+                    if service == "palette":
+                        per_prefix[rate_prefix(call["path"])] += 1
+            say(f"onboarding {number}: {sum(len(c) for c in bench.calls().values())} calls")
+    runs = max(counted, 1)
+    total = sum(per_service.values()) / runs
+    floor = sum(MINIMUM.values())
+    figure("calls per onboarding, all services", total, "calls", f"minimum {floor}", digits=1)
+    figure("calls ratio", total / floor, "", "1.00")
+    for service, minimum in MINIMUM.items():
+        figure(f"{service} calls per onboarding", per_service[service] / runs, "calls", f"minimum {minimum}", digits=1)
+    for prefix, minimum in MINIMUM_PALETTE.items():
+        figure(f"palette calls per onboarding at {prefix}", per_prefix[prefix] / runs, "calls", f"minimum {minimum}",
+               digits=1)
+    for kind, count in sorted(kinds.items()):
+        figure(f"calls per onboarding, {kind}", count / runs, "calls", "none", digits=1)
+    figure("onboardings counted", counted, "", str(args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
