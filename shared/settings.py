@@ -156,11 +156,11 @@ class Settings:
             problems.append("ROTATION_THRESHOLD_DAYS must be a whole number of days")
         graph_endpoint = (env.get("GRAPH_ENDPOINT") or "https://graph.microsoft.com").rstrip("/")
         pipeline = _pipeline_config(env, problems, threshold)
-        # Under Palette's 10/s and burst 5 per prefix with room for the stragglers of a slot.
+        # Under Palette's 10/s per prefix, with room for the stragglers of a slot.
         rate = _number(env, "PALETTE_RATE_PER_SECOND", 9.0, 0.1, 10, problems, unit="requests per second",
                        why=" (Palette allows 10 per resource prefix)")
-        burst = _number(env, "PALETTE_RATE_BURST", 4, 1, 5, problems, unit="requests",
-                        why=" (Palette's burst is 5)")
+        burst = _number(env, "PALETTE_RATE_BURST", 4, 1, 50, problems, unit="requests",
+                        why=" (Palette takes 50 at once: 10/s with a burst queue of 5)")
         settings = cls(
             palette_endpoint=required("PALETTE_ENDPOINT").rstrip("/"),
             palette_api_key=SecretStr(required("PALETTE_API_KEY")),

@@ -31,8 +31,9 @@ def test_the_warm_up_builds_the_clients_and_makes_the_first_calls_before_any_tri
     with hosted_app(stack, warm_up=True):
         deps = dependencies.get()
         probes = [r for r in _vault_requests(stack)[before:] if WARM_UP_PROBE in str(r["path"])]
-        # The vault's challenge, then the read with a token: the SDK has both for the first onboarding.
-        assert len(probes) == 2 and [r["status"] for r in probes] == [401, 404]
+        # The read went through with a token (after the vault's challenge, unless this process met
+        # it before: the SDK keeps challenges per vault): the first onboarding has both.
+        assert probes and probes[-1]["status"] == 404 and [r["status"] for r in probes[:-1]] in ([], [401])
         deadline = time.monotonic() + 30
         while deps.clients.key_pairs.ready < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
