@@ -432,10 +432,11 @@ class PaletteClient(JsonHttpClient):
 
         Returns on 204. Invalid credentials raise the service's error (status and code as Palette
         sends them). A new Graph secret can take seconds to work; retrying that is the caller's
-        decision, not this method's.
+        decision, not this method's. The call only reads (Palette asks Azure and keeps nothing), so a
+        5xx or a lost answer is retried like a GET's.
         """
         self._call("POST", "/v1/clouds/azure/account/validate", json=creds.to_spec(), project_uid=project_uid,
-                   secrets=(creds.client_secret.get_secret_value(),))
+                   idempotent=True, secrets=(creds.client_secret.get_secret_value(),))
 
     def list_azure_accounts(self, *, project_uid: str | None = None,
                             name: str | None = None) -> ItemPaged[AzureAccount]:

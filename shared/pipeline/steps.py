@@ -369,7 +369,12 @@ def validate(ctx: StepContext) -> StepDone:
             if early is not None:
                 first = early
                 early = None
-                first.result()  # the first attempt, made while the secret was being stored
+                try:
+                    first.result()  # the first attempt, made while the secret was being stored
+                except Exception as exc:  # a permanent refusal is decided below; anything else is asked again
+                    if classify(exc).kind is FailureKind.PERMANENT:
+                        raise
+                    ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
             else:
                 ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
             break
