@@ -1,6 +1,7 @@
 """One request pace for the whole app, shared by every instance through a Table row per prefix.
 
-Palette limits requests per resource prefix and source (10/s, burst 5). An instance's own token
+Palette limits requests per resource prefix and source (10/s, with a burst queue of 5 seconds'
+worth: 50 at once). An instance's own token
 bucket cannot keep the *app* under that once several instances call Palette (Flex Consumption
 scales out on queue length), so each call takes a slot from a schedule kept in the app's storage
 account: the row of the prefix holds the time of its next free slot; a caller moves it on by one
@@ -9,9 +10,18 @@ instances, the app sends at most ``burst`` calls at once and ``rate_per_second``
 
 Within one process the callers of a prefix take slots one at a time (a lock), so the process does
 not race itself; the row is read once and then known from its own writes until another instance
-moves it (a 412, then it is read again). Time is wall-clock time, which Azure keeps within a few
-milliseconds between hosts. When the table cannot be reached the call goes ahead after the local
-gate alone, with a warning: pacing is a courtesy to Palette, whose 429s are still retried.
+moves it (a 412, then it is read again).
+
+A call should not wait for that Table round trip, so each process keeps one slot per prefix taken
+ahead: a call uses it (sleeping until its time if it is still ahead) and a new one is taken on a
+thread of its own, off the call's path. A slot is used at most :data:`MAX_LATE_SECONDS` after its
+time, else it is dropped and a slot is taken now. Late use can only bunch calls by what the
+schedule gave out in that span: at 9/s, burst 4 and 5 s, at most 4 + 9 x 5 = 49 calls at once,
+within the 50 Palette's burst queue takes; over any longer span the app stays at 9/s.
+
+Time is wall-clock time, which Azure keeps within a few milliseconds between hosts. When the table
+cannot be reached the call goes ahead with a warning: pacing is a courtesy to Palette, whose 429s
+are still retried.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.concurrency import in_thread
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -37,6 +49,8 @@ logger = logging.getLogger(__name__)
 PARTITION = "palette"
 #: Conditional writes tried before a caller gives up on the schedule and goes ahead.
 _ATTEMPTS = 20
+#: How long after its time a slot taken ahead may still be used (see above).
+MAX_LATE_SECONDS = 5.0
 
 
 @dataclass
@@ -67,6 +81,7 @@ class SharedPace:
         self._sleep = sleep
         self._ready = False
         self._known: dict[str, _Known | None] = {}
+        self._ahead: dict[str, float] = {}  # per key: a slot taken ahead, not yet used
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -90,14 +105,37 @@ class SharedPace:
 
     def acquire(self, key: str) -> float:
         """Block until this caller's slot for ``key``; return the seconds waited."""
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+        lock = self._lock_of(key)
         with lock:
-            slot = self._take(key)
+            slot = self._ahead.pop(key, None)
+            if slot is None or slot < self._clock() - MAX_LATE_SECONDS:
+                slot = self._take(key)
+        in_thread(lambda: self._take_ahead(key), name="palette-pace")
         wait = slot - self._clock() if slot is not None else 0.0
         if wait > 0:
             self._sleep(wait)
         return max(wait, 0.0)
+
+    def _lock_of(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _take_ahead(self, key: str) -> None:
+        """Keep one slot for the next call of ``key`` (none when the table failed)."""
+        with self._lock_of(key):
+            if key in self._ahead:
+                return
+            try:
+                slot = self._take(key)
+            except Exception:  # the process is closing its clients: nothing to keep
+                return
+            if slot is not None:
+                self._ahead[key] = slot
+
+    def taken_ahead(self, key: str) -> float | None:
+        """The slot kept for the next call of ``key``, if one is (for tests and diagnostics)."""
+        with self._lock_of(key):
+            return self._ahead.get(key)
 
     def _take(self, key: str) -> float | None:
         """Move the key's schedule on by one slot; the slot's time (None: the table failed)."""
