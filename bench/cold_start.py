@@ -176,8 +176,8 @@ def first_invocation_figures(runs: int, latency_ms: int, timeout: float, *, warm
     put("extra calls on the first onboarding, median", median(sum(e.values()) for e in extras), "calls", "none",
            digits=0)
     for kind in sorted(set().union(*extras)):
-        figure(f"extra calls on the first onboarding, {kind}, median", median(e[kind] for e in extras), "calls",
-               "none", digits=1)
+        put(f"extra calls on the first onboarding, {kind}, median", median(e[kind] for e in extras), "calls",
+            "none", digits=1)
     put("runs timed", len(firsts), "", str(runs))
 
 
