@@ -51,13 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack() as bench, Subscriber(bench.settings) as subscriber:
         bodies = Bodies()
         apps = bench.register_apps(args.n + 1)
-        host = bench.host("host")
-        host.start()
-        host.wait_serving()
-        say("warming the host with one onboarding ...")
-        warm = bodies.one(apps[0], 0)
-        bench.enqueue([warm])
-        subscriber.wait_for({warm["requestId"]}, timeout=args.timeout)
+        bench.warm_host(subscriber, bodies.one(apps[0], 0), timeout=args.timeout)
         for number in range(1, args.n + 1):
             time.sleep(1.0)  # the previous onboarding's last writes are done
             bench.clear_requests()

@@ -243,6 +243,16 @@ class BenchStack:
         self.hosts.append(host)
         return host
 
+    def warm_host(self, subscriber: Subscriber, body: dict[str, Any], *, timeout: float = 120) -> HostProcess:
+        """A host of the real app, serving, that has carried out one onboarding (``body``)."""
+        host = self.host("host")
+        host.start()
+        host.wait_serving()
+        say("warming the host with one onboarding ...")
+        self.enqueue([body])
+        subscriber.wait_for({body["requestId"]}, timeout=timeout)
+        return host
+
     def enqueue(self, bodies: list[dict[str, Any]]) -> float:
         """Put the requests on the onboarding queue at once (one batch); the time just before."""
         from azure.servicebus import ServiceBusClient, ServiceBusMessage

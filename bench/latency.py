@@ -52,13 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack() as bench, Subscriber(bench.settings) as subscriber:
         bodies = Bodies()
         apps = bench.register_apps(args.runs + 1)
-        host = bench.host("host")
-        host.start()
-        host.wait_serving()
-        say("warming the host with one onboarding ...")
-        warm = bodies.one(apps[0], 0)
-        bench.enqueue([warm])
-        subscriber.wait_for({warm["requestId"]}, timeout=args.timeout)
+        bench.warm_host(subscriber, bodies.one(apps[0], 0), timeout=args.timeout)
         bench.set_latency(args.latency_ms)
         time.sleep(2.0)  # the client's rate limiter refills after the warm-up's calls
         seconds: list[float] = []

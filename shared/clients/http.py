@@ -141,6 +141,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(when.timestamp() - reference, 0.0)
 
 
+def check_pace(rate_per_second: float, burst: int) -> None:
+    """A pace needs a positive rate and a burst of at least one call (ValueError otherwise)."""
+    if rate_per_second <= 0:
+        raise ValueError("rate_per_second must be positive.")
+    if burst < 1:
+        raise ValueError("burst must be at least 1.")
+
+
 class TokenBucket:
     """A token bucket: ``burst`` tokens at most, refilled at ``rate_per_second``. Thread-safe.
 
@@ -150,10 +158,7 @@ class TokenBucket:
 
     def __init__(self, rate_per_second: float, burst: int, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if rate_per_second <= 0:
-            raise ValueError("rate_per_second must be positive.")
-        if burst < 1:
-            raise ValueError("burst must be at least 1.")
+        check_pace(rate_per_second, burst)
         self.rate_per_second = float(rate_per_second)
         self.burst = int(burst)
         self._clock = clock

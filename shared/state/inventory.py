@@ -21,7 +21,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 
 from shared.errors import StateStoreError
 from shared.state.records import iso, utcnow
-from shared.state.store import ConcurrentUpdateError, pack, unpack
+from shared.state.store import ConcurrentUpdateError, ensure_table, pack, unpack
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -200,15 +200,9 @@ class InventoryStore:
         return cls(TableClient(endpoint, table_name=table_name, credential=credential))
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except AzureError as exc:
-            raise StateStoreError(f"Could not create the inventory table: {exc.message}") from exc
-        self._ready = True
+        if not self._ready:
+            ensure_table(self._table, "the inventory table")
+            self._ready = True
 
     def get(self, account_name: str) -> AccountRecord | None:
         self._ensure()

@@ -36,7 +36,10 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
+from shared.clients.http import check_pace
 from shared.concurrency import in_thread
+from shared.errors import StateStoreError
+from shared.state.store import ensure_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,10 +72,7 @@ class SharedPace:
 
     def __init__(self, table: TableClient, rate_per_second: float, burst: int, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate_per_second <= 0:
-            raise ValueError("rate_per_second must be positive.")
-        if burst < 1:
-            raise ValueError("burst must be at least 1.")
+        check_pace(rate_per_second, burst)
         self.rate_per_second = float(rate_per_second)
         self.burst = int(burst)
         self._interval = 1.0 / self.rate_per_second
@@ -127,7 +127,7 @@ class SharedPace:
                 return
             try:
                 slot = self._take(key)
-            except Exception:  # the process is closing its clients: nothing to keep
+            except Exception:  # noqa: BLE001 - the process is closing its clients: nothing to keep
                 return
             if slot is not None:
                 self._ahead[key] = slot
@@ -163,7 +163,7 @@ class SharedPace:
                 self._known[key] = _Known(slot + self._interval, str(written.get("etag") or "") or None)
                 return slot
             logger.warning("The shared Palette pace for %s kept changing; this call goes ahead unpaced.", key)
-        except AzureError as exc:
+        except (AzureError, StateStoreError) as exc:
             self._known[key] = None
             logger.warning("The shared Palette pace could not be read (%s); this call goes ahead unpaced.",
                            type(exc).__name__)
@@ -177,13 +177,9 @@ class SharedPace:
         return _Known(float(entity.get("NextFree") or 0.0), str(entity.metadata.get("etag") or "") or None)
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        self._ready = True
+        if not self._ready:
+            ensure_table(self._table, "the Palette pace table")
+            self._ready = True
 
 
 def _row_key(key: str) -> str:

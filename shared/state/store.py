@@ -160,6 +160,19 @@ class NameLease:
         return bool(self.owner) and expires is not None and expires > now
 
 
+def ensure_table(table: TableClient, what: str) -> None:
+    """Create the table unless it exists (the app makes its tables on first use, too).
+
+    Raises :class:`~shared.errors.StateStoreError` naming ``what`` when the service refuses.
+    """
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except AzureError as exc:
+        raise StateStoreError(f"Could not create {what}: {exc.message}") from exc
+
+
 def pack(value: Any) -> bytes:
     """JSON, compressed: the queued request and the outbox can each approach Table Storage's
     64 KiB property limit as text, and compress about fivefold."""
@@ -253,15 +266,9 @@ class TableStateStore(StateStore):
         return cls(TableClient(endpoint, table_name=table_name, credential=credential))
 
     def _ensure_table(self) -> None:
-        if self._table_ready:
-            return
-        try:
-            self._table.create_table()
-        except ResourceExistsError:
-            pass
-        except AzureError as exc:
-            raise StateStoreError(f"Could not create the state table: {exc.message}") from exc
-        self._table_ready = True
+        if not self._table_ready:
+            ensure_table(self._table, "the state table")
+            self._table_ready = True
 
     def get(self, request_id: str) -> OnboardingRecord | None:
         self._ensure_table()
