@@ -268,19 +268,20 @@ class _Server(ThreadingHTTPServer):
 _REDACTED_HEADERS = {"authorization", "apikey", "cookie", "x-identity-header"}
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    error_content_type = "application/json"
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """What every loopback HTTP(S) server here needs of its handler: no Nagle delay, the TLS
+    handshake done in the handler's thread (not the accept loop's), and a client that hangs up or
+    fails the handshake closing its connection quietly instead of printing a traceback."""
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s: " + format, self.server.app.name, *args)
+    #: Seconds a connection may sit idle (None: no limit).
+    socket_timeout: float | None = None
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(30)
+        if self.socket_timeout is not None:
+            self.connection.settimeout(self.socket_timeout)
         # Headers and body go out in separate writes; without this, Nagle plus delayed ACK adds
-        # ~40 ms to every response.
+        # ~40 ms to every response on a kept-alive connection.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if isinstance(self.connection, ssl.SSLSocket):
             try:
@@ -293,6 +294,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
             super().handle_one_request()
         except (ssl.SSLError, ConnectionError, TimeoutError):
             self.close_connection = True
+
+
+class _RequestHandler(LoopbackHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    error_content_type = "application/json"
+    socket_timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s: " + format, self.server.app.name, *args)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # Malformed request lines and headers get the service's error body, never an HTML page.

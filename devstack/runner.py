@@ -34,22 +34,23 @@ import os
 import random
 import re
 import secrets
-import socket
 import ssl
 import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 
+from devstack.httpbase import LoopbackHandler
 from devstack.runner_eventgrid import EventGridWebhook
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable, Collection, Mapping
 
 logger = logging.getLogger(__name__)
@@ -343,29 +344,12 @@ class _HttpRoute:
         self.anonymous = anonymous
 
 
-class _HttpHandler(BaseHTTPRequestHandler):
+class _HttpHandler(LoopbackHandler):
     server: _HttpServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("runner http: " + format, *args)
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this, Nagle plus delayed ACK adds
-        # ~40 ms to every response on a kept-alive connection.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError):
-                self.close_connection = True
-
-    def handle_one_request(self) -> None:
-        try:
-            super().handle_one_request()
-        except (ssl.SSLError, ConnectionError, TimeoutError):
-            self.close_connection = True
 
     def _dispatch(self) -> None:
         began = time.monotonic()
