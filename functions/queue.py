@@ -25,15 +25,18 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
     unexpected raises, so the host abandons the message and Service Bus redelivers it."""
     from functions import dependencies
     from shared.pipeline import process_request
+    from shared.pipeline.enqueue import RECORDED, recorded
 
     deps = dependencies.get()
     properties = message.application_properties or {}
     body = message.get_body()
+    retry_token = str(properties.get("retryToken") or "")
     with bind(messageId=message.message_id, invocationId=context.invocation_id):
         began = time.monotonic()
         outcome = process_request(body, deps.clients, deps.settings.pipeline, owner=context.invocation_id,
-                                  message_id=message.message_id or "",
-                                  retry_token=str(properties.get("retryToken") or ""))
+                                  message_id=message.message_id or "", retry_token=retry_token,
+                                  row_expected=bool(retry_token) or str(properties.get(RECORDED)) == "true"
+                                  or (message.delivery_count or 0) > 1)
         logger.info("request %s: %s in %.1f s (delivery %s)%s", outcome.request_id or "(none)", outcome.kind.value,
                     time.monotonic() - began, message.delivery_count,
                     f": {outcome.reason}" if outcome.reason else "")
@@ -41,8 +44,7 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
             at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
             deps.queue.schedule(json.loads(body), message_id=f"{outcome.request_id}/{outcome.kind.value}/"
                                 f"{uuid.uuid4().hex[:8]}", at=at,
-                                application_properties={"retryToken": outcome.retry_token}
-                                if outcome.retry_token else None)
+                                application_properties=recorded(outcome.retry_token or ""))
 
 
 @bp.function_name("onboarding_dead_letters")

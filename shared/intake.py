@@ -126,7 +126,9 @@ def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients)
 
 
 def _send(record: OnboardingRecord, queue: RequestQueue) -> None:
-    queue.send(json.loads(record.request), message_id=record.request_id)
+    from shared.pipeline.enqueue import send_recorded
+
+    send_recorded(queue, record)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,8 @@ from shared.pipeline.steps import (
 )
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import ApiKey, Project
     from shared.models import OnboardingRequest
@@ -118,14 +120,38 @@ class CheckResult:
         return out
 
 
+#: Checks of what no name lease covers (nothing an onboarding makes): they may start before the
+#: request holds its names, while the names are being leased (:func:`start_unleased`).
+UNLEASED = frozenset({"palette.project", "palette.privateCloudGateway", "palette.user", "graph.application",
+                      "keyVault.source"})
+
+
+@dataclass(frozen=True)
+class EarlyChecks:
+    """Checks started before the name leases were taken, and the checks object they belong to."""
+
+    checks: _Checks
+    started: Mapping[str, Future[CheckResult]]
+
+
+def start_unleased(request: OnboardingRequest, clients: OnboardingClients) -> EarlyChecks:
+    """Start the :data:`UNLEASED` checks now: the project lookup, which the SSH key's lookup waits
+    for, then overlaps the leasing of the names instead of following it."""
+    checks = _Checks(request, clients)
+    return EarlyChecks(checks, {name: in_thread(check, name="onboarding-check")
+                                for name, check in checks.plan() if name in UNLEASED})
+
+
 def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
-               errors_as_results: bool = False) -> Iterator[CheckResult]:
+               errors_as_results: bool = False, early: EarlyChecks | None = None) -> Iterator[CheckResult]:
     """Each check's result in the pipeline's order; every lookup starts at once (see above), so
     all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
     dry run) a service error becomes an ``error`` result and the checks go on; otherwise it
-    propagates in its place in the order, as the check step's did."""
-    checks = _Checks(request, clients)
-    started = [(name, in_thread(check, name="onboarding-check")) for name, check in checks.plan()]
+    propagates in its place in the order, as the check step's did. ``early``: those started
+    already (:func:`start_unleased`)."""
+    checks = early.checks if early is not None else _Checks(request, clients)
+    begun = early.started if early is not None else {}
+    started = [(name, begun.get(name) or in_thread(check, name="onboarding-check")) for name, check in checks.plan()]
     for name, future in started:
         error = future.exception()
         if error is None:

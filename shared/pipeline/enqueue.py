@@ -17,6 +17,22 @@ if TYPE_CHECKING:
     from shared.pipeline.plan import Plan
     from shared.pipeline.runner import OnboardingClients
 
+#: Set on every message the product sends for a request whose state row it wrote first: the
+#: delivery reads that row at once instead of trying to insert one (``process_request(row_expected=)``).
+RECORDED = "stateRecorded"
+
+
+def recorded(retry_token: str = "") -> dict[str, str | int]:
+    """The application properties of a message about a recorded request."""
+    return {RECORDED: "true", **({"retryToken": retry_token} if retry_token else {})}
+
+
+def send_recorded(queue: RequestQueue, record: OnboardingRecord, *, message_id: str = "",
+                  retry_token: str = "") -> None:
+    """Send the request a state row holds (as queued), marked as recorded."""
+    queue.send(json.loads(record.request), message_id=message_id or record.request_id,
+               application_properties=recorded(retry_token))
+
 
 def enqueue(clients: OnboardingClients, queue: RequestQueue, plan: Plan, request: Any) -> tuple[OnboardingRecord, bool]:
     """Record and send ``request``; returns its row and whether this call made it.
@@ -44,5 +60,5 @@ def enqueue(clients: OnboardingClients, queue: RequestQueue, plan: Plan, request
                 f"Request {request.request_id} already exists with another body.") from None
         record, created = existing, False
     if record.status is RequestStatus.QUEUED:
-        queue.send(json.loads(record.request), message_id=record.request_id)
+        send_recorded(queue, record)
     return record, created

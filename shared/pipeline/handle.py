@@ -14,6 +14,14 @@ than with a write of its own: each step then costs one write, not two, on the on
 critical path. A crash before that write only means the same events are sent again, with the
 same ids, which the topic's duplicate detection drops. Once the lease is released (the request
 finished, failed or paused) the confirmation is written at once.
+
+Two more writes stay off the critical path:
+
+* :meth:`RecordHandle.stage` keeps a result a crash may lose (that of a step that only read, and
+  runs again) in what this delivery sees, and writes it with the next write;
+* :meth:`RecordHandle.save_behind` leaves a result's write (and its publishing) to
+  :meth:`~RecordHandle.settle`, which the delivery calls once its next reads are on their way; the
+  next :meth:`~RecordHandle.save` settles first, so writes keep their order.
 """
 
 from __future__ import annotations
@@ -48,6 +56,13 @@ class RecordHandle:
                  lease_seconds: float) -> None:
         self._store = store
         self._record = record
+        #: The row as this delivery sees it: the last write, with the staged changes applied.
+        self._view = record
+        self._staged: list[Callable[[OnboardingRecord], None]] = []
+        #: Results, their events and what follows their write, left to :meth:`settle`.
+        self._behind: list[tuple[Callable[[OnboardingRecord], None], list[dict[str, Any]],
+                                 Callable[[], None] | None]] = []
+        self._settle_lock = threading.Lock()
         self._owner = owner
         self._lease = dt.timedelta(seconds=lease_seconds)
         self._lock = threading.RLock()
@@ -59,7 +74,7 @@ class RecordHandle:
     @property
     def record(self) -> OnboardingRecord:
         with self._lock:
-            return self._record.copy()
+            return self._view.copy()
 
     @property
     def request_id(self) -> str:
@@ -67,17 +82,78 @@ class RecordHandle:
 
     def result(self, key: str) -> str | None:
         with self._lock:
-            return self._record.results.get(key)
+            return self._view.results.get(key)
+
+    def stage(self, mutate: Callable[[OnboardingRecord], None]) -> None:
+        """Apply ``mutate`` to what this delivery sees now and write it with the next write.
+
+        Only for what a crash may lose: a step that only read runs again on the next delivery.
+        Never for events (they are sent only once written) or markers (they must be written
+        before the call they announce)."""
+        with self._lock:
+            self._staged.append(mutate)
+            self._view = self._seen(self._record)
+
+    def save_behind(self, mutate: Callable[[OnboardingRecord], None], *,
+                    events: Iterable[dict[str, Any]] = (), then: Callable[[], None] | None = None) -> None:
+        """Leave ``mutate`` and ``events`` to one write at :meth:`settle` (then ``then``, such as
+        publishing them), seen at once: a run's last results, written while the run reads them
+        back rather than before. Other writes meanwhile leave them out, so a step's result is
+        never written without its events."""
+        with self._lock:
+            self._behind.append((mutate, list(events), then))
+            self._view = self._seen(self._record)
+
+    def _seen(self, record: OnboardingRecord) -> OnboardingRecord:
+        """``record`` with the staged changes and those left for :meth:`settle` applied."""
+        if not self._staged and not self._behind:
+            return record
+        view = record.copy()
+        for mutate in self._staged:
+            mutate(view)
+        for mutate, _events, _then in self._behind:
+            mutate(view)
+        return view
+
+    def settle(self) -> None:
+        """Write what :meth:`save_behind` left (in one write), then run what follows each. Every
+        last write settles first, so nothing lands after it."""
+        with self._settle_lock:
+            with self._lock:
+                behind, self._behind = self._behind, []
+            if not behind:
+                return
+
+            def apply(record: OnboardingRecord) -> None:
+                for mutate, _events, _then in behind:
+                    mutate(record)
+            try:
+                self._write(apply, events=[event for _, events, _ in behind for event in events])
+            except BaseException:
+                with self._lock:  # still owed: the next settle (or the failure's save) tries again
+                    self._behind[:0] = behind
+                raise
+            for _, _events, then in behind:
+                if then is not None:
+                    then()
 
     def save(self, mutate: Callable[[OnboardingRecord], None], *, keep_lease: bool = True,
-             events: Iterable[dict[str, Any]] = ()) -> None:
-        """Apply ``mutate`` and record ``events`` in one conditional write of the row.
+             events: Iterable[dict[str, Any]] = (), settle: bool = True) -> None:
+        """Apply ``mutate`` and record ``events`` in one conditional write of the row, with the
+        staged changes; with ``settle``, after what :meth:`save_behind` left (a last write:
+        nothing may land after it). Writes in between need not: each holds every staged change.
 
         Others may write the row while this delivery holds it, in ways that do not take it over
         (another delivery confirming sent events, or recording a conflict event); on an ETag
         mismatch the row is read again and, if the lease is still this delivery's, the change is
         applied again to it. A lease taken over stops this delivery (:class:`LeaseLostError`).
         """
+        if settle:
+            self.settle()
+        self._write(mutate, keep_lease=keep_lease, events=events)
+
+    def _write(self, mutate: Callable[[OnboardingRecord], None], *, keep_lease: bool = True,
+               events: Iterable[dict[str, Any]] = ()) -> None:
         events = list(events)
         with self._lock:
             base = self._record
@@ -85,6 +161,8 @@ class RecordHandle:
                 if self._lost:
                     raise LeaseLostError(f"Request {base.request_id} was taken over by another delivery.")
                 updated = base.copy()
+                for staged in self._staged:
+                    staged(updated)
                 mutate(updated)
                 confirmed = set(self._unconfirmed)
                 if confirmed:
@@ -96,6 +174,8 @@ class RecordHandle:
                     updated.lease_expires_at = iso(utcnow() + self._lease)
                 try:
                     self._record = self._store.replace(updated)
+                    self._staged.clear()
+                    self._view = self._seen(self._record)
                     self._unconfirmed -= confirmed
                     return
                 except ConcurrentUpdateError:
@@ -114,14 +194,18 @@ class RecordHandle:
             self._lost = True
 
     def mark(self, **results: str) -> None:
-        """Record results (or markers written before a creating call) at once."""
-        self.save(lambda r: r.results.update(results))
+        """Record results (or markers written before a creating call) at once; nothing to write
+        when the row holds them already (markers the claim wrote)."""
+        with self._lock:
+            if all(self._record.results.get(k) == v for k, v in results.items()):
+                return
+        self._write(lambda r: r.results.update(results))
 
     def forget(self, *keys: str) -> None:
         def apply(record: OnboardingRecord) -> None:
             for key in keys:
                 record.results.pop(key, None)
-        self.save(apply)
+        self._write(apply)
 
     def renew(self) -> None:
         """Extend the lease (the heartbeat); a row taken over in the meantime stops this delivery.
@@ -129,7 +213,7 @@ class RecordHandle:
         with self._lock:
             if self._record.lease_owner != self._owner or self._lost:
                 return
-            self.save(lambda _record: None)
+            self._write(lambda _record: None)  # not waiting for writes behind: they renew it too
 
     def publish_pending(self, sink: EventSink, *, sent: Callable[[], None] | None = None) -> bool:
         """Send the events waiting in the row, then take them out of it (with the next write while
@@ -159,7 +243,7 @@ class RecordHandle:
                 return
             held = self._record.lease_owner == self._owner
         try:
-            self.save(lambda _record: None, keep_lease=held)
+            self._write(lambda _record: None, keep_lease=held)
         except LeaseLostError:
             pass  # sent; the new holder confirms them on its own flush
 

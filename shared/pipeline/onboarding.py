@@ -10,7 +10,13 @@ same time. A generated SSH key's RSA pair is taken when the delivery starts
 time does not lengthen the SSH key branch.
 
 ``verify`` is the plan's finish: it reads everything back, announces ``validated`` with one entry
-per check, and records the account in the inventory the rotation sweep works from.
+per check and, meanwhile, records the account in the inventory the rotation sweep works from
+(the account exists whether or not every read-back passes, and its secret must be rotated).
+
+What a crash must find is written before the calls it is about, and nothing more waits on the
+way: the claim writes the marker of every create the request may make (so no step writes one
+before its create), the results of the steps that only read (check, validate) go with the next
+write, and the branches' last results are written while ``verify`` reads them back.
 """
 
 from __future__ import annotations
@@ -57,13 +63,26 @@ def _context(request: OnboardingRequest, clients: OnboardingClients, config: Pip
     return ctx
 
 
+def _prefetch(ctx: steps.StepContext) -> None:
+    """The check's lookups of what no lease covers (the project first) start while the names are
+    leased: the SSH key's lookup, which needs the project, then waits for one round trip less."""
+    if not ctx.handle.record.step_done("check"):
+        from shared.pipeline.checks import start_unleased
+
+        ctx.early_checks = start_unleased(ctx.request, ctx.clients)
+
+
 def _requested(request: OnboardingRequest) -> dict[str, Any]:
     return build_document(request.request_id, request.account_name, "requested", "requested", "accepted",
                           cloud=request.azure.cloud.value, scope=request.palette.scope.value)
 
 
 def _verify(ctx: steps.StepContext) -> Finish:
-    checks = steps.verify(ctx)
+    def alongside() -> None:
+        ctx.handle.settle()  # the branches' last results, written while they are read back
+        steps.record_in_inventory(ctx)
+
+    checks = steps.verify(ctx, alongside=alongside)
     all_ok = all(check["ok"] for check in checks)
     validated = ctx.event("validated", "verify", "passed" if all_ok else "failed", checks=checks,
                           palette=ctx.palette_uids())
@@ -71,7 +90,6 @@ def _verify(ctx: steps.StepContext) -> Finish:
         failed = ", ".join(c["check"] for c in checks if not c["ok"])
         return Finish(events=[validated], step="verify", failure=Failure(
             FailureKind.PERMANENT, "verification_failed", f"Onboarding finished but these checks failed: {failed}."))
-    steps.record_in_inventory(ctx)
     return Finish(events=[validated], step="verify", detail="all checks passed")
 
 
@@ -89,4 +107,7 @@ ONBOARDING = Plan(
     ],
     finish=_verify,
     started_event=_requested,
+    markers=steps.markers,
+    finish_reads_first=True,
+    prefetch=_prefetch,
 )

@@ -33,6 +33,9 @@ class StepDone:
     results: Mapping[str, str] = field(default_factory=dict)
     events: Sequence[dict[str, Any]] = ()
     outcome: StepOutcome = StepOutcome.SUCCEEDED
+    #: The step only read: its result goes with the next write, and a crash before that means the
+    #: step runs again (never with events).
+    deferred: bool = False
 
 
 @dataclass
@@ -46,6 +49,8 @@ class WorkContext:
     handle: RecordHandle
     #: Called at named points inside a step: the runner's test seam (see shared.pipeline.runner).
     checkpoint: Callable[[str], None] = field(default=lambda _name: None, repr=False)
+    #: Markers (``Plan.markers``) this delivery's claim wrote: nothing they announce was made yet.
+    fresh_markers: frozenset[str] = frozenset()
 
     @property
     def request_id(self) -> str:
@@ -57,6 +62,11 @@ class WorkContext:
 
     def result(self, key: str) -> str | None:
         return self.handle.result(key)
+
+    def earlier_attempt(self, marker: str) -> bool:
+        """Whether ``marker`` says an earlier delivery may have sent the call it announces (so
+        what that call made must be looked for), rather than this delivery's claim foreseeing it."""
+        return bool(self.result(marker)) and marker not in self.fresh_markers
 
     def event(self, short_type: str, step: str, outcome: str, discriminator: str = "",
               **data: Any) -> dict[str, Any]:
@@ -108,6 +118,12 @@ class Plan:
     failed_event: the short type of the event a failure is announced with.
     failed: called when the request fails for good, before its failure is recorded (to keep
         other state, such as the inventory, in step); its own failure never hides the first.
+    markers: request -> the markers of every create it may make, written with the claim, so that
+        no step has to write one of its own before its create (see ``WorkContext.earlier_attempt``).
+    finish_reads_first: the finish only reads until it calls ``handle.settle()``: the last steps'
+        writes then go on behind it (``RecordHandle.save_behind``) instead of before it.
+    prefetch: called once the row is claimed, before the names are leased: it may start lookups no
+        name lease covers, for the steps to use (it must not write anything).
     """
 
     operation: str
@@ -121,3 +137,6 @@ class Plan:
     started_event: Callable[[Any], dict[str, Any]] | None = None
     failed_event: str = "failed"
     failed: Callable[[Any, Failure], None] | None = None
+    markers: Callable[[Any], Mapping[str, str]] | None = None
+    finish_reads_first: bool = False
+    prefetch: Callable[[Any], None] | None = None

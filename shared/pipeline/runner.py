@@ -24,20 +24,20 @@ as a killed process would, with none of the pipeline's own error handling runnin
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
+import functools
 import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from shared.concurrency import in_thread
 from shared.errors import RequestValidationError, StateStoreError
 from shared.logs import bind, get_logger
 from shared.pipeline.failures import Failure, FailureKind, classify
-from shared.pipeline.handle import RecordHandle, flush_outbox
+from shared.pipeline.handle import LeaseLostError, RecordHandle, flush_outbox
 from shared.pipeline.leases import Heartbeat, Held, NameLeases
 from shared.pipeline.outcome import Outcome, OutcomeKind
 from shared.pipeline.plan import Finish, StepDone, build_document
@@ -46,6 +46,7 @@ from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utc
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from concurrent.futures import Future
 
     from shared.clients.entra import ClientSecretProbe
     from shared.clients.events import EventSink
@@ -98,6 +99,8 @@ class _Run:
     plan: Plan
     ctx: WorkContext
     leases: NameLeases
+    #: The claim's events being sent (None once waited for).
+    announced: Future[None] | None = None
 
 
 def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
@@ -129,6 +132,7 @@ def process_request(
     owner: str,
     message_id: str = "",
     retry_token: str = "",
+    row_expected: bool = False,
     checkpoint: Checkpoint | None = None,
 ) -> Outcome:
     """Run (or resume) one onboarding request.
@@ -139,27 +143,33 @@ def process_request(
     owner: who holds the lease while this runs (unique per delivery).
     message_id: the Service Bus message id (correlation, and the event id of an unreadable body).
     retry_token: the ``retryToken`` of a scheduled copy; a waiting request resumes early only on it.
+    row_expected: the request's state row is known to exist (the product sent the message, or it
+        is a redelivery): it is read first. Otherwise the claim tries to insert it, one round trip
+        fewer for a ticket's first delivery.
     checkpoint: called at named points; tests raise from it to kill the delivery there.
 
     Returns an :class:`Outcome`; raises only for an unexpected error (a defect), after recording
     it, so the host abandons the message and Service Bus redelivers it.
     """
     delivery = _Delivery(clients, config, owner=owner, message_id=message_id, retry_token=retry_token,
-                         checkpoint=checkpoint or _no_checkpoint)
+                         row_expected=row_expected, checkpoint=checkpoint or _no_checkpoint)
     with bind(messageId=message_id or None):
         return delivery.run(body)
 
 
 class _Delivery:
     def __init__(self, clients: OnboardingClients, config: PipelineConfig, *, owner: str, message_id: str,
-                 retry_token: str, checkpoint: Checkpoint) -> None:
+                 retry_token: str, row_expected: bool, checkpoint: Checkpoint) -> None:
         self.clients = clients
+        self.row_expected = row_expected
         self.config = config
         self.owner = owner
         self.message_id = message_id
         self.retry_token = retry_token
         self.checkpoint = checkpoint
         self.lease = dt.timedelta(seconds=config.lease_seconds)
+        #: The plan's markers this delivery's claim wrote (none were in the row before).
+        self.fresh_markers: frozenset[str] = frozenset()
 
     @property
     def state(self) -> StateStore:
@@ -179,17 +189,19 @@ class _Delivery:
     def _work(self, plan: Plan, request: Any) -> Outcome:
         fingerprint = plan.fingerprint(request)
         queued = plan.queued(request)
-        record = self.state.get(request.request_id)
+        record = self.state.get(request.request_id) if self.row_expected else None
         if record is None:
             new = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
                                    fingerprint=fingerprint, request=queued, current_step="queued")
             self._claim_into(new, plan, request)
             try:
-                return self._run(plan, request, self.state.create(new))
+                created = self.state.create(new)
             except ConcurrentUpdateError:
                 record = self.state.get(request.request_id)
                 if record is None:
                     raise StateStoreError(f"The state of request {request.request_id} vanished.") from None
+            else:
+                return self._run(plan, request, created)
         return self._resume(plan, request, record, fingerprint, queued)
 
     def _claim_into(self, record: OnboardingRecord, plan: Plan, request: Any) -> None:
@@ -197,6 +209,10 @@ class _Delivery:
         record.lease_owner = self.owner
         record.lease_expires_at = iso(utcnow() + self.lease)
         record.due_at = record.retry_token = ""
+        if plan.markers is not None:
+            fresh = {key: value for key, value in plan.markers(request).items() if key not in record.results}
+            record.results.update(fresh)
+            self.fresh_markers = frozenset(fresh)
         if plan.started_event is not None:
             record.record_event(plan.started_event(request))
 
@@ -238,14 +254,23 @@ class _Delivery:
         handle = RecordHandle(self.state, record, owner=self.owner, lease_seconds=self.config.lease_seconds)
         ctx = plan.context(request, self.clients, self.config, handle)
         ctx.checkpoint = self.checkpoint
+        ctx.fresh_markers = self.fresh_markers
         run = _Run(plan, ctx, NameLeases(self.state, request.request_id, plan.lease_names(request),
                                          is_finished=self._is_finished))
+        if plan.prefetch is not None:
+            plan.prefetch(ctx)
+        # The claim's events go out while the names are leased and the check reads; the first
+        # stage that may make something waits for them (_announced).
+        run.announced = in_thread(lambda: self._publish(handle, "claimed"), name="onboarding-announce")
         try:
-            self._publish(handle, "claimed")
             held = run.leases.acquire(utcnow() + self.lease)
         except Exception as exc:  # noqa: BLE001 - the state store failing: decided by the failure table
             return self._failure(exc, run, "")
         if held is not None:
+            try:
+                self._announced(run)
+            except Exception as exc:  # noqa: BLE001 - decided by the failure table
+                return self._failure(exc, run, "")
             return self._wait_for_name(run, held)
 
         def beat() -> bool:
@@ -261,6 +286,8 @@ class _Delivery:
         with Heartbeat(beat, interval=self.config.lease_seconds / 3, max_seconds=self.config.max_run_seconds):
             try:
                 self._stages(run, failed_in)
+                if not plan.finish_reads_first:
+                    handle.settle()
                 with bind(step=plan.finish.__name__.strip("_")):
                     finish = plan.finish(ctx)
             except Exception as exc:  # noqa: BLE001 - decided below by the failure table
@@ -271,9 +298,10 @@ class _Delivery:
 
     def _stages(self, run: _Run, failed_in: dict[int, str]) -> None:
         handle = run.ctx.handle
+        last_stage = len(run.plan.stages) - 1
 
-        def run_steps(branch: Branch) -> None:
-            for name, step in branch:
+        def run_steps(branch: Branch, behind: bool) -> None:
+            for index, (name, step) in enumerate(branch):
                 if handle.record.step_done(name):
                     continue
                 with bind(step=name):
@@ -283,23 +311,46 @@ class _Delivery:
                     except Exception as exc:
                         failed_in.setdefault(id(exc), name)
                         raise
-                    handle.save(_recorder(name, done), events=done.events)
-                    self._publish(handle, name)
+                    self._record_step(handle, name, done, behind=behind and index == len(branch) - 1)
 
-        for stage in run.plan.stages:
+        for number, stage in enumerate(run.plan.stages):
+            if number > 0:
+                self._announced(run)  # nothing is made before the claim's events are out
+            behind = number == last_stage and run.plan.finish_reads_first
             first, *others = stage
             if not others:
-                run_steps(first)
+                run_steps(first, behind)
                 continue
-            with ThreadPoolExecutor(max_workers=len(others), thread_name_prefix="onboarding-branch") as pool:
-                futures = [pool.submit(_in_copied_context(run_steps, branch)) for branch in others]
-                first_error: BaseException | None = None
-                try:
-                    run_steps(first)
-                except Exception as exc:  # noqa: BLE001 - wait for the other branches, then decide
-                    first_error = exc
-                errors = [first_error, *(future.exception() for future in futures)]
+            futures = [in_thread(functools.partial(run_steps, branch, behind), name="onboarding-branch")
+                       for branch in others]
+            first_error: BaseException | None = None
+            try:
+                run_steps(first, behind)
+            except Exception as exc:  # noqa: BLE001 - wait for the other branches, then decide
+                first_error = exc
+            errors = [first_error, *(future.exception() for future in futures)]
             _raise_first(*errors)
+        self._announced(run)
+
+    @staticmethod
+    def _announced(run: _Run) -> None:
+        """Wait for the claim's events to be sent (a crash there is raised here)."""
+        announced, run.announced = run.announced, None
+        if announced is not None:
+            announced.result()
+
+    def _record_step(self, handle: RecordHandle, name: str, done: StepDone, *, behind: bool) -> None:
+        """Write a step's result and events, then publish them: at once; with the next write (a
+        step that only read); or behind the finish's reads (a branch's last step)."""
+        if done.deferred and not done.events:
+            handle.stage(_recorder(name, done))
+            self.checkpoint(f"{name}.saved")  # as good as written: a crash here runs the step again
+            self.checkpoint(f"{name}.published")
+        elif behind:
+            handle.save_behind(_recorder(name, done), events=done.events, then=lambda: self._publish(handle, name))
+        else:
+            handle.save(_recorder(name, done), events=done.events, settle=False)
+            self._publish(handle, name)
 
     def _publish(self, handle: RecordHandle, point: str) -> None:
         """Send what ``point`` recorded, with checkpoints after the save, after the send, and after
@@ -319,8 +370,8 @@ class _Delivery:
             r.current_step = "done"
             r.release_lease()
         ctx.handle.save(done, keep_lease=False, events=finish.events)
-        run.leases.release()
         self._publish(ctx.handle, finish.step)
+        run.leases.release()  # after the announcement: a request waiting for the names checks back later anyway
         logger.info("request %s: %s of account %s succeeded", ctx.request_id, run.plan.operation, ctx.account_name)
         return Outcome(OutcomeKind.SUCCEEDED, ctx.request_id, state=ctx.handle.record.to_public())
 
@@ -329,9 +380,17 @@ class _Delivery:
     def _failure(self, exc: Exception, run: _Run, failed_step: str) -> Outcome:
         from shared.errors import PermanentStepError
 
-        failure = classify(exc)
         ctx = run.ctx
         handle = ctx.handle
+        try:
+            self._announced(run)
+            handle.settle()  # what the finish had not written yet: writing it may find the row lost
+        except LeaseLostError as lost:
+            exc = lost
+        except Exception:  # what it held is still owed: it goes with the failure's own write
+            logger.warning("request %s: could not send or write what was owed before the failure", ctx.request_id,
+                           exc_info=True)
+        failure = classify(exc)
         step = exc.step if isinstance(exc, PermanentStepError) else failed_step or handle.record.current_step
         if failure.kind is FailureKind.BUSY:
             # Another delivery took the request over: it carries on, with the request's leases.
@@ -544,12 +603,6 @@ class _Delivery:
         if record is not None:
             flush_outbox(self.state, self.clients.events, record)
         return new
-
-
-def _in_copied_context(function: Callable[[Branch], None], branch: Branch) -> Callable[[], None]:
-    """``function(branch)`` to run on another thread with the log fields bound here and now."""
-    context = contextvars.copy_context()
-    return lambda: context.run(function, branch)
 
 
 def _recorder(name: str, done: StepDone) -> Callable[[OnboardingRecord], None]:

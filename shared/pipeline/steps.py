@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials, SshKey
     from shared.models import OnboardingRequest
+    from shared.pipeline.checks import EarlyChecks
 
 logger = get_logger(__name__)
 
@@ -101,6 +102,8 @@ class StepContext(WorkContext):
     #: Palette's first validation of a new client secret, started as soon as Graph returned it
     #: (beside the Key Vault write); the validate step waits for it instead of asking again.
     early_validation: Future[None] | None = field(default=None, repr=False)
+    #: The check's lookups that no name lease covers, started while the names were being leased.
+    early_checks: EarlyChecks | None = field(default=None, repr=False)
 
     def found(self, check: str) -> Any:
         """What the check named ``check`` found in this delivery; :data:`NOT_LOOKED_UP` otherwise."""
@@ -193,7 +196,8 @@ def check(ctx: StepContext) -> StepDone:
     from shared.pipeline.checks import RECOVER_PREFIX, run_checks
 
     results: dict[str, str] = {}
-    for found in run_checks(ctx.request, ctx.clients):
+    early, ctx.early_checks = ctx.early_checks, None
+    for found in run_checks(ctx.request, ctx.clients, early=early):
         if found.failure is not None:
             raise found.failure
         results.update(found.results)
@@ -205,7 +209,7 @@ def check(ctx: StepContext) -> StepDone:
     for name in recovered:  # the request asked (recoverDeletedSecrets); a redelivery finds them live
         ctx.clients.secrets.recover_deleted_secret(name)
     detail = f"; recovered {', '.join(recovered)}" if recovered else ""
-    return StepDone(f"request valid; names resolved{detail}", results)
+    return StepDone(f"request valid; names resolved{detail}", results, deferred=True)
 
 
 def _api_key_name_free(ctx: StepContext, step: str) -> None:
@@ -246,7 +250,7 @@ def secret(ctx: StepContext) -> StepDone:
         # The password was made (its keyId recorded) but its value never reached Key Vault.
         graph.remove_password(app_id, key_id)
         ctx.handle.forget(GRAPH_KEY_ID)
-    if ctx.result(PASSWORD_ADDING):
+    if ctx.earlier_attempt(PASSWORD_ADDING):
         # A password may have been added just before a crash, before its keyId could be recorded.
         credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
 
@@ -392,7 +396,7 @@ def validate(ctx: StepContext) -> StepDone:
                         ctx.request_id, attempt, min(delay, remaining))
             time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
             delay = min(delay * 2, 8.0)
-    return StepDone(f"credentials valid (attempt {attempt})")
+    return StepDone(f"credentials valid (attempt {attempt})", deferred=True)
 
 
 # ------------------------------------------------------------------------------------- register
@@ -573,7 +577,7 @@ def apikey(ctx: StepContext) -> StepDone:
         return [key.uid for key in palette.list_api_keys()
                 if key.name == spec.name and credentials.made_by_request(key.annotations, ctx.request_id)]
 
-    if ctx.result(API_KEY_CREATING):
+    if ctx.earlier_attempt(API_KEY_CREATING):
         for uid in ours():
             stored = store.find_version(name, tag=credentials.PALETTE_UID_TAG, value=uid)
             if stored is not None:
@@ -631,9 +635,10 @@ def _apikey_done(ctx: StepContext, uid: str, stored: StoredSecret) -> StepDone:
 
 # --------------------------------------------------------------------------------------- verify
 
-def verify(ctx: StepContext) -> list[dict[str, Any]]:
+def verify(ctx: StepContext, *, alongside: Callable[[], None] | None = None) -> list[dict[str, Any]]:
     """Read everything back, as the guide's last step does, and report each check. The reads do
-    not depend on each other, so they go out together: one round trip."""
+    not depend on each other, so they go out together: one round trip; ``alongside`` runs beside
+    them (once they are on their way) and has finished when this returns."""
     from shared.concurrency import in_thread
 
     request = ctx.request
@@ -653,6 +658,7 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
         if ssh_spec is not None else None
     api_key_uid = ctx.result(API_KEY_UID) or ""
     api_key = in_thread(lambda: palette.get_api_key(api_key_uid)) if api_spec is not None else None
+    beside = in_thread(alongside, name="onboarding-beside") if alongside is not None else None
 
     account = next((a for a in listing.result() if a.uid == account_uid), None)
     if account is None:
@@ -678,10 +684,24 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
             add("apikey.active", bool(found.is_active), f"API key {api_key_uid} is {state}")
         except ResourceNotFoundError:
             add("apikey.active", False, f"API key {api_key_uid} was not found")
+    if beside is not None:
+        beside.result()
     return checks
 
 
 # ------------------------------------------------------------------------------------ inventory
+
+def markers(request: OnboardingRequest) -> dict[str, str]:
+    """The marker of every create this request may make, written with its claim (``Plan.markers``)."""
+    found = {ACCOUNT_CREATING: "1"}
+    if isinstance(request.azure.secret, GeneratedSecret):
+        found[PASSWORD_ADDING] = "1"
+    if request.ssh_key is not None:
+        found[SSH_KEY_CREATING] = "1"
+    if request.api_key is not None:
+        found[API_KEY_CREATING] = "1"
+    return found
+
 
 def record_in_inventory(ctx: StepContext) -> None:
     """Put the onboarded account in the inventory the rotation sweep and drift pass work from."""

@@ -21,11 +21,11 @@ rows, not with every request ever made.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.logs import bind, get_logger
+from shared.pipeline.enqueue import send_recorded
 from shared.pipeline.handle import flush_outbox
 from shared.pipeline.outcome import Outcome, OutcomeKind
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
@@ -86,7 +86,7 @@ def _sweep_row(record: OnboardingRecord, clients: OnboardingClients, queue: Requ
     if record.status is RequestStatus.QUEUED:
         if _older_than(record.updated_at, now, dt.timedelta(seconds=config.queued_after_seconds)) and record.request:
             record = _count_redrive(record, clients)
-            queue.send(json.loads(record.request), message_id=record.request_id)
+            send_recorded(queue, record)
             report.resent += 1
         return
     stale_running = record.status is RequestStatus.RUNNING and not record.lease_active(now - grace)
@@ -98,8 +98,8 @@ def _sweep_row(record: OnboardingRecord, clients: OnboardingClients, queue: Requ
         report.failed += 1
         return
     record = _count_redrive(record, clients)
-    queue.send(json.loads(record.request), message_id=f"{record.request_id}/redrive/{record.redrives}",
-               application_properties={"retryToken": record.retry_token} if record.retry_token else None)
+    send_recorded(queue, record, message_id=f"{record.request_id}/redrive/{record.redrives}",
+                  retry_token=record.retry_token)
     report.redriven += 1
     logger.info("sweep: re-drove request %s (%s, re-drive %d)", record.request_id, record.status.value,
                 record.redrives)
