@@ -15,7 +15,7 @@ chain is checked against what the stand-ins recorded: the longest run of calls e
 once the one before had waited its latency. Prints ``latency ratio`` (median over the runs; target
 at most 1.2) and the figures behind it.
 
-    .venv/bin/python -m bench latency [--runs 5] [--latency-ms 50]
+    .venv/bin/python -m bench latency [--runs 11] [--latency-ms 50]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ FLOOR_CHAIN = (
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -49,8 +50,6 @@ from shared.pipeline.steps import (
 )
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import ApiKey, Project
     from shared.models import OnboardingRequest
@@ -120,10 +119,11 @@ class CheckResult:
         return out
 
 
-#: Checks of what no name lease covers (nothing an onboarding makes): they may start before the
-#: request holds its names, while the names are being leased (:func:`start_unleased`).
-UNLEASED = frozenset({"palette.project", "palette.privateCloudGateway", "palette.user", "graph.application",
-                      "keyVault.source"})
+#: The check another check waits for (the SSH key's needs the project's uid). No name lease covers
+#: it (the product never makes a project), so it starts while the names are being leased
+#: (:func:`start_early`). The other checks start once the names are held: started then too, they
+#: would only compete with the leasing for the interpreter.
+EARLY = frozenset({"palette.project"})
 
 
 @dataclass(frozen=True)
@@ -134,12 +134,12 @@ class EarlyChecks:
     started: Mapping[str, Future[CheckResult]]
 
 
-def start_unleased(request: OnboardingRequest, clients: OnboardingClients) -> EarlyChecks:
-    """Start the :data:`UNLEASED` checks now: the project lookup, which the SSH key's lookup waits
-    for, then overlaps the leasing of the names instead of following it."""
+def start_early(request: OnboardingRequest, clients: OnboardingClients) -> EarlyChecks:
+    """Start the :data:`EARLY` checks now: the project lookup then overlaps the leasing of the
+    names instead of following it, and the SSH key's lookup waits one round trip less."""
     checks = _Checks(request, clients)
     return EarlyChecks(checks, {name: in_thread(check, name="onboarding-check")
-                                for name, check in checks.plan() if name in UNLEASED})
+                                for name, check in checks.plan() if name in EARLY})
 
 
 def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
@@ -148,10 +148,18 @@ def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
     all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
     dry run) a service error becomes an ``error`` result and the checks go on; otherwise it
     propagates in its place in the order, as the check step's did. ``early``: those started
-    already (:func:`start_unleased`)."""
+    already (:func:`start_early`)."""
     checks = early.checks if early is not None else _Checks(request, clients)
     begun = early.started if early is not None else {}
-    started = [(name, begun.get(name) or in_thread(check, name="onboarding-check")) for name, check in checks.plan()]
+
+    def start(name: str, check: Check) -> Future[CheckResult]:
+        if name in begun:
+            return begun[name]
+        if name in checks.needing_project():
+            return checks.after_project(check)
+        return in_thread(check, name="onboarding-check")
+
+    started = [(name, start(name, check)) for name, check in checks.plan()]
     for name, future in started:
         error = future.exception()
         if error is None:
@@ -232,6 +240,8 @@ class _Checks:
         self.clients = clients
         self._project: Project | None = None
         self._project_known = threading.Event()
+        self._guard = threading.Lock()
+        self._followers: list[tuple[Check, Future[CheckResult]]] = []
 
     @property
     def project(self) -> Project | None:
@@ -262,11 +272,33 @@ class _Checks:
 
     # -- Palette ----------------------------------------------------------------------------------
 
+    def needing_project(self) -> set[str]:
+        """The checks that wait for the project's uid."""
+        return {"palette.sshKey", *(["palette.account"] if self.request.palette.scope == "project" else [])}
+
+    def after_project(self, check: Check) -> Future[CheckResult]:
+        """``check`` (it needs the project) started once the project is known: now if it is, else
+        by the project's own lookup as soon as it answers. The first such check then runs on that
+        lookup's thread, which holds the interpreter already: no hand-over to a waiting thread,
+        which takes a switch interval or more while other lookups are busy."""
+        with self._guard:
+            if not self._project_known.is_set():
+                future: Future[CheckResult] = Future()
+                self._followers.append((check, future))
+                return future
+        return in_thread(check, name="onboarding-check")
+
     def project_exists(self) -> CheckResult:
         try:
             return self._project_exists()
         finally:
-            self._project_known.set()
+            with self._guard:
+                self._project_known.set()
+                followers, self._followers = self._followers, []
+            for check, future in followers[1:]:
+                _settle_with(in_thread(check, name="onboarding-check"), future)
+            if followers:
+                _run_into(*followers[0])
 
     def _project_exists(self) -> CheckResult:
         name = self.request.palette.project
@@ -465,6 +497,28 @@ class _Checks:
             "which with Application.ReadWrite.OwnedBy sees only the apps it owns and may add passwords to; a "
             f"password '{self.request.derived_names.password_display_name}' would be added. Graph has no dry run: "
             "it was read, nothing was written.", Action.UPDATE, results={APP_OBJECT_ID: application.object_id})
+
+
+def _run_into(check: Check, future: Future[CheckResult]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(check())
+    except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the check
+        future.set_exception(exc)
+
+
+def _settle_with(source: Future[CheckResult], target: Future[CheckResult]) -> None:
+    """``target`` gets ``source``'s outcome once it has one."""
+    def copy(done: Future[CheckResult]) -> None:
+        if not target.set_running_or_notify_cancel():
+            return
+        error = done.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(done.result())
+    source.add_done_callback(copy)
 
 
 def _skipped(name: str, why: str) -> CheckResult:

@@ -6,7 +6,8 @@ the same ``accountName`` from registering it at the same moment (Palette does no
 refuses a duplicate name, so nothing may rely on it). Before any step runs, a request therefore
 takes a lease on every name it will create or change: its account, its SSH key in its project, its
 API key. All or none: a name held by another live request makes this one wait and check back when
-that lease ends; it then updates or clashes by the usual rules.
+that lease ends; it then updates or clashes by the usual rules. The leases are inserted at once
+(one round trip); only when one insert fails are they taken one by one, in a fixed order.
 
 Leases belong to the request (the owner is its requestId), not to one delivery, so a request keeps
 its names across its own redeliveries and delayed retries, and a second request waits until the
@@ -88,24 +89,39 @@ class NameLeases:
         The usual case, nobody holding any of them, costs one round trip: every lease is inserted
         at once. When one insert fails, those this call inserted are given back and the names are
         taken one by one in a fixed order, so two requests never wait on each other for good."""
-        with self._lock:
-            if not self._held and len(self._keys) > 1 and self._insert_all(until):
-                return None
-            taken: list[str] = []
-            for key in self._keys:
-                held, newly = self._take(key, until)
-                if held is not None:
-                    for name in taken:
-                        self._give_back(name)
-                    return held
-                if newly:
-                    taken.append(key)
-            return None
+        return self.begin(until)()
 
-    def _insert_all(self, until: dt.datetime) -> bool:
-        """Insert every lease at the same time; all of them, or none (False)."""
-        inserts = [in_thread(functools.partial(self._store.create_lease, NameLease(
+    def begin(self, until: dt.datetime) -> Callable[[], Held | None]:
+        """:meth:`acquire`, with the inserts sent now and the rest done by the call returned (the
+        caller starts other work in between)."""
+        inserts = self._insert_all(until) if not self._held and len(self._keys) > 1 else None
+
+        def finish() -> Held | None:
+            with self._lock:
+                if inserts is not None and self._inserted(inserts):
+                    return None
+                return self._take_in_order(until)
+        return finish
+
+    def _take_in_order(self, until: dt.datetime) -> Held | None:
+        taken: list[str] = []
+        for key in self._keys:
+            held, newly = self._take(key, until)
+            if held is not None:
+                for name in taken:
+                    self._give_back(name)
+                return held
+            if newly:
+                taken.append(key)
+        return None
+
+    def _insert_all(self, until: dt.datetime) -> list[Future[NameLease]]:
+        """Start inserting every lease at the same time."""
+        return [in_thread(functools.partial(self._store.create_lease, NameLease(
             key=key, owner=self._request_id, expires_at=iso(until))), name="onboarding-lease") for key in self._keys]
+
+    def _inserted(self, inserts: list[Future[NameLease]]) -> bool:
+        """Whether every insert went in (all are held then); else those that did are given back."""
         errors = [future.exception() for future in inserts]
         for future, error in zip(inserts, errors, strict=True):
             if error is None:

@@ -64,12 +64,12 @@ def _context(request: OnboardingRequest, clients: OnboardingClients, config: Pip
 
 
 def _prefetch(ctx: steps.StepContext) -> None:
-    """The check's lookups of what no lease covers (the project first) start while the names are
-    leased: the SSH key's lookup, which needs the project, then waits for one round trip less."""
+    """The project's lookup, which no lease covers, starts while the names are leased: the SSH
+    key's lookup, which needs the project, then waits for one round trip less."""
     if not ctx.handle.record.step_done("check"):
-        from shared.pipeline.checks import start_unleased
+        from shared.pipeline.checks import start_early
 
-        ctx.early_checks = start_unleased(ctx.request, ctx.clients)
+        ctx.early_checks = start_early(ctx.request, ctx.clients)
 
 
 def _requested(request: OnboardingRequest) -> dict[str, Any]:

@@ -5,13 +5,20 @@ The runner owns the protocol every step relies on:
 1. **Publish what is pending.** Every delivery first sends the events its row recorded but the
    topic never confirmed (a crash or an outage after the save), including deliveries of a
    finished, failed or conflicting request.
-2. **Claim.** Insert the state row (the fast path) or take it over with an ETag-conditioned
-   replace when its lease has lapsed; a live lease means another delivery works on it (busy), a
-   waiting request resumes only on its scheduled copy or once due, a finished one is a no-op.
+2. **Claim.** Insert the state row (the fast path: a ticket's first delivery tries the insert
+   first; a message the product sent, or a redelivery, reads the row first) or take it over with
+   an ETag-conditioned replace when its lease has lapsed; a live lease means another delivery
+   works on it (busy), a waiting request resumes only on its scheduled copy or once due, a
+   finished one is a no-op. The claim writes the plan's markers of every create the request may
+   make (``Plan.markers``), so no step writes one of its own before its create.
 3. **Lease the names** the request creates or changes (:mod:`shared.pipeline.leases`): a second
-   request for the same account waits for the first.
+   request for the same account waits for the first. Meanwhile the plan's first lookup, which no
+   lease covers, goes out (``Plan.prefetch``) and the claim's events are sent; nothing is made
+   before they are out.
 4. **Run the steps** under a heartbeat that keeps both leases short and alive; each step's result
-   and events are saved in one write, then published (:mod:`shared.pipeline.handle`).
+   and events are saved in one write, then published (:mod:`shared.pipeline.handle`). A step that
+   only read has its result written with the next write; the last steps' results are written
+   while the plan's finish reads them back (``Plan.finish_reads_first``).
 5. **Decide** through the one failure table (:mod:`shared.pipeline.failures`): permanent failures
    are recorded and announced; transient ones pause the request within *its own* retry budget
    (kept in the row, whatever messages carry it); defects are redelivered, and a request that
@@ -257,13 +264,14 @@ class _Delivery:
         ctx.fresh_markers = self.fresh_markers
         run = _Run(plan, ctx, NameLeases(self.state, request.request_id, plan.lease_names(request),
                                          is_finished=self._is_finished))
-        if plan.prefetch is not None:
-            plan.prefetch(ctx)
-        # The claim's events go out while the names are leased and the check reads; the first
-        # stage that may make something waits for them (_announced).
-        run.announced = in_thread(lambda: self._publish(handle, "claimed"), name="onboarding-announce")
+        # The names are leased, the plan's first lookup goes out and the claim's events are sent,
+        # all at once; the first stage that may make something waits for the events (_announced).
         try:
-            held = run.leases.acquire(utcnow() + self.lease)
+            leased = run.leases.begin(utcnow() + self.lease)
+            if plan.prefetch is not None:
+                plan.prefetch(ctx)
+            run.announced = in_thread(lambda: self._publish(handle, "claimed"), name="onboarding-announce")
+            held = leased()
         except Exception as exc:  # noqa: BLE001 - the state store failing: decided by the failure table
             return self._failure(exc, run, "")
         if held is not None:

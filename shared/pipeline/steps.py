@@ -1,17 +1,19 @@
 """The steps of one onboarding, each idempotent, each returning what the runner records.
 
-Order and concurrency (the account branch and the key branch share nothing but the state row):
+Order and concurrency (the branches share nothing but the state row):
 
     check ─┬─ secret ── validate ── register ─┬─ verify
-           └─ sshkey ── apikey ───────────────┘
+           ├─ sshkey ─────────────────────────┤
+           └─ apikey ─────────────────────────┘
 
 The protocol every step follows (the runner owns the recording):
 
 * **look before making**: a step first reads what the state row and the services already hold,
   so a redelivery after a crash finishes the work instead of repeating it;
 * **mark, then make**: before a call that creates something (a Graph password, a Palette account,
-  SSH key or API key) it saves a marker; a retry that finds the marker looks for what the first
-  call made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
+  SSH key or API key) a marker is written (the claim writes one for every create the request may
+  make, :func:`markers`; a step writes its own only where the claim did not); a retry that finds
+  a marker an earlier delivery wrote (``ctx.earlier_attempt``) looks for what the first call made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
   before calling again, and a create that failed in a way that leaves it unknown whether it
   happened (:func:`~shared.pipeline.failures.maybe_done`) is looked for in the same way at once;
 * **never touch what is not provably ours**: an object without the product's annotation is never
@@ -102,7 +104,7 @@ class StepContext(WorkContext):
     #: Palette's first validation of a new client secret, started as soon as Graph returned it
     #: (beside the Key Vault write); the validate step waits for it instead of asking again.
     early_validation: Future[None] | None = field(default=None, repr=False)
-    #: The check's lookups that no name lease covers, started while the names were being leased.
+    #: The check's lookup that no name lease covers, started while the names were being leased.
     early_checks: EarlyChecks | None = field(default=None, repr=False)
 
     def found(self, check: str) -> Any:

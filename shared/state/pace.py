@@ -13,11 +13,13 @@ not race itself; the row is read once and then known from its own writes until a
 moves it (a 412, then it is read again).
 
 A call should not wait for that Table round trip, so each process keeps one slot per prefix taken
-ahead: a call uses it (sleeping until its time if it is still ahead) and a new one is taken on a
-thread of its own, off the call's path. A slot is used at most :data:`MAX_LATE_SECONDS` after its
-time, else it is dropped and a slot is taken now. Late use can only bunch calls by what the
-schedule gave out in that span: at 9/s, burst 4 and 5 s, at most 4 + 9 x 5 = 49 calls at once,
-within the 50 Palette's burst queue takes; over any longer span the app stays at 9/s.
+ahead: a call uses it (sleeping until its time if it is still ahead) and a new one is taken off the
+call's path, by one worker that takes them one after another (a burst of calls then does not add a
+burst of Table writes competing with the calls for the interpreter). A slot is used at most
+:data:`MAX_LATE_SECONDS` after its time, else it is dropped and a slot is taken now. Late use can
+only bunch calls by what the schedule gave out in that span: at 9/s, burst 4 and 5 s, at most 4 + 9
+x 5 = 49 calls at once, within the 50 Palette's burst queue takes; over any longer span the app
+stays at 9/s.
 
 Time is wall-clock time, which Azure keeps within a few milliseconds between hosts. When the table
 cannot be reached the call goes ahead with a warning: pacing is a courtesy to Palette, whose 429s
@@ -30,6 +32,7 @@ import logging
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +40,6 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.clients.http import check_pace
-from shared.concurrency import in_thread
 from shared.errors import StateStoreError
 from shared.state.store import ensure_table
 
@@ -84,6 +86,7 @@ class SharedPace:
         self._ahead: dict[str, float] = {}  # per key: a slot taken ahead, not yet used
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._taker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="palette-pace")
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str, rate_per_second: float,
@@ -101,6 +104,7 @@ class SharedPace:
         return cls(TableClient(endpoint, table_name=table_name, credential=credential), rate_per_second, burst)
 
     def close(self) -> None:
+        self._taker.shutdown(wait=False, cancel_futures=True)
         self._table.close()
 
     def acquire(self, key: str) -> float:
@@ -110,7 +114,10 @@ class SharedPace:
             slot = self._ahead.pop(key, None)
             if slot is None or slot < self._clock() - MAX_LATE_SECONDS:
                 slot = self._take(key)
-        in_thread(lambda: self._take_ahead(key), name="palette-pace")
+        try:
+            self._taker.submit(self._take_ahead, key)
+        except RuntimeError:  # closed: nothing is kept ahead any more
+            pass
         wait = slot - self._clock() if slot is not None else 0.0
         if wait > 0:
             self._sleep(wait)
