@@ -13,7 +13,8 @@ The protocol every step follows (the runner owns the recording):
 * **mark, then make**: before a call that creates something (a Graph password, a Palette account,
   SSH key or API key) a marker is written (the claim writes one for every create the request may
   make, :func:`markers`; a step writes its own only where the claim did not); a retry that finds
-  a marker an earlier delivery wrote (``ctx.earlier_attempt``) looks for what the first call made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
+  a marker an earlier delivery wrote (``ctx.earlier_attempt``) looks for what the first call
+  made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
   before calling again, and a create that failed in a way that leaves it unknown whether it
   happened (:func:`~shared.pipeline.failures.maybe_done`) is looked for in the same way at once;
 * **never touch what is not provably ours**: an object without the product's annotation is never
