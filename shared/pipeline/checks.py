@@ -296,7 +296,7 @@ class _Checks:
                 self._project_known.set()
                 followers, self._followers = self._followers, []
             for check, future in followers[1:]:
-                _settle_with(in_thread(check, name="onboarding-check"), future)
+                in_thread(partial(_run_into, check, future), name="onboarding-check")
             if followers:
                 _run_into(*followers[0])
 
@@ -506,19 +506,6 @@ def _run_into(check: Check, future: Future[CheckResult]) -> None:
         future.set_result(check())
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the check
         future.set_exception(exc)
-
-
-def _settle_with(source: Future[CheckResult], target: Future[CheckResult]) -> None:
-    """``target`` gets ``source``'s outcome once it has one."""
-    def copy(done: Future[CheckResult]) -> None:
-        if not target.set_running_or_notify_cancel():
-            return
-        error = done.exception()
-        if error is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(done.result())
-    source.add_done_callback(copy)
 
 
 def _skipped(name: str, why: str) -> CheckResult:

@@ -17,8 +17,8 @@ ahead: a call uses it (sleeping until its time if it is still ahead) and a new o
 call's path, by one worker that takes them one after another (a burst of calls then does not add a
 burst of Table writes competing with the calls for the interpreter). A slot is used at most
 :data:`MAX_LATE_SECONDS` after its time, else it is dropped and a slot is taken now. Late use can
-only bunch calls by what the schedule gave out in that span: at 9/s, burst 4 and 5 s, at most 4 + 9
-x 5 = 49 calls at once, within the 50 Palette's burst queue takes; over any longer span the app
+only bunch calls by what the schedule gave out in that span: at 9/s, burst 4 and 5 s, at most
+4 + 9 x 5 = 49 calls at once, within the 50 Palette's burst queue takes; over any longer span the app
 stays at 9/s.
 
 Time is wall-clock time, which Azure keeps within a few milliseconds between hosts. When the table
