@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.runner import LocalHost
     from devstack.stack import DEVSTACK_TENANT_ID, Stack, StackOptions
     from functions.dependencies import build
-    from shared.pipeline import process_request
+    from shared.operations import process_request
     from shared.rotation.sweep import sweep
     from shared.settings import Settings
     from shared.state.inventory import AccountRecord

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from shared.clients.events import EventPublisher
     from shared.clients.queue import RequestQueue
-    from shared.pipeline import OnboardingClients
+    from shared.services import Services
     from shared.settings import Settings
     from shared.state.pace import SharedPace
 
@@ -30,7 +30,7 @@ _current: Dependencies | None = None
 class Dependencies:
     settings: Settings
     credential: TokenCredential
-    clients: OnboardingClients
+    clients: Services
     queue: RequestQueue
     pace: SharedPace | None = None
 
@@ -81,7 +81,7 @@ def build(settings: Settings) -> Dependencies:
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import PaletteClient
     from shared.clients.queue import RequestQueue
-    from shared.pipeline import OnboardingClients
+    from shared.services import Services
     from shared.state import TableStateStore
     from shared.state.inventory import InventoryStore
     from shared.state.pace import SharedPace
@@ -108,7 +108,7 @@ def build(settings: Settings) -> Dependencies:
         inventory = InventoryStore.from_endpoint(settings.table_endpoint, credential, settings.inventory_table)
         pace = SharedPace.from_endpoint(settings.table_endpoint, credential, settings.pace_table,
                                         settings.palette_rate_per_second, settings.palette_burst)
-    clients = OnboardingClients(
+    clients = Services(
         palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key, rate_limiter=pace),
         graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope),
         secrets=SecretStore(settings.key_vault_url, credential),

@@ -14,9 +14,9 @@ logger = get_logger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%SWEEP_SCHEDULE%", run_on_startup=False)
 def sweep_onboardings(timer: func.TimerRequest, context: func.Context) -> None:
     """Re-drive stuck requests, send events still pending, finish pending cleanup (see
-    :mod:`shared.pipeline.sweeper`)."""
+    :mod:`shared.engine.sweeper`)."""
     from functions import dependencies
-    from shared.pipeline.sweeper import sweep
+    from shared.engine.sweeper import sweep
 
     deps = dependencies.get()
     with bind(invocationId=context.invocation_id):

@@ -24,8 +24,8 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
     when the request must wait, a delayed copy is scheduled and this one completes; anything
     unexpected raises, so the host abandons the message and Service Bus redelivers it."""
     from functions import dependencies
-    from shared.pipeline import process_request
-    from shared.pipeline.enqueue import RECORDED, recorded
+    from shared.engine.enqueue import RECORDED, recorded
+    from shared.operations import process_request
 
     deps = dependencies.get()
     properties = message.application_properties or {}
@@ -53,7 +53,7 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
 def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Context) -> None:
     """A message Service Bus dead-lettered: fail its request with the reason and announce it."""
     from functions import dependencies
-    from shared.pipeline.sweeper import handle_dead_letter
+    from shared.engine.sweeper import handle_dead_letter
 
     deps = dependencies.get()
     with bind(messageId=message.message_id, invocationId=context.invocation_id):

@@ -12,7 +12,7 @@ A thin layer over :class:`azure.keyvault.secrets.SecretClient` that exists for t
 Errors are the SDK's azure-core exceptions (``ResourceNotFoundError``, ``HttpResponseError``,
 ``ClientAuthenticationError``, ...), passed through unchanged so the domain catches one family for
 every service. Each carries ``service = "Key Vault"`` so the failure table
-(:mod:`shared.pipeline.failures`) can tell them from Palette's and Graph's.
+(:mod:`shared.engine.failures`) can tell them from Palette's and Graph's.
 
 The names and tags of the product's secrets are :mod:`shared.credentials`' business.
 """

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from shared.clients.queue import RequestQueue
-    from shared.intake import DryRun
-    from shared.pipeline.checks import CheckResult
-    from shared.pipeline.runner import OnboardingClients
+    from shared.onboarding.checks import CheckResult
+    from shared.onboarding.intake import DryRun
+    from shared.services import Services
 
 
 class OffboardNow(StrEnum):
@@ -28,7 +28,7 @@ class OffboardNow(StrEnum):
     NOT_MANAGED = "not_managed"
 
 
-def offboard_now(clients: OnboardingClients, queue: RequestQueue, account_name: str, *, remove_ssh_key: bool,
+def offboard_now(clients: Services, queue: RequestQueue, account_name: str, *, remove_ssh_key: bool,
                  remove_api_key: bool, request_id: str | None = None) -> tuple[OffboardNow, str]:
     """Start offboarding ``account_name`` unless one is under way or done; returns what happened
     and the offboarding's id.
@@ -44,8 +44,8 @@ def offboard_now(clients: OnboardingClients, queue: RequestQueue, account_name: 
     IdempotencyConflictError
         An offboarding with that id (or made at the same moment) asks for other options.
     """
+    from shared.engine.enqueue import enqueue
     from shared.offboarding.plan import OFFBOARDING
-    from shared.pipeline.enqueue import enqueue
 
     account = clients.inventory.get(account_name)
     if account is None:
@@ -72,7 +72,7 @@ def next_offboarding_id(account: AccountRecord) -> str:
     return f"off-{hashlib.sha256(seed.encode()).hexdigest()[:24]}"
 
 
-def _running(clients: OnboardingClients, account: AccountRecord) -> str:
+def _running(clients: Services, account: AccountRecord) -> str:
     """The id of the account's offboarding still queued or running, or ''."""
     if not account.offboarding_in_flight:
         return ""
@@ -82,14 +82,14 @@ def _running(clients: OnboardingClients, account: AccountRecord) -> str:
 
 # ------------------------------------------------------------------------------------ the dry run
 
-def preview(body: bytes | str | Mapping[str, Any], clients: OnboardingClients) -> DryRun:
+def preview(body: bytes | str | Mapping[str, Any], clients: Services) -> DryRun:
     """The dry run of an offboarding body: the checks of the check step and, step by step, what
     would be removed and what left. Nothing is recorded, queued or removed."""
     from shared.errors import RequestValidationError
-    from shared.intake import DryRun, request_id_check
     from shared.models import identity_of
     from shared.offboarding.models import fingerprint, parse_offboarding
-    from shared.pipeline.checks import Action, CheckOutcome, CheckResult
+    from shared.onboarding.checks import Action, CheckOutcome, CheckResult
+    from shared.onboarding.intake import DryRun, request_id_check
 
     try:
         request = parse_offboarding(body)
@@ -143,8 +143,8 @@ def preview(body: bytes | str | Mapping[str, Any], clients: OnboardingClients) -
 
 
 def _lookup_failed(name: str, exc: Exception) -> CheckResult:
-    from shared.pipeline.checks import CheckOutcome, CheckResult
-    from shared.pipeline.failures import classify
+    from shared.engine.failures import classify
+    from shared.onboarding.checks import CheckOutcome, CheckResult
 
     failure = classify(exc)
     return CheckResult(name, CheckOutcome.ERROR, f"The lookup failed; nothing was decided: {failure.message}",

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from shared.engine.plan import Finish, Plan
 from shared.offboarding import models, steps
-from shared.pipeline.plan import Finish, Plan
 from shared.state.inventory import OFFBOARDED, AccountRecord
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
+    from shared.engine.record import RecordHandle
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 REMOVING_STEPS = ("account", "keys", "passwords", "secrets")
@@ -25,7 +25,7 @@ def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> mod
     return models.parse_offboarding(body)
 
 
-def _context(request: models.OffboardingRequest, clients: OnboardingClients, config: PipelineConfig,
+def _context(request: models.OffboardingRequest, clients: Services, config: PipelineConfig,
              handle: RecordHandle) -> steps.OffboardingContext:
     return steps.OffboardingContext(request=request, clients=clients, config=config, handle=handle)
 

@@ -30,9 +30,9 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared import credentials
 from shared.credentials import SecretKind
+from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError, StepInProgressError
 from shared.logs import get_logger
-from shared.pipeline.plan import StepDone, WorkContext
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, OFFBOARDED, AccountRecord
 from shared.state.records import utcnow
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from shared.offboarding.models import OffboardingRequest
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
 
 logger = get_logger(__name__)
 
@@ -96,7 +96,7 @@ class AccountCheck:
         return self.account is not None and self.account.status == OFFBOARDED
 
 
-def check_account(request: OffboardingRequest, clients: OnboardingClients) -> AccountCheck:
+def check_account(request: OffboardingRequest, clients: Services) -> AccountCheck:
     """Read (never write) whether the account may be offboarded."""
     name = request.account_name
     account = clients.inventory.get(name)
@@ -133,7 +133,7 @@ def check_account(request: OffboardingRequest, clients: OnboardingClients) -> Ac
 
 
 def _placement_mismatch(request: OffboardingRequest, account: AccountRecord,
-                        clients: OnboardingClients) -> PermanentStepError | None:
+                        clients: Services) -> PermanentStepError | None:
     """``palette.scope`` and ``palette.project``, when the request gives them, must be where the
     account is (a safety catch: the inventory knows where it is)."""
     wanted = request.palette
@@ -159,7 +159,7 @@ def decide_account(palette_uid: str, account: AccountRecord) -> Decision:
                              {"uid": palette_uid, "projectUid": account.project_uid})])
 
 
-def decide_keys(request: OffboardingRequest, account: AccountRecord, clients: OnboardingClients) -> Decision:
+def decide_keys(request: OffboardingRequest, account: AccountRecord, clients: Services) -> Decision:
     palette = clients.palette
     remove: list[Removal] = []
     left: list[str] = []
@@ -190,14 +190,14 @@ def decide_keys(request: OffboardingRequest, account: AccountRecord, clients: On
     return Decision(remove, left)
 
 
-def _ssh_key_users(clients: OnboardingClients, account: AccountRecord) -> list[str]:
+def _ssh_key_users(clients: Services, account: AccountRecord) -> list[str]:
     """Other managed accounts recorded with the same SSH key."""
     others = clients.inventory.query("Status eq @managed and SshKeyUid eq @uid",
                                      {"managed": MANAGED, "uid": account.ssh_key_uid})
     return sorted(other.account_name for other in others if other.account_name != account.account_name)
 
 
-def decide_passwords(account: AccountRecord, clients: OnboardingClients) -> Decision:
+def decide_passwords(account: AccountRecord, clients: Services) -> Decision:
     graph = clients.graph
     if graph is None or not account.client_id:
         if account.current_key_id or account.previous_key_id:
@@ -221,7 +221,7 @@ def decide_passwords(account: AccountRecord, clients: OnboardingClients) -> Deci
     return Decision(remove, left)
 
 
-def decide_secrets(account: AccountRecord, clients: OnboardingClients) -> Decision:
+def decide_secrets(account: AccountRecord, clients: Services) -> Decision:
     store = clients.secrets
     remove: list[Removal] = []
     left: list[str] = []
@@ -324,7 +324,7 @@ def _remove(ctx: OffboardingContext, removal: Removal) -> str | None:
 def _remove_ssh_key(ctx: OffboardingContext, ids: dict[str, str]) -> str | None:
     """Delete the SSH key under its name's lease, so no onboarding takes it up meanwhile; an
     account recorded with it since the decision keeps it."""
-    from shared.pipeline.leases import NameLeases, ssh_key_lease
+    from shared.engine.leases import NameLeases, ssh_key_lease
 
     def finished(request_id: str) -> bool:
         record = ctx.clients.state.get(request_id)

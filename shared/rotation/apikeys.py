@@ -25,13 +25,13 @@ from pydantic import Field
 
 from shared import credentials
 from shared.credentials import SecretKind
+from shared.engine.failures import FailureKind, classify
+from shared.engine.plan import Finish, Plan, StepDone, WorkContext, build_document
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
 from shared.models.fields import AccountName, RequestId  # noqa: TC001 - pydantic reads annotations at run time
 from shared.models.request import WireModel
-from shared.pipeline.failures import FailureKind, classify
-from shared.pipeline.plan import Finish, Plan, StepDone, WorkContext, build_document
-from shared.pipeline.steps import create_once
+from shared.onboarding.steps import create_once
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
@@ -39,9 +39,9 @@ from shared.state.records import iso, parse_iso, utcnow
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.pipeline.failures import Failure
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
+    from shared.engine.failures import Failure
+    from shared.engine.record import RecordHandle
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 logger = get_logger(__name__)
@@ -190,7 +190,7 @@ def _finish(ctx: RenewalContext) -> Finish:
     return Finish(step="inventory", detail=f"old key revoked after {revoke_after}")
 
 
-def revoke_due(account: AccountRecord, clients: OnboardingClients, now: dt.datetime) -> bool:
+def revoke_due(account: AccountRecord, clients: Services, now: dt.datetime) -> bool:
     """Revoke an account's replaced API key once its overlap is over; announce it. True if done."""
     due = parse_iso(account.previous_api_key_revoke_after)
     if not account.previous_api_key_uid or due is None or due > now:
@@ -231,7 +231,7 @@ def _queued(request: ApiKeyRenewal) -> str:
     return json.dumps(request.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
 
 
-def _context(request: ApiKeyRenewal, clients: OnboardingClients, config: PipelineConfig,
+def _context(request: ApiKeyRenewal, clients: Services, config: PipelineConfig,
              handle: RecordHandle) -> RenewalContext:
     return RenewalContext(request=request, clients=clients, config=config, handle=handle)
 

@@ -28,9 +28,9 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared import credentials
 from shared.credentials import SecretKind
+from shared.engine.failures import FailureKind, classify
+from shared.engine.plan import build_document
 from shared.logs import bind, get_logger
-from shared.pipeline.failures import FailureKind, classify
-from shared.pipeline.plan import build_document
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount
     from shared.clients.queue import RequestQueue
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
     from shared.settings import RotationConfig
     from shared.state import OnboardingRecord
 
@@ -70,7 +70,7 @@ class Found:
     orphans: dict[str, str]  # keyId -> when it was first seen
 
 
-def drift_pass(clients: OnboardingClients, queue: RequestQueue, config: RotationConfig, *,
+def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *,
                now: dt.datetime | None = None) -> DriftReport:
     moment = now or utcnow()
     report = DriftReport()
@@ -88,7 +88,7 @@ def drift_pass(clients: OnboardingClients, queue: RequestQueue, config: Rotation
     return report
 
 
-def _inspect(account: AccountRecord, clients: OnboardingClients, queue: RequestQueue, config: RotationConfig,
+def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, config: RotationConfig,
              now: dt.datetime, report: DriftReport) -> Found:
     found = Found(kinds=set(), repaired=set(), orphans={})
     palette = _palette_account(account, clients)
@@ -114,20 +114,20 @@ def _inspect(account: AccountRecord, clients: OnboardingClients, queue: RequestQ
     return found
 
 
-def _palette_account(account: AccountRecord, clients: OnboardingClients) -> AzureAccount | None:
+def _palette_account(account: AccountRecord, clients: Services) -> AzureAccount | None:
     try:
         return clients.palette.get_azure_account(account.palette_uid, project_uid=account.project_uid or None)
     except ResourceNotFoundError:
         return None
 
 
-def _current_secret(account: AccountRecord, clients: OnboardingClients) -> StoredSecret | None:
+def _current_secret(account: AccountRecord, clients: Services) -> StoredSecret | None:
     versions = [v for v in clients.secrets.list_versions(account.secret_name) if v.enabled]
     return versions[0] if versions else None
 
 
 def _credentials_from(account: AccountRecord, palette: AzureAccount, current: StoredSecret,
-                      clients: OnboardingClients) -> object:
+                      clients: Services) -> object:
     from shared.clients.palette import AzureCredentials
 
     value, _ = clients.secrets.get_secret(current.name, current.version)
@@ -138,7 +138,7 @@ def _credentials_from(account: AccountRecord, palette: AzureAccount, current: St
 
 
 def _put_back(account: AccountRecord, palette: AzureAccount, current: StoredSecret, expected: str,
-              clients: OnboardingClients) -> bool:
+              clients: Services) -> bool:
     """Put Key Vault's current secret back into the account. The account is the product's: its uid
     is the one the inventory recorded from the product's own create (the annotations that proved it
     then are what the other writer removed)."""
@@ -162,7 +162,7 @@ def _put_back(account: AccountRecord, palette: AzureAccount, current: StoredSecr
 
 
 def _palette_accepts(account: AccountRecord, palette: AzureAccount, current: StoredSecret,
-                     clients: OnboardingClients) -> bool:
+                     clients: Services) -> bool:
     from shared.clients.palette import AzureCredentials
 
     creds = _credentials_from(account, palette, current, clients)
@@ -176,7 +176,7 @@ def _palette_accepts(account: AccountRecord, palette: AzureAccount, current: Sto
     return True
 
 
-def _rotate(account: AccountRecord, clients: OnboardingClients, queue: RequestQueue) -> None:
+def _rotate(account: AccountRecord, clients: Services, queue: RequestQueue) -> None:
     from shared.rotation.sweep import rotate_now
 
     outcome, rotation = rotate_now(clients, queue, account.account_name)
@@ -184,7 +184,7 @@ def _rotate(account: AccountRecord, clients: OnboardingClients, queue: RequestQu
                    outcome.value)
 
 
-def _orphans(account: AccountRecord, clients: OnboardingClients, config: RotationConfig, now: dt.datetime,
+def _orphans(account: AccountRecord, clients: Services, config: RotationConfig, now: dt.datetime,
              found: Found, report: DriftReport) -> None:
     if clients.graph is None or not account.client_id:
         return
@@ -208,7 +208,7 @@ def _orphans(account: AccountRecord, clients: OnboardingClients, config: Rotatio
         found.kinds.add("orphan_password")
 
 
-def _record(account: AccountRecord, found: Found, clients: OnboardingClients, now: dt.datetime,
+def _record(account: AccountRecord, found: Found, clients: Services, now: dt.datetime,
             report: DriftReport) -> None:
     """Announce what changed since the last pass, in the account's row with the new drift state."""
     still = found.kinds - found.repaired
@@ -256,7 +256,7 @@ def _event(account: AccountRecord, short_type: str, kind: str, now: dt.datetime)
 
 # ------------------------------------------------------------------------------ rebuild from tags
 
-def rebuild_inventory(clients: OnboardingClients) -> int:
+def rebuild_inventory(clients: Services) -> int:
     """Give every client secret the product keeps in Key Vault a row, from its tags (and the state
     of the request that made it, for the Palette uid and scope), if the inventory lost it."""
     rebuilt = 0

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shared.pipeline.plan import Finish, Plan
+from shared.engine.plan import Finish, Plan
 from shared.rotation import models, steps
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.pipeline.failures import Failure
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
+    from shared.engine.failures import Failure
+    from shared.engine.record import RecordHandle
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 
@@ -27,7 +27,7 @@ def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> mod
     return models.parse_rotation(dict(body) if not isinstance(body, bytes | str) else body)
 
 
-def _context(request: models.RotationRequest, clients: OnboardingClients, config: PipelineConfig,
+def _context(request: models.RotationRequest, clients: Services, config: PipelineConfig,
              handle: RecordHandle) -> steps.RotationContext:
     return steps.RotationContext(request=request, clients=clients, config=config, handle=handle)
 

@@ -34,10 +34,10 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from shared import credentials
 from shared.clients.http import error_codes
 from shared.credentials import SecretKind
+from shared.engine.failures import FailureKind, classify
+from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
-from shared.pipeline.failures import FailureKind, classify
-from shared.pipeline.plan import StepDone, WorkContext
 from shared.rotation.models import RotationTrigger
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord

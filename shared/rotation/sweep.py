@@ -1,6 +1,6 @@
 """What starts a rotation: the daily sweep, Key Vault's near-expiry event, and a person asking.
 
-All three put a rotation request on the queue (:mod:`shared.pipeline.enqueue`); the runner does the
+All three put a rotation request on the queue (:mod:`shared.engine.enqueue`); the runner does the
 rest. The sweep reads only what is due from the inventory (one query per kind), so its calls grow
 with the accounts due, not with the accounts managed:
 
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from shared import credentials
 from shared.credentials import SecretKind
+from shared.engine.enqueue import enqueue
+from shared.engine.plan import build_document
+from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
-from shared.pipeline.enqueue import enqueue
-from shared.pipeline.handle import flush_outbox
-from shared.pipeline.plan import build_document
 from shared.rotation.apikeys import revoke_due
 from shared.rotation.models import RotationRequest, RotationTrigger
 from shared.rotation.steps import is_due
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from shared.clients.queue import RequestQueue
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
     from shared.settings import RotationConfig
 
 logger = get_logger(__name__)
@@ -69,7 +69,7 @@ def rotation_id(account: AccountRecord, day: dt.date) -> str:
     return f"rot-{digest.hexdigest()[:24]}"
 
 
-def sweep(clients: OnboardingClients, queue: RequestQueue, config: RotationConfig, *,
+def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
           now: dt.datetime | None = None) -> RotationSweepReport:
     """Start the rotations that are due, warn of expiring secrets the product does not rotate."""
     moment = now or utcnow()
@@ -116,7 +116,7 @@ def sweep(clients: OnboardingClients, queue: RequestQueue, config: RotationConfi
     return report
 
 
-def _start_due(account: AccountRecord, clients: OnboardingClients, queue: RequestQueue, config: RotationConfig,
+def _start_due(account: AccountRecord, clients: Services, queue: RequestQueue, config: RotationConfig,
                now: dt.datetime, report: RotationSweepReport) -> None:
     logger.info("rotation check: account %s expires %s", account.account_name, account.expires_on)
     if not is_due(account, now, config):
@@ -131,7 +131,7 @@ def _start_due(account: AccountRecord, clients: OnboardingClients, queue: Reques
     report.enqueued += 1
 
 
-def _running(clients: OnboardingClients, account: AccountRecord) -> str:
+def _running(clients: Services, account: AccountRecord) -> str:
     """The id of a rotation of the account still in flight, or ''."""
     if not account.rotation_in_flight:
         return ""
@@ -139,7 +139,7 @@ def _running(clients: OnboardingClients, account: AccountRecord) -> str:
     return account.rotation_in_flight if record is not None and not record.status.finished else ""
 
 
-def _start(clients: OnboardingClients, queue: RequestQueue, request: RotationRequest) -> None:
+def _start(clients: Services, queue: RequestQueue, request: RotationRequest) -> None:
     from shared.rotation.plan import ROTATION
 
     def in_flight(record: AccountRecord) -> None:
@@ -148,7 +148,7 @@ def _start(clients: OnboardingClients, queue: RequestQueue, request: RotationReq
     enqueue(clients, queue, ROTATION, request)
 
 
-def _renew(account: AccountRecord, clients: OnboardingClients, queue: RequestQueue) -> int:
+def _renew(account: AccountRecord, clients: Services, queue: RequestQueue) -> int:
     """Start the renewal of the account's API key (one per key: the id is made of it)."""
     from shared.rotation.apikeys import API_KEY_RENEWAL, ApiKeyRenewal, renewal_id
 
@@ -165,7 +165,7 @@ class RotateNow(StrEnum):
     IN_FLIGHT = "in_flight"
 
 
-def rotate_now(clients: OnboardingClients, queue: RequestQueue, account_name: str) -> tuple[RotateNow, str]:
+def rotate_now(clients: Services, queue: RequestQueue, account_name: str) -> tuple[RotateNow, str]:
     """``POST /api/rotations/{accountName}``: (what happened, the rotation's id)."""
     account = clients.inventory.get(account_name)
     if account is None or account.status != MANAGED:
@@ -178,7 +178,7 @@ def rotate_now(clients: OnboardingClients, queue: RequestQueue, account_name: st
     return RotateNow.ACCEPTED, request.request_id
 
 
-def near_expiry(data: Mapping[str, Any], clients: OnboardingClients, queue: RequestQueue, config: RotationConfig, *,
+def near_expiry(data: Mapping[str, Any], clients: Services, queue: RequestQueue, config: RotationConfig, *,
                 now: dt.datetime | None = None) -> str:
     """Key Vault's ``SecretNearExpiry``: start the account's due rotation, unless the event is
     about a version that is no longer current (stale) or a secret the product does not rotate.
@@ -204,7 +204,7 @@ def near_expiry(data: Mapping[str, Any], clients: OnboardingClients, queue: Requ
 
 # ------------------------------------------------------------------------------- expiry warnings
 
-def _warn(account: AccountRecord, clients: OnboardingClients, config: RotationConfig, now: dt.datetime) -> int:
+def _warn(account: AccountRecord, clients: Services, config: RotationConfig, now: dt.datetime) -> int:
     """Announce an expiring secret the product does not rotate, once per version and milestone."""
     expires = parse_iso(account.expires_on)
     if expires is None:
@@ -237,7 +237,7 @@ def _warn(account: AccountRecord, clients: OnboardingClients, config: RotationCo
     return 1
 
 
-def flush_account(account: AccountRecord, clients: OnboardingClients) -> AccountRecord:
+def flush_account(account: AccountRecord, clients: Services) -> AccountRecord:
     """Send the events waiting in an account's row."""
     return flush_outbox(clients.inventory, clients.events, account,
                         reread=lambda: clients.inventory.get(account.account_name))

@@ -6,7 +6,7 @@ expiry (``ExpiresOn``, an RFC 3339 string in UTC, so string order is time order)
 read only the accounts that are due, whatever the number managed.
 
 Like a request's row, an account's row is an outbox: an expiry warning or a drift event is written
-into it with the change it announces, and sent from there (:func:`shared.pipeline.handle.flush_outbox`).
+into it with the change it announces, and sent from there (:func:`shared.engine.record.flush_outbox`).
 """
 
 from __future__ import annotations

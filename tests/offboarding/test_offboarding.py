@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from shared.credentials import SecretKind, secret_name
+from shared.engine import OutcomeKind
 from shared.offboarding.models import OffboardingRequest
-from shared.pipeline import OutcomeKind
 from shared.state.inventory import MANAGED, OFFBOARDED
 from tests.onboarding.conftest import graph_add_password
 from tests.onboarding.test_resilience import HostKilled, exactly_once, kill_at, short_leases
@@ -378,9 +378,9 @@ def test_graph_and_key_vault_answers_lost_after_the_removal_are_finished_on_the_
 
 
 def test_a_delete_retried_or_repeated_names_the_same_offboarding_and_queues_it_once(world: World) -> None:
+    from shared.engine.enqueue import enqueue
     from shared.offboarding.intake import OffboardNow, next_offboarding_id, offboard_now
     from shared.offboarding.plan import OFFBOARDING
-    from shared.pipeline.enqueue import enqueue
 
     body = onboard(world)
     account = body["accountName"]

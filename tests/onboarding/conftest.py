@@ -16,7 +16,9 @@ import requests
 
 from devstack.stack import DEVSTACK_TENANT_ID, Stack
 from functions.dependencies import Dependencies, build
-from shared.pipeline import OnboardingClients, Outcome, process_request
+from shared.engine.outcome import Outcome
+from shared.operations import process_request
+from shared.services import Services
 from shared.settings import PipelineConfig, Settings
 
 _counter = itertools.count(1)
@@ -82,7 +84,7 @@ class World:
         return body
 
     def run(self, body: dict[str, Any] | bytes, *, config: PipelineConfig | None = None,
-            clients: OnboardingClients | None = None, **kwargs: Any) -> Outcome:
+            clients: Services | None = None, **kwargs: Any) -> Outcome:
         """One delivery of ``body``, as the queue trigger makes it (a fresh owner each time)."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         kwargs.setdefault("owner", f"test-{uuid.uuid4().hex[:8]}")

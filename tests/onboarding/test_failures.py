@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.stack import DEVSTACK_TENANT_ID
-from shared.pipeline import OutcomeKind
+from shared.engine import OutcomeKind
 from tests.onboarding.conftest import graph_add_password
 
 if TYPE_CHECKING:

@@ -18,9 +18,9 @@ import requests
 from pydantic import SecretStr
 
 from shared.credentials import SecretKind, secret_name
-from shared.intake import submit
-from shared.pipeline import OutcomeKind
-from shared.pipeline.sweeper import handle_dead_letter, sweep
+from shared.engine import OutcomeKind
+from shared.engine.sweeper import handle_dead_letter, sweep
+from shared.onboarding.intake import submit
 from tests.onboarding.test_failures import _assert_failed, _everything, _short
 from tests.onboarding.test_resilience import HostKilled, exactly_once, full_request, kill_at, short_leases
 
@@ -354,7 +354,7 @@ def test_every_pipeline_log_line_carries_request_step_and_message(world: World,
 
     with bind(invocationId="inv-1"):
         assert world.run(body, message_id=message_id).kind is OutcomeKind.SUCCEEDED
-    ours = [r for r in caplog.records if r.name.startswith("shared.pipeline")]
+    ours = [r for r in caplog.records if r.name.startswith(("shared.engine", "shared.onboarding"))]
     assert ours
     for record in ours:
         assert getattr(record, "requestId", None) == body["requestId"], record.getMessage()

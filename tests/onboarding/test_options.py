@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from devstack.stack import DEVSTACK_TENANT_ID
-from shared.pipeline import OutcomeKind
+from shared.engine import OutcomeKind
 from tests.onboarding.conftest import graph_add_password
 
 if TYPE_CHECKING:

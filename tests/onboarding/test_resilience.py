@@ -23,7 +23,8 @@ import requests
 
 from shared.clients.http import RetryPolicy
 from shared.clients.palette import PaletteClient
-from shared.pipeline import OutcomeKind, process_request
+from shared.engine import OutcomeKind
+from shared.operations import process_request
 from shared.state.records import iso
 
 from .conftest import World
@@ -188,7 +189,7 @@ def test_the_sweeper_sends_events_a_topic_outage_left_behind(world: World) -> No
     from azure.servicebus import ServiceBusClient
 
     from shared.clients.events import EventPublisher
-    from shared.pipeline.sweeper import sweep
+    from shared.engine.sweeper import sweep
 
     body = world.request()
     down = ServiceBusClient.from_connection_string(world.stack.settings["ServiceBusConnection"], retry_total=0)

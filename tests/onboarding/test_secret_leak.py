@@ -18,9 +18,9 @@ import pytest
 from azure.data.tables import TableClient
 
 from shared.credentials import SecretKind, secret_name
+from shared.engine import OutcomeKind
 from shared.errors import RequestValidationError
-from shared.intake import submit
-from shared.pipeline import OutcomeKind
+from shared.onboarding.intake import submit
 
 from .conftest import World
 
@@ -157,8 +157,8 @@ def test_no_secret_from_offboarding_reaches_logs_events_state_or_errors(world: W
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """Offboarding reads the account's secrets' tags, removes the passwords and soft-deletes the
     secrets; onboarding again recovers them: none of the values shows up anywhere."""
-    from shared.intake import dry_run
     from shared.offboarding.intake import offboard_now
+    from shared.onboarding.intake import dry_run
 
     caplog.set_level(logging.DEBUG)
     body = world.request(sshKey={"name": "leak-off-key", "generate": True},

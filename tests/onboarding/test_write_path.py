@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from shared.intake import submit
-from shared.pipeline import OutcomeKind
-from shared.pipeline.enqueue import RECORDED
-from shared.pipeline.handle import RecordHandle
-from shared.pipeline.leases import names_of
-from shared.pipeline.steps import ACCOUNT_CREATING, API_KEY_CREATING, PASSWORD_ADDING, SSH_KEY_CREATING
+from shared.engine import OutcomeKind
+from shared.engine.enqueue import RECORDED
+from shared.engine.leases import names_of
+from shared.engine.record import RecordHandle
+from shared.onboarding.intake import submit
+from shared.onboarding.steps import ACCOUNT_CREATING, API_KEY_CREATING, PASSWORD_ADDING, SSH_KEY_CREATING
 from shared.state import NameLease, OnboardingRecord
 from shared.state.records import iso, utcnow
 

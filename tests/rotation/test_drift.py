@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from shared.pipeline import OutcomeKind
+from shared.engine import OutcomeKind
 from shared.rotation.drift import drift_pass
 from tests.onboarding.conftest import graph_add_password
 from tests.rotation.test_rotation import NOW, onboard, palette_holds_key_vaults_secret

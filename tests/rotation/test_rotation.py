@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shared.pipeline import OutcomeKind
+from shared.engine import OutcomeKind
 from shared.rotation.sweep import RotateNow, near_expiry, rotate_now, sweep
 from shared.state.records import iso
 

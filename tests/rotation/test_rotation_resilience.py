@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
-from shared.pipeline import OutcomeKind
+from shared.engine import OutcomeKind
 from shared.rotation.sweep import RotateNow, rotate_now, sweep
 from tests.onboarding.test_resilience import HostKilled, exactly_once, kill_at, short_leases
 from tests.rotation.test_rotation import NOW, make_due, onboard, ours, palette_holds_key_vaults_secret

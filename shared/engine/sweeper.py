@@ -24,10 +24,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.engine.enqueue import send_recorded
+from shared.engine.outcome import Outcome, OutcomeKind
+from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
-from shared.pipeline.enqueue import send_recorded
-from shared.pipeline.handle import flush_outbox
-from shared.pipeline.outcome import Outcome, OutcomeKind
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
 from shared.state.records import iso, parse_iso, utcnow
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from shared.clients.queue import RequestQueue
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
     from shared.settings import SweepConfig
 
 logger = get_logger(__name__)
@@ -57,7 +57,7 @@ class SweepReport:
         return dict(self.__dict__)
 
 
-def sweep(clients: OnboardingClients, queue: RequestQueue, config: SweepConfig, *,
+def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *,
           now: dt.datetime | None = None) -> SweepReport:
     """Look at every row that needs it once; one row failing does not stop the others."""
     report = SweepReport()
@@ -74,7 +74,7 @@ def sweep(clients: OnboardingClients, queue: RequestQueue, config: SweepConfig, 
     return report
 
 
-def _sweep_row(record: OnboardingRecord, clients: OnboardingClients, queue: RequestQueue, config: SweepConfig,
+def _sweep_row(record: OnboardingRecord, clients: Services, queue: RequestQueue, config: SweepConfig,
                now: dt.datetime, report: SweepReport) -> None:
     if record.outbox:
         record = flush_outbox(clients.state, clients.events, record)
@@ -110,7 +110,7 @@ def _older_than(stamp: str, now: dt.datetime, age: dt.timedelta) -> bool:
     return moment is None or moment + age < now
 
 
-def _update(record: OnboardingRecord, clients: OnboardingClients,
+def _update(record: OnboardingRecord, clients: Services,
             mutate: Callable[[OnboardingRecord], None]) -> OnboardingRecord:
     """Apply ``mutate`` to the row with optimistic concurrency, re-reading on a race."""
     current: OnboardingRecord | None = record
@@ -126,13 +126,13 @@ def _update(record: OnboardingRecord, clients: OnboardingClients,
     raise ConcurrentUpdateError(f"The state of request {record.request_id} kept changing during the sweep.")
 
 
-def _count_redrive(record: OnboardingRecord, clients: OnboardingClients) -> OnboardingRecord:
+def _count_redrive(record: OnboardingRecord, clients: Services) -> OnboardingRecord:
     def count(r: OnboardingRecord) -> None:
         r.redrives += 1
     return _update(record, clients, count)
 
 
-def fail_request(record: OnboardingRecord, clients: OnboardingClients, *, reason: str, message: str,
+def fail_request(record: OnboardingRecord, clients: Services, *, reason: str, message: str,
                  discriminator: str) -> OnboardingRecord:
     """Fail a request that is not finished, with its ``failed`` event in the same write; send it."""
     from shared.clients.events import build_event, cloud_event_to_dict
@@ -157,14 +157,14 @@ def fail_request(record: OnboardingRecord, clients: OnboardingClients, *, reason
     return flush_outbox(clients.state, clients.events, updated)
 
 
-def _fail_stuck(record: OnboardingRecord, clients: OnboardingClients) -> None:
+def _fail_stuck(record: OnboardingRecord, clients: Services) -> None:
     fail_request(record, clients, reason="stuck", discriminator="stuck", message=(
         f"Request {record.request_id} stopped making progress ({record.status.value} at step "
         f"'{record.current_step or 'queued'}') and was re-driven {record.redrives} times; it was stopped. "
         "Whatever it made is recorded in its state; submit it again under a new requestId to finish it."))
 
 
-def _clean_up(record: OnboardingRecord, clients: OnboardingClients) -> tuple[OnboardingRecord, int]:
+def _clean_up(record: OnboardingRecord, clients: Services) -> tuple[OnboardingRecord, int]:
     """Remove what a failed request made and could not remove at the time."""
     done: list[dict[str, str]] = []
     for item in record.cleanup:
@@ -188,7 +188,7 @@ def _clean_up(record: OnboardingRecord, clients: OnboardingClients) -> tuple[Onb
     return _update(record, clients, drop), len(done)
 
 
-def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *, message_id: str,
+def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, *, message_id: str,
                        reason: str, description: str) -> Outcome:
     """A message Service Bus gave up on: fail its request with the reason, and say so."""
     from shared.models import identity_of

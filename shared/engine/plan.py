@@ -1,9 +1,9 @@
 """What the runner needs to know about one kind of work, and what every step gets and gives back.
 
-The runner (:mod:`shared.pipeline.runner`) owns the protocol: claim the row, lease the names, run
+The runner (:mod:`shared.engine.delivery`) owns the protocol: claim the row, lease the names, run
 the steps under a heartbeat, record each step's result and events in one write, publish, decide
 failures. A :class:`Plan` tells it the rest for one operation: onboarding
-(:mod:`shared.pipeline.onboarding`) and rotation (:mod:`shared.rotation.plan`) are the plans.
+(:mod:`shared.onboarding.plan`) and rotation (:mod:`shared.rotation.plan`) are the plans.
 
 Steps run in *stages*; a stage is one or more *branches* that run at the same time, each a list of
 named steps run in order. A step returns :class:`StepDone`; the plan's ``finish`` reads what the
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from shared.state import StepOutcome
 
 if TYPE_CHECKING:
-    from shared.pipeline.failures import Failure
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
+    from shared.engine.failures import Failure
+    from shared.engine.record import RecordHandle
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 
@@ -44,10 +44,10 @@ class WorkContext:
     handle on the state row. Plans subclass it with what their steps share."""
 
     request: Any
-    clients: OnboardingClients
+    clients: Services
     config: PipelineConfig
     handle: RecordHandle
-    #: Called at named points inside a step: the runner's test seam (see shared.pipeline.runner).
+    #: Called at named points inside a step: the runner's test seam (see shared.engine.delivery).
     checkpoint: Callable[[str], None] = field(default=lambda _name: None, repr=False)
     #: Markers (``Plan.markers``) this delivery's claim wrote: nothing they announce was made yet.
     fresh_markers: frozenset[str] = frozenset()
@@ -110,7 +110,7 @@ class Plan:
     parse: body -> request, raising RequestValidationError (one error per field).
     fingerprint: request -> hash of its meaning (same requestId with another body is a conflict).
     queued: request -> the JSON the sweeper re-drives it with (never a raw secret).
-    lease_names: request -> the names it creates or changes (see :mod:`shared.pipeline.leases`).
+    lease_names: request -> the names it creates or changes (see :mod:`shared.engine.leases`).
     context: builds the steps' shared context.
     stages: the steps.
     finish: reads the end state; decides the final events, or a failure.
@@ -131,7 +131,7 @@ class Plan:
     fingerprint: Callable[[Any], str]
     queued: Callable[[Any], str]
     lease_names: Callable[[Any], list[str]]
-    context: Callable[[Any, OnboardingClients, PipelineConfig, RecordHandle], WorkContext]
+    context: Callable[[Any, Services, PipelineConfig, RecordHandle], WorkContext]
     stages: Sequence[Sequence[Branch]]
     finish: Callable[[Any], Finish]
     started_event: Callable[[Any], dict[str, Any]] | None = None

@@ -6,7 +6,7 @@
 
 The three branches touch different objects (and different Palette prefixes), so they run at the
 same time. A generated SSH key's RSA pair is taken when the delivery starts
-(:mod:`shared.pipeline.keypairs`: made ahead, or made beside the check's round trips), so its CPU
+(:mod:`shared.keypairs`: made ahead, or made beside the check's round trips), so its CPU
 time does not lengthen the SSH key branch.
 
 ``verify`` is the plan's finish: it reads everything back, announces ``validated`` with one entry
@@ -24,17 +24,17 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from shared.pipeline import steps
-from shared.pipeline.failures import Failure, FailureKind
-from shared.pipeline.leases import names_of
-from shared.pipeline.plan import Finish, Plan, build_document
+from shared.engine.failures import Failure, FailureKind
+from shared.engine.leases import names_of
+from shared.engine.plan import Finish, Plan, build_document
+from shared.onboarding import steps
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from shared.engine.record import RecordHandle
     from shared.models import OnboardingRequest
-    from shared.pipeline.handle import RecordHandle
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 
@@ -55,7 +55,7 @@ def _queued(request: OnboardingRequest) -> str:
     return json.dumps(request.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
 
 
-def _context(request: OnboardingRequest, clients: OnboardingClients, config: PipelineConfig,
+def _context(request: OnboardingRequest, clients: Services, config: PipelineConfig,
              handle: RecordHandle) -> steps.StepContext:
     ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
     if request.ssh_key is not None and request.ssh_key.generate and not handle.record.step_done("sshkey"):
@@ -67,7 +67,7 @@ def _prefetch(ctx: steps.StepContext) -> None:
     """The project's lookup, which no lease covers, starts while the names are leased: the SSH
     key's lookup, which needs the project, then waits for one round trip less."""
     if not ctx.handle.record.step_done("check"):
-        from shared.pipeline.checks import start_early
+        from shared.onboarding.checks import start_early
 
         ctx.early_checks = start_early(ctx.request, ctx.clients)
 

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
     from shared.clients.queue import RequestQueue
     from shared.models import OnboardingRequest
-    from shared.pipeline import OnboardingClients
-    from shared.pipeline.checks import CheckResult
+    from shared.onboarding.checks import CheckResult
+    from shared.services import Services
     from shared.settings import PipelineConfig
 
 INTAKE_FINGERPRINT = "_intakeFingerprint"
@@ -34,7 +34,7 @@ class SecretNameBlockedError(OnboardingError):
     """The Key Vault name an inline secret goes to cannot take it (answer 409, naming it)."""
 
 
-def submit(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, queue: RequestQueue, *,
+def submit(body: bytes | str | Mapping[str, Any], clients: Services, queue: RequestQueue, *,
            allow_inline_secret: bool, config: PipelineConfig) -> OnboardingRecord:
     """Accept one request.
 
@@ -71,7 +71,7 @@ def submit(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, qu
     return existing
 
 
-def _record_new(request: OnboardingRequest, submitted: str, clients: OnboardingClients,
+def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
                 replaced: OnboardingRecord | None) -> OnboardingRecord | None:
     """Write the queued row (replacing a rejected one); None when another submission won."""
     from shared.models import request_fingerprint
@@ -97,7 +97,7 @@ def _record_new(request: OnboardingRequest, submitted: str, clients: OnboardingC
         return None
 
 
-def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients) -> OnboardingRequest:
+def _store_inline_secret(request: OnboardingRequest, clients: Services) -> OnboardingRequest:
     """Put the inline secret into the account's client-secret secret; return the request as it is
     queued, naming that version."""
     secret = request.azure.secret
@@ -106,7 +106,7 @@ def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients)
     store = clients.secrets
     kind = credentials.SecretKind.CLIENT_SECRET
     name = request.derived_names.client_secret
-    from shared.pipeline.checks import deleted_secret_block
+    from shared.onboarding.checks import deleted_secret_block
 
     blocked = deleted_secret_block(request, kind, store, step="intake")
     if blocked is not None:
@@ -126,7 +126,7 @@ def _store_inline_secret(request: OnboardingRequest, clients: OnboardingClients)
 
 
 def _send(record: OnboardingRecord, queue: RequestQueue) -> None:
-    from shared.pipeline.enqueue import send_recorded
+    from shared.engine.enqueue import send_recorded
 
     send_recorded(queue, record)
 
@@ -158,14 +158,14 @@ class DryRun:
         return out
 
 
-def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *, allow_inline_secret: bool,
+def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_inline_secret: bool,
             config: PipelineConfig) -> DryRun:
     """Check a request as the check step would, and say what submitting it would do, with no side
     effect anywhere: nothing is recorded, queued, stored in Key Vault or written to Graph or
     Palette. A body that breaks the schema is one ``schema`` result with its field errors."""
     from shared.errors import RequestValidationError
     from shared.models import identity_of, operation_of, parse_request, request_fingerprint
-    from shared.pipeline.checks import CheckOutcome, CheckResult, run_checks
+    from shared.onboarding.checks import CheckOutcome, CheckResult, run_checks
 
     if operation_of(body) == "offboard":
         from shared.offboarding.intake import preview
@@ -192,9 +192,9 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: OnboardingClients, *
     return DryRun(request.request_id, request.account_name, found)
 
 
-def request_id_check(request_id: str, fingerprint: str, clients: OnboardingClients) -> CheckResult:
+def request_id_check(request_id: str, fingerprint: str, clients: Services) -> CheckResult:
     """The dry run's ``requestId`` check: new, the same body again, or taken by another body."""
-    from shared.pipeline.checks import Action, CheckOutcome, CheckResult
+    from shared.onboarding.checks import Action, CheckOutcome, CheckResult
 
     existing = clients.state.get(request_id)
     if existing is None or existing.rejected:

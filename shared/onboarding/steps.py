@@ -16,7 +16,7 @@ The protocol every step follows (the runner owns the recording):
   a marker an earlier delivery wrote (``ctx.earlier_attempt``) looks for what the first call
   made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
   before calling again, and a create that failed in a way that leaves it unknown whether it
-  happened (:func:`~shared.pipeline.failures.maybe_done`) is looked for in the same way at once;
+  happened (:func:`~shared.engine.failures.maybe_done`) is looked for in the same way at once;
 * **never touch what is not provably ours**: an object without the product's annotation is never
   updated, adopted or deleted;
 * **undo what cannot be handed over**: a password or API key whose value could not be put in Key
@@ -38,11 +38,11 @@ from pydantic import SecretStr
 
 from shared import credentials
 from shared.credentials import SecretKind
+from shared.engine.failures import FailureKind, classify, maybe_done
+from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
 from shared.models import GeneratedSecret, KeyVaultSecret
-from shared.pipeline.failures import FailureKind, classify, maybe_done
-from shared.pipeline.plan import StepDone, WorkContext
 from shared.state import StepOutcome
 from shared.state.records import iso, utcnow
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials, SshKey
     from shared.models import OnboardingRequest
-    from shared.pipeline.checks import EarlyChecks
+    from shared.onboarding.checks import EarlyChecks
 
 logger = get_logger(__name__)
 
@@ -95,7 +95,7 @@ class StepContext(WorkContext):
     request: OnboardingRequest
     # Held in memory only for the length of one delivery; never written to state or logs.
     client_secret: SecretStr | None = None
-    #: What this delivery's check step found, by check name (``shared.pipeline.checks.Found``):
+    #: What this delivery's check step found, by check name (``shared.onboarding.checks.Found``):
     #: a step of the same delivery acts on it instead of looking it up again. Empty when the check
     #: ran in an earlier delivery, whose findings may be stale by now.
     looked_up: dict[str, Any] = field(default_factory=dict)
@@ -195,8 +195,8 @@ def _permanent(step: str, exc: BaseException, *, removed: list[str] | None = Non
 
 def check(ctx: StepContext) -> StepDone:
     """Resolve names to uids and find every clash before anything is made anywhere. The lookups are
-    :mod:`shared.pipeline.checks`, which the dry run shares; the first that fails is raised."""
-    from shared.pipeline.checks import RECOVER_PREFIX, run_checks
+    :mod:`shared.onboarding.checks`, which the dry run shares; the first that fails is raised."""
+    from shared.onboarding.checks import RECOVER_PREFIX, run_checks
 
     results: dict[str, str] = {}
     early, ctx.early_checks = ctx.early_checks, None
@@ -218,7 +218,7 @@ def check(ctx: StepContext) -> StepDone:
 def _api_key_name_free(ctx: StepContext, step: str) -> None:
     """A Palette API key of the requested name may exist only if this request made it (as this
     delivery's check listed the keys, when it did)."""
-    from shared.pipeline.checks import api_key_name_clash
+    from shared.onboarding.checks import api_key_name_clash
 
     keys = ctx.found("palette.apiKey")
     clash = api_key_name_clash(ctx.request, ctx.clients, step, None if keys is NOT_LOOKED_UP else keys)

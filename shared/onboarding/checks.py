@@ -6,7 +6,7 @@ applies, the ``action`` the onboarding would take (``create``, ``update``, ``reu
 A failing check carries the :class:`~shared.errors.PermanentStepError` the check step raises, so
 both callers tell the same story:
 
-* the pipeline's ``check`` step (:func:`shared.pipeline.steps.check`) runs them in order and raises
+* the pipeline's ``check`` step (:func:`shared.onboarding.steps.check`) runs them in order and raises
   the first failure; errors of the services themselves propagate, to be sorted by the failure table;
 * the dry run (``POST /api/onboardings/validate``) runs every check it can, reports a service
   error as an ``error`` outcome and carries on, and skips what depends on a check that failed.
@@ -36,10 +36,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from shared import credentials
 from shared.concurrency import in_thread
 from shared.credentials import SecretKind
+from shared.engine.failures import classify
 from shared.errors import PermanentStepError
 from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret
-from shared.pipeline.failures import classify
-from shared.pipeline.steps import (
+from shared.onboarding.steps import (
     APP_OBJECT_ID,
     OVERLORD_UID,
     PROJECT_UID,
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import ApiKey, Project
     from shared.models import OnboardingRequest
-    from shared.pipeline.runner import OnboardingClients
+    from shared.services import Services
 
 
 class CheckOutcome(StrEnum):
@@ -134,7 +134,7 @@ class EarlyChecks:
     started: Mapping[str, Future[CheckResult]]
 
 
-def start_early(request: OnboardingRequest, clients: OnboardingClients) -> EarlyChecks:
+def start_early(request: OnboardingRequest, clients: Services) -> EarlyChecks:
     """Start the :data:`EARLY` checks now: the project lookup then overlaps the leasing of the
     names instead of following it, and the SSH key's lookup waits one round trip less."""
     checks = _Checks(request, clients)
@@ -142,7 +142,7 @@ def start_early(request: OnboardingRequest, clients: OnboardingClients) -> Early
                                 for name, check in checks.plan() if name in EARLY})
 
 
-def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
+def run_checks(request: OnboardingRequest, clients: Services, *,
                errors_as_results: bool = False, early: EarlyChecks | None = None) -> Iterator[CheckResult]:
     """Each check's result in the pipeline's order; every lookup starts at once (see above), so
     all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
@@ -172,7 +172,7 @@ def run_checks(request: OnboardingRequest, clients: OnboardingClients, *,
                           f"{failure.message}", reason=failure.reason)
 
 
-def api_key_name_clash(request: OnboardingRequest, clients: OnboardingClients, step: str,
+def api_key_name_clash(request: OnboardingRequest, clients: Services, step: str,
                        keys: list[ApiKey] | None = None) -> PermanentStepError | None:
     """A Palette API key of the requested name may exist only if this request made it. ``keys``:
     the tenant's API keys as this delivery listed them (listed here otherwise)."""
@@ -235,7 +235,7 @@ class Found:
 class _Checks:
     """The checks of one request; later ones use what earlier ones found (the project's uid)."""
 
-    def __init__(self, request: OnboardingRequest, clients: OnboardingClients) -> None:
+    def __init__(self, request: OnboardingRequest, clients: Services) -> None:
         self.request = request
         self.clients = clients
         self._project: Project | None = None

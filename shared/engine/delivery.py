@@ -11,15 +11,15 @@ The runner owns the protocol every step relies on:
    works on it (busy), a waiting request resumes only on its scheduled copy or once due, a
    finished one is a no-op. The claim writes the plan's markers of every create the request may
    make (``Plan.markers``), so no step writes one of its own before its create.
-3. **Lease the names** the request creates or changes (:mod:`shared.pipeline.leases`): a second
+3. **Lease the names** the request creates or changes (:mod:`shared.engine.leases`): a second
    request for the same account waits for the first. Meanwhile the plan's first lookup, which no
    lease covers, goes out (``Plan.prefetch``) and the claim's events are sent; nothing is made
    before they are out.
 4. **Run the steps** under a heartbeat that keeps both leases short and alive; each step's result
-   and events are saved in one write, then published (:mod:`shared.pipeline.handle`). A step that
+   and events are saved in one write, then published (:mod:`shared.engine.record`). A step that
    only read has its result written with the next write; the last steps' results are written
    while the plan's finish reads them back (``Plan.finish_reads_first``).
-5. **Decide** through the one failure table (:mod:`shared.pipeline.failures`): permanent failures
+5. **Decide** through the one failure table (:mod:`shared.engine.failures`): permanent failures
    are recorded and announced; transient ones pause the request within *its own* retry budget
    (kept in the row, whatever messages carry it); defects are redelivered, and a request that
    keeps hitting one ends ``failed`` with ``internal_error``.
@@ -37,17 +37,17 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.concurrency import in_thread
+from shared.engine.failures import Failure, FailureKind, classify
+from shared.engine.leases import Heartbeat, Held, NameLeases
+from shared.engine.outcome import Outcome, OutcomeKind
+from shared.engine.plan import Finish, StepDone, build_document
+from shared.engine.record import LeaseLostError, RecordHandle, flush_outbox
 from shared.errors import RequestValidationError, StateStoreError
 from shared.logs import bind, get_logger
-from shared.pipeline.failures import Failure, FailureKind, classify
-from shared.pipeline.handle import LeaseLostError, RecordHandle, flush_outbox
-from shared.pipeline.leases import Heartbeat, Held, NameLeases
-from shared.pipeline.outcome import Outcome, OutcomeKind
-from shared.pipeline.plan import Finish, StepDone, build_document
 from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
 
@@ -55,16 +55,10 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from concurrent.futures import Future
 
-    from shared.clients.entra import ClientSecretProbe
-    from shared.clients.events import EventSink
-    from shared.clients.graph import GraphClient
-    from shared.clients.keyvault import SecretStore
-    from shared.clients.palette import PaletteClient
-    from shared.pipeline.keypairs import KeyPairs
-    from shared.pipeline.plan import Branch, Plan, WorkContext
+    from shared.engine.plan import Branch, Plan, WorkContext
+    from shared.services import Services
     from shared.settings import PipelineConfig
     from shared.state import StateStore
-    from shared.state.inventory import InventoryStore
 
 logger = get_logger(__name__)
 
@@ -72,27 +66,6 @@ Checkpoint = Callable[[str], None]
 
 #: At most this many field errors travel in a ``failed`` event (all of them are in the HTTP answer).
 MAX_EVENT_ERRORS = 20
-
-
-@dataclass
-class OnboardingClients:
-    """The services one onboarding talks to; built once per worker by the trigger."""
-
-    palette: PaletteClient
-    graph: GraphClient | None
-    secrets: SecretStore
-    events: EventSink
-    state: StateStore
-    inventory: InventoryStore
-    entra: ClientSecretProbe | None = None
-    #: RSA pairs for generated SSH keys, made ahead (one source per worker process).
-    key_pairs: KeyPairs = field(default_factory=lambda: _key_pairs())
-
-
-def _key_pairs() -> KeyPairs:
-    from shared.pipeline.keypairs import KeyPairs
-
-    return KeyPairs()
 
 
 def _no_checkpoint(_name: str) -> None:
@@ -110,30 +83,10 @@ class _Run:
     announced: Future[None] | None = None
 
 
-def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
-    """The plan a body asks for, by its ``operation`` (onboarding unless it says otherwise)."""
-    from shared.models.parsing import operation_of
-    from shared.pipeline.onboarding import ONBOARDING
-
-    operation = operation_of(body)
-    if operation == "rotate":
-        from shared.rotation.plan import ROTATION
-
-        return ROTATION
-    if operation == "renewApiKey":
-        from shared.rotation.apikeys import API_KEY_RENEWAL
-
-        return API_KEY_RENEWAL
-    if operation == "offboard":
-        from shared.offboarding.plan import OFFBOARDING
-
-        return OFFBOARDING
-    return ONBOARDING
-
-
 def process_request(
+    plan: Plan,
     body: bytes | str | Mapping[str, Any],
-    clients: OnboardingClients,
+    clients: Services,
     config: PipelineConfig,
     *,
     owner: str,
@@ -161,11 +114,11 @@ def process_request(
     delivery = _Delivery(clients, config, owner=owner, message_id=message_id, retry_token=retry_token,
                          row_expected=row_expected, checkpoint=checkpoint or _no_checkpoint)
     with bind(messageId=message_id or None):
-        return delivery.run(body)
+        return delivery.run(plan, body)
 
 
 class _Delivery:
-    def __init__(self, clients: OnboardingClients, config: PipelineConfig, *, owner: str, message_id: str,
+    def __init__(self, clients: Services, config: PipelineConfig, *, owner: str, message_id: str,
                  retry_token: str, row_expected: bool, checkpoint: Checkpoint) -> None:
         self.clients = clients
         self.row_expected = row_expected
@@ -184,8 +137,7 @@ class _Delivery:
 
     # -- entry ------------------------------------------------------------------------------------
 
-    def run(self, body: bytes | str | Mapping[str, Any]) -> Outcome:
-        plan = plan_for(body)
+    def run(self, plan: Plan, body: bytes | str | Mapping[str, Any]) -> Outcome:
         try:
             request = plan.parse(body, self.config)
         except RequestValidationError as exc:

@@ -14,8 +14,8 @@ from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus
 
 if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
-    from shared.pipeline.plan import Plan
-    from shared.pipeline.runner import OnboardingClients
+    from shared.engine.plan import Plan
+    from shared.services import Services
 
 #: Set on every message the product sends for a request whose state row it wrote first: the
 #: delivery reads that row at once instead of trying to insert one (``process_request(row_expected=)``).
@@ -34,7 +34,7 @@ def send_recorded(queue: RequestQueue, record: OnboardingRecord, *, message_id: 
                application_properties=recorded(retry_token))
 
 
-def enqueue(clients: OnboardingClients, queue: RequestQueue, plan: Plan, request: Any) -> tuple[OnboardingRecord, bool]:
+def enqueue(clients: Services, queue: RequestQueue, plan: Plan, request: Any) -> tuple[OnboardingRecord, bool]:
     """Record and send ``request``; returns its row and whether this call made it.
 
     Raises

@@ -1,0 +1,58 @@
+"""The one registry of operations: which plan a request body asks for.
+
+The engine (:mod:`shared.engine`) runs any :class:`~shared.engine.plan.Plan` and imports none of
+them; the triggers come here, and this module hands the engine the plan a body names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shared.engine.delivery import Checkpoint
+    from shared.engine.outcome import Outcome
+    from shared.engine.plan import Plan
+    from shared.services import Services
+    from shared.settings import PipelineConfig
+
+#: Every operation a request may name, and where its plan lives (imported on first use).
+OPERATIONS = ("onboard", "rotate", "renewApiKey", "offboard")
+
+
+def plan_named(operation: str) -> Plan:
+    """The plan of ``operation`` (onboarding for a name it does not know: the schema then says why)."""
+    if operation == "rotate":
+        from shared.rotation.plan import ROTATION
+
+        return ROTATION
+    if operation == "renewApiKey":
+        from shared.rotation.apikeys import API_KEY_RENEWAL
+
+        return API_KEY_RENEWAL
+    if operation == "offboard":
+        from shared.offboarding.plan import OFFBOARDING
+
+        return OFFBOARDING
+    from shared.onboarding.plan import ONBOARDING
+
+    return ONBOARDING
+
+
+def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
+    """The plan a body asks for, by its ``operation`` (onboarding unless it says otherwise)."""
+    from shared.models.parsing import operation_of
+
+    return plan_named(operation_of(body))
+
+
+def process_request(body: bytes | str | Mapping[str, Any], clients: Services, config: PipelineConfig, *,
+                    owner: str, message_id: str = "", retry_token: str = "", row_expected: bool = False,
+                    checkpoint: Checkpoint | None = None) -> Outcome:
+    """Run (or resume) one delivery of the request ``body`` names (see
+    :func:`shared.engine.delivery.process_request`)."""
+    from shared.engine.delivery import process_request as run
+
+    return run(plan_for(body), body, clients, config, owner=owner, message_id=message_id,
+               retry_token=retry_token, row_expected=row_expected, checkpoint=checkpoint)
