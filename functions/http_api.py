@@ -209,7 +209,7 @@ def validate_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     """The dry run: every check of the check step, no side effect anywhere (200 with the checks)."""
     from functions import dependencies
     from functions.auth import READ_ROLE, SUBMIT_ROLE
-    from shared.onboarding.intake import dry_run
+    from shared.operations import dry_run
 
     if (refused := _denied(req, READ_ROLE, SUBMIT_ROLE) or _too_large(req)) is not None:
         return refused

@@ -16,12 +16,12 @@ def sweep_onboardings(timer: func.TimerRequest, context: func.Context) -> None:
     """Re-drive stuck requests, send events still pending, finish pending cleanup (see
     :mod:`shared.engine.sweeper`)."""
     from functions import dependencies
-    from shared.engine.sweeper import sweep
+    from shared.operations import sweep
 
     deps = dependencies.get()
     with bind(invocationId=context.invocation_id):
         if timer.past_due:
             logger.info("sweep: running late")
-        report = sweep(deps.clients, deps.queue, deps.settings.sweep)
+        report = sweep(deps.clients, deps.queue, deps.settings.sweep, pipeline=deps.settings.pipeline)
         if report.errors and report.errors == report.looked_at:
             raise RuntimeError(f"The sweep could not handle any of {report.looked_at} rows; see the warnings.")

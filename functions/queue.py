@@ -53,12 +53,16 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
 def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Context) -> None:
     """A message Service Bus dead-lettered: fail its request with the reason and announce it."""
     from functions import dependencies
-    from shared.engine.sweeper import handle_dead_letter
+    from shared.operations import handle_dead_letter
 
     deps = dependencies.get()
+    properties = message.application_properties or {}
+    # The Service Bus extension passes the dead-letter reason in the message's application
+    # properties, not as trigger metadata: read them there first.
+    reason = str(properties.get("DeadLetterReason") or message.dead_letter_reason or "")
+    description = str(properties.get("DeadLetterErrorDescription") or message.dead_letter_error_description or "")
     with bind(messageId=message.message_id, invocationId=context.invocation_id):
         outcome = handle_dead_letter(message.get_body(), deps.clients, message_id=message.message_id or "",
-                                     reason=message.dead_letter_reason or "",
-                                     description=message.dead_letter_error_description or "")
-        logger.warning("dead-lettered message %s of request %s: %s", message.message_id,
-                       outcome.request_id or "(none)", message.dead_letter_reason or "no reason given")
+                                     reason=reason, description=description, pipeline=deps.settings.pipeline)
+        logger.warning("dead-lettered message %s of request %s: %s (%s)", message.message_id,
+                       outcome.request_id or "(none)", reason or "no reason given", outcome.kind.value)

@@ -299,3 +299,25 @@ def kept_version(store: SecretStore, account_name: str, kind: SecretKind, *, tag
                  value: str) -> StoredSecret | None:
     """The newest version of the account's ``kind`` secret whose ``tag`` is ``value``."""
     return store.find_version(secret_name(account_name, kind), tag=tag, value=value)
+
+
+# --- lease names -----------------------------------------------------------------------------
+# What a request leases before it creates or changes a name (shared.engine.leases): the account,
+# an SSH key in its project, an API key. Onboarding, rotation, offboarding and the drift pass take
+# the same keys, so no two of them work on one name at once.
+
+def account_lease(account_name: str) -> str:
+    return f"account:{account_name}"
+
+
+def ssh_key_lease(project: str, name: str) -> str:
+    return f"sshkey:{project}:{name}"
+
+
+def api_key_lease(name: str) -> str:
+    return f"apikey:{name}"
+
+
+def lease_key(key: str) -> str:
+    """``key`` as a Table key: '/', '\\\\', '#', '?' and control characters are not allowed there."""
+    return "".join(c if c.isprintable() and c not in "/\\#?" else f"%{ord(c):02x}" for c in key)

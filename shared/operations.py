@@ -9,13 +9,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Mapping
 
+    from shared.clients.queue import RequestQueue
+    from shared.dryrun import DryRun
     from shared.engine.delivery import Checkpoint
     from shared.engine.outcome import Outcome
     from shared.engine.plan import Plan
+    from shared.engine.sweeper import SweepReport
     from shared.services import Services
-    from shared.settings import PipelineConfig
+    from shared.settings import PipelineConfig, SweepConfig
 
 #: Every operation a request may name, and where its plan lives (imported on first use).
 OPERATIONS = ("onboard", "rotate", "renewApiKey", "offboard")
@@ -56,3 +60,36 @@ def process_request(body: bytes | str | Mapping[str, Any], clients: Services, co
 
     return run(plan_for(body), body, clients, config, owner=owner, message_id=message_id,
                retry_token=retry_token, row_expected=row_expected, checkpoint=checkpoint)
+
+
+def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig | None = None,
+          now: dt.datetime | None = None) -> SweepReport:
+    """The sweeper's pass (:func:`shared.engine.sweeper.sweep`), with every operation's plan."""
+    from shared.engine.sweeper import sweep as run
+    from shared.settings import PipelineConfig
+
+    return run(clients, queue, config, pipeline=pipeline or PipelineConfig(), plan_for=plan_for, now=now)
+
+
+def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, *, message_id: str, reason: str,
+                       description: str, pipeline: PipelineConfig | None = None) -> Outcome:
+    """A message Service Bus dead-lettered (:func:`shared.engine.sweeper.handle_dead_letter`)."""
+    from shared.engine.sweeper import handle_dead_letter as handle
+    from shared.settings import PipelineConfig
+
+    return handle(body, clients, pipeline or PipelineConfig(), plan_for=plan_for, message_id=message_id,
+                  reason=reason, description=description)
+
+
+def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_inline_secret: bool,
+            config: PipelineConfig) -> DryRun:
+    """``POST /api/onboardings/validate``: what submitting ``body`` would do, with no side effect."""
+    from shared.models.parsing import operation_of
+
+    if operation_of(body) == "offboard":
+        from shared.offboarding.intake import preview
+
+        return preview(body, clients)
+    from shared.onboarding.intake import dry_run as onboarding_dry_run
+
+    return onboarding_dry_run(body, clients, allow_inline_secret=allow_inline_secret, config=config)

@@ -327,10 +327,10 @@ def test_a_dead_lettered_onboarding_message_fails_its_request(stack: Stack, worl
     instead of letting the row wait forever."""
     from azure.servicebus import ServiceBusClient
 
-    from shared.state import OnboardingRecord, RequestStatus
+    from shared.state import RequestRecord, RequestStatus
 
     body = world.request()
-    world.deps.clients.state.create(OnboardingRecord(request_id=body["requestId"], account_name=body["accountName"],
+    world.deps.clients.state.create(RequestRecord(request_id=body["requestId"], account_name=body["accountName"],
                                    fingerprint=_fingerprint(body), status=RequestStatus.RUNNING))
     _send(stack, body, body["requestId"])
     with ServiceBusClient.from_connection_string(stack.settings["ServiceBusConnection"]) as client, \

@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import IdempotencyConflictError
-from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus
 
 if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
@@ -27,14 +27,14 @@ def recorded(retry_token: str = "") -> dict[str, str | int]:
     return {RECORDED: "true", **({"retryToken": retry_token} if retry_token else {})}
 
 
-def send_recorded(queue: RequestQueue, record: OnboardingRecord, *, message_id: str = "",
+def send_recorded(queue: RequestQueue, record: RequestRecord, *, message_id: str = "",
                   retry_token: str = "") -> None:
     """Send the request a state row holds (as queued), marked as recorded."""
     queue.send(json.loads(record.request), message_id=message_id or record.request_id,
                application_properties=recorded(retry_token))
 
 
-def enqueue(clients: Services, queue: RequestQueue, plan: Plan, request: Any) -> tuple[OnboardingRecord, bool]:
+def enqueue(clients: Services, queue: RequestQueue, plan: Plan, request: Any) -> tuple[RequestRecord, bool]:
     """Record and send ``request``; returns its row and whether this call made it.
 
     Raises
@@ -45,7 +45,7 @@ def enqueue(clients: Services, queue: RequestQueue, plan: Plan, request: Any) ->
         The send failed (the row stays ``queued``; the sweeper sends it again).
     """
     fingerprint = plan.fingerprint(request)
-    record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
+    record = RequestRecord(request_id=request.request_id, account_name=request.account_name,
                               fingerprint=fingerprint, request=plan.queued(request), status=RequestStatus.QUEUED,
                               current_step="queued")
     try:

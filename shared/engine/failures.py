@@ -128,13 +128,3 @@ def classify(exc: BaseException) -> Failure:
             return Failure(kind, reason, describe(exc))
     return Failure(FailureKind.DEFECT, "internal_error",
                    f"An unexpected error stopped the onboarding ({type(exc).__name__}).")
-
-
-#: Statuses after which a creating call may have been carried out (the server answered late or
-#: not at all), so its step looks for what it made before calling again.
-MAYBE_DONE_STATUSES = frozenset({500, 502, 503, 504})
-
-
-def maybe_done(exc: BaseException) -> bool:
-    """True when a creating call failed in a way that does not prove nothing was created."""
-    return isinstance(exc, ServiceResponseError) or _status(exc) in MAYBE_DONE_STATUSES

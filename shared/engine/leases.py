@@ -20,11 +20,13 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared.concurrency import in_thread
+from shared.credentials import lease_key
 from shared.logs import get_logger
 from shared.state import ConcurrentUpdateError, NameLease
 from shared.state.records import iso, parse_iso, utcnow
@@ -33,31 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from concurrent.futures import Future
 
-    from shared.models import OnboardingRequest
     from shared.state import StateStore
 
 logger = get_logger(__name__)
-
-
-def names_of(request: OnboardingRequest) -> list[str]:
-    """The lease keys of what ``request`` creates or changes, in a fixed order."""
-    keys = [f"account:{request.account_name}"]
-    if request.ssh_key is not None:
-        keys.append(ssh_key_lease(request.palette.project, request.ssh_key.name))
-    if request.api_key is not None:
-        keys.append(f"apikey:{request.api_key.name}")
-    return [_safe_key(key) for key in keys]
-
-
-def ssh_key_lease(project: str, name: str) -> str:
-    """The lease on an SSH key name in a project: held by whoever uploads or removes that key."""
-    return _safe_key(f"sshkey:{project}:{name}")
-
-
-def _safe_key(key: str) -> str:
-    # Table keys may not hold '/', '\\', '#', '?' or control characters; names here can hold '.'
-    # and '_' only, but stay safe whatever a future field allows.
-    return "".join(c if c.isprintable() and c not in "/\\#?" else f"%{ord(c):02x}" for c in key)
 
 
 @dataclass(frozen=True)
@@ -72,14 +52,22 @@ class Held:
 class NameLeases:
     """The leases of one request on its names."""
 
-    def __init__(self, store: StateStore, request_id: str, keys: list[str], *,
-                 is_finished: Callable[[str], bool]) -> None:
+    def __init__(self, store: StateStore, request_id: str, keys: list[str]) -> None:
         self._store = store
         self._request_id = request_id
-        self._keys = keys
-        self._is_finished = is_finished
+        self._keys = [lease_key(key) for key in keys]
         self._held: dict[str, NameLease] = {}
         self._lock = threading.Lock()
+        #: Until when (monotonic seconds) every lease is held, as last proved: a taking or a renewal.
+        self.held_until = float("inf")
+
+    def _is_finished(self, request_id: str) -> bool:
+        """A lease whose owner finished is free. An owner with no row (the drift pass) is not."""
+        record = self._store.get(request_id)
+        return record is not None and record.status.finished
+
+    def _proved(self, began: float, until: dt.datetime) -> None:
+        self.held_until = began + max((until - utcnow()).total_seconds(), 0.0)
 
     def acquire(self, until: dt.datetime) -> Held | None:
         """Take every lease until ``until``. On the first name held by another live request, give
@@ -94,13 +82,15 @@ class NameLeases:
     def begin(self, until: dt.datetime) -> Callable[[], Held | None]:
         """:meth:`acquire`, with the inserts sent now and the rest done by the call returned (the
         caller starts other work in between)."""
+        began = time.monotonic()
         inserts = self._insert_all(until) if not self._held and len(self._keys) > 1 else None
 
         def finish() -> Held | None:
             with self._lock:
-                if inserts is not None and self._inserted(inserts):
-                    return None
-                return self._take_in_order(until)
+                held = None if inserts is not None and self._inserted(inserts) else self._take_in_order(until)
+                if held is None:
+                    self._proved(began, until)
+                return held
         return finish
 
     def _take_in_order(self, until: dt.datetime) -> Held | None:
@@ -163,6 +153,7 @@ class NameLeases:
 
     def extend(self, until: dt.datetime) -> bool:
         """Renew every lease until ``until``; False when one was taken over meanwhile."""
+        began = time.monotonic()
         with self._lock:
             for key, lease in list(self._held.items()):
                 renewed = NameLease(key=key, owner=self._request_id, expires_at=iso(until), etag=lease.etag)
@@ -171,6 +162,7 @@ class NameLeases:
                 except ConcurrentUpdateError:
                     logger.warning("request %s: lost the lease on %s", self._request_id, key)
                     return False
+            self._proved(began, until)
             return True
 
     def release(self) -> None:

@@ -1,9 +1,10 @@
-"""What the runner needs to know about one kind of work, and what every step gets and gives back.
+"""What the engine needs to know about one kind of work, and what every step gets and gives back.
 
-The runner (:mod:`shared.engine.delivery`) owns the protocol: claim the row, lease the names, run
+The engine (:mod:`shared.engine.delivery`) owns the protocol: claim the row, lease the names, run
 the steps under a heartbeat, record each step's result and events in one write, publish, decide
-failures. A :class:`Plan` tells it the rest for one operation: onboarding
-(:mod:`shared.onboarding.plan`) and rotation (:mod:`shared.rotation.plan`) are the plans.
+failures. A :class:`Plan` tells it the rest for one operation; the plans live beside the engine
+(``shared/onboarding``, ``shared/rotation``, ``shared/offboarding``) and :mod:`shared.operations`
+names them.
 
 Steps run in *stages*; a stage is one or more *branches* that run at the same time, each a list of
 named steps run in order. A step returns :class:`StepDone`; the plan's ``finish`` reads what the
@@ -12,6 +13,7 @@ steps made and decides the final event(s), or a last failure.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,38 +21,91 @@ from typing import TYPE_CHECKING, Any
 from shared.state import StepOutcome
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from shared.engine.failures import Failure
     from shared.engine.record import RecordHandle
+    from shared.made import Made
     from shared.services import Services
     from shared.settings import PipelineConfig
+    from shared.state import RequestRecord
 
 
 @dataclass(frozen=True)
 class StepDone:
-    """What a step achieved: the runner records it, with its events, in one save."""
+    """What a step achieved: the engine records it, with its events and what it made, in one write."""
 
     detail: str
     results: Mapping[str, str] = field(default_factory=dict)
     events: Sequence[dict[str, Any]] = ()
     outcome: StepOutcome = StepOutcome.SUCCEEDED
-    #: The step only read: its result goes with the next write, and a crash before that means the
-    #: step runs again (never with events).
-    deferred: bool = False
+    #: What the step made (or now depends on), by the keys its fences used: recorded ``made`` with
+    #: their ids, or ``kept``.
+    made: Mapping[str, Made] = field(default_factory=dict)
+
+
+class Lookups:
+    """What this delivery looked up, for the steps after it.
+
+    One rule: a value this delivery found (or started finding) is reused by the later steps of the
+    same delivery; a new delivery looks again. A lookup may be started ahead on a worker
+    (:meth:`start`), so that it overlaps other round trips.
+    """
+
+    def __init__(self) -> None:
+        self._found: dict[str, Future[Any]] = {}
+        self._lock = threading.Lock()
+
+    def start(self, name: str, fetch: Callable[[], Any]) -> Future[Any]:
+        """``fetch`` started now on a worker, unless this delivery started ``name`` already."""
+        from shared.concurrency import in_thread
+
+        with self._lock:
+            if name not in self._found:
+                self._found[name] = in_thread(fetch, name="onboarding-lookup")
+            return self._found[name]
+
+    def put(self, name: str, value: Any) -> None:
+        """Keep what a step found under ``name``."""
+        from concurrent.futures import Future
+
+        done: Future[Any] = Future()
+        done.set_result(value)
+        with self._lock:
+            self._found[name] = done
+
+    def get(self, name: str, fetch: Callable[[], Any]) -> Any:
+        """What this delivery found under ``name``; otherwise ``fetch()`` now, kept for later steps."""
+        with self._lock:
+            found = self._found.get(name)
+        if found is not None:
+            return found.result()
+        value = fetch()
+        self.put(name, value)
+        return value
+
+    def pop(self, name: str) -> Future[Any] | None:
+        """Take a lookup that is used once (an early first attempt), if this delivery started it."""
+        with self._lock:
+            return self._found.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        """``name`` is about to change: the next step looks again."""
+        self.pop(name)
 
 
 @dataclass
 class WorkContext:
-    """What every step of every plan gets: the parsed request, the clients, the config and the
-    handle on the state row. Plans subclass it with what their steps share."""
+    """What every step of every plan gets: the parsed request, the services, the config, the hold
+    on the state row and this delivery's lookups. Plans subclass it with what their steps share."""
 
     request: Any
     clients: Services
     config: PipelineConfig
     handle: RecordHandle
-    #: Called at named points inside a step: the runner's test seam (see shared.engine.delivery).
+    lookups: Lookups = field(default_factory=Lookups)
+    #: Called at named points inside a step: the engine's test seam (see shared.engine.delivery).
     checkpoint: Callable[[str], None] = field(default=lambda _name: None, repr=False)
-    #: Markers (``Plan.markers``) this delivery's claim wrote: nothing they announce was made yet.
-    fresh_markers: frozenset[str] = frozenset()
 
     @property
     def request_id(self) -> str:
@@ -63,11 +118,6 @@ class WorkContext:
     def result(self, key: str) -> str | None:
         return self.handle.result(key)
 
-    def earlier_attempt(self, marker: str) -> bool:
-        """Whether ``marker`` says an earlier delivery may have sent the call it announces (so
-        what that call made must be looked for), rather than this delivery's claim foreseeing it."""
-        return bool(self.result(marker)) and marker not in self.fresh_markers
-
     def event(self, short_type: str, step: str, outcome: str, discriminator: str = "",
               **data: Any) -> dict[str, Any]:
         """The structured-mode JSON of one event about this request (its id is stable)."""
@@ -76,7 +126,12 @@ class WorkContext:
 
     def palette_uids(self) -> dict[str, str]:
         """Palette uids this request recorded (``*Uid`` results), for events."""
-        return {k: v for k, v in self.handle.record.results.items() if k.endswith("Uid") and v}
+        return palette_uids(self.handle.record)
+
+
+def palette_uids(record: RequestRecord) -> dict[str, str]:
+    """The Palette uids a request's row records (``*Uid`` results)."""
+    return {k: v for k, v in record.results.items() if k.endswith("Uid") and v and not k.startswith("_")}
 
 
 def build_document(request_id: str, account_name: str, short_type: str, step: str, outcome: str, *,
@@ -105,7 +160,7 @@ class Finish:
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """One operation the runner can carry out.
+    """One operation the engine can carry out.
 
     parse: body -> request, raising RequestValidationError (one error per field).
     fingerprint: request -> hash of its meaning (same requestId with another body is a conflict).
@@ -118,12 +173,6 @@ class Plan:
     failed_event: the short type of the event a failure is announced with.
     failed: called when the request fails for good, before its failure is recorded (to keep
         other state, such as the inventory, in step); its own failure never hides the first.
-    markers: request -> the markers of every create it may make, written with the claim, so that
-        no step has to write one of its own before its create (see ``WorkContext.earlier_attempt``).
-    finish_reads_first: the finish only reads until it calls ``handle.settle()``: the last steps'
-        writes then go on behind it (``RecordHandle.save_behind``) instead of before it.
-    prefetch: called once the row is claimed, before the names are leased: it may start lookups no
-        name lease covers, for the steps to use (it must not write anything).
     """
 
     operation: str
@@ -136,7 +185,4 @@ class Plan:
     finish: Callable[[Any], Finish]
     started_event: Callable[[Any], dict[str, Any]] | None = None
     failed_event: str = "failed"
-    failed: Callable[[Any, Failure], None] | None = None
-    markers: Callable[[Any], Mapping[str, str]] | None = None
-    finish_reads_first: bool = False
-    prefetch: Callable[[Any], None] | None = None
+    failed: Callable[[Services, RequestRecord, Failure], None] | None = None

@@ -1,80 +1,102 @@
-"""A leased, lock-guarded handle on one request's state row, and its outbox.
+"""A delivery's hold on its request's row: the one way it writes the row, its fences, its outbox.
 
-Steps run on two threads (the account branch and the key branch) and a heartbeat renews the lease
-on a third, so every change goes through :meth:`RecordHandle.save`, which applies it under a lock to
-a copy, renews the lease and replaces the row with its ETag. A lost ETag race means another
-delivery took the request over: this one stops (:class:`LeaseLostError`) rather than work on it at
-the same time.
+**One write path.** Every change a delivery makes to its row (a step's result with its events, a
+fence, a heartbeat, the final status) goes through :meth:`RecordHandle.write`: the change is
+applied to a copy, the events go into the row's outbox, the events this delivery sent since the
+last write are confirmed, the lease is renewed (or released), and the row is replaced if its ETag
+still matches. A lost race is read again (:func:`shared.engine.retry.update`): if the lease is
+still this delivery's (someone only asked it to stop, or sent its pending events), the change is
+applied again; otherwise the request was taken over and this delivery stops
+(:class:`LeaseLostError`). Writes are one at a time (the branches of a stage share the row).
 
-Events go into the row with the change that causes them (``save(..., events=...)``) and are sent
-by :meth:`RecordHandle.publish_pending`; :func:`flush_outbox` does the same for a row nobody
-holds (a finished request redelivered, the sweeper). While the delivery holds the row, that events
-were sent is written with its next write (the next step's result, a marker, a heartbeat) rather
-than with a write of its own: each step then costs one write, not two, on the onboarding's
-critical path. A crash before that write only means the same events are sent again, with the
-same ids, which the topic's duplicate detection drops. Once the lease is released (the request
-finished, failed or paused) the confirmation is written at once.
+**Fences.** :meth:`RecordHandle.fence` is the write before a create or a destructive call: it
+records what the calls right after it may make (:mod:`shared.made`) and proves, by the conditional
+write itself, that nobody else holds the request at that moment; the lease it renews lasts
+``lease_seconds``, so the calls that follow at once happen under it. The name leases are proved by
+their last renewal (the heartbeat's): another request takes a name only once its lease has expired.
+A fence, and every step, first :meth:`~RecordHandle.check`: a lost lease, a lease (row or names)
+not renewed in time, or a failure someone asked for (:class:`StopRequested`) stops the delivery
+before its next call.
 
-Two more writes stay off the critical path:
-
-* :meth:`RecordHandle.stage` keeps a result a crash may lose (that of a step that only read, and
-  runs again) in what this delivery sees, and writes it with the next write;
-* :meth:`RecordHandle.save_behind` leaves a result's write (and its publishing) to
-  :meth:`~RecordHandle.settle`, which the delivery calls once its next reads are on their way; the
-  next :meth:`~RecordHandle.save` settles first, so writes keep their order.
+**Outbox.** Events are sent (:meth:`RecordHandle.publish`) only once written; that they were sent
+is written with the next write, or at once when the lease is released. A crash in between sends
+them again with the same ids, which the topic's duplicate detection drops.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from shared.errors import StepInProgressError
+from shared.engine import retry
+from shared.engine.failures import Failure, FailureKind
+from shared.errors import OnboardingError, StepInProgressError
 from shared.logs import get_logger
-from shared.state import ConcurrentUpdateError, OnboardingRecord
+from shared.made import Made
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from shared.clients.events import EventSink
-    from shared.state import StateStore
+    from shared.engine.leases import NameLeases
+    from shared.state import RequestRecord, StateStore
 
 logger = get_logger(__name__)
 
-#: Conditional writes tried before a row that keeps changing is given up on.
-_SAVE_ATTEMPTS = 5
+#: A lease counts as held only until this share of it is left: room for clocks that disagree and
+#: for the call that follows a check.
+LEASE_MARGIN = 1 / 6
 
 
 class LeaseLostError(StepInProgressError):
-    """Another delivery took this request over; stop without touching anything else."""
+    """Another delivery took this request over, or this delivery could not renew its leases in
+    time: stop without touching anything else."""
+
+
+class StopRequested(OnboardingError):
+    """A failure was asked for while this delivery held the request (``RequestRecord.stop``)."""
+
+    def __init__(self, failure: Failure, discriminator: str) -> None:
+        self.failure = failure
+        self.discriminator = discriminator
+        super().__init__(failure.message)
+
+
+def requested_stop(record: RequestRecord) -> StopRequested | None:
+    """The failure a row asks for, if any."""
+    if not record.stop:
+        return None
+    failure = Failure(FailureKind.PERMANENT, record.stop.get("reason", "stopped"), record.stop.get("message", ""))
+    return StopRequested(failure, record.stop.get("discriminator", "stop"))
 
 
 class RecordHandle:
-    def __init__(self, store: StateStore, record: OnboardingRecord, *, owner: str,
-                 lease_seconds: float) -> None:
+    def __init__(self, store: StateStore, record: RequestRecord, *, owner: str, lease_seconds: float,
+                 names: NameLeases | None = None) -> None:
         self._store = store
         self._record = record
-        #: The row as this delivery sees it: the last write, with the staged changes applied.
-        self._view = record
-        self._staged: list[Callable[[OnboardingRecord], None]] = []
-        #: Results, their events and what follows their write, left to :meth:`settle`.
-        self._behind: list[tuple[Callable[[OnboardingRecord], None], list[dict[str, Any]],
-                                 Callable[[], None] | None]] = []
-        self._settle_lock = threading.Lock()
         self._owner = owner
         self._lease = dt.timedelta(seconds=lease_seconds)
+        self._margin = lease_seconds * LEASE_MARGIN
+        self._names = names
         self._lock = threading.RLock()
         self._publish_lock = threading.Lock()
         self._lost = False
-        #: Ids of events sent by this delivery whose confirmation is not written yet.
+        self._released = not record.lease_owner
+        #: The row lease as this delivery last proved it (monotonic seconds).
+        self._held_until = time.monotonic() + lease_seconds - self._margin
+        #: Ids of events this delivery sent whose confirmation is not written yet.
         self._unconfirmed: set[str] = set()
 
+    # -- reading ----------------------------------------------------------------------------------
+
     @property
-    def record(self) -> OnboardingRecord:
+    def record(self) -> RequestRecord:
         with self._lock:
-            return self._view.copy()
+            return self._record.copy()
 
     @property
     def request_id(self) -> str:
@@ -82,170 +104,140 @@ class RecordHandle:
 
     def result(self, key: str) -> str | None:
         with self._lock:
-            return self._view.results.get(key)
+            return self._record.results.get(key)
 
-    def stage(self, mutate: Callable[[OnboardingRecord], None]) -> None:
-        """Apply ``mutate`` to what this delivery sees now and write it with the next write.
-
-        Only for what a crash may lose: a step that only read runs again on the next delivery.
-        Never for events (they are sent only once written) or markers (they must be written
-        before the call they announce)."""
+    def made(self, key: str) -> Made | None:
+        """The entry ``key`` of what the request made (or may have made), if any."""
         with self._lock:
-            self._staged.append(mutate)
-            self._view = self._seen(self._record)
+            entry = self._record.made.get(key)
+        return Made.from_dict(entry) if entry else None
 
-    def save_behind(self, mutate: Callable[[OnboardingRecord], None], *,
-                    events: Iterable[dict[str, Any]] = (), then: Callable[[], None] | None = None) -> None:
-        """Leave ``mutate`` and ``events`` to one write at :meth:`settle` (then ``then``, such as
-        publishing them), seen at once: a run's last results, written while the run reads them
-        back rather than before. Other writes meanwhile leave them out, so a step's result is
-        never written without its events."""
-        with self._lock:
-            self._behind.append((mutate, list(events), then))
-            self._view = self._seen(self._record)
+    # -- the one write path --------------------------------------------------------------------------
 
-    def _seen(self, record: OnboardingRecord) -> OnboardingRecord:
-        """``record`` with the staged changes and those left for :meth:`settle` applied."""
-        if not self._staged and not self._behind:
-            return record
-        view = record.copy()
-        for mutate in self._staged:
-            mutate(view)
-        for mutate, _events, _then in self._behind:
-            mutate(view)
-        return view
+    def write(self, change: Callable[[RequestRecord], None] | None = None, *,
+              events: Iterable[dict[str, Any]] = (), release: bool = False) -> None:
+        """Apply ``change`` and record ``events`` in one conditional write (see the module's
+        docstring); ``release`` gives the row's lease back (the request finished or waits).
 
-    def settle(self) -> None:
-        """Write what :meth:`save_behind` left (in one write), then run what follows each. Every
-        last write settles first, so nothing lands after it."""
-        with self._settle_lock:
-            with self._lock:
-                behind, self._behind = self._behind, []
-            if not behind:
-                return
-
-            def apply(record: OnboardingRecord) -> None:
-                for mutate, _events, _then in behind:
-                    mutate(record)
-            try:
-                self._write(apply, events=[event for _, events, _ in behind for event in events])
-            except BaseException:
-                with self._lock:  # still owed: the next settle (or the failure's save) tries again
-                    self._behind[:0] = behind
-                raise
-            for _, _events, then in behind:
-                if then is not None:
-                    then()
-
-    def save(self, mutate: Callable[[OnboardingRecord], None], *, keep_lease: bool = True,
-             events: Iterable[dict[str, Any]] = (), settle: bool = True) -> None:
-        """Apply ``mutate`` and record ``events`` in one conditional write of the row, with the
-        staged changes; with ``settle``, after what :meth:`save_behind` left (a last write:
-        nothing may land after it). Writes in between need not: each holds every staged change.
-
-        Others may write the row while this delivery holds it, in ways that do not take it over
-        (another delivery confirming sent events, or recording a conflict event); on an ETag
-        mismatch the row is read again and, if the lease is still this delivery's, the change is
-        applied again to it. A lease taken over stops this delivery (:class:`LeaseLostError`).
+        Raises
+        ------
+        LeaseLostError
+            Another delivery holds the request now (nothing was written).
         """
-        if settle:
-            self.settle()
-        self._write(mutate, keep_lease=keep_lease, events=events)
-
-    def _write(self, mutate: Callable[[OnboardingRecord], None], *, keep_lease: bool = True,
-               events: Iterable[dict[str, Any]] = ()) -> None:
-        events = list(events)
+        documents = list(events)
         with self._lock:
-            base = self._record
-            for _ in range(_SAVE_ATTEMPTS):
-                if self._lost:
-                    raise LeaseLostError(f"Request {base.request_id} was taken over by another delivery.")
-                updated = base.copy()
-                for staged in self._staged:
-                    staged(updated)
-                mutate(updated)
-                confirmed = set(self._unconfirmed)
+            if self._lost:
+                raise LeaseLostError(f"Request {self.request_id} was taken over by another delivery.")
+            confirmed = set(self._unconfirmed)
+            holding = not self._released
+
+            def apply(row: RequestRecord) -> None:
+                if holding and row.lease_owner != self._owner:
+                    raise LeaseLostError(f"Request {self.request_id} was taken over by another delivery.")
+                if change is not None:
+                    change(row)
                 if confirmed:
-                    updated.confirm_sent(confirmed)
-                for event in events:
-                    updated.record_event(event)
-                if keep_lease:
-                    updated.lease_owner = self._owner
-                    updated.lease_expires_at = iso(utcnow() + self._lease)
-                try:
-                    self._record = self._store.replace(updated)
-                    self._staged.clear()
-                    self._view = self._seen(self._record)
-                    self._unconfirmed -= confirmed
-                    return
-                except ConcurrentUpdateError:
-                    fresh = self._store.get(base.request_id)
-                held = bool(self._record.lease_owner)
-                if fresh is None or (held and fresh.lease_owner != self._owner):
-                    self._lost = True
-                else:
-                    base = fresh
-            self._lost = True
-            raise LeaseLostError(f"Request {base.request_id} kept changing under this delivery; it stops.")
+                    row.confirm_sent(confirmed)
+                for document in documents:
+                    row.record_event(document)
+                if release:
+                    row.release_lease()
+                elif holding:
+                    row.lease_owner = self._owner
+                    row.lease_expires_at = iso(utcnow() + self._lease)
 
-    def abandon(self) -> None:
-        """Stop this delivery at its next save (a name lease it needs was taken over)."""
+            began = time.monotonic()
+            try:
+                written = retry.update(self._record, apply, write=self._store.replace,
+                                       read=lambda: self._store.get(self.request_id))
+            except LeaseLostError:
+                self._lost = True
+                raise
+            if written is None:
+                self._lost = True
+                raise LeaseLostError(f"The state of request {self.request_id} vanished.")
+            self._record = written
+            self._unconfirmed -= confirmed
+            if release:
+                self._released = True
+            elif holding:
+                self._held_until = began + self._lease.total_seconds() - self._margin
+
+    def check(self) -> None:
+        """Stop here unless this delivery provably still holds the request.
+
+        Raises
+        ------
+        LeaseLostError
+            The request was taken over, or a lease was not renewed in time.
+        StopRequested
+            Someone asked for the request to fail (the dead-letter handler, the sweeper).
+        """
         with self._lock:
-            self._lost = True
+            if self._lost:
+                raise LeaseLostError(f"Request {self.request_id} was taken over by another delivery.")
+            now = time.monotonic()
+            if not self._released and now > self._held_until:
+                raise LeaseLostError(f"Request {self.request_id}: its lease was not renewed in time; it stops.")
+            if self._names is not None and now > self._names.held_until - self._margin:
+                raise LeaseLostError(f"Request {self.request_id}: the leases on its names were not renewed in "
+                                     "time; it stops.")
+            stop = requested_stop(self._record)
+        if stop is not None:
+            raise stop
 
-    def mark(self, **results: str) -> None:
-        """Record results (or markers written before a creating call) at once; nothing to write
-        when the row holds them already (markers the claim wrote)."""
-        with self._lock:
-            if all(self._record.results.get(k) == v for k, v in results.items()):
-                return
-        self._write(lambda r: r.results.update(results))
+    def fence(self, **entries: Made) -> None:
+        """The write before a create or a destructive call: record ``entries`` (what the calls that
+        follow at once may make, under the keys the plan gives them) and prove the request is still
+        this delivery's. Call it right before those calls, never before a wait.
 
-    def forget(self, *keys: str) -> None:
-        def apply(record: OnboardingRecord) -> None:
-            for key in keys:
-                record.results.pop(key, None)
-        self._write(apply)
+        Raises
+        ------
+        LeaseLostError, StopRequested
+            As :meth:`check`: the calls must not be made.
+        """
+        self.check()
+        if entries:
+            self.write(lambda row: row.made.update({key: entry.to_dict() for key, entry in entries.items()}))
+        else:
+            self.write()
+        self.check()
 
     def renew(self) -> None:
-        """Extend the lease (the heartbeat); a row taken over in the meantime stops this delivery.
-        A lease already released (the request finished or paused) is left released."""
+        """The heartbeat's write: the lease renewed, nothing else (a released lease stays released)."""
         with self._lock:
-            if self._record.lease_owner != self._owner or self._lost:
+            if self._released or self._lost:
                 return
-            self._write(lambda _record: None)  # not waiting for writes behind: they renew it too
+        self.write()
 
-    def publish_pending(self, sink: EventSink, *, sent: Callable[[], None] | None = None) -> bool:
-        """Send the events waiting in the row, then take them out of it (with the next write while
-        the lease is held, at once otherwise: see above). False when sending failed: they stay for
-        the next delivery or the sweeper. ``sent`` runs between the send and the confirmation (a
-        test seam: a crash there re-sends the same ids later)."""
+    def abandon(self) -> None:
+        """Stop this delivery at its next check (a name lease it needs was taken over)."""
+        with self._lock:
+            self._lost = True
+
+    # -- the outbox ---------------------------------------------------------------------------------
+
+    def publish(self, sink: EventSink, *, sent: Callable[[], None] | None = None) -> bool:
+        """Send the events waiting in the row that this delivery has not sent yet; their
+        confirmation goes with the next write (at once when the lease is released). False when
+        sending failed: they stay for the next delivery or the sweeper. ``sent`` runs between the
+        send and the confirmation (a test seam: a crash there re-sends the same ids later)."""
         with self._publish_lock:
             with self._lock:
                 pending = [e for e in self._record.outbox if str(e["id"]) not in self._unconfirmed]
-            if pending:
-                if not _publish(sink, pending, self.request_id):
-                    return False
-                with self._lock:
-                    self._unconfirmed |= {str(event["id"]) for event in pending}
-            if sent is not None:
-                sent()  # this point's events are out (another branch's send may have taken them along)
+            if pending and not _publish(sink, pending, self.request_id):
+                return False
             with self._lock:
-                released = self._record.lease_owner != self._owner
-            if released:
-                self.flush()
+                self._unconfirmed |= {str(event["id"]) for event in pending}
+                owed = self._released and bool(self._unconfirmed) and not self._lost
+            if sent is not None:
+                sent()
+            if owed:
+                try:
+                    self.write()
+                except LeaseLostError:
+                    pass  # sent; whoever holds the row now confirms them with its own writes
             return True
-
-    def flush(self) -> None:
-        """Write the confirmation of sent events now, if one is owed (the lease left as it is)."""
-        with self._lock:
-            if not self._unconfirmed or self._lost:
-                return
-            held = self._record.lease_owner == self._owner
-        try:
-            self._write(lambda _record: None, keep_lease=held)
-        except LeaseLostError:
-            pass  # sent; the new holder confirms them on its own flush
 
 
 def _publish(sink: EventSink, documents: list[dict[str, Any]], request_id: str) -> bool:
@@ -277,31 +269,16 @@ class OutboxRow(Protocol):
 Row = TypeVar("Row", bound=OutboxRow)
 
 
-class OutboxStore(Protocol[Row]):
-    def replace(self, record: Row, /) -> Row: ...
+def flush_outbox(row: Row, sink: EventSink, *, write: Callable[[Row], Row], read: Callable[[], Row | None]) -> Row:
+    """Send the pending events of a row nobody holds and confirm them, whoever else writes the row
+    meanwhile. Returns the row as last written (or read). Sending twice is harmless: event ids are
+    stable."""
+    if not row.outbox or not _publish(sink, row.outbox, row.request_id):
+        return row
+    sent = {str(event["id"]) for event in row.outbox}
 
-
-def flush_outbox(store: OutboxStore[Row], sink: EventSink, record: Row, *,
-                 reread: Callable[[], Row | None] | None = None) -> Row:
-    """Send a row's pending events and confirm them, whoever else writes the row meanwhile.
-
-    ``reread`` fetches the row again after a lost ETag race (a request's row by default). Returns
-    the row as last written (or read). Sending twice is harmless: event ids are stable.
-    """
-    if not record.outbox or not _publish(sink, record.outbox, record.request_id):
-        return record
-    sent = {str(event["id"]) for event in record.outbox}
-    fetch = reread or (lambda: store.get(record.request_id))  # type: ignore[attr-defined]
-    current: Row | None = record
-    for _ in range(5):
-        if current is None:
-            return record
-        if not any(event["id"] in sent for event in current.outbox):
-            return current
-        updated = current.copy()
-        updated.confirm_sent(sent)
-        try:
-            return store.replace(updated)
-        except ConcurrentUpdateError:
-            current = fetch()
-    return current or record
+    def confirm(current: Row) -> None:
+        if not any(str(event["id"]) in sent for event in current.outbox):
+            raise retry.Unchanged
+        current.confirm_sent(sent)
+    return retry.update(row, confirm, write=write, read=read) or row

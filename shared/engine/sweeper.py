@@ -8,12 +8,15 @@ Every way a request can be left behind ends here:
 * a row **running** whose lease lapsed long ago, or **waiting** past its due time, with no
   delivery taking it over (the message was lost, or its delayed copy never got scheduled): a new
   message re-drives it, carrying the row's retry token;
-* a request re-driven ``max_redrives`` times without finishing: failed as ``stuck``, announced;
-* a failed request whose **cleanup** is pending (a password or API key it made and could not
-  remove at the time): removed now;
+* a request re-driven ``max_redrives`` times without finishing, or one asked to fail whose holder
+  died: failed (:func:`shared.engine.fail.stop_request`), taking back what it made;
+* a failed request whose **cleanup** is pending (what it made and could not take back at the
+  time): taken back now;
 * a message **dead-lettered** by Service Bus (``maxDeliveryCount`` reached, or expired): its
-  request is failed with the dead-letter reason and announced, instead of vanishing.
+  request is failed with the dead-letter reason and announced, instead of vanishing; a request
+  that never ran gets a row saying so.
 
+Neither ever fails a request a live delivery holds: they ask it to stop (``RequestRecord.stop``).
 The sweep reads only rows that need it (one filtered query), so its cost grows with the stuck
 rows, not with every request ever made.
 """
@@ -21,25 +24,32 @@ rows, not with every request ever made.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.engine import retry
+from shared.engine.claim import announce
 from shared.engine.enqueue import send_recorded
+from shared.engine.fail import stop_request
+from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
+from shared.engine.plan import build_document
 from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
-from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus, StepOutcome, StepRecord
-from shared.state.records import iso, parse_iso, utcnow
+from shared.made import Made, take_back
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord
+from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from shared.clients.queue import RequestQueue
+    from shared.engine.plan import Plan
     from shared.services import Services
-    from shared.settings import SweepConfig
+    from shared.settings import PipelineConfig, SweepConfig
 
 logger = get_logger(__name__)
-
 
 @dataclass
 class SweepReport:
@@ -57,8 +67,8 @@ class SweepReport:
         return dict(self.__dict__)
 
 
-def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *,
-          now: dt.datetime | None = None) -> SweepReport:
+def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig,
+          plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], now: dt.datetime | None = None) -> SweepReport:
     """Look at every row that needs it once; one row failing does not stop the others."""
     report = SweepReport()
     moment = now or utcnow()
@@ -66,7 +76,7 @@ def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *,
         report.looked_at += 1
         with bind(requestId=record.request_id):
             try:
-                _sweep_row(record, clients, queue, config, moment, report)
+                _sweep_row(record, clients, queue, config, pipeline, plan_for, moment, report)
             except Exception:
                 report.errors += 1
                 logger.warning("sweep: request %s could not be handled", record.request_id, exc_info=True)
@@ -74,27 +84,34 @@ def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *,
     return report
 
 
-def _sweep_row(record: OnboardingRecord, clients: Services, queue: RequestQueue, config: SweepConfig,
+def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, config: SweepConfig,
+               pipeline: PipelineConfig, plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan],
                now: dt.datetime, report: SweepReport) -> None:
-    if record.outbox:
-        record = flush_outbox(clients.state, clients.events, record)
+    store = clients.state
+    if record.outbox and not record.lease_active(now):
+        record = flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(record.request_id))
         report.flushed += 0 if record.outbox else 1
-    if record.cleanup:
+    if record.cleanup and record.status.finished:
         record, done = _clean_up(record, clients)
         report.cleaned += done
     grace = dt.timedelta(seconds=config.grace_seconds)
-    if record.status is RequestStatus.QUEUED:
+    if record.status is RequestStatus.QUEUED and not record.stop:
         if _older_than(record.updated_at, now, dt.timedelta(seconds=config.queued_after_seconds)) and record.request:
             record = _count_redrive(record, clients)
             send_recorded(queue, record)
             report.resent += 1
         return
-    stale_running = record.status is RequestStatus.RUNNING and not record.lease_active(now - grace)
-    stale_waiting = record.status is RequestStatus.WAITING and _older_than(record.due_at, now, grace)
-    if not (stale_running or stale_waiting):
+    stale = (record.status is not RequestStatus.WAITING and not record.lease_active(now - grace)) or (
+        record.status is RequestStatus.WAITING and _older_than(record.due_at, now, grace))
+    if record.status.finished or not stale:
         return
-    if record.redrives >= config.max_redrives or not record.request:
-        _fail_stuck(record, clients)
+    if record.stop or record.redrives >= config.max_redrives or not record.request:
+        failure = Failure(FailureKind.PERMANENT, "stuck", (
+            f"Request {record.request_id} stopped making progress ({record.status.value} at step "
+            f"'{record.current_step or 'queued'}') and was re-driven {record.redrives} times; it was stopped and "
+            "what it made was taken back. Submit it again under a new requestId."))
+        stop_request(record, plan_for(record.request or b"{}"), clients, failure, discriminator="stuck",
+                     owner=f"sweeper:{uuid.uuid4().hex[:12]}", lease_seconds=pipeline.lease_seconds)
         report.failed += 1
         return
     record = _count_redrive(record, clients)
@@ -110,120 +127,111 @@ def _older_than(stamp: str, now: dt.datetime, age: dt.timedelta) -> bool:
     return moment is None or moment + age < now
 
 
-def _update(record: OnboardingRecord, clients: Services,
-            mutate: Callable[[OnboardingRecord], None]) -> OnboardingRecord:
-    """Apply ``mutate`` to the row with optimistic concurrency, re-reading on a race."""
-    current: OnboardingRecord | None = record
-    for _ in range(5):
-        if current is None:
-            return record
-        updated = current.copy()
-        mutate(updated)
-        try:
-            return clients.state.replace(updated)
-        except ConcurrentUpdateError:
-            current = clients.state.get(record.request_id)
-    raise ConcurrentUpdateError(f"The state of request {record.request_id} kept changing during the sweep.")
+def _count_redrive(record: RequestRecord, clients: Services) -> RequestRecord:
+    def count(row: RequestRecord) -> None:
+        row.redrives += 1
+    store = clients.state
+    return retry.update(record, count, write=store.replace, read=lambda: store.get(record.request_id)) or record
 
 
-def _count_redrive(record: OnboardingRecord, clients: Services) -> OnboardingRecord:
-    def count(r: OnboardingRecord) -> None:
-        r.redrives += 1
-    return _update(record, clients, count)
-
-
-def fail_request(record: OnboardingRecord, clients: Services, *, reason: str, message: str,
-                 discriminator: str) -> OnboardingRecord:
-    """Fail a request that is not finished, with its ``failed`` event in the same write; send it."""
-    from shared.clients.events import build_event, cloud_event_to_dict
-
-    step = record.current_step if record.current_step not in ("", "queued", "done") else "check"
-    event = cloud_event_to_dict(build_event(
-        event_type="failed", account_name=record.account_name or "unknown", request_id=record.request_id,
-        data={"requestId": record.request_id, "step": step, "outcome": "failed", "reason": reason,
-              "message": message}, discriminator=discriminator))
-
-    def fail(r: OnboardingRecord) -> None:
-        if r.status.finished:
-            return
-        r.steps[step] = StepRecord(StepOutcome.FAILED, iso(utcnow()), reason)
-        r.move_to(RequestStatus.FAILED)
-        r.error_reason, r.error_message = reason, message
-        r.due_at = r.retry_token = ""
-        r.release_lease()
-        r.record_event(event)
-    updated = _update(record, clients, fail)
-    logger.warning("request %s: failed at %s (%s): %s", record.request_id, step, reason, message)
-    return flush_outbox(clients.state, clients.events, updated)
-
-
-def _fail_stuck(record: OnboardingRecord, clients: Services) -> None:
-    fail_request(record, clients, reason="stuck", discriminator="stuck", message=(
-        f"Request {record.request_id} stopped making progress ({record.status.value} at step "
-        f"'{record.current_step or 'queued'}') and was re-driven {record.redrives} times; it was stopped. "
-        "Whatever it made is recorded in its state; submit it again under a new requestId to finish it."))
-
-
-def _clean_up(record: OnboardingRecord, clients: Services) -> tuple[OnboardingRecord, int]:
-    """Remove what a failed request made and could not remove at the time."""
-    done: list[dict[str, str]] = []
+def _clean_up(record: RequestRecord, clients: Services) -> tuple[RequestRecord, int]:
+    """Take back what a failed request made and could not take back at the time."""
+    done: list[dict[str, Any]] = []
     for item in record.cleanup:
         try:
-            if item.get("kind") == "graphPassword" and clients.graph is not None:
-                clients.graph.remove_password(item["appId"], item["keyId"])
-            elif item.get("kind") == "paletteApiKey":
-                clients.palette.delete_api_key(item["uid"])
-            else:
-                continue
+            take_back(Made.from_dict(item), record.request_id, clients)
         except Exception:
-            logger.warning("sweep: cleanup %s of request %s failed", item.get("kind"), record.request_id,
-                           exc_info=True)
+            logger.warning("sweep: cleanup of request %s failed again", record.request_id, exc_info=True)
             continue
         done.append(item)
     if not done:
         return record, 0
 
-    def drop(r: OnboardingRecord) -> None:
-        r.cleanup = [item for item in r.cleanup if item not in done]
-    return _update(record, clients, drop), len(done)
+    def drop(row: RequestRecord) -> None:
+        row.cleanup = [item for item in row.cleanup if item not in done]
+    store = clients.state
+    return retry.update(record, drop, write=store.replace, read=lambda: store.get(record.request_id)) or record, \
+        len(done)
 
 
-def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, *, message_id: str,
-                       reason: str, description: str) -> Outcome:
+# -- dead letters ------------------------------------------------------------------------------------
+
+def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, config: PipelineConfig, *,
+                       plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], message_id: str, reason: str,
+                       description: str) -> Outcome:
     """A message Service Bus gave up on: fail its request with the reason, and say so."""
     from shared.models import identity_of
 
     request_id, account_name = identity_of(body)
     why = f"{reason or 'no reason given'}" + (f": {description}" if description else "")
-    message = (f"Service Bus dead-lettered the onboarding message {message_id or '(no id)'} ({why}). The request "
-               "was stopped; fix the cause and submit it again under a new requestId.")
-    record = clients.state.get(request_id) if request_id else None
-    if record is not None and not _same_body(body, record):
-        record = None  # a message that conflicted with the row's request: that request is not this one
+    message = (f"Service Bus dead-lettered the message {message_id or '(no id)'} ({why}). The request was stopped "
+               "and what it made was taken back; fix the cause and submit it again under a new requestId.")
+    failure = Failure(FailureKind.PERMANENT, "dead_lettered", message)
+    discriminator = f"dead-letter:{message_id}"
+    plan = plan_for(body)
+    store = clients.state
+    if request_id is None:
+        announce(clients, build_document("unknown", account_name or "unknown", plan.failed_event, "check", "failed",
+                                         discriminator=discriminator, reason="dead_lettered", message=message))
+        return Outcome(OutcomeKind.FAILED, "", "dead_lettered", message)
+    record = store.get(request_id)
     if record is None:
-        from shared.clients.events import build_event
-
-        clients.events.publish(build_event(
-            event_type="failed", account_name=account_name or "unknown", request_id=request_id or "unknown",
-            data={"requestId": request_id or "unknown", "step": "check", "outcome": "failed",
-                  "reason": "dead_lettered", "message": message},
-            discriminator=f"dead-letter:{message_id}"))
-        return Outcome(OutcomeKind.FAILED, request_id or "", "dead_lettered", message)
+        record = _never_ran(plan, body, request_id, account_name or "unknown", failure, discriminator, clients,
+                            config)
+        if record is None:
+            return Outcome(OutcomeKind.FAILED, request_id, "dead_lettered", message)
+    fingerprint = _fingerprint(plan, body, config)
+    if record.fingerprint != fingerprint and not (record.rejected and fingerprint.startswith(
+            INVALID_FINGERPRINT_PREFIX)):
+        # A message that conflicted with the row's request: that request is not this one.
+        announce(clients, build_document(request_id, account_name or "unknown", plan.failed_event, "check", "failed",
+                                         discriminator=discriminator, reason="dead_lettered", message=message))
+        return Outcome(OutcomeKind.FAILED, request_id, "dead_lettered", message)
     if record.status.finished:
-        flush_outbox(clients.state, clients.events, record)
-        return Outcome(OutcomeKind.DUPLICATE, record.request_id, record.error_reason,
-                       f"Request {record.request_id} had already {record.status.value}.")
-    fail_request(record, clients, reason="dead_lettered", message=message, discriminator=f"dead-letter:{message_id}")
-    return Outcome(OutcomeKind.FAILED, record.request_id, "dead_lettered", message)
+        flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(request_id))
+        return Outcome(OutcomeKind.DUPLICATE, request_id, record.error_reason,
+                       f"Request {request_id} had already {record.status.value}.")
+    left = stop_request(record, plan, clients, failure, discriminator=discriminator,
+                        owner=f"dead-letter:{message_id or uuid.uuid4().hex[:12]}",
+                        lease_seconds=config.lease_seconds)
+    if not left.status.finished:
+        return Outcome(OutcomeKind.BUSY, request_id, "dead_lettered",
+                       f"Request {request_id} is held by a delivery; it was asked to stop and fails at its next step.")
+    return Outcome(OutcomeKind.FAILED, request_id, "dead_lettered", message, state=left.to_public())
 
 
-def _same_body(body: bytes | str | Mapping[str, Any], record: OnboardingRecord) -> bool:
-    """Whether a dead-lettered body is the request the row records (not a conflicting one)."""
+def _fingerprint(plan: Plan, body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> str:
+    from shared.engine.reject import digest_of
     from shared.errors import RequestValidationError
-    from shared.models import parse_request, request_fingerprint
 
     try:
-        request = parse_request(body, require_pcg_for_us_government=False)
+        return plan.fingerprint(plan.parse(body, config))
     except RequestValidationError:
-        return record.rejected
-    return request_fingerprint(request) == record.fingerprint
+        return f"{INVALID_FINGERPRINT_PREFIX}{digest_of(body)}"
+
+
+def _never_ran(plan: Plan, body: bytes | str | Mapping[str, Any], request_id: str, account_name: str,
+               failure: Failure, discriminator: str, clients: Services, config: PipelineConfig) -> RequestRecord | None:
+    """A request dead-lettered before any delivery wrote its row: the row is written, failed, so
+    its state can be read; None when a row appeared meanwhile (it is then failed as any other)."""
+    from shared.errors import RequestValidationError
+
+    try:
+        queued = plan.queued(plan.parse(body, config))
+    except RequestValidationError:
+        queued = ""
+    event = build_document(request_id, account_name, plan.failed_event, "check", "failed",
+                           discriminator=discriminator, reason=failure.reason, message=failure.message)
+    record = RequestRecord(request_id=request_id, account_name=account_name,
+                           fingerprint=_fingerprint(plan, body, config), request=queued,
+                           status=RequestStatus.FAILED, current_step="check",
+                           steps={"check": StepRecord(StepOutcome.FAILED, iso(utcnow()), failure.reason)},
+                           error_reason=failure.reason, error_message=failure.message)
+    record.record_event(event)
+    store = clients.state
+    try:
+        created = store.create(record)
+    except ConcurrentUpdateError:
+        return store.get(request_id)
+    flush_outbox(created, clients.events, write=store.replace, read=lambda: store.get(request_id))
+    return None

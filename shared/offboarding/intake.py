@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from shared.clients.queue import RequestQueue
-    from shared.onboarding.checks import CheckResult
-    from shared.onboarding.intake import DryRun
+    from shared.dryrun import CheckResult, DryRun
     from shared.services import Services
 
 
@@ -85,11 +84,10 @@ def _running(clients: Services, account: AccountRecord) -> str:
 def preview(body: bytes | str | Mapping[str, Any], clients: Services) -> DryRun:
     """The dry run of an offboarding body: the checks of the check step and, step by step, what
     would be removed and what left. Nothing is recorded, queued or removed."""
+    from shared.dryrun import Action, CheckOutcome, CheckResult, DryRun, request_id_check
     from shared.errors import RequestValidationError
     from shared.models import identity_of
     from shared.offboarding.models import fingerprint, parse_offboarding
-    from shared.onboarding.checks import Action, CheckOutcome, CheckResult
-    from shared.onboarding.intake import DryRun, request_id_check
 
     try:
         request = parse_offboarding(body)
@@ -143,8 +141,8 @@ def preview(body: bytes | str | Mapping[str, Any], clients: Services) -> DryRun:
 
 
 def _lookup_failed(name: str, exc: Exception) -> CheckResult:
+    from shared.dryrun import CheckOutcome, CheckResult
     from shared.engine.failures import classify
-    from shared.onboarding.checks import CheckOutcome, CheckResult
 
     failure = classify(exc)
     return CheckResult(name, CheckOutcome.ERROR, f"The lookup failed; nothing was decided: {failure.message}",

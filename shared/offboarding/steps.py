@@ -278,10 +278,11 @@ def _carry_out(ctx: OffboardingContext, step: str, decide: Callable[[], Decision
     recorded = ctx.result(f"{DECIDED}{step}")
     decision = Decision.from_json(recorded) if recorded else decide()
     if not recorded:
-        ctx.handle.mark(**{f"{DECIDED}{step}": decision.to_json()})
+        ctx.handle.write(lambda row: row.results.update({f"{DECIDED}{step}": decision.to_json()}))
     done: list[str] = []
     left = list(decision.left)
     for removal in decision.remove:
+        ctx.handle.fence()
         kept = _remove(ctx, removal)
         if kept is None:
             done.append(removal.what)
@@ -324,14 +325,9 @@ def _remove(ctx: OffboardingContext, removal: Removal) -> str | None:
 def _remove_ssh_key(ctx: OffboardingContext, ids: dict[str, str]) -> str | None:
     """Delete the SSH key under its name's lease, so no onboarding takes it up meanwhile; an
     account recorded with it since the decision keeps it."""
-    from shared.engine.leases import NameLeases, ssh_key_lease
+    from shared.engine.leases import NameLeases
 
-    def finished(request_id: str) -> bool:
-        record = ctx.clients.state.get(request_id)
-        return record is None or record.status.finished
-
-    lease = NameLeases(ctx.clients.state, ctx.request_id, [ssh_key_lease(ids["project"], ids["name"])],
-                       is_finished=finished)
+    lease = NameLeases(ctx.clients.state, ctx.request_id, [credentials.ssh_key_lease(ids["project"], ids["name"])])
     held = lease.acquire(utcnow() + dt.timedelta(seconds=SSH_KEY_LEASE_SECONDS))
     if held is not None:
         raise StepInProgressError(f"Request {held.owner} is using SSH key {ids['name']}; the offboarding "

@@ -22,20 +22,18 @@ found (``CheckResult.found``), so the steps of the same delivery need not look i
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from shared import credentials
 from shared.concurrency import in_thread
 from shared.credentials import SecretKind
+from shared.dryrun import Action, CheckOutcome, CheckResult, Found
 from shared.engine.failures import classify
 from shared.errors import PermanentStepError
 from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret
@@ -44,9 +42,9 @@ from shared.onboarding.steps import (
     OVERLORD_UID,
     PROJECT_UID,
     USER_UID,
-    _account_we_may_change,
-    _public_key_of,
-    _same_public_key,
+    account_we_may_change,
+    public_key_of,
+    same_public_key,
 )
 
 if TYPE_CHECKING:
@@ -56,105 +54,15 @@ if TYPE_CHECKING:
     from shared.services import Services
 
 
-class CheckOutcome(StrEnum):
-    OK = "ok"
-    MISSING = "missing"        # a name the request gives does not exist
-    CLASH = "clash"            # a name the request would use is somebody else's (or blocked)
-    NOT_READY = "notReady"     # it exists but cannot be used yet (a gateway that is not Running)
-    INVALID = "invalid"        # the request breaks the schema
-    SKIPPED = "skipped"        # not checked: it needs what an earlier check could not find
-    ERROR = "error"            # the lookup itself failed (a service down); try again
-
-    @property
-    def failed(self) -> bool:
-        return self not in (CheckOutcome.OK, CheckOutcome.SKIPPED)
-
-
-class Action(StrEnum):
-    """What the onboarding would do with the object a check looked at."""
-
-    CREATE = "create"
-    UPDATE = "update"
-    REUSE = "reuse"
-    RECOVER = "recover"
-    CLASH = "clash"
-    REMOVE = "remove"   # an offboarding's: it would remove what the check looked at
-    KEEP = "keep"       # an offboarding's: it would leave it (the detail says why)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's finding. ``results`` are the uids the pipeline records; ``failure`` is what the
-    check step raises (kept out of the dictionary form, which is the HTTP answer)."""
-
-    name: str
-    outcome: CheckOutcome
-    detail: str
-    action: Action | None = None
-    field: str | None = None
-    reason: str = ""
-    errors: tuple[Mapping[str, str], ...] = ()
-    # ``field`` names the request field to change, so the dataclass helper is spelled out here.
-    results: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    failure: PermanentStepError | None = dataclasses.field(default=None, compare=False, repr=False)
-    #: What the lookup found, for the steps of the same delivery: ``Found(None)`` for "nothing of
-    #: that name", ``Found(obj)`` for the object; ``None`` when the check hands nothing on.
-    found: Found | None = dataclasses.field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def failed(cls, name: str, outcome: CheckOutcome, error: PermanentStepError,
-               action: Action | None = None) -> CheckResult:
-        return cls(name, outcome, str(error), action, error.field, error.reason, failure=error)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "outcome": self.outcome.value, "detail": self.detail}
-        if self.action is not None:
-            out["action"] = self.action.value
-        if self.field is not None:
-            out["field"] = self.field
-        if self.reason:
-            out["reason"] = self.reason
-        if self.errors:
-            out["errors"] = [dict(e) for e in self.errors]
-        return out
-
-
-#: The check another check waits for (the SSH key's needs the project's uid). No name lease covers
-#: it (the product never makes a project), so it starts while the names are being leased
-#: (:func:`start_early`). The other checks start once the names are held: started then too, they
-#: would only compete with the leasing for the interpreter.
-EARLY = frozenset({"palette.project"})
-
-
-@dataclass(frozen=True)
-class EarlyChecks:
-    """Checks started before the name leases were taken, and the checks object they belong to."""
-
-    checks: _Checks
-    started: Mapping[str, Future[CheckResult]]
-
-
-def start_early(request: OnboardingRequest, clients: Services) -> EarlyChecks:
-    """Start the :data:`EARLY` checks now: the project lookup then overlaps the leasing of the
-    names instead of following it, and the SSH key's lookup waits one round trip less."""
-    checks = _Checks(request, clients)
-    return EarlyChecks(checks, {name: in_thread(check, name="onboarding-check")
-                                for name, check in checks.plan() if name in EARLY})
-
-
 def run_checks(request: OnboardingRequest, clients: Services, *,
-               errors_as_results: bool = False, early: EarlyChecks | None = None) -> Iterator[CheckResult]:
+               errors_as_results: bool = False) -> Iterator[CheckResult]:
     """Each check's result in the pipeline's order; every lookup starts at once (see above), so
     all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
     dry run) a service error becomes an ``error`` result and the checks go on; otherwise it
-    propagates in its place in the order, as the check step's did. ``early``: those started
-    already (:func:`start_early`)."""
-    checks = early.checks if early is not None else _Checks(request, clients)
-    begun = early.started if early is not None else {}
+    propagates in its place in the order, as the check step's did."""
+    checks = _Checks(request, clients)
 
     def start(name: str, check: Check) -> Future[CheckResult]:
-        if name in begun:
-            return begun[name]
         if name in checks.needing_project():
             return checks.after_project(check)
         return in_thread(check, name="onboarding-check")
@@ -223,13 +131,6 @@ def deleted_secret_block(request: OnboardingRequest, kind: SecretKind, store: Se
         field="recoverDeletedSecrets" if ours else _KIND_FIELDS[kind])
 
 Check = Callable[[], CheckResult]
-
-
-@dataclass(frozen=True)
-class Found:
-    """What a check's lookup returned (``value`` None: nothing bears the name)."""
-
-    value: Any
 
 
 class _Checks:
@@ -356,7 +257,7 @@ class _Checks:
         scope_uid = self.project.uid if request.palette.scope == "project" and self.project else None
         found = self.clients.palette.find_azure_account(request.account_name, project_uid=scope_uid)
         try:
-            existing = _account_we_may_change("check", found, request)
+            existing = account_we_may_change("check", found, request)
         except PermanentStepError as clash:
             return CheckResult.failed("palette.account", CheckOutcome.CLASH, clash, Action.CLASH)
         if existing is None:
@@ -378,7 +279,7 @@ class _Checks:
             return CheckResult("palette.sshKey", CheckOutcome.OK,
                                f"no SSH key is named '{spec.name}' in the project; it would be {what}", Action.CREATE,
                                found=Found(None))
-        same = (_same_public_key(existing.public_key, spec.public_key) if spec.public_key is not None
+        same = (same_public_key(existing.public_key, spec.public_key) if spec.public_key is not None
                 else self._kept_key_is(existing.public_key))
         if not same:
             return CheckResult.failed("palette.sshKey", CheckOutcome.CLASH, PermanentStepError(
@@ -404,7 +305,7 @@ class _Checks:
                 if credentials.PUBLIC_KEY_TAG in version.tags:
                     return version.tags[credentials.PUBLIC_KEY_TAG] == fingerprint
                 pem, _ = store.get_secret(name, version.version)  # written before the tag existed
-                return _same_public_key(held, _public_key_of(pem))
+                return same_public_key(held, public_key_of(pem))
         deleted = store.get_deleted_secret(name)
         return (deleted is not None and deleted.tags.get(credentials.KEY_NAME_TAG) == spec.name
                 and deleted.tags.get(credentials.PUBLIC_KEY_TAG) == fingerprint)

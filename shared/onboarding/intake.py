@@ -10,23 +10,22 @@ was invalid may be used again with a valid one: a corrected ticket is not a conf
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared import credentials
+from shared.dryrun import INTAKE_FINGERPRINT
 from shared.errors import IdempotencyConflictError, OnboardingError
-from shared.state import ConcurrentUpdateError, OnboardingRecord, RequestStatus
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from shared.clients.queue import RequestQueue
+    from shared.dryrun import DryRun
     from shared.models import OnboardingRequest
-    from shared.onboarding.checks import CheckResult
     from shared.services import Services
     from shared.settings import PipelineConfig
 
-INTAKE_FINGERPRINT = "_intakeFingerprint"
 INLINE_SECRET_VERSION = "_inlineSecretVersion"
 
 
@@ -35,7 +34,7 @@ class SecretNameBlockedError(OnboardingError):
 
 
 def submit(body: bytes | str | Mapping[str, Any], clients: Services, queue: RequestQueue, *,
-           allow_inline_secret: bool, config: PipelineConfig) -> OnboardingRecord:
+           allow_inline_secret: bool, config: PipelineConfig) -> RequestRecord:
     """Accept one request.
 
     Raises
@@ -72,7 +71,7 @@ def submit(body: bytes | str | Mapping[str, Any], clients: Services, queue: Requ
 
 
 def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
-                replaced: OnboardingRecord | None) -> OnboardingRecord | None:
+                replaced: RequestRecord | None) -> RequestRecord | None:
     """Write the queued row (replacing a rejected one); None when another submission won."""
     from shared.models import request_fingerprint
 
@@ -83,7 +82,7 @@ def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
         results[INLINE_SECRET_VERSION] = getattr(queued.azure.secret, "version", "") or ""
     document = json.dumps(queued.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
     if replaced is None:
-        record = OnboardingRecord(request_id=request.request_id, account_name=request.account_name,
+        record = RequestRecord(request_id=request.request_id, account_name=request.account_name,
                                   fingerprint=request_fingerprint(queued), request=document)
     else:
         record = replaced.fresh(account_name=request.account_name, fingerprint=request_fingerprint(queued),
@@ -125,37 +124,10 @@ def _store_inline_secret(request: OnboardingRequest, clients: Services) -> Onboa
     return request.with_key_vault_secret(name, stored.version)
 
 
-def _send(record: OnboardingRecord, queue: RequestQueue) -> None:
+def _send(record: RequestRecord, queue: RequestQueue) -> None:
     from shared.engine.enqueue import send_recorded
 
     send_recorded(queue, record)
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What :func:`dry_run` found: one result per check, in the check step's order."""
-
-    request_id: str | None
-    account_name: str | None
-    checks: list[CheckResult]
-    operation: str = "onboard"
-    #: An offboarding's: what it would remove and what it would leave (and why).
-    would_remove: list[str] | None = None
-    would_leave: list[str] | None = None
-
-    @property
-    def valid(self) -> bool:
-        """No check failed: the request would pass the check step as things stand now."""
-        return not any(check.outcome.failed for check in self.checks)
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"valid": self.valid, "operation": self.operation, "requestId": self.request_id,
-                               "accountName": self.account_name, "checks": [check.as_dict() for check in self.checks]}
-        if self.would_remove is not None:
-            out["wouldRemove"] = self.would_remove
-        if self.would_leave is not None:
-            out["wouldLeave"] = self.would_leave
-        return out
 
 
 def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_inline_secret: bool,
@@ -163,14 +135,10 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_i
     """Check a request as the check step would, and say what submitting it would do, with no side
     effect anywhere: nothing is recorded, queued, stored in Key Vault or written to Graph or
     Palette. A body that breaks the schema is one ``schema`` result with its field errors."""
+    from shared.dryrun import CheckOutcome, CheckResult, DryRun, request_id_check
     from shared.errors import RequestValidationError
-    from shared.models import identity_of, operation_of, parse_request, request_fingerprint
-    from shared.onboarding.checks import CheckOutcome, CheckResult, run_checks
-
-    if operation_of(body) == "offboard":
-        from shared.offboarding.intake import preview
-
-        return preview(body, clients)
+    from shared.models import identity_of, parse_request, request_fingerprint
+    from shared.onboarding.checks import run_checks
     try:
         request = parse_request(body, allow_inline_secret=allow_inline_secret,
                                 require_pcg_for_us_government=config.require_pcg_for_us_government,
@@ -190,18 +158,3 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_i
     found.append(request_id_check(request.request_id, request_fingerprint(request), clients))
     found.extend(run_checks(request, clients, errors_as_results=True))
     return DryRun(request.request_id, request.account_name, found)
-
-
-def request_id_check(request_id: str, fingerprint: str, clients: Services) -> CheckResult:
-    """The dry run's ``requestId`` check: new, the same body again, or taken by another body."""
-    from shared.onboarding.checks import Action, CheckOutcome, CheckResult
-
-    existing = clients.state.get(request_id)
-    if existing is None or existing.rejected:
-        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} is new", Action.CREATE)
-    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) == fingerprint:
-        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} was submitted with this body and "
-                           f"is {existing.status.value}", Action.REUSE)
-    return CheckResult("requestId", CheckOutcome.CLASH, f"Request {request_id} was already submitted with a "
-                       "different body; use a new requestId for a new request.", Action.CLASH, field="requestId",
-                       reason="request_id_conflict")

@@ -1,4 +1,4 @@
-"""The steps of one onboarding, each idempotent, each returning what the runner records.
+"""The steps of one onboarding, each idempotent, each returning what the engine records.
 
 Order and concurrency (the branches share nothing but the state row):
 
@@ -6,23 +6,22 @@ Order and concurrency (the branches share nothing but the state row):
            ├─ sshkey ─────────────────────────┤
            └─ apikey ─────────────────────────┘
 
-The protocol every step follows (the runner owns the recording):
+The protocol every step follows (the engine owns the recording):
 
 * **look before making**: a step first reads what the state row and the services already hold,
-  so a redelivery after a crash finishes the work instead of repeating it;
-* **mark, then make**: before a call that creates something (a Graph password, a Palette account,
-  SSH key or API key) a marker is written (the claim writes one for every create the request may
-  make, :func:`markers`; a step writes its own only where the claim did not); a retry that finds
-  a marker an earlier delivery wrote (``ctx.earlier_attempt``) looks for what the first call
-  made, by the proof the product leaves on everything it makes (:mod:`shared.credentials`),
-  before calling again, and a create that failed in a way that leaves it unknown whether it
-  happened (:func:`~shared.engine.failures.maybe_done`) is looked for in the same way at once;
+  so a redelivery after a crash finishes the work instead of repeating it; what an earlier step
+  of the same delivery looked up is reused (``ctx.lookups``), a new delivery looks again;
+* **fence, then make**: right before the calls that create something (a Graph password, a Key
+  Vault version, a Palette account, SSH key or API key), ``ctx.handle.fence`` records what they may
+  make (:mod:`shared.made`) and proves the delivery still holds the request. A step that finds an
+  entry an earlier delivery left looks for what it made, by the proof the product leaves on
+  everything it makes (:mod:`shared.credentials`), before making it again, and a create whose
+  outcome is unknown is looked for at once (:func:`shared.made.create_once`);
 * **never touch what is not provably ours**: an object without the product's annotation is never
   updated, adopted or deleted;
-* **undo what cannot be handed over**: a password or API key whose value could not be put in Key
-  Vault is removed at once (the value is shown only once), and the failure says so;
-* **return, do not record**: a step returns :class:`StepDone` (detail, results, events); the
-  runner writes them in one save, events into the row's outbox, and only then publishes.
+* **return, do not record**: a step returns :class:`StepDone` (detail, results, events, what it
+  made); the engine writes them in one write, then publishes. A request that fails takes back
+  what it made (:func:`shared.engine.fail.fail_request`): steps undo nothing themselves.
 """
 
 from __future__ import annotations
@@ -30,38 +29,33 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from pydantic import SecretStr
 
-from shared import credentials
+from shared import credentials, made
 from shared.credentials import SecretKind
-from shared.engine.failures import FailureKind, classify, maybe_done
+from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
+from shared.made import create_once
 from shared.models import GeneratedSecret, KeyVaultSecret
 from shared.state import StepOutcome
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from concurrent.futures import Future
-
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials, SshKey
     from shared.models import OnboardingRequest
-    from shared.onboarding.checks import EarlyChecks
 
 logger = get_logger(__name__)
 
-T = TypeVar("T")
-
-# Result keys kept in the state row. Keys starting with "_" are internal markers, hidden from the API.
+# Result keys kept in the state row. Keys starting with "_" are internal, hidden from the API.
 ACCOUNT_UID = "accountUid"
 ACCOUNT_ACTION = "accountAction"
 PROJECT_UID = "projectUid"
@@ -77,15 +71,22 @@ SSH_SECRET_ID = "sshPrivateKeySecretId"
 API_KEY_SECRET_ID = "apiKeySecretId"
 API_KEY_EXPIRES_ON = "apiKeyExpiresOn"
 APP_OBJECT_ID = "_appObjectId"
-PASSWORD_ADDING = "_passwordAddSent"
-ACCOUNT_CREATING = "_accountCreateSent"
-SSH_KEY_CREATING = "_sshKeyCreateSent"
-API_KEY_CREATING = "_apiKeyCreateSent"
 
-#: A create whose outcome is unknown is looked for and, if absent, tried again this many times.
-CREATE_ATTEMPTS = 3
-#: ``StepContext.found`` for a lookup this delivery did not make.
-NOT_LOOKED_UP: Any = object()
+# What the onboarding makes, by the keys its fences record it under (shared.made).
+PASSWORD = "password"
+ACCOUNT = "account"
+SSH_KEY = "sshKey"
+API_KEY = "apiKey"
+CLIENT_SECRET_VERSION = "secret:client-secret"
+SSH_KEY_VERSION = "secret:ssh-key"
+API_KEY_VERSION = "secret:api-key"
+
+#: The lookup started when the delivery starts: an RSA key for a generated SSH key (its CPU time
+#: then overlaps the check's round trips; only used when the step has to make a key).
+KEY_PAIR = "sshKey.keyPair"
+#: Palette's first validation of a new client secret, started as soon as Graph returned it
+#: (beside the Key Vault write); the validate step takes it as its first attempt.
+EARLY_VALIDATION = "palette.validation"
 
 
 @dataclass
@@ -95,23 +96,6 @@ class StepContext(WorkContext):
     request: OnboardingRequest
     # Held in memory only for the length of one delivery; never written to state or logs.
     client_secret: SecretStr | None = None
-    #: What this delivery's check step found, by check name (``shared.onboarding.checks.Found``):
-    #: a step of the same delivery acts on it instead of looking it up again. Empty when the check
-    #: ran in an earlier delivery, whose findings may be stale by now.
-    looked_up: dict[str, Any] = field(default_factory=dict)
-    #: The RSA key a generated SSH key would use, started with the delivery (its CPU time then
-    #: overlaps the check's round trips); only used when the step has to make a key.
-    key_pair: Future[RSAPrivateKey] | None = field(default=None, repr=False)
-    #: Palette's first validation of a new client secret, started as soon as Graph returned it
-    #: (beside the Key Vault write); the validate step waits for it instead of asking again.
-    early_validation: Future[None] | None = field(default=None, repr=False)
-    #: The check's lookup that no name lease covers, started while the names were being leased.
-    early_checks: EarlyChecks | None = field(default=None, repr=False)
-
-    def found(self, check: str) -> Any:
-        """What the check named ``check`` found in this delivery; :data:`NOT_LOOKED_UP` otherwise."""
-        looked = self.looked_up.get(check)
-        return NOT_LOOKED_UP if looked is None else looked.value
 
     @property
     def scope_project_uid(self) -> str | None:
@@ -130,34 +114,13 @@ class StepContext(WorkContext):
                                        **extra)
 
 
-def create_once(create: Callable[[], T], recover: Callable[[], T | None], *,
-                sleep: Callable[[float], None] = time.sleep) -> T:
-    """Call ``create``; when it fails in a way that leaves unknown whether it happened, ask
-    ``recover`` for what it made (by proof of authorship) before trying again. ``recover`` returns
-    the object to keep, or None once nothing of this request's is left."""
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
-        try:
-            return create()
-        except Exception as exc:
-            if not maybe_done(exc):
-                raise
-            found = recover()
-            if found is not None:
-                return found
-            if attempt == CREATE_ATTEMPTS:
-                raise
-            sleep(0.5 * attempt * (0.5 + random.random() / 2))
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
     """Whether an existing Palette account is for the same Entra tenant and app as the request."""
     return ((account.tenant_id or "").lower(), (account.client_id or "").lower()) == (
         request.azure.tenant_id, request.azure.client_id)
 
 
-def _account_we_may_change(step: str, account: AzureAccount | None,
-                           request: OnboardingRequest) -> AzureAccount | None:
+def account_we_may_change(step: str, account: AzureAccount | None, request: OnboardingRequest) -> AzureAccount | None:
     """The existing account of that name when the product made it for the same app; else a clash."""
     if account is None:
         return None
@@ -176,54 +139,35 @@ def _account_we_may_change(step: str, account: AzureAccount | None,
     return account
 
 
-def _same_public_key(a: str, b: str) -> bool:
+def same_public_key(a: str, b: str) -> bool:
     """OpenSSH keys are equal when type and base64 body match; the comment does not count."""
     return a.split()[:2] == b.split()[:2]
-
-
-def _permanent(step: str, exc: BaseException, *, removed: list[str] | None = None,
-               cleanup: list[dict[str, str]] | None = None, what: str = "") -> PermanentStepError | None:
-    """``exc`` as a permanent step failure (with what was undone), or None when it is not one."""
-    failure = classify(exc)
-    if failure.kind is not FailureKind.PERMANENT:
-        return None
-    message = failure.message + (f" {what}" if what else "")
-    return PermanentStepError(step, failure.reason, message, removed=removed, cleanup=cleanup)
 
 
 # ---------------------------------------------------------------------------------------- check
 
 def check(ctx: StepContext) -> StepDone:
     """Resolve names to uids and find every clash before anything is made anywhere. The lookups are
-    :mod:`shared.onboarding.checks`, which the dry run shares; the first that fails is raised."""
+    :mod:`shared.onboarding.checks`, which the dry run shares; the first that fails is raised. What
+    they found is kept for the steps of this delivery."""
     from shared.onboarding.checks import RECOVER_PREFIX, run_checks
 
     results: dict[str, str] = {}
-    early, ctx.early_checks = ctx.early_checks, None
-    for found in run_checks(ctx.request, ctx.clients, early=early):
+    for found in run_checks(ctx.request, ctx.clients):
         if found.failure is not None:
             raise found.failure
         results.update(found.results)
         if found.found is not None:
-            ctx.looked_up[found.name] = found.found
-    for key in [key for key in results if key.startswith(RECOVER_PREFIX)]:
-        ctx.looked_up.pop(f"keyVault.{key.removeprefix(RECOVER_PREFIX)}", None)  # it is about to change
+            ctx.lookups.put(found.name, found.found.value)
     recovered = [results.pop(key) for key in sorted(results) if key.startswith(RECOVER_PREFIX)]
-    for name in recovered:  # the request asked (recoverDeletedSecrets); a redelivery finds them live
-        ctx.clients.secrets.recover_deleted_secret(name)
+    if recovered:  # the request asked (recoverDeletedSecrets); a redelivery finds them live
+        ctx.handle.fence()
+        for name in recovered:
+            ctx.clients.secrets.recover_deleted_secret(name)
+        for kind in SecretKind:
+            ctx.lookups.forget(f"keyVault.{kind.value}")
     detail = f"; recovered {', '.join(recovered)}" if recovered else ""
-    return StepDone(f"request valid; names resolved{detail}", results, deferred=True)
-
-
-def _api_key_name_free(ctx: StepContext, step: str) -> None:
-    """A Palette API key of the requested name may exist only if this request made it (as this
-    delivery's check listed the keys, when it did)."""
-    from shared.onboarding.checks import api_key_name_clash
-
-    keys = ctx.found("palette.apiKey")
-    clash = api_key_name_clash(ctx.request, ctx.clients, step, None if keys is NOT_LOOKED_UP else keys)
-    if clash is not None:
-        raise clash
+    return StepDone(f"request valid; names resolved{detail}", results)
 
 
 # --------------------------------------------------------------------------------------- secret
@@ -243,59 +187,34 @@ def secret(ctx: StepContext) -> StepDone:
     assert graph is not None  # checked in the check step
     assert isinstance(source, GeneratedSecret)  # inline secrets are stored by the intake
     app_id = request.azure.client_id
-    key_id = ctx.result(GRAPH_KEY_ID)
-    if key_id:
-        kept = credentials.kept_version(store, ctx.account_name, SecretKind.CLIENT_SECRET,
-                                        tag=credentials.CREDENTIAL_ID_TAG, value=key_id)
+    name = request.derived_names.client_secret
+    display_name = request.derived_names.password_display_name
+    if ctx.handle.made(PASSWORD) is not None:
+        # An earlier delivery may have added a password: keep it if its value reached Key Vault.
+        kept = _kept_client_secret(ctx, name)
         if kept is not None:
-            ctx.client_secret, _ = store.get_secret(kept.name, kept.version)
-            return _secret_done(ctx, kept, key_id)
-        # The password was made (its keyId recorded) but its value never reached Key Vault.
-        graph.remove_password(app_id, key_id)
-        ctx.handle.forget(GRAPH_KEY_ID)
-    if ctx.earlier_attempt(PASSWORD_ADDING):
-        # A password may have been added just before a crash, before its keyId could be recorded.
-        credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
+            return _secret_done(ctx, kept, kept.tags[credentials.CREDENTIAL_ID_TAG])
 
-    ctx.handle.mark(**{PASSWORD_ADDING: "1"})
+    password_entry = made.graph_password(app_id, display_name)
+    version_entry = made.key_vault_version(name)
     end = utcnow() + dt.timedelta(days=source.validity_days)
     tags = ctx.secret_tags(SecretKind.CLIENT_SECRET, **{
         credentials.PROVIDER_ADDRESS_TAG: ctx.result(APP_OBJECT_ID) or "",
         credentials.VALIDITY_PERIOD_DAYS_TAG: str(source.validity_days)})
 
-    def validate_early(value: SecretStr) -> None:
-        from shared.concurrency import in_thread
+    def add() -> Any:
+        return graph.add_password(app_id, display_name=display_name, end=end)
 
-        creds = credentials_of(ctx, value)
-        ctx.early_validation = in_thread(lambda: ctx.clients.palette.validate_azure_credentials(
-            creds, project_uid=ctx.scope_project_uid), name="onboarding-validate")
-
-    def issue() -> credentials.IssuedSecret:
-        return credentials.issue_client_secret(
-            graph, store, app_id=app_id, account_name=ctx.account_name, request_id=ctx.request_id, end=end,
-            tags=tags, record_key_id=lambda new_key_id: ctx.handle.mark(**{GRAPH_KEY_ID: new_key_id}),
-            alongside=validate_early)
-
-    def recover() -> None:
+    def lost_answer() -> None:
         # An addPassword whose answer was lost made a password whose value nobody has: remove it.
-        credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
+        made.take_back(password_entry, ctx.request_id, ctx.clients)
         return None
 
+    if ctx.handle.made(PASSWORD) is not None:
+        lost_answer()  # what an earlier delivery added and could not keep
+    ctx.handle.fence(**{PASSWORD: password_entry, CLIENT_SECRET_VERSION: version_entry})
     try:
-        issued = create_once(issue, recover)
-    except credentials.CredentialNotStoredError as exc:
-        cause = exc.__cause__ or exc
-        if exc.removed:
-            _forget_quietly(ctx, GRAPH_KEY_ID)
-        removed = [f"Graph password {exc.key_id}"] if exc.removed else []
-        cleanup = [] if exc.removed else [{"kind": "graphPassword", "appId": app_id, "keyId": exc.key_id}]
-        what = (f"The new client secret (Graph keyId {exc.key_id}) was removed from app {app_id} again."
-                if exc.removed else
-                f"The new client secret (Graph keyId {exc.key_id}) could not be removed yet; it will be.")
-        permanent = _permanent("secret", cause, removed=removed, cleanup=cleanup, what=what)
-        if permanent is not None:
-            raise permanent from None
-        raise cause from None
+        password = create_once(add, lost_answer)
     except HttpResponseError as exc:
         if getattr(exc, "service", "") == "Graph" and exc.status_code == 400:
             raise PermanentStepError(
@@ -303,15 +222,25 @@ def secret(ctx: StepContext) -> StepDone:
                 f"Microsoft Graph refused a new client secret for app {app_id}: {exc.message}",
                 field="azure.secret.validityDays") from None
         raise
-    ctx.client_secret = issued.value
-    return _secret_done(ctx, issued.stored, issued.key_id)
+    creds = credentials_of(ctx, password.secret_text)
+    ctx.lookups.start(EARLY_VALIDATION, lambda: ctx.clients.palette.validate_azure_credentials(
+        creds, project_uid=ctx.scope_project_uid))
+    stored = store.set_secret(name, password.secret_text, content_type=credentials.CONTENT_TYPES[
+        SecretKind.CLIENT_SECRET], expires_on=password.end or end, tags={
+        **tags, credentials.CREDENTIAL_ID_TAG: password.key_id})
+    ctx.client_secret = password.secret_text
+    return _secret_done(ctx, stored, password.key_id)
 
 
-def _forget_quietly(ctx: StepContext, key: str) -> None:
-    try:
-        ctx.handle.forget(key)
-    except Exception:
-        logger.info("request %s: could not clear %s", ctx.request_id, key, exc_info=True)
+def _kept_client_secret(ctx: StepContext, name: str) -> StoredSecret | None:
+    """The version of the client secret this request wrote (with its password's keyId), if any;
+    its value becomes this delivery's."""
+    store = ctx.clients.secrets
+    kept = store.find_version(name, tag=credentials.REQUEST_ID_TAG, value=ctx.request_id)
+    if kept is None or not kept.enabled or not kept.tags.get(credentials.CREDENTIAL_ID_TAG):
+        return None
+    ctx.client_secret, _ = store.get_secret(name, kept.version)
+    return kept
 
 
 def _expiry(stored: StoredSecret) -> dict[str, str]:
@@ -319,13 +248,17 @@ def _expiry(stored: StoredSecret) -> dict[str, str]:
 
 
 def _secret_done(ctx: StepContext, stored: StoredSecret, key_id: str) -> StepDone:
-    return StepDone("new client secret stored in Key Vault",
-                    {SECRET_ID: stored.id, GRAPH_KEY_ID: key_id, **_expiry(stored)}, [
-        ctx.event("secret.stored", "secret", "created", source="generate", keyVaultSecretId=stored.id,
-                  graphKeyId=key_id)])
+    request = ctx.request
+    return StepDone(
+        "new client secret stored in Key Vault", {SECRET_ID: stored.id, GRAPH_KEY_ID: key_id, **_expiry(stored)}, [
+            ctx.event("secret.stored", "secret", "created", source="generate", keyVaultSecretId=stored.id,
+                      graphKeyId=key_id)],
+        made={PASSWORD: made.graph_password(request.azure.client_id, request.derived_names.password_display_name)
+              .made(keyId=key_id),
+              CLIENT_SECRET_VERSION: made.key_vault_version(stored.name).made(version=stored.version)})
 
 
-def _secret_id_parts(secret_id: str) -> tuple[str, str | None]:
+def secret_id_parts(secret_id: str) -> tuple[str, str | None]:
     """(name, version) of a Key Vault secret id URL; ("", None) for an empty id."""
     if "/secrets/" not in secret_id:
         return "", None
@@ -341,7 +274,7 @@ def _load_client_secret(ctx: StepContext) -> SecretStr:
     if not secret_id:
         raise PermanentStepError("validate", "secret_missing",
                                  "The client secret of this request was not recorded; submit it again.")
-    name, version = _secret_id_parts(secret_id)
+    name, version = secret_id_parts(secret_id)
     ctx.client_secret, _ = ctx.clients.secrets.get_secret(name, version)
     return ctx.client_secret
 
@@ -369,21 +302,24 @@ def validate(ctx: StepContext) -> StepDone:
     deadline = time.monotonic() + budget
     delay = ctx.config.validation_initial_delay_seconds
     attempt = 0
-    early, ctx.early_validation = ctx.early_validation, None
+    early = ctx.lookups.pop(EARLY_VALIDATION)
+
+    def ask() -> None:
+        ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
+
     while True:
         attempt += 1
         try:
             if early is not None:
-                first = early
-                early = None
+                first, early = early, None
                 try:
                     first.result()  # the first attempt, made while the secret was being stored
                 except Exception as exc:  # a permanent refusal is decided below; anything else is asked again
                     if classify(exc).kind is FailureKind.PERMANENT:
                         raise
-                    ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
+                    ask()
             else:
-                ctx.clients.palette.validate_azure_credentials(creds, project_uid=ctx.scope_project_uid)
+                ask()
             break
         except HttpResponseError as exc:
             if classify(exc).kind is not FailureKind.PERMANENT:
@@ -399,7 +335,7 @@ def validate(ctx: StepContext) -> StepDone:
                         ctx.request_id, attempt, min(delay, remaining))
             time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
             delay = min(delay * 2, 8.0)
-    return StepDone(f"credentials valid (attempt {attempt})", deferred=True)
+    return StepDone(f"credentials valid (attempt {attempt})")
 
 
 # ------------------------------------------------------------------------------------- register
@@ -408,45 +344,46 @@ def register(ctx: StepContext) -> StepDone:
     """Create the cloud account, or update the one the product made for this app; never another's."""
     request = ctx.request
     palette = ctx.clients.palette
-    resumed = ctx.client_secret is None  # the secret step ran in an earlier delivery
     creds = credentials_of(ctx)
-    if resumed:
-        _key_vault_holds_our_secret(ctx, creds.client_secret)
     scope_uid = ctx.scope_project_uid
     overlord = ctx.result(OVERLORD_UID)
-    _, version = _secret_id_parts(ctx.result(SECRET_ID) or "")
+    _, version = secret_id_parts(ctx.result(SECRET_ID) or "")
     annotations = credentials.ownership_annotations(
         ctx.request_id, secret_ref=credentials.secret_ref(ctx.result(GRAPH_KEY_ID), version))
-
-    def ours() -> AzureAccount | None:
-        found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
-        return found if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
-            and _same_identity(found, request) else None
-
-    looked_up = ctx.found("palette.account")
-    named = (palette.find_azure_account(request.account_name, project_uid=scope_uid) if looked_up is NOT_LOOKED_UP
-             else looked_up)
-    existing = _account_we_may_change("register", named, request)
-    if existing is not None and ctx.result(ACCOUNT_CREATING) \
-            and credentials.made_by_request(existing.annotations, ctx.request_id):
-        uid, action, event = existing.uid, "created", "account.registered"  # our create, before a crash
+    named = ctx.lookups.get("palette.account",
+                            lambda: palette.find_azure_account(request.account_name, project_uid=scope_uid))
+    existing = account_we_may_change("register", named, request)
+    kept: dict[str, made.Made] = {}
+    if existing is not None and credentials.made_by_request(existing.annotations, ctx.request_id):
+        uid, action, event = existing.uid, "created", "account.registered"  # made by an earlier delivery
     elif existing is not None:
+        _key_vault_holds_our_secret(ctx, creds.client_secret)
+        ctx.handle.fence()
         palette.update_azure_account(existing.uid, request.account_name, creds, project_uid=scope_uid,
                                      overlord_uid=overlord, annotations=annotations)
         uid, action, event = existing.uid, "updated", "account.updated"
+        # The account was not made by this request, and now holds its secret: a failure of the
+        # request must leave that secret alone.
+        why = f"the cloud account {existing.uid}, which this request updated, uses it"
+        for key in (PASSWORD, CLIENT_SECRET_VERSION):
+            entry = ctx.handle.made(key)
+            if entry is not None:
+                kept[key] = entry.kept(why)
     else:
-        ctx.handle.mark(**{ACCOUNT_CREATING: "1"})
+        entry = made.palette_account(request.account_name, scope_uid)
+        ctx.handle.fence(**{ACCOUNT: entry})
 
-        def recover() -> str | None:
-            found = ours()
-            return found.uid if found is not None else None
+        def ours() -> str | None:
+            found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
+            return found.uid if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
+                and _same_identity(found, request) else None
 
         uid = create_once(lambda: palette.create_azure_account(
-            request.account_name, creds, project_uid=scope_uid, overlord_uid=overlord, annotations=annotations),
-            recover)
+            request.account_name, creds, project_uid=scope_uid, overlord_uid=overlord, annotations=annotations), ours)
         action, event = "created", "account.registered"
+        kept[ACCOUNT] = entry.made(uid=uid)
     return StepDone(f"cloud account {action}", {ACCOUNT_UID: uid, ACCOUNT_ACTION: action}, [
-        ctx.event(event, "register", action, palette={"accountUid": uid, "scope": request.palette.scope})])
+        ctx.event(event, "register", action, palette={"accountUid": uid, "scope": request.palette.scope})], made=kept)
 
 
 def _key_vault_holds_our_secret(ctx: StepContext, value: SecretStr) -> None:
@@ -455,7 +392,7 @@ def _key_vault_holds_our_secret(ctx: StepContext, value: SecretStr) -> None:
     same account may have run while this one's leases had lapsed (its host was killed and stayed
     down). Palette and Key Vault must agree afterwards, so the value is written again as current."""
     secret_id = ctx.result(SECRET_ID) or ""
-    name, version = _secret_id_parts(secret_id) if secret_id else ("", None)
+    name, version = secret_id_parts(secret_id) if secret_id else ("", None)
     if name.lower() != ctx.request.derived_names.client_secret or version is None:
         return  # an operator's secret, named by the request: not ours to rewrite
     current = ctx.clients.secrets.list_versions(name)
@@ -464,10 +401,14 @@ def _key_vault_holds_our_secret(ctx: StepContext, value: SecretStr) -> None:
     logger.warning("request %s: Key Vault secret %s moved on while this request waited; writing its value "
                    "as the current version again", ctx.request_id, name)
     _, mine = ctx.clients.secrets.get_secret(name, version)
+    ctx.handle.fence()
     stored = ctx.clients.secrets.set_secret(
         name, value, content_type=mine.content_type or credentials.CONTENT_TYPES[SecretKind.CLIENT_SECRET],
         tags=dict(mine.tags), expires_on=mine.expires_on)
-    ctx.handle.mark(**{SECRET_ID: stored.id})
+
+    def moved(row: Any) -> None:
+        row.results[SECRET_ID] = stored.id
+    ctx.handle.write(moved)
 
 
 # --------------------------------------------------------------------------------------- sshkey
@@ -479,17 +420,17 @@ def sshkey(ctx: StepContext) -> StepDone:
         return StepDone("no SSH key requested", outcome=StepOutcome.SKIPPED)
     project_uid = ctx.result(PROJECT_UID)
     assert project_uid is not None
-    public_key = spec.public_key
-    results: dict[str, str] = {}
-    if public_key is None:
-        public_key, secret_id = _generated_key_pair(ctx, project_uid)
-        results[SSH_SECRET_ID] = secret_id
     palette = ctx.clients.palette
-    looked_up = ctx.found("palette.sshKey")
-    existing: SshKey | None = (palette.find_ssh_key(spec.name, project_uid=project_uid)
-                               if looked_up is NOT_LOOKED_UP else looked_up)
+    name = ctx.request.derived_names.ssh_private_key
+    kept_pair = _kept_key_pair(ctx, project_uid) if spec.public_key is None else None
+    existing: SshKey | None = ctx.lookups.get("palette.sshKey",
+                                              lambda: palette.find_ssh_key(spec.name, project_uid=project_uid))
+    results: dict[str, str] = {}
+    if kept_pair is not None:
+        results[SSH_SECRET_ID] = kept_pair[1]
     if existing is not None:
-        if not _same_public_key(existing.public_key, public_key):
+        wanted = spec.public_key or (kept_pair[0] if kept_pair else None)
+        if wanted is None or not same_public_key(existing.public_key, wanted):
             raise PermanentStepError(
                 "sshkey", "ssh_key_name_clash",
                 f"Project '{ctx.request.palette.project}' already has a different SSH key named "
@@ -498,62 +439,83 @@ def sshkey(ctx: StepContext) -> StepDone:
         results.update({SSH_KEY_UID: existing.uid, SSH_KEY_OWNED: "true" if owned else "false"})
         return StepDone("SSH key already present", results, [
             ctx.event("sshkey.uploaded", "sshkey", "exists", palette={"sshKeyUid": existing.uid})])
-    ctx.handle.mark(**{SSH_KEY_CREATING: "1"})
-    key = public_key
 
-    def recover() -> str | None:
+    key_entry = made.ssh_key(spec.name, project_uid)
+    entries: dict[str, made.Made] = {SSH_KEY: key_entry}
+    if spec.public_key is None and kept_pair is None:
+        entries[SSH_KEY_VERSION] = made.key_vault_version(name)
+    ctx.handle.fence(**entries)
+    if spec.public_key is not None:
+        public_key = spec.public_key
+    elif kept_pair is not None:
+        public_key = kept_pair[0]
+    else:
+        public_key, stored = _store_new_key_pair(ctx)
+        results[SSH_SECRET_ID] = stored.id
+        entries[SSH_KEY_VERSION] = entries[SSH_KEY_VERSION].made(version=stored.version)
+
+    def ours() -> str | None:
         found = palette.find_ssh_key(spec.name, project_uid=project_uid)
         if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
-                and _same_public_key(found.public_key, key):
+                and same_public_key(found.public_key, public_key):
             return found.uid
         return None
 
     uid = create_once(lambda: palette.create_ssh_key(
-        spec.name, key, project_uid=project_uid, annotations=credentials.ownership_annotations(ctx.request_id)),
-        recover)
+        spec.name, public_key, project_uid=project_uid, annotations=credentials.ownership_annotations(ctx.request_id)),
+        ours)
     results.update({SSH_KEY_UID: uid, SSH_KEY_OWNED: "true"})
+    entries[SSH_KEY] = key_entry.made(uid=uid)
     return StepDone("SSH key uploaded", results, [
-        ctx.event("sshkey.uploaded", "sshkey", "created", palette={"sshKeyUid": uid})])
+        ctx.event("sshkey.uploaded", "sshkey", "created", palette={"sshKeyUid": uid})], made=entries)
 
 
-def _generated_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str]:
-    """The public half of this request's generated key pair and its Key Vault id, making and
-    storing the pair once (the private key never leaves Key Vault and this delivery's memory)."""
+def _kept_key_pair(ctx: StepContext, project_uid: str) -> tuple[str, str] | None:
+    """(public key, Key Vault id) of a generated pair to use again: the one this request stored
+    before a crash, or an earlier request's that Palette holds under the key's name."""
+    spec = ctx.request.ssh_key
+    assert spec is not None
+    store = ctx.clients.secrets
+    name = ctx.request.derived_names.ssh_private_key
+    comment = f"palette-onboarding-{ctx.account_name}"
+    versions = ctx.lookups.get(f"keyVault.{SecretKind.SSH_KEY.value}", lambda: store.list_versions(name))
+    for version in versions:
+        if version.tags.get(credentials.KEY_NAME_TAG) != spec.name or not version.enabled:
+            continue
+        pem, _ = store.get_secret(name, version.version)
+        public = public_key_of(pem)
+        if version.tags.get(credentials.REQUEST_ID_TAG) == ctx.request_id:
+            return f"{public} {comment}", version.id  # made by this request before a crash
+        held = ctx.lookups.get("palette.sshKey", lambda: ctx.clients.palette.find_ssh_key(
+            spec.name, project_uid=project_uid))
+        if held is not None and same_public_key(held.public_key, public):
+            return f"{public} {comment}", version.id  # an earlier request's key, which Palette holds
+        break
+    return None
+
+
+def _store_new_key_pair(ctx: StepContext) -> tuple[str, StoredSecret]:
+    """Keep a new pair's private half in Key Vault (it never leaves Key Vault and this delivery's
+    memory); returns its public half."""
     from cryptography.hazmat.primitives import serialization
 
     spec = ctx.request.ssh_key
     assert spec is not None
-    store = ctx.clients.secrets
-    name = credentials.secret_name(ctx.account_name, SecretKind.SSH_KEY)
-    comment = f"palette-onboarding-{ctx.account_name}"
-    looked_up = ctx.found(f"keyVault.{SecretKind.SSH_KEY.value}")
-    for version in store.list_versions(name) if looked_up is NOT_LOOKED_UP else looked_up:
-        if version.tags.get(credentials.KEY_NAME_TAG) != spec.name:
-            continue
-        pem, _ = store.get_secret(name, version.version)
-        public = _public_key_of(pem)
-        if version.tags.get(credentials.REQUEST_ID_TAG) == ctx.request_id:
-            return f"{public} {comment}", version.id  # made by this request before a crash
-        held = ctx.clients.palette.find_ssh_key(spec.name, project_uid=project_uid)
-        if held is not None and _same_public_key(held.public_key, public):
-            return f"{public} {comment}", version.id  # an earlier request's key, which Palette holds
-        break
-    if ctx.key_pair is None:
-        ctx.key_pair = ctx.clients.key_pairs.take()
-    private_key = ctx.key_pair.result()
+    private_key: RSAPrivateKey = ctx.lookups.get(KEY_PAIR, lambda: ctx.clients.key_pairs.take().result())
     pem = SecretStr(private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption()).decode())
     public = private_key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    stored = store.set_secret(name, pem, content_type=credentials.CONTENT_TYPES[SecretKind.SSH_KEY],
-                              tags=ctx.secret_tags(SecretKind.SSH_KEY, **{
-                                  credentials.KEY_NAME_TAG: spec.name,
-                                  credentials.PUBLIC_KEY_TAG: credentials.public_key_fingerprint(public)}))
-    return f"{public} {comment}", stored.id
+    stored = ctx.clients.secrets.set_secret(
+        ctx.request.derived_names.ssh_private_key, pem, content_type=credentials.CONTENT_TYPES[SecretKind.SSH_KEY],
+        tags=ctx.secret_tags(SecretKind.SSH_KEY, **{credentials.KEY_NAME_TAG: spec.name,
+                                                    credentials.PUBLIC_KEY_TAG: credentials.public_key_fingerprint(
+                                                        public)}))
+    return f"{public} palette-onboarding-{ctx.account_name}", stored
 
 
-def _public_key_of(pem: SecretStr) -> str:
+def public_key_of(pem: SecretStr) -> str:
     """The public half of a private key this product generated and kept in Key Vault. OpenSSL's
     check of an RSA key (0.2 s for 4096 bits, holding the GIL) is skipped: only the public numbers
     are read, and the key is one the product made."""
@@ -574,74 +536,63 @@ def apikey(ctx: StepContext) -> StepDone:
         return StepDone("no API key requested", outcome=StepOutcome.SKIPPED)
     palette = ctx.clients.palette
     store = ctx.clients.secrets
-    name = credentials.secret_name(ctx.account_name, SecretKind.API_KEY)
+    name = ctx.request.derived_names.api_key_value
+    key_entry = made.api_key(spec.name)
+    version_entry = made.key_vault_version(name)
 
     def ours() -> list[str]:
         return [key.uid for key in palette.list_api_keys()
                 if key.name == spec.name and credentials.made_by_request(key.annotations, ctx.request_id)]
 
-    if ctx.earlier_attempt(API_KEY_CREATING):
+    if ctx.handle.made(API_KEY) is not None:
         for uid in ours():
             stored = store.find_version(name, tag=credentials.PALETTE_UID_TAG, value=uid)
             if stored is not None:
                 return _apikey_done(ctx, uid, stored)
-            # Made before a crash, but its value never reached Key Vault: remove it, make another.
-            palette.delete_api_key(uid)
-    # Whatever still bears the name now is somebody else's (it may have appeared since check).
-    _api_key_name_free(ctx, "apikey")
+        made.take_back(key_entry, ctx.request_id, ctx.clients)  # made before a crash; its value is lost
+    # Whatever bears the name is somebody else's (it may have appeared since the check).
+    from shared.onboarding.checks import api_key_name_clash
+
+    keys = ctx.lookups.get("palette.apiKey", palette.list_api_keys)
+    clash = api_key_name_clash(ctx.request, ctx.clients, "apikey", keys)
+    if clash is not None:
+        raise clash
     user_uid = ctx.result(USER_UID)
     assert user_uid is not None
-    ctx.handle.mark(**{API_KEY_CREATING: "1"})
     expiry = spec.expiry(utcnow())
+    ctx.handle.fence(**{API_KEY: key_entry, API_KEY_VERSION: version_entry})
 
-    def recover() -> None:
-        for uid in ours():  # a create whose answer was lost: its value is lost with it
-            palette.delete_api_key(uid)
+    def lost_answer() -> None:
+        made.take_back(key_entry, ctx.request_id, ctx.clients)  # its value is lost with the answer
         return None
 
     created = create_once(lambda: palette.create_api_key(
         spec.name, user_uid=user_uid, expiry=expiry, description=spec.description,
-        annotations=credentials.ownership_annotations(ctx.request_id)), recover)
-    try:
-        stored = store.set_secret(
-            name, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY], expires_on=expiry,
-            tags=ctx.secret_tags(SecretKind.API_KEY, **{credentials.KEY_NAME_TAG: spec.name,
-                                                        credentials.PALETTE_UID_TAG: created.uid}))
-    except Exception as exc:
-        removed = _delete_api_key_quietly(ctx, created.uid)
-        what = (f"The new API key {created.uid} was deleted from Palette again." if removed else
-                f"The new API key {created.uid} could not be deleted yet; it will be.")
-        permanent = _permanent("apikey", exc, removed=[f"Palette API key {created.uid}"] if removed else [],
-                               cleanup=[] if removed else [{"kind": "paletteApiKey", "uid": created.uid}], what=what)
-        if permanent is not None:
-            raise permanent from None
-        raise
+        annotations=credentials.ownership_annotations(ctx.request_id)), lost_answer)
+    stored = store.set_secret(
+        name, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY], expires_on=expiry,
+        tags=ctx.secret_tags(SecretKind.API_KEY, **{credentials.KEY_NAME_TAG: spec.name,
+                                                    credentials.PALETTE_UID_TAG: created.uid}))
     return _apikey_done(ctx, created.uid, stored)
 
 
-def _delete_api_key_quietly(ctx: StepContext, uid: str) -> bool:
-    try:
-        ctx.clients.palette.delete_api_key(uid)
-    except Exception:
-        logger.warning("request %s: could not delete API key %s", ctx.request_id, uid, exc_info=True)
-        return False
-    return True
-
-
 def _apikey_done(ctx: StepContext, uid: str, stored: StoredSecret) -> StepDone:
+    spec = ctx.request.api_key
+    assert spec is not None
     results = {API_KEY_UID: uid, API_KEY_SECRET_ID: stored.id}
     if stored.expires_on:
         results[API_KEY_EXPIRES_ON] = iso(stored.expires_on)
     return StepDone("API key created; value in Key Vault", results, [
-        ctx.event("apikey.created", "apikey", "created", palette={"apiKeyUid": uid}, keyVaultSecretId=stored.id)])
+        ctx.event("apikey.created", "apikey", "created", palette={"apiKeyUid": uid}, keyVaultSecretId=stored.id)],
+        made={API_KEY: made.api_key(spec.name).made(uid=uid),
+              API_KEY_VERSION: made.key_vault_version(stored.name).made(version=stored.version)})
 
 
 # --------------------------------------------------------------------------------------- verify
 
-def verify(ctx: StepContext, *, alongside: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+def verify(ctx: StepContext) -> list[dict[str, Any]]:
     """Read everything back, as the guide's last step does, and report each check. The reads do
-    not depend on each other, so they go out together: one round trip; ``alongside`` runs beside
-    them (once they are on their way) and has finished when this returns."""
+    not depend on each other, so they go out together: one round trip."""
     from shared.concurrency import in_thread
 
     request = ctx.request
@@ -661,7 +612,6 @@ def verify(ctx: StepContext, *, alongside: Callable[[], None] | None = None) -> 
         if ssh_spec is not None else None
     api_key_uid = ctx.result(API_KEY_UID) or ""
     api_key = in_thread(lambda: palette.get_api_key(api_key_uid)) if api_spec is not None else None
-    beside = in_thread(alongside, name="onboarding-beside") if alongside is not None else None
 
     account = next((a for a in listing.result() if a.uid == account_uid), None)
     if account is None:
@@ -687,24 +637,10 @@ def verify(ctx: StepContext, *, alongside: Callable[[], None] | None = None) -> 
             add("apikey.active", bool(found.is_active), f"API key {api_key_uid} is {state}")
         except ResourceNotFoundError:
             add("apikey.active", False, f"API key {api_key_uid} was not found")
-    if beside is not None:
-        beside.result()
     return checks
 
 
 # ------------------------------------------------------------------------------------ inventory
-
-def markers(request: OnboardingRequest) -> dict[str, str]:
-    """The marker of every create this request may make, written with its claim (``Plan.markers``)."""
-    found = {ACCOUNT_CREATING: "1"}
-    if isinstance(request.azure.secret, GeneratedSecret):
-        found[PASSWORD_ADDING] = "1"
-    if request.ssh_key is not None:
-        found[SSH_KEY_CREATING] = "1"
-    if request.api_key is not None:
-        found[API_KEY_CREATING] = "1"
-    return found
-
 
 def record_in_inventory(ctx: StepContext) -> None:
     """Put the onboarded account in the inventory the rotation sweep and drift pass work from."""
@@ -712,7 +648,7 @@ def record_in_inventory(ctx: StepContext) -> None:
 
     request = ctx.request
     results = ctx.handle.record.results
-    name, version = _secret_id_parts(results.get(SECRET_ID, ""))
+    name, version = secret_id_parts(results.get(SECRET_ID, ""))
     generated = isinstance(request.azure.secret, GeneratedSecret)
     key_id = results.get(GRAPH_KEY_ID, "") if generated else ""
     now = iso(utcnow())
@@ -747,3 +683,12 @@ def record_in_inventory(ctx: StepContext) -> None:
 
     ctx.clients.inventory.update(request.account_name, apply,
                                  create=lambda: AccountRecord(account_name=request.account_name))
+
+
+def key_pair_ahead(ctx: StepContext) -> None:
+    """Start the RSA key a generated SSH key may need, unless its step is done."""
+    spec = ctx.request.ssh_key
+    if spec is not None and spec.generate and not ctx.handle.record.step_done("sshkey"):
+        pairs = ctx.clients.key_pairs
+        ctx.lookups.start(KEY_PAIR, lambda: pairs.take().result())
+

@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from shared import credentials
+from shared import credentials, made
 from shared.credentials import SecretKind
-from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import Finish, Plan, StepDone, WorkContext, build_document
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
+from shared.made import create_once
 from shared.models.fields import AccountName, RequestId  # noqa: TC001 - pydantic reads annotations at run time
 from shared.models.request import WireModel
-from shared.onboarding.steps import create_once
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from shared.engine.record import RecordHandle
     from shared.services import Services
     from shared.settings import PipelineConfig
+    from shared.state import RequestRecord
 
 logger = get_logger(__name__)
 
@@ -58,7 +58,9 @@ NEW_UID = "apiKeyUid"
 SECRET_ID = "apiKeySecretId"
 EXPIRES_ON = "apiKeyExpiresOn"
 RENAMED = "_oldKeyRenamed"
-CREATING = "_apiKeyCreateSent"
+# What the renewal makes, by the keys its fences record it under (shared.made).
+API_KEY = "apiKey"
+API_KEY_VERSION = "secret:api-key"
 
 
 class ApiKeyRenewal(WireModel):
@@ -127,52 +129,47 @@ def renew(ctx: RenewalContext) -> StepDone:
         return [k.uid for k in palette.list_api_keys()
                 if k.name == name and credentials.made_by_request(k.annotations, ctx.request_id)]
 
-    if ctx.result(CREATING):
+    key_entry = made.api_key(name)
+    earlier = ctx.handle.made(API_KEY)
+    if earlier is not None:
         for uid in ours():
             stored = store.find_version(secret, tag=credentials.PALETTE_UID_TAG, value=uid)
             if stored is not None:
-                return _renewed(ctx, uid, stored.id, stored.expires_on)
-            palette.delete_api_key(uid)  # made before a crash; its value is lost with it
+                return _renewed(ctx, uid, stored.id, stored.expires_on, stored.version)
+        made.take_back(earlier, ctx.request_id, ctx.clients)  # made before a crash; its value is lost with it
     if not ctx.result(RENAMED):
         old = palette.get_api_key(old_uid)
+        ctx.handle.fence()
         palette.update_api_key(old_uid, name=f"{name}{REPLACED_SUFFIX}", expiry=old.expiry or expiry,
                                annotations={k: v for k, v in old.annotations.items() if k != "description"}
                                | ({"description": old.description} if old.description else {}))
-        ctx.handle.mark(**{RENAMED: "1"})
-    ctx.handle.mark(**{CREATING: "1"})
+        ctx.handle.write(lambda row: row.results.update({RENAMED: "1"}))
+    ctx.handle.fence(**{API_KEY: key_entry, API_KEY_VERSION: made.key_vault_version(secret)})
 
-    def recover() -> None:
-        for uid in ours():
-            palette.delete_api_key(uid)
+    def lost_answer() -> None:
+        made.take_back(key_entry, ctx.request_id, ctx.clients)  # its value is lost with the answer
         return None
 
     created = create_once(lambda: palette.create_api_key(
         name, user_uid=ctx.result(USER_UID) or "", expiry=expiry,
-        annotations=credentials.ownership_annotations(ctx.request_id)), recover)
+        annotations=credentials.ownership_annotations(ctx.request_id)), lost_answer)
     tags = credentials.secret_tags(ctx.account_name, SecretKind.API_KEY, request_id=ctx.request_id,
                                    tenant_id=_account(ctx).tenant_id, client_id=_account(ctx).client_id,
                                    **{credentials.KEY_NAME_TAG: name, credentials.PALETTE_UID_TAG: created.uid})
-    try:
-        stored = store.set_secret(secret, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY],
-                                  expires_on=expiry, tags=tags)
-    except Exception as exc:
-        palette.delete_api_key(created.uid)
-        failure = classify(exc)
-        if failure.kind is FailureKind.PERMANENT:
-            raise PermanentStepError("renew", failure.reason,
-                                     f"{failure.message} The replacement API key was deleted again; the current key "
-                                     "keeps working until it expires.", removed=[f"Palette API key {created.uid}"]) \
-                from None
-        raise
-    return _renewed(ctx, created.uid, stored.id, stored.expires_on)
+    stored = store.set_secret(secret, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY],
+                              expires_on=expiry, tags=tags)
+    return _renewed(ctx, created.uid, stored.id, stored.expires_on, stored.version)
 
 
-def _renewed(ctx: RenewalContext, uid: str, secret_id: str, expires: dt.datetime | None) -> StepDone:
+def _renewed(ctx: RenewalContext, uid: str, secret_id: str, expires: dt.datetime | None, version: str) -> StepDone:
     results = {NEW_UID: uid, SECRET_ID: secret_id, EXPIRES_ON: iso(expires) if expires else ""}
     revoke_after = iso(utcnow() + dt.timedelta(days=ctx.config.rotation.api_key_overlap_days))
     return StepDone("replacement in Palette and Key Vault", results, [ctx.event(
         "apikey.renewed", "renew", "renewed", palette={"apiKeyUid": uid, "replacedApiKeyUid": ctx.result(OLD_UID)},
-        keyVaultSecretId=secret_id, expiresOn=results[EXPIRES_ON], revokesReplacedAfter=revoke_after)])
+        keyVaultSecretId=secret_id, expiresOn=results[EXPIRES_ON], revokesReplacedAfter=revoke_after)],
+        made={API_KEY: made.api_key(ctx.result(NAME) or "").made(uid=uid),
+              API_KEY_VERSION: made.key_vault_version(
+                  credentials.secret_name(ctx.account_name, SecretKind.API_KEY)).made(version=version)})
 
 
 def _finish(ctx: RenewalContext) -> Finish:
@@ -198,12 +195,20 @@ def revoke_due(account: AccountRecord, clients: Services, now: dt.datetime) -> b
     from azure.core.exceptions import ResourceNotFoundError
 
     old = account.previous_api_key_uid
+    outcome = "revoked"
     try:
-        clients.palette.revoke_api_key(old)
+        key = clients.palette.get_api_key(old)
     except ResourceNotFoundError:
         logger.info("API key %s of account %s was already gone", old, account.account_name)
+    else:
+        if credentials.made_by_product(key.annotations):
+            clients.palette.revoke_api_key(old)
+        else:  # never changed without the product's proof on it
+            outcome = "left"
+            logger.warning("API key %s of account %s no longer carries this product's annotations; it was not "
+                           "revoked", old, account.account_name)
     event = build_document(account.onboarded_by or account.account_name, account.account_name, "apikey.renewed",
-                           "revoke", "revoked", discriminator=f"revoked:{old}", palette={"replacedApiKeyUid": old})
+                           "revoke", outcome, discriminator=f"revoked:{old}", palette={"replacedApiKeyUid": old})
 
     def apply(row: AccountRecord) -> None:
         if row.previous_api_key_uid == old:
@@ -236,8 +241,8 @@ def _context(request: ApiKeyRenewal, clients: Services, config: PipelineConfig,
     return RenewalContext(request=request, clients=clients, config=config, handle=handle)
 
 
-def _failed(ctx: RenewalContext, failure: Failure) -> None:
-    logger.warning("API key renewal of account %s failed (%s)", ctx.account_name, failure.reason)
+def _failed(clients: Services, record: RequestRecord, failure: Failure) -> None:
+    logger.warning("API key renewal of account %s failed (%s)", record.account_name, failure.reason)
 
 
 API_KEY_RENEWAL = Plan(

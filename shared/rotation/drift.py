@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
     from shared.services import Services
     from shared.settings import RotationConfig
-    from shared.state import OnboardingRecord
+    from shared.state import RequestRecord
 
 logger = get_logger(__name__)
 
@@ -300,7 +300,7 @@ def rebuild_inventory(clients: Services) -> int:
     return rebuilt
 
 
-def _project_scoped(origin: OnboardingRecord | None) -> bool:
+def _project_scoped(origin: RequestRecord | None) -> bool:
     """Whether the onboarding that made the secret registered a project-scoped account."""
     import json
 

@@ -17,7 +17,6 @@ from shared.rotation import models, steps
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.engine.failures import Failure
     from shared.engine.record import RecordHandle
     from shared.services import Services
     from shared.settings import PipelineConfig
@@ -42,10 +41,6 @@ def _finish(ctx: steps.RotationContext) -> Finish:
     return Finish(step="inventory", detail=f"skipped: {reason}" if reason else "inventory updated")
 
 
-def _failed(ctx: steps.RotationContext, failure: Failure) -> None:
-    steps.record_failure(ctx, failure.reason)
-
-
 ROTATION = Plan(
     operation="rotate",
     parse=_parse,
@@ -56,5 +51,5 @@ ROTATION = Plan(
     stages=[[[("plan", steps.plan), ("rotate", steps.rotate), ("prune", steps.prune)]]],
     finish=_finish,
     failed_event="rotation.failed",
-    failed=_failed,
+    failed=steps.record_failure,
 )

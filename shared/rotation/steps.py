@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
-from shared import credentials
+from shared import credentials, made
 from shared.clients.http import error_codes
 from shared.credentials import SecretKind
 from shared.engine.failures import FailureKind, classify
@@ -49,8 +49,11 @@ if TYPE_CHECKING:
     from shared.clients.graph import NewPassword
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount, AzureCredentials
+    from shared.engine.failures import Failure
     from shared.rotation.models import RotationRequest
+    from shared.services import Services
     from shared.settings import RotationConfig
+    from shared.state import RequestRecord
 
 logger = get_logger(__name__)
 
@@ -65,8 +68,8 @@ SECRET_ID = "keyVaultSecretId"
 SECRET_EXPIRES_ON = "secretExpiresOn"
 PRUNED = "removedKeyIds"
 FOREIGN = "foreignKeyIds"
-PASSWORD_ADDING = "_passwordAddSent"
-PALETTE_UPDATING = "_paletteUpdateSent"
+#: The new password, by the key the fences record it under (shared.made).
+PASSWORD = "password"
 ACCOUNT_UID = "accountUid"
 
 #: Lifetimes (days) tried, longest first, when a tenant policy refuses the requested one and its
@@ -167,37 +170,44 @@ def rotate(ctx: RotationContext) -> StepDone:
     app_id = account.client_id
     store = ctx.clients.secrets
     name = credentials.secret_name(ctx.account_name, SecretKind.CLIENT_SECRET)
+    entry = made.graph_password(app_id, credentials.password_display_name(ctx.account_name, ctx.request_id))
 
-    new_key = ctx.result(NEW_KEY_ID)
-    if new_key and ctx.client_secret is None:
+    earlier = ctx.handle.made(PASSWORD)
+    if earlier is not None and ctx.client_secret is None:
         # Resumed after a crash: the new secret's value is gone unless Key Vault has it.
-        kept = store.find_version(name, tag=credentials.CREDENTIAL_ID_TAG, value=new_key)
+        new_key = earlier.ids.get("keyId", "")
+        kept = store.find_version(name, tag=credentials.CREDENTIAL_ID_TAG, value=new_key) if new_key else None
         if kept is not None:
             return _rotated(ctx, kept, new_key)
-        if ctx.result(PALETTE_UPDATING) != new_key:
-            graph.remove_password(app_id, new_key)  # ours, unusable, and nobody holds it
-        # else Palette may hold it: keep it until a newer one replaces it there (prune removes it)
-        ctx.handle.forget(NEW_KEY_ID, PALETTE_UPDATING)
-    if ctx.result(PASSWORD_ADDING) and not ctx.result(NEW_KEY_ID):
-        credentials.remove_passwords_of_request(graph, app_id, ctx.account_name, ctx.request_id)
+        if earlier.owned:
+            made.take_back(earlier, ctx.request_id, ctx.clients)  # ours, unusable, and nobody holds it
+        # else Palette may hold it: it stays until a newer one replaces it there (prune removes it)
 
     palette_account = ctx.clients.palette.get_azure_account(account.palette_uid,
                                                             project_uid=account.project_uid or None)
-    ctx.handle.mark(**{PASSWORD_ADDING: "1"})
+    if not credentials.made_by_product(palette_account.annotations):
+        raise PermanentStepError(
+            "rotate", "account_not_provably_ours",
+            f"Palette account {palette_account.uid} no longer carries this product's annotations (someone replaced "
+            "it), so the product cannot prove it made it and will not change it. Put the annotations back or "
+            f"onboard '{ctx.account_name}' again; its secret was not rotated.")
+    ctx.handle.fence(**{PASSWORD: entry})
     password, freed, lifetime = _add_password(ctx, app_id, account)
-    ctx.handle.mark(**{NEW_KEY_ID: password.key_id, LIFETIME_DAYS: str(lifetime),
-                       **({FREED_KEY_ID: freed} if freed else {})})
+    added = entry.made(keyId=password.key_id)
+
+    def record_added(row: Any) -> None:
+        row.made[PASSWORD] = added.to_dict()
+        row.results.update({NEW_KEY_ID: password.key_id, LIFETIME_DAYS: str(lifetime),
+                            **({FREED_KEY_ID: freed} if freed else {})})
+    ctx.handle.write(record_added)
     ctx.client_secret = password.secret_text
     ctx.checkpoint("rotate.added")
     creds = _credentials(palette_account, password.secret_text)
-    try:
-        _wait_until_it_works(ctx, account, password.secret_text)
-        _palette_validates(ctx, creds, account)
-    except Exception as exc:
-        _take_back(ctx, app_id, password.key_id, exc)
-        raise
+    _wait_until_it_works(ctx, account, password.secret_text)
+    _palette_validates(ctx, creds, account)
     ctx.checkpoint("rotate.proven")
-    ctx.handle.mark(**{PALETTE_UPDATING: password.key_id})
+    # From the PUT on, Palette may hold the new secret: a failure must not take it back.
+    ctx.handle.fence(**{PASSWORD: added.kept(f"the cloud account {palette_account.uid} may hold it")})
     annotations = {**{k: v for k, v in palette_account.annotations.items() if k not in ("scope", "projectUid")},
                    **credentials.ownership_annotations(ctx.request_id,
                                                        secret_ref=credentials.secret_ref(password.key_id, None))}
@@ -207,7 +217,7 @@ def rotate(ctx: RotationContext) -> StepDone:
             overlord_uid=palette_account.overlord_uid, annotations=annotations)
     except Exception as exc:
         if classify(exc).kind is FailureKind.PERMANENT:  # Palette refused: it kept the old secret
-            _take_back(ctx, app_id, password.key_id, exc)
+            ctx.handle.write(lambda row: row.made.update({PASSWORD: added.to_dict()}))
         raise
     ctx.checkpoint("rotate.updated")
     tags = credentials.secret_tags(ctx.account_name, SecretKind.CLIENT_SECRET, request_id=ctx.request_id,
@@ -243,8 +253,11 @@ def _rotated(ctx: RotationContext, stored: StoredSecret, key_id: str) -> StepDon
                         "current one works.")
     if ctx.result(LIFETIME_DAYS):
         data["lifetimeDays"] = int(ctx.result(LIFETIME_DAYS) or 0)
+    entry = made.graph_password(ctx.account.client_id,
+                                credentials.password_display_name(ctx.account_name, ctx.request_id))
     return StepDone("new secret in Palette and Key Vault", results,
-                    [ctx.event("secret.rotated", "rotate", "rotated", **data)])
+                    [ctx.event("secret.rotated", "rotate", "rotated", **data)],
+                    made={PASSWORD: entry.made(keyId=key_id).kept("the cloud account holds it")})
 
 
 def _credentials(account: AzureAccount, secret: SecretStr) -> AzureCredentials:
@@ -253,17 +266,6 @@ def _credentials(account: AzureAccount, secret: SecretStr) -> AzureCredentials:
     return AzureCredentials(tenant_id=account.tenant_id or "", client_id=account.client_id or "",
                             client_secret=secret, environment=account.environment or "AzurePublicCloud",
                             tenant_name=account.tenant_name or "", disable_properties=account.disable_properties)
-
-
-def _take_back(ctx: RotationContext, app_id: str, key_id: str, cause: BaseException) -> None:
-    """The new password will not be used: remove it (the failure that follows says so)."""
-    if credentials.remove_password_quietly(ctx.clients.graph, app_id, key_id):  # type: ignore[arg-type]
-        try:
-            ctx.handle.forget(NEW_KEY_ID, PALETTE_UPDATING)
-        except Exception:
-            logger.info("request %s: could not clear the new keyId", ctx.request_id, exc_info=True)
-    logger.warning("request %s: rotation stopped (%s); the new password %s was taken back", ctx.request_id,
-                   type(cause).__name__, key_id)
 
 
 def _add_password(ctx: RotationContext, app_id: str, account: AccountRecord) -> tuple[NewPassword, str, int]:
@@ -383,13 +385,15 @@ def prune(ctx: RotationContext) -> StepDone:
     keep = {ctx.result(NEW_KEY_ID), ctx.result(REPLACED_KEY_ID)} - {None, ""}
     removed: list[str] = []
     foreign: list[str] = []
-    for password in graph.get_application(app_id).passwords:
-        if credentials.is_product_password(password.display_name, ctx.account_name):
-            if password.key_id not in keep:
-                graph.remove_password(app_id, password.key_id)
-                removed.append(password.key_id)
-        elif not credentials.is_product_password(password.display_name):
-            foreign.append(password.key_id)
+    passwords = graph.get_application(app_id).passwords
+    older = [p.key_id for p in passwords
+             if credentials.is_product_password(p.display_name, ctx.account_name) and p.key_id not in keep]
+    foreign = [p.key_id for p in passwords if not credentials.is_product_password(p.display_name)]
+    if older:
+        ctx.handle.fence()
+    for key_id in older:
+        graph.remove_password(app_id, key_id)
+        removed.append(key_id)
     detail = f"removed {len(removed)} older password(s); {len(foreign)} not made by this product left alone"
     return StepDone(detail, {PRUNED: ",".join(removed), FOREIGN: ",".join(foreign)})
 
@@ -423,13 +427,14 @@ def record_rotation(ctx: RotationContext) -> None:
     ctx.clients.inventory.update(ctx.account_name, apply)
 
 
-def record_failure(ctx: RotationContext, reason: str) -> None:
+def record_failure(clients: Services, record: RequestRecord, failure: Failure) -> None:
+    """The inventory after a rotation failed: the current secret stays, the failure is noted."""
     now = iso(utcnow())
 
     def apply(account: AccountRecord) -> None:
-        if account.rotation_in_flight == ctx.request_id:
+        if account.rotation_in_flight == record.request_id:
             account.rotation_in_flight = ""
-        account.last_rotation_id, account.last_rotation_at = ctx.request_id, now
-        account.last_rotation_outcome, account.last_rotation_reason = "failed", reason
+        account.last_rotation_id, account.last_rotation_at = record.request_id, now
+        account.last_rotation_outcome, account.last_rotation_reason = "failed", failure.reason
 
-    ctx.clients.inventory.update(ctx.account_name, apply)
+    clients.inventory.update(record.account_name, apply)

@@ -239,5 +239,5 @@ def _warn(account: AccountRecord, clients: Services, config: RotationConfig, now
 
 def flush_account(account: AccountRecord, clients: Services) -> AccountRecord:
     """Send the events waiting in an account's row."""
-    return flush_outbox(clients.inventory, clients.events, account,
-                        reread=lambda: clients.inventory.get(account.account_name))
+    return flush_outbox(account, clients.events, write=clients.inventory.replace,
+                        read=lambda: clients.inventory.get(account.account_name))

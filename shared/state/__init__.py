@@ -1,6 +1,6 @@
 """The onboarding state: one Table Storage row per requestId, updated under optimistic concurrency."""
 
-from shared.state.records import OnboardingRecord, RequestStatus, StepOutcome, StepRecord
+from shared.state.records import RequestRecord, RequestStatus, StepOutcome, StepRecord
 from shared.state.store import (
     ConcurrentUpdateError,
     InvalidContinuationTokenError,
@@ -14,8 +14,8 @@ __all__ = [
     "ConcurrentUpdateError",
     "InvalidContinuationTokenError",
     "NameLease",
-    "OnboardingRecord",
     "RecordPage",
+    "RequestRecord",
     "RequestStatus",
     "StateStore",
     "StepOutcome",

@@ -30,7 +30,7 @@ class RequestStatus(StrEnum):
 
 
 #: The one state machine of a request's status. A failed request whose body was invalid is not
-#: resumed but replaced by a new record (:meth:`OnboardingRecord.fresh`), which starts at RUNNING.
+#: resumed but replaced by a new record (:meth:`RequestRecord.fresh`), which starts at RUNNING.
 TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.QUEUED: frozenset({RequestStatus.RUNNING, RequestStatus.FAILED}),
     RequestStatus.RUNNING: frozenset({RequestStatus.RUNNING, RequestStatus.WAITING, RequestStatus.SUCCEEDED,
@@ -82,7 +82,7 @@ class StepRecord:
 
 
 @dataclass
-class OnboardingRecord:
+class RequestRecord:
     """The state of one request.
 
     ``results`` holds what later steps and retries need: Palette uids, the Graph keyId, Key Vault
@@ -91,7 +91,11 @@ class OnboardingRecord:
     request as queued (JSON, never a raw secret), kept so that the sweeper can re-drive a row
     whose message was lost. ``outbox`` holds the events recorded but not yet confirmed sent;
     ``event_ids`` every event id ever recorded for the request, so none is recorded twice.
-    ``cleanup`` lists what a failed request made and could not yet remove (the sweeper retries).
+    ``made`` is what the request made or may have made (:mod:`shared.made`), keyed by the plan:
+    written by a fence before the call that makes it. ``cleanup`` lists what a failed request made
+    and could not take back yet (the sweeper retries), in the same form. ``stop`` is a failure
+    asked for while a delivery held the lease (by the dead-letter handler or the sweeper): the
+    holder stops at its next fence or step and fails the request with it.
     """
 
     request_id: str
@@ -104,7 +108,9 @@ class OnboardingRecord:
     request: str = ""
     outbox: list[dict[str, Any]] = field(default_factory=list)
     event_ids: list[str] = field(default_factory=list)
-    cleanup: list[dict[str, str]] = field(default_factory=list)
+    made: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cleanup: list[dict[str, Any]] = field(default_factory=list)
+    stop: dict[str, str] = field(default_factory=dict)
     error_reason: str = ""
     error_message: str = ""
     lease_owner: str = ""
@@ -189,12 +195,12 @@ class OnboardingRecord:
             value = None
         return value if isinstance(value, str) and value else "onboard"
 
-    def copy(self) -> OnboardingRecord:
+    def copy(self) -> RequestRecord:
         return copy.deepcopy(self)
 
-    def fresh(self, *, account_name: str, fingerprint: str, request: str) -> OnboardingRecord:
+    def fresh(self, *, account_name: str, fingerprint: str, request: str) -> RequestRecord:
         """A new record for the same requestId that keeps only what must survive: the ETag (to
         replace the row), the ids of events already recorded and any events still unsent."""
-        return OnboardingRecord(request_id=self.request_id, account_name=account_name, fingerprint=fingerprint,
+        return RequestRecord(request_id=self.request_id, account_name=account_name, fingerprint=fingerprint,
                                 request=request, outbox=list(self.outbox), event_ids=list(self.event_ids),
                                 created_at=self.created_at, etag=self.etag)

@@ -1,4 +1,4 @@
-"""Table Storage persistence of :class:`OnboardingRecord`, with ETag concurrency.
+"""Table Storage persistence of :class:`RequestRecord`, with ETag concurrency.
 
 One entity per request: PartitionKey = requestId, RowKey = ``onboarding``. Two deliveries of the
 same request race on the ETag: the loser gets :class:`ConcurrentUpdateError` and backs off.
@@ -25,7 +25,7 @@ from azure.core.exceptions import (
 
 from shared.errors import StateStoreError
 from shared.state.records import (
-    OnboardingRecord,
+    RequestRecord,
     RequestStatus,
     StepOutcome,
     StepRecord,
@@ -65,7 +65,7 @@ class RecordPage:
     service pages by what it scanned, not by what the filter kept. Follow the token until it is None.
     """
 
-    items: list[OnboardingRecord]
+    items: list[RequestRecord]
     continuation_token: str | None
 
 
@@ -94,18 +94,18 @@ class StateStore(ABC):
     """Storage of onboarding records; implementations only move rows, the rules live in the pipeline."""
 
     @abstractmethod
-    def get(self, request_id: str) -> OnboardingRecord | None: ...
+    def get(self, request_id: str) -> RequestRecord | None: ...
 
     @abstractmethod
-    def create(self, record: OnboardingRecord) -> OnboardingRecord:
+    def create(self, record: RequestRecord) -> RequestRecord:
         """Insert; raises :class:`ConcurrentUpdateError` when the row exists."""
 
     @abstractmethod
-    def replace(self, record: OnboardingRecord) -> OnboardingRecord:
+    def replace(self, record: RequestRecord) -> RequestRecord:
         """Replace if the ETag still matches; raises :class:`ConcurrentUpdateError` otherwise."""
 
     @abstractmethod
-    def list(self, *, status: RequestStatus | None = None) -> Iterator[OnboardingRecord]: ...
+    def list(self, *, status: RequestStatus | None = None) -> Iterator[RequestRecord]: ...
 
     @abstractmethod
     def list_page(self, *, status: RequestStatus | None = None, top: int,
@@ -119,7 +119,7 @@ class StateStore(ABC):
         :class:`~shared.errors.StateStoreError` when the table cannot be reached."""
 
     @abstractmethod
-    def list_open(self) -> Iterator[OnboardingRecord]:
+    def list_open(self) -> Iterator[RequestRecord]:
         """Rows the sweeper must look at: not finished, or with unsent events or pending cleanup."""
 
     @abstractmethod
@@ -186,7 +186,7 @@ def unpack(value: Any, default: Any) -> Any:
     return json.loads(zlib.decompress(bytes(raw)).decode("utf-8"))
 
 
-def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
+def _to_entity(record: RequestRecord) -> dict[str, Any]:
     return {
         "PartitionKey": record.request_id,
         "RowKey": ROW_KEY,
@@ -200,7 +200,9 @@ def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
         "Outbox": pack(record.outbox),
         "OutboxPending": bool(record.outbox),
         "EventIds": json.dumps(record.event_ids),
+        "Made": json.dumps(record.made),
         "Cleanup": json.dumps(record.cleanup),
+        "Stop": json.dumps(record.stop),
         "CleanupPending": bool(record.cleanup),
         "ErrorReason": record.error_reason,
         "ErrorMessage": record.error_message,
@@ -216,10 +218,10 @@ def _to_entity(record: OnboardingRecord) -> dict[str, Any]:
     }
 
 
-def _from_entity(entity: Any) -> OnboardingRecord:
+def _from_entity(entity: Any) -> RequestRecord:
     steps = {name: StepRecord(StepOutcome(step["outcome"]), step["at"], step.get("detail", ""))
              for name, step in json.loads(entity.get("Steps") or "{}").items()}
-    return OnboardingRecord(
+    return RequestRecord(
         request_id=entity["PartitionKey"],
         account_name=entity.get("AccountName", ""),
         fingerprint=entity.get("Fingerprint", ""),
@@ -230,7 +232,9 @@ def _from_entity(entity: Any) -> OnboardingRecord:
         request=unpack(entity.get("Request"), ""),
         outbox=unpack(entity.get("Outbox"), []),
         event_ids=json.loads(entity.get("EventIds") or "[]"),
+        made=json.loads(entity.get("Made") or "{}"),
         cleanup=json.loads(entity.get("Cleanup") or "[]"),
+        stop=json.loads(entity.get("Stop") or "{}"),
         error_reason=entity.get("ErrorReason", ""),
         error_message=entity.get("ErrorMessage", ""),
         lease_owner=entity.get("LeaseOwner", ""),
@@ -270,7 +274,7 @@ class TableStateStore(StateStore):
             ensure_table(self._table, "the state table")
             self._table_ready = True
 
-    def get(self, request_id: str) -> OnboardingRecord | None:
+    def get(self, request_id: str) -> RequestRecord | None:
         self._ensure_table()
         try:
             entity = self._table.get_entity(partition_key=request_id, row_key=ROW_KEY)
@@ -280,7 +284,7 @@ class TableStateStore(StateStore):
             raise StateStoreError(f"Could not read the state of request {request_id}: {exc.message}") from exc
         return _from_entity(entity)
 
-    def create(self, record: OnboardingRecord) -> OnboardingRecord:
+    def create(self, record: RequestRecord) -> RequestRecord:
         self._ensure_table()
         now = iso(utcnow())
         record.created_at = record.created_at or now
@@ -294,7 +298,7 @@ class TableStateStore(StateStore):
         record.etag = metadata.get("etag")
         return record
 
-    def replace(self, record: OnboardingRecord) -> OnboardingRecord:
+    def replace(self, record: RequestRecord) -> RequestRecord:
         from azure.data.tables import UpdateMode
 
         self._ensure_table()
@@ -313,7 +317,7 @@ class TableStateStore(StateStore):
         record.etag = metadata.get("etag")
         return record
 
-    def list(self, *, status: RequestStatus | None = None) -> Iterator[OnboardingRecord]:
+    def list(self, *, status: RequestStatus | None = None) -> Iterator[RequestRecord]:
         self._ensure_table()
         try:
             for entity in self._query(status):
@@ -348,7 +352,7 @@ class TableStateStore(StateStore):
             raise StateStoreError(f"Could not read the state table: {type(exc).__name__}") from exc
         return f"table {self._table.table_name} reachable"
 
-    def list_open(self) -> Iterator[OnboardingRecord]:
+    def list_open(self) -> Iterator[RequestRecord]:
         self._ensure_table()
         try:
             for entity in self._table.query_entities(_OPEN_FILTER):

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 
 from shared.credentials import SecretKind, secret_name
 from shared.engine import OutcomeKind
-from shared.engine.sweeper import handle_dead_letter, sweep
 from shared.onboarding.intake import submit
+from shared.operations import handle_dead_letter, sweep
 from tests.onboarding.test_failures import _assert_failed, _everything, _short
 from tests.onboarding.test_resilience import HostKilled, exactly_once, full_request, kill_at, short_leases
 
@@ -54,7 +54,7 @@ def test_key_vault_refusing_the_client_secret_takes_the_new_password_back(world:
     data = _failed_event(world)
     assert data["step"] == "secret"
     assert len(data["removed"]) == 1 and data["removed"][0].startswith("Graph password ")
-    assert "removed" in data["message"]
+    assert "removed again" in data["message"]
 
 
 @pytest.mark.parametrize("status", [403, 409])
@@ -66,7 +66,11 @@ def test_key_vault_refusing_the_api_key_value_deletes_the_new_api_key(world: Wor
     assert outcome.kind is OutcomeKind.FAILED and outcome.reason.startswith("key_vault_")
     assert [k for k in world.palette_state()["apiKeys"] if k["name"] == body["apiKey"]["name"]] == []
     data = _failed_event(world)
-    assert data["step"] == "apikey" and data["removed"][0].startswith("Palette API key ")
+    assert data["step"] == "apikey" and any(item.startswith("Palette API key ") for item in data["removed"])
+    # The request failed, so nothing else it made stays either: the other branches' work is taken back.
+    assert world.palette_accounts(body["accountName"]) == []
+    assert world.graph_passwords(body["azure"]["clientId"]) == []
+    assert [k for k in world.palette_state()["sshKeys"] if k["name"] == body["sshKey"]["name"]] == []
 
 
 def test_a_password_that_cannot_be_removed_yet_is_removed_by_the_sweeper(world: World) -> None:
@@ -78,7 +82,7 @@ def test_a_password_that_cannot_be_removed_yet_is_removed_by_the_sweeper(world: 
     assert outcome.kind is OutcomeKind.FAILED
     assert len(world.graph_passwords(body["azure"]["clientId"])) == 1  # not removable just now
     data = _failed_event(world)
-    assert data["left"] and "graphPassword" in data["left"][0]
+    assert data["left"] and data["left"][0].startswith("Graph password ")
     requests.delete(f"{world.stack.identity_https.url}/_devstack/faults", verify=world.verify,  # type: ignore[union-attr]
                     timeout=10)
     report = sweep(world.deps.clients, world.deps.queue, world.deps.settings.sweep)

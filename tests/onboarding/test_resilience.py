@@ -189,7 +189,7 @@ def test_the_sweeper_sends_events_a_topic_outage_left_behind(world: World) -> No
     from azure.servicebus import ServiceBusClient
 
     from shared.clients.events import EventPublisher
-    from shared.engine.sweeper import sweep
+    from shared.operations import sweep
 
     body = world.request()
     down = ServiceBusClient.from_connection_string(world.stack.settings["ServiceBusConnection"], retry_total=0)
@@ -214,13 +214,16 @@ def test_lost_graph_response_leaves_no_extra_password(world: World) -> None:
 
 
 def test_key_vault_down_after_the_password_was_made_leaves_no_extra_password(world: World) -> None:
-    """The value could not reach Key Vault: the password is removed at once (its value can never be
-    handed over later); the resumed request makes one that it keeps."""
+    """The value could not reach Key Vault: the password stays recorded in the request's row while
+    it waits (its value can never be handed over later), and the resumed request removes it before
+    it makes the one it keeps."""
     body = world.request()
     world.keyvault_fault(method="PUT", path="^/secrets/", status=503, times=20)
     first = world.run(body)
     assert first.kind is OutcomeKind.RETRY_LATER
-    assert world.graph_passwords(body["azure"]["clientId"]) == []
+    [lost] = world.graph_passwords(body["azure"]["clientId"])
+    made = json.loads(world.state_row(body["requestId"])["Made"])
+    assert made["password"]["state"] == "sending" and made["password"]["find"]["displayName"] == lost["displayName"]
     requests.delete(f"{world.stack.keyvault.url}/_devstack/faults", verify=world.verify,  # type: ignore[union-attr]
                     timeout=10)
     assert world.run(body, retry_token=first.retry_token).kind is OutcomeKind.SUCCEEDED
@@ -390,11 +393,11 @@ def test_two_requests_for_one_account_at_once_make_one_account(world: World) -> 
 
 
 def test_a_request_for_a_busy_account_waits_without_using_its_retry_budget(world: World) -> None:
-    from shared.state import NameLease, OnboardingRecord, RequestStatus
+    from shared.state import NameLease, RequestRecord, RequestStatus
 
     body = world.request()
     store = world.deps.clients.state
-    store.create(OnboardingRecord(request_id="OTHER-TICKET", account_name=body["accountName"], fingerprint="x",
+    store.create(RequestRecord(request_id="OTHER-TICKET", account_name=body["accountName"], fingerprint="x",
                                   status=RequestStatus.RUNNING))
     store.create_lease(NameLease(key=f"account:{body['accountName']}", owner="OTHER-TICKET",
                                  expires_at=iso(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))))

@@ -158,7 +158,7 @@ def test_no_secret_from_offboarding_reaches_logs_events_state_or_errors(world: W
     """Offboarding reads the account's secrets' tags, removes the passwords and soft-deletes the
     secrets; onboarding again recovers them: none of the values shows up anywhere."""
     from shared.offboarding.intake import offboard_now
-    from shared.onboarding.intake import dry_run
+    from shared.operations import dry_run
 
     caplog.set_level(logging.DEBUG)
     body = world.request(sshKey={"name": "leak-off-key", "generate": True},
