@@ -42,6 +42,8 @@ class Request:
     headers: dict[str, str]  # lower-cased names
     body: bytes
     path_params: dict[str, str] = field(default_factory=dict)
+    #: The request target exactly as sent (path and query, still encoded): what a proxy passes on.
+    target: str = ""
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -314,7 +316,7 @@ class _RequestHandler(LoopbackHandler):
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    do_POST = do_PUT = do_PATCH = do_MERGE = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -351,7 +353,7 @@ class _RequestHandler(LoopbackHandler):
         path = split.path or "/"
         method = self.command.upper()
         request = Request(method, path, parse_qs(split.query, keep_blank_values=True),
-                          {k.lower(): v for k, v in self.headers.items()}, b"")
+                          {k.lower(): v for k, v in self.headers.items()}, b"", target=self.path)
         started = time.time()
         try:
             request.body = self._read_body()

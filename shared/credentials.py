@@ -55,6 +55,20 @@ SECRET_NAME_PREFIX = "palette-"
 MAX_SECRET_NAME_LENGTH = 127
 
 
+#: The ``purpose`` tag of an inline secret the HTTP intake keeps until its request passed its checks.
+STAGED_PURPOSE = "staged-client-secret"
+
+
+def staged_secret_name(request_id: str) -> str:
+    """Where the HTTP intake keeps a request's inline secret until its checks passed:
+    ``palette-staged-<40 hex digits of the requestId's SHA-256>``. No account name can make it
+    (it ends in no kind's suffix, so :func:`parse_secret_name` gives None): rotation, drift and
+    offboarding never read it."""
+    import hashlib
+
+    return f"{SECRET_NAME_PREFIX}staged-{hashlib.sha256(request_id.encode()).hexdigest()[:40]}"
+
+
 def secret_name(account_name: str, kind: SecretKind) -> str:
     """The Key Vault secret that keeps ``kind`` for ``account_name``: ``palette-<account>-<kind>``.
 

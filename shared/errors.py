@@ -62,3 +62,7 @@ class StepInProgressError(OnboardingError):
 
 class StateStoreError(OnboardingError):
     """The state store failed; the cause is chained. Treated as transient by the triggers."""
+
+
+class ConcurrentUpdateError(StateStoreError):
+    """Someone else changed the row since we read it (ETag mismatch) or created it first."""

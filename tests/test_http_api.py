@@ -36,10 +36,12 @@ HOST_SETTINGS = {"VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,
 
 
 @contextmanager
-def hosted_app(stack: Stack, *, tls: bool = True, **kwargs: Any) -> Iterator[LocalHost]:
+def hosted_app(stack: Stack, *, tls: bool = True, settings: dict[str, str] | None = None,
+               **kwargs: Any) -> Iterator[LocalHost]:
     """The real app, hosted locally (HTTPS with the stack's certificate unless ``tls`` is off);
-    short budgets so a failing request finishes quickly. The environment is put back afterwards."""
-    settings = {**stack.settings, **HOST_SETTINGS}
+    short budgets so a failing request finishes quickly; ``settings`` override app settings. The
+    environment is put back afterwards."""
+    settings = {**stack.settings, **HOST_SETTINGS, **(settings or {})}
     saved = {name: os.environ.get(name) for name in settings}
     assert stack.certificate is not None
     local = LocalHost(function_app.app, settings, tls=stack.certificate.server_context() if tls else None, **kwargs)
@@ -267,7 +269,10 @@ def test_same_body_twice_is_accepted_twice_and_onboarded_once(api: Api, world: W
     assert len(finals) == 1
 
 
-def test_inline_secret_goes_to_key_vault_and_only_a_reference_is_queued(api: Api, world: World) -> None:
+def test_inline_secret_is_staged_and_only_a_reference_is_queued(api: Api, world: World) -> None:
+    """The value is kept under a staging name of its own (never the account's secret, which rotation,
+    drift and offboarding read) until the request passed its checks; then it becomes the account's
+    client secret and the staged copy is deleted."""
     from azure.identity import DefaultAzureCredential
     from azure.keyvault.secrets import SecretClient
 
@@ -285,22 +290,25 @@ def test_inline_secret_goes_to_key_vault_and_only_a_reference_is_queued(api: Api
     queued = wait_for(lambda: [m for m in _peek_queue(world.stack) if m.message_id == body["requestId"]],
                       "the request's message on the queue")
     message = _body_of(queued[0])
-    assert message["azure"]["secret"]["source"] == "keyVault"
+    assert message["azure"]["secret"]["source"] == "staged"
     assert set(message["azure"]["secret"]) == {"source", "secretName", "version"}
+    staged = message["azure"]["secret"]["secretName"]
+    assert staged.startswith("palette-staged-")
     assert value not in json.dumps(message)
 
     state = api.wait_finished(response.json()["statusUrl"])
     assert state["status"] == "succeeded", state
     secret_id = state["palette"]["keyVaultSecretId"]
     name, _, version = urlsplit(secret_id).path.split("/secrets/", 1)[1].partition("/")
-    assert (name, version) == (message["azure"]["secret"]["secretName"], message["azure"]["secret"]["version"])
+    assert name == f"palette-{body['accountName']}-client-secret"
     with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential()) as vault:
         assert vault.get_secret(name, version).value == value
+        assert not [p for p in vault.list_properties_of_secrets() if p.name == staged]  # deleted once promoted
     # The given secret was used: Graph issued no other one.
     assert len(world.graph_passwords(client_id)) == 1
     api.call("GET", "/onboardings")
     events = world.events()
-    assert any(e["type"] == "palette.onboarding.secret.stored" and e["data"]["source"] == "keyVault"
+    assert any(e["type"] == "palette.onboarding.secret.stored" and e["data"]["source"] == "inline"
                for e in events)
     assert value not in json.dumps(events)
     assert value not in json.dumps(world.state_row(body["requestId"]), default=str)

@@ -142,6 +142,7 @@ class AzureAccount:
     overlord_uid: str | None
     state: str | None
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    created: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class SshKey:
     public_key: str
     scope: str
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    created: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ def _azure_account(item: dict[str, Any], project_uid: str | None) -> AzureAccoun
         overlord_uid=overlord or None,
         state=_str(_dict(item.get("status")).get("state")),
         annotations=_string_annotations(item),
+        created=parse_timestamp(meta.get("creationTimestamp")),
     )
 
 
@@ -271,7 +274,8 @@ def _ssh_key(item: dict[str, Any], project_uid: str | None) -> SshKey:
     meta = _metadata(item)
     return SshKey(uid=str(meta.get("uid") or ""), name=str(meta.get("name") or ""),
                   public_key=str(_dict(item.get("spec")).get("publicKey") or ""),
-                  scope=_scope_of(item, project_uid), annotations=_string_annotations(item))
+                  scope=_scope_of(item, project_uid), annotations=_string_annotations(item),
+                  created=parse_timestamp(meta.get("creationTimestamp")))
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey:

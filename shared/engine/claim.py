@@ -13,7 +13,6 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from shared.engine.outcome import Outcome, OutcomeKind
-from shared.engine.record import flush_outbox
 from shared.errors import StateStoreError
 from shared.logs import get_logger
 from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus
@@ -47,7 +46,7 @@ def claim(plan: Plan, request: Any, clients: Services, config: PipelineConfig, *
                 raise StateStoreError(f"The state of request {request.request_id} vanished.") from None
     now = utcnow()
     if not (record.lease_active(now) and record.lease_owner != owner):
-        record = flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(request.request_id))
+        record = store.flush(record, clients.events)
     if record.fingerprint != fingerprint:
         if not record.rejected:
             return conflict(plan, request, record, fingerprint, clients)

@@ -79,7 +79,7 @@ class Verdict:
         except LeaseLostError as lost:
             return Outcome(OutcomeKind.BUSY, request_id, "in_progress", str(lost))
         self.leases.release()
-        return Outcome(OutcomeKind.FAILED, request_id, failure.reason, failure.message, state=record.to_public())
+        return Outcome(OutcomeKind.FAILED, request_id, failure.reason, record.error_message, state=record.to_public())
 
     def defect(self, exc: Exception, step: str) -> Outcome:
         """A bug: count it in the row; redeliver until the budget is spent, then fail."""

@@ -39,7 +39,7 @@ from shared.state.records import iso, utcnow
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.engine.plan import Plan, WorkContext
+    from shared.engine.plan import Finish, Plan, WorkContext
     from shared.services import Services
     from shared.settings import PipelineConfig
     from shared.state import RequestRecord
@@ -132,22 +132,31 @@ class _Delivery:
                     finish = self.plan.finish(ctx)
                 if finish.failure is not None:
                     return verdict.fail(finish.failure, step=finish.step, also=finish.events)
-                return self.succeed(ctx, leases, finish.step, finish.detail, finish.events)
+                return self.succeed(ctx, leases, finish)
             except Exception as exc:  # noqa: BLE001 - decided by the failure table
                 return verdict.after(exc, failed_in.get(id(exc), ""))
 
-    def succeed(self, ctx: WorkContext, leases: NameLeases, step: str, detail: str,
-                events: Any) -> Outcome:
-        def done(row: RequestRecord) -> None:
+    def succeed(self, ctx: WorkContext, leases: NameLeases, finish: Finish) -> Outcome:
+        """Commit to success (nobody may ask it to stop from here on), record what success records
+        elsewhere, then the final status with its events."""
+        def commit(row: RequestRecord) -> None:
             stop = requested_stop(row)
-            if stop is not None:
+            if stop is not None and not row.finishing:
                 raise stop  # asked to fail meanwhile: it fails instead
-            row.steps[step] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), detail)
+            row.finishing = True
+
+        def done(row: RequestRecord) -> None:
+            commit(row)
+            row.steps[finish.step] = StepRecord(StepOutcome.SUCCEEDED, iso(utcnow()), finish.detail)
             row.move_to(RequestStatus.SUCCEEDED)
             row.current_step = "done"
+            row.stop = {}
 
-        ctx.handle.write(done, events=events, release=True)
-        self.publish(ctx.handle, step)
+        if finish.then is not None:
+            ctx.handle.write(commit)
+            finish.then()
+        ctx.handle.write(done, events=finish.events, release=True)
+        self.publish(ctx.handle, finish.step)
         leases.release()  # after the announcement: a request waiting for the names checks back later anyway
         logger.info("request %s: %s of account %s succeeded", ctx.request_id, self.plan.operation, ctx.account_name)
         return Outcome(OutcomeKind.SUCCEEDED, ctx.request_id, state=ctx.handle.record.to_public())

@@ -16,13 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-from shared.engine import retry
 from shared.engine.failures import Failure
 from shared.engine.plan import build_document, palette_uids
 from shared.engine.record import RecordHandle, requested_stop
 from shared.logs import get_logger
 from shared.made import Made, take_back
-from shared.state import RequestStatus, StepOutcome, StepRecord
+from shared.state import RequestStatus, StepOutcome, StepRecord, retry
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
@@ -113,8 +112,8 @@ def stop_request(record: RequestRecord, plan: Plan, clients: Services, failure: 
 
     def ask(row: RequestRecord) -> None:
         now = utcnow()
-        if row.status.finished:
-            raise retry.Unchanged
+        if row.status.finished or row.finishing:
+            raise retry.Unchanged  # done, or committed to succeed: whoever holds it finishes it
         held = row.lease_active(now) and row.lease_owner != owner
         if held and row.stop:
             raise retry.Unchanged  # asked already: the holder fails it

@@ -150,12 +150,15 @@ Branch = Sequence[tuple[str, Step]]
 @dataclass(frozen=True)
 class Finish:
     """The plan's last word: events recorded with the final status, and a failure instead of
-    success when the end state is not what was asked for."""
+    success when the end state is not what was asked for. ``then`` is what success records
+    elsewhere (the inventory): the engine runs it once the request is committed to succeed
+    (``RequestRecord.finishing``), before the final write; it must be safe to run twice."""
 
     events: Sequence[dict[str, Any]] = ()
     failure: Failure | None = None
     step: str = "finish"
     detail: str = "done"
+    then: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

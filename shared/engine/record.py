@@ -4,7 +4,7 @@
 fence, a heartbeat, the final status) goes through :meth:`RecordHandle.write`: the change is
 applied to a copy, the events go into the row's outbox, the events this delivery sent since the
 last write are confirmed, the lease is renewed (or released), and the row is replaced if its ETag
-still matches. A lost race is read again (:func:`shared.engine.retry.update`): if the lease is
+still matches. A lost race is read again (:func:`shared.state.retry.update`): if the lease is
 still this delivery's (someone only asked it to stop, or sent its pending events), the change is
 applied again; otherwise the request was taken over and this delivery stops
 (:class:`LeaseLostError`). Writes are one at a time (the branches of a stage share the row).
@@ -28,13 +28,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from shared.engine import retry
 from shared.engine.failures import Failure, FailureKind
 from shared.errors import OnboardingError, StepInProgressError
 from shared.logs import get_logger
 from shared.made import Made
+from shared.state import retry
+from shared.state.outbox import publish
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class RecordHandle:
         with self._publish_lock:
             with self._lock:
                 pending = [e for e in self._record.outbox if str(e["id"]) not in self._unconfirmed]
-            if pending and not _publish(sink, pending, self.request_id):
+            if pending and not publish(sink, pending, self.request_id):
                 return False
             with self._lock:
                 self._unconfirmed |= {str(event["id"]) for event in pending}
@@ -238,47 +239,3 @@ class RecordHandle:
                 except LeaseLostError:
                     pass  # sent; whoever holds the row now confirms them with its own writes
             return True
-
-
-def _publish(sink: EventSink, documents: list[dict[str, Any]], request_id: str) -> bool:
-    from azure.core.messaging import CloudEvent
-
-    try:
-        sink.publish(*(CloudEvent.from_dict(dict(document)) for document in documents))
-    except Exception:
-        logger.warning("request %s: %d event(s) not sent yet; they stay in the outbox", request_id,
-                       len(documents), exc_info=True)
-        return False
-    return True
-
-
-class OutboxRow(Protocol):
-    """A row that carries an outbox: a request's state (shared.state.records) or an account's
-    inventory row (shared.state.inventory)."""
-
-    outbox: list[dict[str, Any]]
-
-    @property
-    def request_id(self) -> str: ...
-
-    def copy(self) -> Self: ...
-
-    def confirm_sent(self, event_ids: set[str]) -> None: ...
-
-
-Row = TypeVar("Row", bound=OutboxRow)
-
-
-def flush_outbox(row: Row, sink: EventSink, *, write: Callable[[Row], Row], read: Callable[[], Row | None]) -> Row:
-    """Send the pending events of a row nobody holds and confirm them, whoever else writes the row
-    meanwhile. Returns the row as last written (or read). Sending twice is harmless: event ids are
-    stable."""
-    if not row.outbox or not _publish(sink, row.outbox, row.request_id):
-        return row
-    sent = {str(event["id"]) for event in row.outbox}
-
-    def confirm(current: Row) -> None:
-        if not any(str(event["id"]) in sent for event in current.outbox):
-            raise retry.Unchanged
-        current.confirm_sent(sent)
-    return retry.update(row, confirm, write=write, read=read) or row

@@ -8,13 +8,11 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from shared.engine import retry
 from shared.engine.claim import announce
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.plan import build_document
-from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
-from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord, retry
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, utcnow
 
 if TYPE_CHECKING:
@@ -84,7 +82,7 @@ def _record(request_id: str, account_name: str, fingerprint: str, event: dict[st
             record = store.get(request_id)
         else:
             checkpoint("rejected.saved")
-            flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(request_id))
+            store.flush(record, clients.events)
             return True
     seen = {"again": False, "valid": False}
 
@@ -104,7 +102,7 @@ def _record(request_id: str, account_name: str, fingerprint: str, event: dict[st
         return True
     checkpoint("rejected.saved")
     if record is not None:
-        flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(request_id))
+        store.flush(record, clients.events)
     return not seen["again"]
 
 

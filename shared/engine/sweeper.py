@@ -28,17 +28,15 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared.engine import retry
 from shared.engine.claim import announce
 from shared.engine.enqueue import send_recorded
 from shared.engine.fail import stop_request
 from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.plan import build_document
-from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
 from shared.made import Made, take_back
-from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord, retry
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -89,7 +87,7 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
                now: dt.datetime, report: SweepReport) -> None:
     store = clients.state
     if record.outbox and not record.lease_active(now):
-        record = flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(record.request_id))
+        record = store.flush(record, clients.events)
         report.flushed += 0 if record.outbox else 1
     if record.cleanup and record.status.finished:
         record, done = _clean_up(record, clients)
@@ -105,7 +103,7 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
         record.status is RequestStatus.WAITING and _older_than(record.due_at, now, grace))
     if record.status.finished or not stale:
         return
-    if record.stop or record.redrives >= config.max_redrives or not record.request:
+    if not record.finishing and (record.stop or record.redrives >= config.max_redrives or not record.request):
         failure = Failure(FailureKind.PERMANENT, "stuck", (
             f"Request {record.request_id} stopped making progress ({record.status.value} at step "
             f"'{record.current_step or 'queued'}') and was re-driven {record.redrives} times; it was stopped and "
@@ -188,7 +186,7 @@ def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services,
                                          discriminator=discriminator, reason="dead_lettered", message=message))
         return Outcome(OutcomeKind.FAILED, request_id, "dead_lettered", message)
     if record.status.finished:
-        flush_outbox(record, clients.events, write=store.replace, read=lambda: store.get(request_id))
+        store.flush(record, clients.events)
         return Outcome(OutcomeKind.DUPLICATE, request_id, record.error_reason,
                        f"Request {request_id} had already {record.status.value}.")
     left = stop_request(record, plan, clients, failure, discriminator=discriminator,
@@ -233,5 +231,5 @@ def _never_ran(plan: Plan, body: bytes | str | Mapping[str, Any], request_id: st
         created = store.create(record)
     except ConcurrentUpdateError:
         return store.get(request_id)
-    flush_outbox(created, clients.events, write=store.replace, read=lambda: store.get(request_id))
+    store.flush(created, clients.events)
     return None

@@ -10,8 +10,9 @@ Additions to the v1 table, and how its loose ends are read:
 * ``azure.tlsCert`` (new, optional): PEM certificate(s) sent to Palette as ``tls.cert``. Allowed
   only with ``azure.cloud = AzureUSSecretCloud``, as in Palette's Terraform provider.
 * ``azure.secret`` may also be ``{"source": "inline", "value": "..."}``, but only where the caller
-  passes ``allow_inline_secret=True`` (the HTTPS intake, which moves it to Key Vault at once, see
-  :meth:`OnboardingRequest.with_key_vault_secret`). Anywhere else the error is at
+  passes ``allow_inline_secret=True`` (the HTTPS intake, which keeps it in Key Vault under a
+  staging name at once and queues ``{"source": "staged", "secretName", "version"}``, see
+  :meth:`OnboardingRequest.with_staged_secret`). Anywhere else the error is at
   ``azure.secret.source``. The value is a ``SecretStr``: masked in repr, dumps and errors.
 * ``azure.secret.source`` is required once ``azure.secret`` is given; leaving ``azure.secret`` out
   means ``{"source": "generate", "validityDays": 180}``. ``version`` is 32 hex digits.
@@ -50,6 +51,7 @@ from shared.models.request import (
     PaletteSpec,
     SecretSpec,
     SshKeySpec,
+    StagedSecret,
 )
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "PaletteSpec",
     "SecretSpec",
     "SshKeySpec",
+    "StagedSecret",
     "identity_of",
     "operation_of",
     "parse_request",

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.errors import FieldError, RequestValidationError
 from shared.models.fields import CONTEXT_KEY, RULE_ERROR, ParseOptions, as_utc
-from shared.models.request import SECRET_SOURCES, InlineSecret, OnboardingRequest
+from shared.models.request import PUBLIC_SECRET_SOURCES, SECRET_SOURCES, InlineSecret, OnboardingRequest
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -251,7 +251,7 @@ def _message(error: ErrorDetails, options: ParseOptions) -> str:
     if kind == RULE_ERROR:
         return error["msg"]
     if kind in ("union_tag_invalid", "union_tag_not_found"):
-        sources = [s for s in SECRET_SOURCES if s != "inline" or options.allow_inline_secret]
+        sources = [s for s in PUBLIC_SECRET_SOURCES if s != "inline" or options.allow_inline_secret]
         prefix = "must be" if kind == "union_tag_invalid" else "is required:"
         return f"{prefix} one of {', '.join(sources)}"
     return _MESSAGES.get(kind, "is not valid")

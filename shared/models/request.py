@@ -133,8 +133,20 @@ class InlineSecret(WireModel):
     value: SecretValue
 
 
-SECRET_SOURCES = ("generate", "keyVault", "inline")
-SecretSpec = Annotated[GeneratedSecret | KeyVaultSecret | InlineSecret, Field(discriminator="source")]
+class StagedSecret(WireModel):
+    """An inline secret the HTTPS intake keeps under a name of its own (never a name rotation,
+    drift or offboarding read) until the request has passed its checks; the form it is queued in.
+    The check step accepts only the staged secret of the request itself."""
+
+    source: Literal["staged"] = "staged"
+    secret_name: KeyVaultSecretName
+    version: KeyVaultVersion
+
+
+SECRET_SOURCES = ("generate", "keyVault", "inline", "staged")
+#: The sources a request's author chooses from (``staged`` is what the intake makes of ``inline``).
+PUBLIC_SECRET_SOURCES = ("generate", "keyVault", "inline")
+SecretSpec = Annotated[GeneratedSecret | KeyVaultSecret | InlineSecret | StagedSecret, Field(discriminator="source")]
 
 INLINE_REFUSED = (
     "raw client secrets are accepted only by the HTTPS intake, never in a queue message: "
@@ -375,7 +387,7 @@ class OnboardingRequest(WireModel):
         from shared.credentials import SecretKind
 
         written = []
-        if isinstance(self.azure.secret, GeneratedSecret | InlineSecret):
+        if isinstance(self.azure.secret, GeneratedSecret | InlineSecret | StagedSecret):
             written.append(SecretKind.CLIENT_SECRET)
         if self.ssh_key is not None and self.ssh_key.generate:
             written.append(SecretKind.SSH_KEY)
@@ -399,17 +411,15 @@ class OnboardingRequest(WireModel):
         """True while the request carries a raw client secret (HTTP intake, before Key Vault)."""
         return isinstance(self.azure.secret, InlineSecret)
 
-    def with_key_vault_secret(self, secret_name: str, version: str | None = None) -> OnboardingRequest:
-        """A copy whose client secret is a Key Vault reference: what the HTTP intake queues after
-        storing an inline secret, so no raw secret ever goes on the queue.
+    def with_staged_secret(self, secret_name: str, version: str) -> OnboardingRequest:
+        """A copy whose client secret is the staged one: what the HTTP intake queues after keeping
+        an inline secret in Key Vault under its staging name, so no raw secret ever goes on the
+        queue.
 
         Raises
         ------
         pydantic.ValidationError
             ``secret_name`` or ``version`` breaks the Key Vault naming rules.
         """
-        payload: dict[str, Any] = {"source": "keyVault", "secretName": secret_name}
-        if version is not None:
-            payload["version"] = version
-        secret = KeyVaultSecret.model_validate(payload)
+        secret = StagedSecret.model_validate({"source": "staged", "secretName": secret_name, "version": version})
         return self.model_copy(update={"azure": self.azure.model_copy(update={"secret": secret})})

@@ -56,10 +56,10 @@ def _finish(ctx: steps.OffboardingContext) -> Finish:
         account.rotation_in_flight = ""
         account.drift = []
         account.drift_since = {}
-    ctx.clients.inventory.update(ctx.account_name, apply)
     event = ctx.event("offboarded", "finish", "offboarded", removed=removed, left=left,
                       palette={"accountUid": ctx.result(steps.ACCOUNT_UID) or None})
-    return Finish(events=[event], step="inventory", detail=f"{len(removed)} removed, {len(left)} left")
+    return Finish(events=[event], step="inventory", detail=f"{len(removed)} removed, {len(left)} left",
+                  then=lambda: ctx.clients.inventory.update(ctx.account_name, apply))
 
 
 OFFBOARDING = Plan(

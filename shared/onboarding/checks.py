@@ -36,22 +36,58 @@ from shared.credentials import SecretKind
 from shared.dryrun import Action, CheckOutcome, CheckResult, Found
 from shared.engine.failures import classify
 from shared.errors import PermanentStepError
-from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret
-from shared.onboarding.steps import (
-    APP_OBJECT_ID,
-    OVERLORD_UID,
-    PROJECT_UID,
-    USER_UID,
-    account_we_may_change,
-    public_key_of,
-    same_public_key,
-)
+from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret, StagedSecret
+from shared.onboarding.keys import APP_OBJECT_ID, OVERLORD_UID, PROJECT_UID, USER_UID
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from shared.clients.keyvault import SecretStore
-    from shared.clients.palette import ApiKey, Project
+    from shared.clients.palette import ApiKey, AzureAccount, Project
     from shared.models import OnboardingRequest
     from shared.services import Services
+
+
+def same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
+    """Whether an existing Palette account is for the same Entra tenant and app as the request."""
+    return ((account.tenant_id or "").lower(), (account.client_id or "").lower()) == (
+        request.azure.tenant_id, request.azure.client_id)
+
+
+def account_we_may_change(step: str, account: AzureAccount | None, request: OnboardingRequest) -> AzureAccount | None:
+    """The existing account of that name when the product made it for the same app; else a clash."""
+    if account is None:
+        return None
+    if not credentials.made_by_product(account.annotations):
+        raise PermanentStepError(
+            step, "account_name_clash",
+            f"Palette already has an Azure account named '{request.account_name}' that this product did not "
+            "create; nothing was changed. Choose another accountName, or remove that account first.",
+            field="accountName")
+    if not same_identity(account, request):
+        raise PermanentStepError(
+            step, "account_name_clash",
+            f"Palette already has an Azure account named '{request.account_name}' for another tenant or "
+            "client; nothing was changed. Choose another accountName or remove that account first.",
+            field="accountName")
+    return account
+
+
+def same_public_key(a: str, b: str) -> bool:
+    """OpenSSH keys are equal when type and base64 body match; the comment does not count."""
+    return a.split()[:2] == b.split()[:2]
+
+
+def public_key_of(pem: SecretStr) -> str:
+    """The public half of a private key this product generated and kept in Key Vault. OpenSSL's
+    check of an RSA key (0.2 s for 4096 bits, holding the GIL) is skipped: only the public numbers
+    are read, and the key is one the product made."""
+    from cryptography.hazmat.primitives import serialization
+
+    private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None,
+                                                     unsafe_skip_rsa_key_validation=True)
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
 def run_checks(request: OnboardingRequest, clients: Services, *,
@@ -168,6 +204,8 @@ class _Checks:
             yield "keyVault.source", partial(self.key_vault_source_allowed, secret)
         elif isinstance(secret, GeneratedSecret):
             yield "graph.application", self.application_visible
+        elif isinstance(secret, StagedSecret):
+            yield "azure.secret", partial(self.staged_secret_ours, secret)
         elif isinstance(secret, InlineSecret):
             yield "azure.secret", self.inline_secret
 
@@ -369,8 +407,28 @@ class _Checks:
 
     def inline_secret(self) -> CheckResult:
         name = self.request.derived_names.client_secret
-        return CheckResult("azure.secret", CheckOutcome.OK, f"an inline secret is written to Key Vault secret "
-                           f"'{name}' when the request is submitted; nothing was stored now", Action.CREATE)
+        staged = credentials.staged_secret_name(self.request.request_id)
+        return CheckResult("azure.secret", CheckOutcome.OK, f"a submitted inline secret is kept in Key Vault secret "
+                           f"'{staged}' until the request passed its checks, then written to '{name}'; nothing "
+                           "was stored now", Action.CREATE)
+
+    def staged_secret_ours(self, secret: StagedSecret) -> CheckResult:
+        """The staged inline secret is this request's own (the intake kept it for it)."""
+        from shared.onboarding.staging import is_staged_for
+
+        try:
+            _, stored = self.clients.secrets.get_secret(secret.secret_name, secret.version)
+        except ResourceNotFoundError:
+            stored = None
+        if stored is None or not is_staged_for(stored, self.request):
+            return CheckResult.failed("azure.secret", CheckOutcome.MISSING, PermanentStepError(
+                "check", "staged_secret_missing",
+                f"The inline secret this request was submitted with is no longer kept in Key Vault secret "
+                f"'{secret.secret_name}' (version {secret.version}), or was not kept for this request; submit "
+                "the request again with its secret.", field="azure.secret"))
+        return CheckResult("azure.secret", CheckOutcome.OK, f"the submitted inline secret is kept for this request; "
+                           f"it is written to '{self.request.derived_names.client_secret}' once the checks passed",
+                           Action.CREATE)
 
     # -- Microsoft Graph ----------------------------------------------------------------------------
 

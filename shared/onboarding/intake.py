@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from shared import credentials
 from shared.dryrun import INTAKE_FINGERPRINT
 from shared.errors import IdempotencyConflictError, OnboardingError
+from shared.onboarding import staging
 from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus
 
 if TYPE_CHECKING:
@@ -77,51 +78,47 @@ def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
 
     queued = request
     results = {INTAKE_FINGERPRINT: submitted}
+    made: dict[str, dict[str, Any]] = {}
     if request.has_inline_secret:
-        queued = _store_inline_secret(request, clients)
-        results[INLINE_SECRET_VERSION] = getattr(queued.azure.secret, "version", "") or ""
+        _client_secret_name_usable(request, clients)
+        queued, staged = staging.stage(request, clients)
+        results[INLINE_SECRET_VERSION] = staged.ids["version"]
+        made[staging.STAGED] = staged.to_dict()
     document = json.dumps(queued.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
     if replaced is None:
         record = RequestRecord(request_id=request.request_id, account_name=request.account_name,
-                                  fingerprint=request_fingerprint(queued), request=document)
+                               fingerprint=request_fingerprint(queued), request=document)
     else:
         record = replaced.fresh(account_name=request.account_name, fingerprint=request_fingerprint(queued),
                                 request=document)
     record.status = RequestStatus.QUEUED
     record.current_step = "queued"
     record.results.update(results)
+    record.made.update(made)
     try:
         return clients.state.replace(record) if replaced is not None else clients.state.create(record)
     except ConcurrentUpdateError:
         return None
 
 
-def _store_inline_secret(request: OnboardingRequest, clients: Services) -> OnboardingRequest:
-    """Put the inline secret into the account's client-secret secret; return the request as it is
-    queued, naming that version."""
-    secret = request.azure.secret
-    value = getattr(secret, "value", None)
-    assert value is not None
+def _client_secret_name_usable(request: OnboardingRequest, clients: Services) -> None:
+    """Refuse at once (409) an inline secret whose account's Key Vault name cannot take it: a
+    deleted secret in the way, or somebody else's secret. Reads only; the check step asks again
+    under the account's lease before anything is written there."""
+    from shared.onboarding.checks import deleted_secret_block
+
     store = clients.secrets
     kind = credentials.SecretKind.CLIENT_SECRET
     name = request.derived_names.client_secret
-    from shared.onboarding.checks import deleted_secret_block
-
     blocked = deleted_secret_block(request, kind, store, step="intake")
     if blocked is not None:
         raise SecretNameBlockedError(str(blocked))
-    if request.recover_deleted_secrets and store.get_deleted_secret(name) is not None:
-        store.recover_deleted_secret(name)
     versions = store.list_versions(name)
     if versions and not credentials.is_secret_of(versions[0].tags, request.account_name, kind):
         raise SecretNameBlockedError(
             f"Key Vault secret '{name}' exists and was not written by this product for account "
             f"'{request.account_name}'; nothing was stored. Rename or remove that secret, or choose another "
             "accountName.")
-    tags = credentials.secret_tags(request.account_name, kind, request_id=request.request_id,
-                                   tenant_id=request.azure.tenant_id, client_id=request.azure.client_id)
-    stored = store.set_secret(name, value, content_type=credentials.CONTENT_TYPES[kind], tags=tags)
-    return request.with_key_vault_secret(name, stored.version)
 
 
 def _send(record: RequestRecord, queue: RequestQueue) -> None:

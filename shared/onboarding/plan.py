@@ -81,8 +81,8 @@ def _verify(ctx: steps.StepContext) -> Finish:
         failed = ", ".join(c["check"] for c in checks if not c["ok"])
         return Finish(events=[validated], step="verify", failure=Failure(
             FailureKind.PERMANENT, "verification_failed", f"Onboarding finished but these checks failed: {failed}."))
-    steps.record_in_inventory(ctx)
-    return Finish(events=[validated], step="verify", detail="all checks passed")
+    return Finish(events=[validated], step="verify", detail="all checks passed",
+                  then=lambda: steps.record_in_inventory(ctx))
 
 
 ONBOARDING = Plan(

@@ -42,7 +42,32 @@ from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
 from shared.made import create_once
-from shared.models import GeneratedSecret, KeyVaultSecret
+from shared.models import GeneratedSecret, KeyVaultSecret, StagedSecret
+from shared.onboarding.checks import account_we_may_change, public_key_of, same_identity, same_public_key
+from shared.onboarding.keys import (
+    ACCOUNT,
+    ACCOUNT_ACTION,
+    ACCOUNT_UID,
+    API_KEY,
+    API_KEY_EXPIRES_ON,
+    API_KEY_SECRET_ID,
+    API_KEY_UID,
+    API_KEY_VERSION,
+    APP_OBJECT_ID,
+    CLIENT_SECRET_VERSION,
+    GRAPH_KEY_ID,
+    OVERLORD_UID,
+    PASSWORD,
+    PROJECT_UID,
+    SECRET_EXPIRES_ON,
+    SECRET_ID,
+    SSH_KEY,
+    SSH_KEY_OWNED,
+    SSH_KEY_UID,
+    SSH_KEY_VERSION,
+    SSH_SECRET_ID,
+    USER_UID,
+)
 from shared.state import StepOutcome
 from shared.state.records import iso, utcnow
 
@@ -50,36 +75,10 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
     from shared.clients.keyvault import StoredSecret
-    from shared.clients.palette import AzureAccount, AzureCredentials, SshKey
+    from shared.clients.palette import AzureCredentials, SshKey
     from shared.models import OnboardingRequest
 
 logger = get_logger(__name__)
-
-# Result keys kept in the state row. Keys starting with "_" are internal, hidden from the API.
-ACCOUNT_UID = "accountUid"
-ACCOUNT_ACTION = "accountAction"
-PROJECT_UID = "projectUid"
-OVERLORD_UID = "privateCloudGatewayUid"
-USER_UID = "apiKeyUserUid"
-SSH_KEY_UID = "sshKeyUid"
-SSH_KEY_OWNED = "sshKeyOwned"
-API_KEY_UID = "apiKeyUid"
-GRAPH_KEY_ID = "graphKeyId"
-SECRET_ID = "keyVaultSecretId"
-SECRET_EXPIRES_ON = "secretExpiresOn"
-SSH_SECRET_ID = "sshPrivateKeySecretId"
-API_KEY_SECRET_ID = "apiKeySecretId"
-API_KEY_EXPIRES_ON = "apiKeyExpiresOn"
-APP_OBJECT_ID = "_appObjectId"
-
-# What the onboarding makes, by the keys its fences record it under (shared.made).
-PASSWORD = "password"
-ACCOUNT = "account"
-SSH_KEY = "sshKey"
-API_KEY = "apiKey"
-CLIENT_SECRET_VERSION = "secret:client-secret"
-SSH_KEY_VERSION = "secret:ssh-key"
-API_KEY_VERSION = "secret:api-key"
 
 #: The lookup started when the delivery starts: an RSA key for a generated SSH key (its CPU time
 #: then overlaps the check's round trips; only used when the step has to make a key).
@@ -112,36 +111,6 @@ class StepContext(WorkContext):
         return credentials.secret_tags(request.account_name, kind, request_id=request.request_id,
                                        tenant_id=request.azure.tenant_id, client_id=request.azure.client_id,
                                        **extra)
-
-
-def _same_identity(account: AzureAccount, request: OnboardingRequest) -> bool:
-    """Whether an existing Palette account is for the same Entra tenant and app as the request."""
-    return ((account.tenant_id or "").lower(), (account.client_id or "").lower()) == (
-        request.azure.tenant_id, request.azure.client_id)
-
-
-def account_we_may_change(step: str, account: AzureAccount | None, request: OnboardingRequest) -> AzureAccount | None:
-    """The existing account of that name when the product made it for the same app; else a clash."""
-    if account is None:
-        return None
-    if not credentials.made_by_product(account.annotations):
-        raise PermanentStepError(
-            step, "account_name_clash",
-            f"Palette already has an Azure account named '{request.account_name}' that this product did not "
-            "create; nothing was changed. Choose another accountName, or remove that account first.",
-            field="accountName")
-    if not _same_identity(account, request):
-        raise PermanentStepError(
-            step, "account_name_clash",
-            f"Palette already has an Azure account named '{request.account_name}' for another tenant or "
-            "client; nothing was changed. Choose another accountName or remove that account first.",
-            field="accountName")
-    return account
-
-
-def same_public_key(a: str, b: str) -> bool:
-    """OpenSSH keys are equal when type and base64 body match; the comment does not count."""
-    return a.split()[:2] == b.split()[:2]
 
 
 # ---------------------------------------------------------------------------------------- check
@@ -182,10 +151,17 @@ def secret(ctx: StepContext) -> StepDone:
         ctx.client_secret = value
         return StepDone("existing Key Vault secret", {SECRET_ID: stored.id, **_expiry(stored)}, [
             ctx.event("secret.stored", "secret", "existing", source="keyVault", keyVaultSecretId=stored.id)])
+    if isinstance(source, StagedSecret):
+        from shared.onboarding.staging import promote
+
+        ctx.client_secret, stored = promote(ctx.handle, ctx.clients, request, source)
+        return StepDone("inline secret stored in Key Vault", {SECRET_ID: stored.id, **_expiry(stored)}, [
+            ctx.event("secret.stored", "secret", "stored", source="inline", keyVaultSecretId=stored.id)],
+            made={CLIENT_SECRET_VERSION: made.key_vault_version(stored.name).made(version=stored.version)})
 
     graph = ctx.clients.graph
     assert graph is not None  # checked in the check step
-    assert isinstance(source, GeneratedSecret)  # inline secrets are stored by the intake
+    assert isinstance(source, GeneratedSecret)  # inline secrets are staged by the intake
     app_id = request.azure.client_id
     name = request.derived_names.client_secret
     display_name = request.derived_names.password_display_name
@@ -376,7 +352,7 @@ def register(ctx: StepContext) -> StepDone:
         def ours() -> str | None:
             found = palette.find_azure_account(request.account_name, project_uid=scope_uid)
             return found.uid if found is not None and credentials.made_by_request(found.annotations, ctx.request_id) \
-                and _same_identity(found, request) else None
+                and same_identity(found, request) else None
 
         uid = create_once(lambda: palette.create_azure_account(
             request.account_name, creds, project_uid=scope_uid, overlord_uid=overlord, annotations=annotations), ours)
@@ -515,18 +491,6 @@ def _store_new_key_pair(ctx: StepContext) -> tuple[str, StoredSecret]:
     return f"{public} palette-onboarding-{ctx.account_name}", stored
 
 
-def public_key_of(pem: SecretStr) -> str:
-    """The public half of a private key this product generated and kept in Key Vault. OpenSSL's
-    check of an RSA key (0.2 s for 4096 bits, holding the GIL) is skipped: only the public numbers
-    are read, and the key is one the product made."""
-    from cryptography.hazmat.primitives import serialization
-
-    private_key = serialization.load_ssh_private_key(pem.get_secret_value().encode(), password=None,
-                                                     unsafe_skip_rsa_key_validation=True)
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-
-
 # --------------------------------------------------------------------------------------- apikey
 
 def apikey(ctx: StepContext) -> StepDone:
@@ -617,7 +581,7 @@ def verify(ctx: StepContext) -> list[dict[str, Any]]:
     if account is None:
         add("account.readable", False, f"account {account_uid} was not found")
     else:
-        add("account.readable", account.name == request.account_name and _same_identity(account, request),
+        add("account.readable", account.name == request.account_name and same_identity(account, request),
             f"account {account_uid} reads back as '{account.name}'")
         add("account.scope", account.scope == request.palette.scope, f"account scope is {account.scope}")
     listed = account is not None

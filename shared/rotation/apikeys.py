@@ -183,8 +183,8 @@ def _finish(ctx: RenewalContext) -> Finish:
         account.previous_api_key_revoke_after = revoke_after
         account.api_key_uid = results.get(NEW_UID, "")
         account.api_key_expires_on = results.get(EXPIRES_ON, "")
-    ctx.clients.inventory.update(ctx.account_name, apply)
-    return Finish(step="inventory", detail=f"old key revoked after {revoke_after}")
+    return Finish(step="inventory", detail=f"old key revoked after {revoke_after}",
+                  then=lambda: ctx.clients.inventory.update(ctx.account_name, apply))
 
 
 def revoke_due(account: AccountRecord, clients: Services, now: dt.datetime) -> bool:
@@ -216,9 +216,7 @@ def revoke_due(account: AccountRecord, clients: Services, now: dt.datetime) -> b
             row.record_event(event)
     updated = clients.inventory.update(account.account_name, apply)
     if updated is not None:
-        from shared.rotation.sweep import flush_account
-
-        flush_account(updated, clients)
+        clients.inventory.flush(updated, clients.events)
     return True
 
 

@@ -2,10 +2,12 @@
 
 What it finds (``kind`` of ``palette.onboarding.drift.detected``, and a field of the inventory row):
 
-* ``secret_changed``: the cloud account in Palette no longer carries the product's record of which
-  secret it put there (Palette never shows a secret back; a full PUT by anybody else, such as a
-  Terraform apply with a stale secret, drops it). Repaired by putting Key Vault's current secret
-  back into the account.
+* ``secret_changed``: the cloud account in Palette still carries the product's annotations but not
+  the product's record of which secret it put there (Palette never shows a secret back). Repaired
+  by putting Key Vault's current secret back into the account.
+* ``not_ours``: the cloud account no longer carries the product's annotations at all (a full PUT
+  by anybody else, such as a Terraform apply, replaces them): the product can no longer prove it
+  made it, so it changes nothing there (no repair, no rotation, no offboarding of it) and says so.
 * ``secret_invalid``: Palette no longer accepts Key Vault's current secret. Repaired by a rotation
   (for a secret the product makes; an operator's secret needs its operator).
 * ``account_missing``: the product keeps a secret for an account Palette no longer has.
@@ -14,24 +16,29 @@ What it finds (``kind`` of ``palette.onboarding.drift.detected``, and a field of
   current nor its previous one. Removed once seen for ``ORPHAN_GRACE_HOURS``.
 
 A kind that is found no more (or was repaired) is announced with ``drift.resolved``. Events go out
-through the account's row (an outbox), once each. An account missing from the inventory but kept
-in Key Vault (the table was lost) gets its row back from the secret's tags first.
+through the account's row (an outbox), once each. Each account is looked at under its name's lease,
+so the pass never works on an account an onboarding, rotation or offboarding is changing; one held
+is looked at next time.
+
+First, the safety net (:mod:`shared.rotation.orphans`): Palette objects carrying the product's
+annotations that no inventory row records are recorded (their request succeeded) or removed after
+the orphan grace (their request failed or is unknown).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared import credentials
-from shared.credentials import SecretKind
 from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import build_document
 from shared.logs import bind, get_logger
-from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
+from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -40,21 +47,24 @@ if TYPE_CHECKING:
     from shared.clients.queue import RequestQueue
     from shared.services import Services
     from shared.settings import RotationConfig
-    from shared.state import RequestRecord
 
 logger = get_logger(__name__)
 
-KINDS = ("secret_changed", "secret_invalid", "account_missing", "secret_missing", "orphan_password")
+KINDS = ("secret_changed", "not_ours", "secret_invalid", "account_missing", "secret_missing", "orphan_password")
+#: How long the pass holds an account's name while it looks at it.
+LEASE_SECONDS = 60.0
 
 
 @dataclass
 class DriftReport:
     accounts: int = 0
-    rebuilt: int = 0
     detected: int = 0
     resolved: int = 0
     repaired: int = 0
     orphans_removed: int = 0
+    objects_recorded: int = 0
+    objects_removed: int = 0
+    busy: int = 0
     errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -72,20 +82,50 @@ class Found:
 
 def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *,
                now: dt.datetime | None = None) -> DriftReport:
+    from shared.rotation.orphans import safety_net
+
     moment = now or utcnow()
     report = DriftReport()
-    report.rebuilt = rebuild_inventory(clients)
+    owner = f"drift:{uuid.uuid4().hex[:12]}"
+    try:
+        net = safety_net(clients, config, moment)
+        report.objects_recorded, report.objects_removed, report.errors = net.recorded, net.removed, net.errors
+    except Exception:  # the accounts are still looked at
+        report.errors += 1
+        logger.warning("drift: the safety net could not run", exc_info=True)
     for account in clients.inventory.query("Status eq @managed", {"managed": MANAGED}):
         report.accounts += 1
         with bind(requestId=account.onboarded_by or None):
             try:
-                found = _inspect(account, clients, queue, config, moment, report)
-                _record(account, found, clients, moment, report)
+                _look_at(account, owner, clients, queue, config, moment, report)
             except Exception:  # one account failing does not stop the pass
                 report.errors += 1
                 logger.warning("drift: account %s could not be checked", account.account_name, exc_info=True)
     logger.info("drift pass: %s", report.as_dict())
     return report
+
+
+def _look_at(account: AccountRecord, owner: str, clients: Services, queue: RequestQueue, config: RotationConfig,
+             now: dt.datetime, report: DriftReport) -> None:
+    """Look at one account under its name's lease; one an onboarding, rotation or offboarding
+    holds is left for the next pass."""
+    from shared.engine.leases import NameLeases
+
+    lease = NameLeases(clients.state, owner, [credentials.account_lease(account.account_name)])
+    held = lease.acquire(utcnow() + dt.timedelta(seconds=LEASE_SECONDS))
+    if held is not None:
+        report.busy += 1
+        logger.info("drift: account %s is being worked on by %s; it is looked at next time", account.account_name,
+                    held.owner)
+        return
+    try:
+        current = clients.inventory.get(account.account_name)  # as it is now that nobody changes it
+        if current is None or current.status != MANAGED:
+            return
+        found = _inspect(current, clients, queue, config, now, report)
+        _record(current, found, clients, now, report)
+    finally:
+        lease.release()
 
 
 def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, config: RotationConfig,
@@ -95,6 +135,9 @@ def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, con
     current = _current_secret(account, clients)
     if palette is None:
         found.kinds.add("account_missing")
+    elif not credentials.made_by_product(palette.annotations):
+        found.kinds.add("not_ours")
+        palette = None  # nothing below may read it as the product's
     if current is None:
         found.kinds.add("secret_missing")
     if palette is not None and current is not None:
@@ -110,8 +153,15 @@ def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, con
             if account.secret_source == SOURCE_GENERATED:
                 _rotate(account, clients, queue)  # resolved when the next pass finds the new secret accepted
     if account.secret_source == SOURCE_GENERATED:
-        _orphans(account, clients, config, now, found, report)
+        in_use = {_key_id_of(palette.annotations.get(credentials.SECRET_REF_ANNOTATION, "")) if palette else "",
+                  current.tags.get(credentials.CREDENTIAL_ID_TAG, "") if current else ""}
+        _orphans(account, clients, config, now, found, report, in_use=in_use - {""})
     return found
+
+
+def _key_id_of(secret_ref: str) -> str:
+    """The Graph keyId a ``SECRET_REF_ANNOTATION`` names (``key:<id>``), else ''."""
+    return secret_ref.removeprefix("key:") if secret_ref.startswith("key:") else ""
 
 
 def _palette_account(account: AccountRecord, clients: Services) -> AzureAccount | None:
@@ -139,12 +189,11 @@ def _credentials_from(account: AccountRecord, palette: AzureAccount, current: St
 
 def _put_back(account: AccountRecord, palette: AzureAccount, current: StoredSecret, expected: str,
               clients: Services) -> bool:
-    """Put Key Vault's current secret back into the account. The account is the product's: its uid
-    is the one the inventory recorded from the product's own create (the annotations that proved it
-    then are what the other writer removed)."""
+    """Put Key Vault's current secret back into the account: only one that still carries the
+    product's annotations, under the uid the inventory recorded."""
     from shared.clients.palette import AzureCredentials
 
-    if palette.uid != account.palette_uid:
+    if palette.uid != account.palette_uid or not credentials.made_by_product(palette.annotations):
         return False
     creds = _credentials_from(account, palette, current, clients)
     assert isinstance(creds, AzureCredentials)
@@ -185,10 +234,12 @@ def _rotate(account: AccountRecord, clients: Services, queue: RequestQueue) -> N
 
 
 def _orphans(account: AccountRecord, clients: Services, config: RotationConfig, now: dt.datetime,
-             found: Found, report: DriftReport) -> None:
+             found: Found, report: DriftReport, *, in_use: set[str]) -> None:
+    """The product's passwords of the account that are neither current nor previous, nor the one
+    Palette or Key Vault holds now (``in_use``), are reported, and removed after the grace."""
     if clients.graph is None or not account.client_id:
         return
-    keep = {account.current_key_id, account.previous_key_id} - {""}
+    keep = ({account.current_key_id, account.previous_key_id} | in_use) - {""}
     grace = dt.timedelta(hours=config.orphan_grace_hours)
     try:
         passwords = clients.graph.get_application(account.client_id).passwords
@@ -232,9 +283,7 @@ def _record(account: AccountRecord, found: Found, clients: Services, now: dt.dat
         return
     updated = clients.inventory.update(account.account_name, apply)
     if updated is not None and updated.outbox:
-        from shared.rotation.sweep import flush_account
-
-        flush_account(updated, clients)
+        clients.inventory.flush(updated, clients.events)
 
 
 _DETAIL = {
@@ -244,6 +293,8 @@ _DETAIL = {
     "account_missing": "the Palette cloud account is gone, but this product still keeps its secret",
     "secret_missing": "Key Vault no longer holds the account's secret",
     "orphan_password": "a Graph password this product made is neither the current nor the previous one",
+    "not_ours": "the Palette cloud account no longer carries this product's annotations (someone replaced it, e.g. "
+                "a Terraform apply); the product changes nothing there until they are put back",
 }
 
 
@@ -252,61 +303,3 @@ def _event(account: AccountRecord, short_type: str, kind: str, now: dt.datetime)
     return build_document(account.onboarded_by or account.account_name, account.account_name, short_type, "drift",
                           outcome, discriminator=f"{kind}:{now.date().isoformat()}", kind=kind,
                           accountName=account.account_name, detail=_DETAIL[kind])
-
-
-# ------------------------------------------------------------------------------ rebuild from tags
-
-def rebuild_inventory(clients: Services) -> int:
-    """Give every client secret the product keeps in Key Vault a row, from its tags (and the state
-    of the request that made it, for the Palette uid and scope), if the inventory lost it."""
-    rebuilt = 0
-    for secret in clients.secrets.list_secrets(tag=credentials.MANAGED_BY_TAG, value=credentials.PRODUCT):
-        parsed = credentials.parse_secret_name(secret.name)
-        if parsed is None or parsed[1] is not SecretKind.CLIENT_SECRET:
-            continue
-        account_name = parsed[0]
-        if clients.inventory.get(account_name) is not None:
-            continue
-        versions = clients.secrets.list_versions(secret.name)
-        if not versions:
-            continue
-        current = versions[0]
-        tags = current.tags
-        origin = clients.state.get(tags.get(credentials.REQUEST_ID_TAG, "")) if tags.get(
-            credentials.REQUEST_ID_TAG) else None
-        results = origin.results if origin is not None else {}
-        key_id = tags.get(credentials.CREDENTIAL_ID_TAG, "")
-        scoped = _project_scoped(origin)
-        record = AccountRecord(
-            account_name=account_name, scope="project" if scoped else "tenant",
-            project_uid=results.get("projectUid", "") if scoped else "",
-            palette_uid=results.get("accountUid", ""), tenant_id=tags.get(credentials.TENANT_ID_TAG, ""),
-            client_id=tags.get(credentials.CLIENT_ID_TAG, ""),
-            secret_source=SOURCE_GENERATED if key_id else SOURCE_KEY_VAULT, secret_name=secret.name,
-            secret_version=current.version, current_key_id=key_id,
-            expires_on=iso(current.expires_on) if current.expires_on else "",
-            secret_created_on=iso(current.created_on) if current.created_on else "",
-            validity_days=int(tags.get(credentials.VALIDITY_PERIOD_DAYS_TAG) or 180),
-            onboarded_by=tags.get(credentials.REQUEST_ID_TAG, ""))
-        if not record.palette_uid:
-            found = clients.palette.find_azure_account(account_name)
-            record.palette_uid = found.uid if found is not None else ""
-        try:
-            clients.inventory.create(record)
-        except Exception:  # noqa: BLE001 - made meanwhile by onboarding: fine
-            continue
-        rebuilt += 1
-        logger.warning("drift: rebuilt the inventory row of account %s from Key Vault's tags", account_name)
-    return rebuilt
-
-
-def _project_scoped(origin: RequestRecord | None) -> bool:
-    """Whether the onboarding that made the secret registered a project-scoped account."""
-    import json
-
-    if origin is None or not origin.request:
-        return False
-    try:
-        return bool(json.loads(origin.request).get("palette", {}).get("scope") == "project")
-    except ValueError:
-        return False

@@ -36,9 +36,9 @@ def _lease_names(request: models.RotationRequest) -> list[str]:
 
 
 def _finish(ctx: steps.RotationContext) -> Finish:
-    steps.record_rotation(ctx)
     reason = ctx.result(steps.SKIPPED)
-    return Finish(step="inventory", detail=f"skipped: {reason}" if reason else "inventory updated")
+    return Finish(step="inventory", detail=f"skipped: {reason}" if reason else "inventory updated",
+                  then=lambda: steps.record_rotation(ctx))
 
 
 ROTATION = Plan(

@@ -27,7 +27,6 @@ from shared import credentials
 from shared.credentials import SecretKind
 from shared.engine.enqueue import enqueue
 from shared.engine.plan import build_document
-from shared.engine.record import flush_outbox
 from shared.logs import bind, get_logger
 from shared.rotation.apikeys import revoke_due
 from shared.rotation.models import RotationRequest, RotationTrigger
@@ -110,7 +109,7 @@ def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
             logger.warning("rotation sweep: the old API key of account %s could not be revoked",
                            account.account_name, exc_info=True)
     for account in clients.inventory.query("OutboxPending eq true"):
-        flushed = flush_account(account, clients)
+        flushed = clients.inventory.flush(account, clients.events)
         report.flushed += 0 if flushed.outbox else 1
     logger.info("rotation sweep: %s", report.as_dict())
     return report
@@ -233,11 +232,5 @@ def _warn(account: AccountRecord, clients: Services, config: RotationConfig, now
             row.record_event(event)
     updated = clients.inventory.update(account.account_name, record)
     if updated is not None:
-        flush_account(updated, clients)
+        clients.inventory.flush(updated, clients.events)
     return 1
-
-
-def flush_account(account: AccountRecord, clients: Services) -> AccountRecord:
-    """Send the events waiting in an account's row."""
-    return flush_outbox(account, clients.events, write=clients.inventory.replace,
-                        read=lambda: clients.inventory.get(account.account_name))

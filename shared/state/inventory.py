@@ -6,7 +6,7 @@ expiry (``ExpiresOn``, an RFC 3339 string in UTC, so string order is time order)
 read only the accounts that are due, whatever the number managed.
 
 Like a request's row, an account's row is an outbox: an expiry warning or a drift event is written
-into it with the change it announces, and sent from there (:func:`shared.engine.record.flush_outbox`).
+into it with the change it announces, and sent from there (:meth:`InventoryStore.flush`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
 from shared.errors import StateStoreError
+from shared.state import retry
 from shared.state.records import iso, utcnow
 from shared.state.store import ConcurrentUpdateError, ensure_table, pack, unpack
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from azure.data.tables import TableClient
+
+    from shared.clients.events import EventSink
 
 ROW_KEY = "account"
 #: Event ids kept per account to refuse a second recording; older ones are long past any resend.
@@ -245,24 +248,21 @@ class InventoryStore:
                create: Callable[[], AccountRecord] | None = None) -> AccountRecord | None:
         """Apply ``mutate`` to the row with optimistic concurrency (re-reading on a race); with
         ``create``, a missing row is made from it first. None when the row is missing."""
-        for _ in range(6):
-            current = self.get(account_name)
-            if current is None:
-                if create is None:
-                    return None
-                fresh = create()
-                mutate(fresh)
-                try:
-                    return self.create(fresh)
-                except ConcurrentUpdateError:
-                    continue
-            updated = current.copy()
-            mutate(updated)
+        current = self.get(account_name)
+        if current is None and create is not None:
+            fresh = create()
+            mutate(fresh)
             try:
-                return self.replace(updated)
+                return self.create(fresh)
             except ConcurrentUpdateError:
-                continue
-        raise ConcurrentUpdateError(f"Account {account_name} kept changing; try again.")
+                current = self.get(account_name)  # made meanwhile: change it as it is now
+        return retry.update(current, mutate, write=self.replace, read=lambda: self.get(account_name))
+
+    def flush(self, account: AccountRecord, sink: EventSink) -> AccountRecord:
+        """Send the row's pending events and confirm them (see :mod:`shared.state.outbox`)."""
+        from shared.state.outbox import flush_outbox
+
+        return flush_outbox(account, sink, write=self.replace, read=lambda: self.get(account.account_name))
 
     def query(self, where: str = "", parameters: dict[str, Any] | None = None) -> Iterator[AccountRecord]:
         """Rows matching an OData filter (ANDed with the row key), read page by page."""

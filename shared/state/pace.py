@@ -41,7 +41,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 
 from shared.clients.http import check_pace
 from shared.errors import StateStoreError
-from shared.state.store import ensure_table
+from shared.state import retry
+from shared.state.store import ConcurrentUpdateError, ensure_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,6 +63,9 @@ MAX_LATE_SECONDS = 5.0
 class _Known:
     next_free: float
     etag: str | None  # None: the row does not exist yet
+
+    def copy(self) -> _Known:
+        return _Known(self.next_free, self.etag)
 
 
 class SharedPace:
@@ -147,28 +151,35 @@ class SharedPace:
     def _take(self, key: str) -> float | None:
         """Move the key's schedule on by one slot; the slot's time (None: the table failed)."""
         row_key = _row_key(key)
+        taken: list[float] = []
+
+        def move_on(row: _Known) -> None:
+            slot = max(row.next_free, self._clock() - (self.burst - 1) * self._interval)
+            taken[:] = [slot]
+            row.next_free = slot + self._interval
+
+        def write(row: _Known) -> _Known:
+            entity = {"PartitionKey": PARTITION, "RowKey": row_key, "NextFree": row.next_free}
+            try:
+                if row.etag is None:
+                    written = self._table.create_entity(entity)
+                else:
+                    from azure.data.tables import UpdateMode
+
+                    written = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=row.etag,
+                                                        match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
+                raise ConcurrentUpdateError(f"The pace of {key} moved on.") from exc  # read it again
+            return _Known(row.next_free, str(written.get("etag") or "") or None)
+
         try:
             self._ensure()
-            for _ in range(_ATTEMPTS):
-                known = self._known.get(key)
-                if known is None:
-                    known = self._read(row_key)
-                now = self._clock()
-                slot = max(known.next_free, now - (self.burst - 1) * self._interval)
-                entity = {"PartitionKey": PARTITION, "RowKey": row_key, "NextFree": slot + self._interval}
-                try:
-                    if known.etag is None:
-                        written = self._table.create_entity(entity)
-                    else:
-                        from azure.data.tables import UpdateMode
-
-                        written = self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=known.etag,
-                                                            match_condition=MatchConditions.IfNotModified)
-                except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
-                    self._known[key] = None  # another instance moved it: read it again
-                    continue
-                self._known[key] = _Known(slot + self._interval, str(written.get("etag") or "") or None)
-                return slot
+            known = self._known.get(key) or self._read(row_key)
+            self._known[key] = retry.update(known, move_on, write=write, read=lambda: self._read(row_key),
+                                            attempts=_ATTEMPTS)
+            return taken[0]
+        except ConcurrentUpdateError:
+            self._known[key] = None
             logger.warning("The shared Palette pace for %s kept changing; this call goes ahead unpaced.", key)
         except (AzureError, StateStoreError) as exc:
             self._known[key] = None

@@ -95,7 +95,9 @@ class RequestRecord:
     written by a fence before the call that makes it. ``cleanup`` lists what a failed request made
     and could not take back yet (the sweeper retries), in the same form. ``stop`` is a failure
     asked for while a delivery held the lease (by the dead-letter handler or the sweeper): the
-    holder stops at its next fence or step and fails the request with it.
+    holder stops at its next fence or step and fails the request with it. ``finishing`` says the
+    request passed its last check and is recording its end (the inventory, then ``succeeded``):
+    from then on nobody asks it to stop, and whoever takes it over finishes it.
     """
 
     request_id: str
@@ -111,6 +113,7 @@ class RequestRecord:
     made: dict[str, dict[str, Any]] = field(default_factory=dict)
     cleanup: list[dict[str, Any]] = field(default_factory=list)
     stop: dict[str, str] = field(default_factory=dict)
+    finishing: bool = False
     error_reason: str = ""
     error_message: str = ""
     lease_owner: str = ""

@@ -23,7 +23,7 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from shared.errors import StateStoreError
+from shared.errors import ConcurrentUpdateError, StateStoreError
 from shared.state.records import (
     RequestRecord,
     RequestStatus,
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
     from azure.data.tables import TableClient
 
+    from shared.clients.events import EventSink
+
 logger = logging.getLogger(__name__)
 
 ROW_KEY = "onboarding"
@@ -47,10 +49,6 @@ LEASE_ROW_KEY = "lease"
 LEASE_PARTITION_PREFIX = "lease:"
 _OPEN_FILTER = ("RowKey eq 'onboarding' and (Status eq 'queued' or Status eq 'running' or Status eq 'waiting'"
                 " or OutboxPending eq true or CleanupPending eq true)")
-
-
-class ConcurrentUpdateError(StateStoreError):
-    """Someone else changed the row since we read it (ETag mismatch) or created it first."""
 
 
 class InvalidContinuationTokenError(ValueError):
@@ -95,6 +93,12 @@ class StateStore(ABC):
 
     @abstractmethod
     def get(self, request_id: str) -> RequestRecord | None: ...
+
+    def flush(self, record: RequestRecord, sink: EventSink) -> RequestRecord:
+        """Send the row's pending events and confirm them (see :mod:`shared.state.outbox`)."""
+        from shared.state.outbox import flush_outbox
+
+        return flush_outbox(record, sink, write=self.replace, read=lambda: self.get(record.request_id))
 
     @abstractmethod
     def create(self, record: RequestRecord) -> RequestRecord:
@@ -203,6 +207,7 @@ def _to_entity(record: RequestRecord) -> dict[str, Any]:
         "Made": json.dumps(record.made),
         "Cleanup": json.dumps(record.cleanup),
         "Stop": json.dumps(record.stop),
+        "Finishing": record.finishing,
         "CleanupPending": bool(record.cleanup),
         "ErrorReason": record.error_reason,
         "ErrorMessage": record.error_message,
@@ -235,6 +240,7 @@ def _from_entity(entity: Any) -> RequestRecord:
         made=json.loads(entity.get("Made") or "{}"),
         cleanup=json.loads(entity.get("Cleanup") or "[]"),
         stop=json.loads(entity.get("Stop") or "{}"),
+        finishing=bool(entity.get("Finishing", False)),
         error_reason=entity.get("ErrorReason", ""),
         error_message=entity.get("ErrorMessage", ""),
         lease_owner=entity.get("LeaseOwner", ""),

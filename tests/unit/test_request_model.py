@@ -31,6 +31,7 @@ from shared.models import (
     KeyVaultSecret,
     OnboardingRequest,
     PaletteScope,
+    StagedSecret,
     parse_request,
     request_fingerprint,
 )
@@ -556,16 +557,16 @@ def _merge(raw: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def test_inline_secret_is_replaced_by_a_key_vault_reference_before_queueing() -> None:
+def test_inline_secret_is_replaced_by_a_staged_reference_before_queueing() -> None:
     request = parse(body({"azure.secret": {"source": "inline", "value": SECRET}}), allow_inline_secret=True)
-    queued = request.with_key_vault_secret("demo-client-secret", "0123456789abcdef0123456789abcdef")
-    assert queued.azure.secret == KeyVaultSecret(
-        source="keyVault", secretName="demo-client-secret", version="0123456789abcdef0123456789abcdef"
+    queued = request.with_staged_secret("palette-staged-0123", "0123456789abcdef0123456789abcdef")
+    assert queued.azure.secret == StagedSecret(
+        source="staged", secretName="palette-staged-0123", version="0123456789abcdef0123456789abcdef"
     )
     assert not queued.has_inline_secret
     assert parse(queued.model_dump_json(by_alias=True)) == queued
     with pytest.raises(ValidationError):
-        request.with_key_vault_secret("bad_name")
+        request.with_staged_secret("bad_name", "0123456789abcdef0123456789abcdef")
 
 
 # --- helpers for the pipeline -----------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
-from shared.state.store import ConcurrentUpdateError
+from shared.errors import ConcurrentUpdateError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
