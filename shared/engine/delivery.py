@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.engine import decide
 from shared.engine.claim import claim
+from shared.engine.fail import step_of
 from shared.engine.leases import Heartbeat, NameLeases
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.record import RecordHandle, requested_stop
@@ -109,7 +110,7 @@ class _Delivery:
             self.publish(handle, "claimed")
             stop = requested_stop(handle.record)
             if stop is not None:  # asked to fail while nobody held it, or while failing
-                return verdict.fail(stop.failure, step="", discriminator=stop.discriminator)
+                return verdict.fail(stop.failure, step=step_of(handle.record), discriminator=stop.discriminator)
             lease = dt.timedelta(seconds=self.config.lease_seconds)
             held = leases.acquire(utcnow() + lease)
         except Exception as exc:  # noqa: BLE001 - the state store failing: decided by the failure table

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from shared.clients.keyvault import SecretStore
     from shared.clients.palette import ApiKey, AzureAccount, Project
+    from shared.engine.plan import Lookups
     from shared.models import OnboardingRequest
     from shared.services import Services
 
@@ -90,13 +91,19 @@ def public_key_of(pem: SecretStr) -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
-def run_checks(request: OnboardingRequest, clients: Services, *,
-               errors_as_results: bool = False) -> Iterator[CheckResult]:
+#: The lookup of the request's project, which a delivery starts before its names are leased (no
+#: lease covers a project: the product never makes one); the checks that need its uid wait for it.
+PROJECT = "palette.project"
+
+
+def run_checks(request: OnboardingRequest, clients: Services, *, errors_as_results: bool = False,
+               lookups: Lookups | None = None) -> Iterator[CheckResult]:
     """Each check's result in the pipeline's order; every lookup starts at once (see above), so
     all of them run even when an early one fails (they only read). With ``errors_as_results`` (the
     dry run) a service error becomes an ``error`` result and the checks go on; otherwise it
-    propagates in its place in the order, as the check step's did."""
-    checks = _Checks(request, clients)
+    propagates in its place in the order, as the check step's did. ``lookups``: what the delivery
+    found (or started finding) already, the project among it."""
+    checks = _Checks(request, clients, lookups)
 
     def start(name: str, check: Check) -> Future[CheckResult]:
         if name in checks.needing_project():
@@ -172,9 +179,10 @@ Check = Callable[[], CheckResult]
 class _Checks:
     """The checks of one request; later ones use what earlier ones found (the project's uid)."""
 
-    def __init__(self, request: OnboardingRequest, clients: Services) -> None:
+    def __init__(self, request: OnboardingRequest, clients: Services, lookups: Lookups | None = None) -> None:
         self.request = request
         self.clients = clients
+        self.lookups = lookups
         self._project: Project | None = None
         self._project_known = threading.Event()
         self._guard = threading.Lock()
@@ -241,7 +249,10 @@ class _Checks:
 
     def _project_exists(self) -> CheckResult:
         name = self.request.palette.project
-        project = self.clients.palette.get_project(name)
+
+        def fetch() -> Project | None:
+            return self.clients.palette.get_project(name)
+        project: Project | None = self.lookups.get(PROJECT, fetch) if self.lookups is not None else fetch()
         if project is None:
             return CheckResult.failed("palette.project", CheckOutcome.MISSING, PermanentStepError(
                 "check", "project_not_found",

@@ -63,7 +63,7 @@ def lease_names(request: OnboardingRequest) -> list[str]:
 def _context(request: OnboardingRequest, clients: Services, config: PipelineConfig,
              handle: RecordHandle) -> steps.StepContext:
     ctx = steps.StepContext(request=request, clients=clients, config=config, handle=handle)
-    steps.key_pair_ahead(ctx)
+    steps.start_ahead(ctx)
     return ctx
 
 

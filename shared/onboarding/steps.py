@@ -122,7 +122,7 @@ def check(ctx: StepContext) -> StepDone:
     from shared.onboarding.checks import RECOVER_PREFIX, run_checks
 
     results: dict[str, str] = {}
-    for found in run_checks(ctx.request, ctx.clients):
+    for found in run_checks(ctx.request, ctx.clients, lookups=ctx.lookups):
         if found.failure is not None:
             raise found.failure
         results.update(found.results)
@@ -332,6 +332,7 @@ def register(ctx: StepContext) -> StepDone:
     kept: dict[str, made.Made] = {}
     if existing is not None and credentials.made_by_request(existing.annotations, ctx.request_id):
         uid, action, event = existing.uid, "created", "account.registered"  # made by an earlier delivery
+        kept[ACCOUNT] = made.palette_account(request.account_name, scope_uid).made(uid=uid)
     elif existing is not None:
         _key_vault_holds_our_secret(ctx, creds.client_secret)
         ctx.handle.fence()
@@ -413,8 +414,10 @@ def sshkey(ctx: StepContext) -> StepDone:
                 f"'{spec.name}'; choose another sshKey.name.", field="sshKey.name")
         owned = credentials.made_by_product(existing.annotations)
         results.update({SSH_KEY_UID: existing.uid, SSH_KEY_OWNED: "true" if owned else "false"})
+        this_requests = ({SSH_KEY: made.ssh_key(spec.name, project_uid).made(uid=existing.uid)}
+                if credentials.made_by_request(existing.annotations, ctx.request_id) else {})
         return StepDone("SSH key already present", results, [
-            ctx.event("sshkey.uploaded", "sshkey", "exists", palette={"sshKeyUid": existing.uid})])
+            ctx.event("sshkey.uploaded", "sshkey", "exists", palette={"sshKeyUid": existing.uid})], made=this_requests)
 
     key_entry = made.ssh_key(spec.name, project_uid)
     entries: dict[str, made.Made] = {SSH_KEY: key_entry}
@@ -649,10 +652,17 @@ def record_in_inventory(ctx: StepContext) -> None:
                                  create=lambda: AccountRecord(account_name=request.account_name))
 
 
-def key_pair_ahead(ctx: StepContext) -> None:
-    """Start the RSA key a generated SSH key may need, unless its step is done."""
+def start_ahead(ctx: StepContext) -> None:
+    """What a delivery starts before its names are leased, for the steps not done yet: the
+    project's lookup (no lease covers a project), and the RSA key a generated SSH key may need."""
+    from shared.onboarding.checks import PROJECT
+
+    record = ctx.handle.record
+    if not record.step_done("check"):
+        palette, name = ctx.clients.palette, ctx.request.palette.project
+        ctx.lookups.start(PROJECT, lambda: palette.get_project(name))
     spec = ctx.request.ssh_key
-    if spec is not None and spec.generate and not ctx.handle.record.step_done("sshkey"):
+    if spec is not None and spec.generate and not record.step_done("sshkey"):
         pairs = ctx.clients.key_pairs
         ctx.lookups.start(KEY_PAIR, lambda: pairs.take().result())
 
