@@ -145,29 +145,24 @@ def take_back(entry: Made, request_id: str, clients: Services) -> str:
     """
     find, ids = entry.find, entry.ids
     palette = clients.palette
+
+    def ours(annotations: Mapping[str, str], uid: str) -> bool:
+        return credentials.made_by_request(annotations, request_id) and ids.get("uid", uid) == uid
+
     if entry.kind is Kind.GRAPH_PASSWORD:
         return _remove_passwords(entry, clients)
-    if entry.kind is Kind.PALETTE_ACCOUNT:
+    if entry.kind in (Kind.PALETTE_ACCOUNT, Kind.SSH_KEY):
         project = find.get("projectUid") or None
-        account = palette.find_azure_account(find["name"], project_uid=project)
-        if account is None or not credentials.made_by_request(account.annotations, request_id) \
-                or (ids.get("uid") and account.uid != ids["uid"]):
+        account = entry.kind is Kind.PALETTE_ACCOUNT
+        found = (palette.find_azure_account if account else palette.find_ssh_key)(find["name"], project_uid=project)
+        if found is None or not ours(found.annotations, found.uid):
             return ""
-        palette.delete_azure_account(account.uid, project_uid=project)
-        return f"Palette cloud account {account.name} ({account.uid})"
-    if entry.kind is Kind.SSH_KEY:
-        project = find.get("projectUid") or None
-        ssh_key = palette.find_ssh_key(find["name"], project_uid=project)
-        if ssh_key is None or not credentials.made_by_request(ssh_key.annotations, request_id) \
-                or (ids.get("uid") and ssh_key.uid != ids["uid"]):
-            return ""
-        palette.delete_ssh_key(ssh_key.uid, project_uid=project)
-        return f"Palette SSH key {ssh_key.name} ({ssh_key.uid})"
+        (palette.delete_azure_account if account else palette.delete_ssh_key)(found.uid, project_uid=project)
+        return f"Palette {'cloud account' if account else 'SSH key'} {found.name} ({found.uid})"
     if entry.kind is Kind.API_KEY:
         removed = []
         for key in palette.list_api_keys():
-            if key.name == find["name"] and credentials.made_by_request(key.annotations, request_id) \
-                    and (not ids.get("uid") or key.uid == ids["uid"]):
+            if key.name == find["name"] and ours(key.annotations, key.uid):
                 palette.delete_api_key(key.uid)
                 removed.append(f"Palette API key {key.name} ({key.uid})")
         return ", ".join(removed)

@@ -34,10 +34,11 @@ from shared.engine.fail import stop_request
 from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.plan import build_document
+from shared.errors import StateStoreError
 from shared.logs import bind, get_logger
 from shared.made import Made, take_back
-from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, StepOutcome, StepRecord, retry
-from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, parse_iso, utcnow
+from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, retry
+from shared.state.records import INVALID_FINGERPRINT_PREFIX, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from shared.settings import PipelineConfig, SweepConfig
 
 logger = get_logger(__name__)
+
 
 @dataclass
 class SweepReport:
@@ -172,13 +174,11 @@ def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services,
         announce(clients, build_document("unknown", account_name or "unknown", plan.failed_event, "check", "failed",
                                          discriminator=discriminator, reason="dead_lettered", message=message))
         return Outcome(OutcomeKind.FAILED, "", "dead_lettered", message)
-    record = store.get(request_id)
-    if record is None:
-        record = _never_ran(plan, body, request_id, account_name or "unknown", failure, discriminator, clients,
-                            config)
-        if record is None:
-            return Outcome(OutcomeKind.FAILED, request_id, "dead_lettered", message)
     fingerprint = _fingerprint(plan, body, config)
+    record = store.get(request_id) or _never_ran(plan, body, request_id, account_name or "unknown", fingerprint,
+                                                 clients, config)
+    if record is None:
+        raise StateStoreError(f"The state of request {request_id} vanished; the dead letter is tried again.")
     if record.fingerprint != fingerprint and not (record.rejected and fingerprint.startswith(
             INVALID_FINGERPRINT_PREFIX)):
         # A message that conflicted with the row's request: that request is not this one.
@@ -209,27 +209,19 @@ def _fingerprint(plan: Plan, body: bytes | str | Mapping[str, Any], config: Pipe
 
 
 def _never_ran(plan: Plan, body: bytes | str | Mapping[str, Any], request_id: str, account_name: str,
-               failure: Failure, discriminator: str, clients: Services, config: PipelineConfig) -> RequestRecord | None:
-    """A request dead-lettered before any delivery wrote its row: the row is written, failed, so
-    its state can be read; None when a row appeared meanwhile (it is then failed as any other)."""
+               fingerprint: str, clients: Services, config: PipelineConfig) -> RequestRecord | None:
+    """The row of a request dead-lettered before any delivery wrote one, written queued so that it
+    fails the one way every request fails (its state can then be read); the row another writer
+    made meanwhile, if one did."""
     from shared.errors import RequestValidationError
 
     try:
         queued = plan.queued(plan.parse(body, config))
     except RequestValidationError:
         queued = ""
-    event = build_document(request_id, account_name, plan.failed_event, "check", "failed",
-                           discriminator=discriminator, reason=failure.reason, message=failure.message)
-    record = RequestRecord(request_id=request_id, account_name=account_name,
-                           fingerprint=_fingerprint(plan, body, config), request=queued,
-                           status=RequestStatus.FAILED, current_step="check",
-                           steps={"check": StepRecord(StepOutcome.FAILED, iso(utcnow()), failure.reason)},
-                           error_reason=failure.reason, error_message=failure.message)
-    record.record_event(event)
     store = clients.state
     try:
-        created = store.create(record)
+        return store.create(RequestRecord(request_id=request_id, account_name=account_name, fingerprint=fingerprint,
+                                          request=queued, status=RequestStatus.QUEUED, current_step="queued"))
     except ConcurrentUpdateError:
         return store.get(request_id)
-    store.flush(created, clients.events)
-    return None
