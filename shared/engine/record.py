@@ -15,8 +15,8 @@ write itself, that nobody else holds the request at that moment; the lease it re
 ``lease_seconds``, so the calls that follow at once happen under it. The name leases are proved by
 their last renewal (the heartbeat's): another request takes a name only once its lease has expired.
 A fence, and every step, first :meth:`~RecordHandle.check`: a lost lease, a lease (row or names)
-not renewed in time, or a failure someone asked for (:class:`StopRequested`) stops the delivery
-before its next call.
+the heartbeat could not renew in time and that cannot be proved again, or a failure someone asked
+for (:class:`StopRequested`) stops the delivery before its next call.
 
 **Outbox.** Events are sent (:meth:`RecordHandle.publish`) only once written; that they were sent
 is written with the next write, or at once when the lease is released. A crash in between sends
@@ -165,24 +165,31 @@ class RecordHandle:
                 self._held_until = began + self._lease.total_seconds() - self._margin
 
     def check(self) -> None:
-        """Stop here unless this delivery provably still holds the request.
+        """Go on only while this delivery provably holds the request. A lease the heartbeat could
+        not renew in time is proved again (a conditional write, a renewal of the names), or the
+        delivery stops here.
 
         Raises
         ------
         LeaseLostError
-            The request was taken over, or a lease was not renewed in time.
+            The request (or one of its names) was taken over meanwhile.
         StopRequested
             Someone asked for the request to fail (the dead-letter handler, the sweeper).
+        shared.errors.StateStoreError
+            The lease could not be proved: the state table is unreachable.
         """
         with self._lock:
             if self._lost:
                 raise LeaseLostError(f"Request {self.request_id} was taken over by another delivery.")
             now = time.monotonic()
             if not self._released and now > self._held_until:
-                raise LeaseLostError(f"Request {self.request_id}: its lease was not renewed in time; it stops.")
-            if self._names is not None and now > self._names.held_until - self._margin:
-                raise LeaseLostError(f"Request {self.request_id}: the leases on its names were not renewed in "
-                                     "time; it stops.")
+                self.write()
+            names = self._names
+        stale = names is not None and now > names.held_until - self._margin
+        if stale and names is not None and not names.extend(utcnow() + self._lease):
+            self.abandon()
+            raise LeaseLostError(f"Request {self.request_id}: a lease on its names was taken over; it stops.")
+        with self._lock:
             stop = requested_stop(self._record)
         if stop is not None:
             raise stop

@@ -178,3 +178,22 @@ def test_the_sweeper_never_fails_a_request_a_live_delivery_holds(world: World) -
     assert report.failed == 0
     delivery.join(timeout=60)
     assert outcome[0].kind is OutcomeKind.SUCCEEDED
+
+
+def test_a_delivery_whose_heartbeat_failed_but_nobody_took_over_proves_its_lease_and_finishes(
+        world: World, table_proxy: RunningServer) -> None:
+    """The same outage with nobody else claiming: past its lease, the delivery proves it again with
+    a conditional write before its next step, and finishes; nothing waits for the sweeper."""
+    body = world.request()
+    config = dataclasses.replace(world.deps.settings.pipeline, lease_seconds=2.0)
+    a_clients = dataclasses.replace(world.deps.clients, state=state_through(table_proxy, world))
+    world.palette_fault(method="POST", path="^/v1/clouds/azure/account/validate$", times=1, latencyMs=4000)
+    a, a_outcome = run_in_thread(world, body, config=config, clients=a_clients)
+    wait_for(lambda: step_done(world, body["requestId"], "secret"), "the secret step")
+    table_proxy.add_fault(Fault(method=None, path_regex=".*", status=503))
+    time.sleep(2.5)  # its lease lapses: the heartbeat cannot write
+    table_proxy.clear_faults()
+    a.join(timeout=60)
+    assert a_outcome[0].kind is OutcomeKind.SUCCEEDED, a_outcome
+    assert len(world.palette_accounts(body["accountName"])) == 1
+    exactly_once(world.events(), ["requested", "secret.stored", "account.registered", "validated"])
