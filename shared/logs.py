@@ -51,3 +51,10 @@ class ContextLogger(logging.LoggerAdapter[logging.Logger]):
 
 def get_logger(name: str) -> ContextLogger:
     return ContextLogger(logging.getLogger(name), {})
+
+
+class Counts:
+    """Base of a pass's report (a dataclass of counters), logged as one line by its timer."""
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)

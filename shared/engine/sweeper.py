@@ -35,7 +35,7 @@ from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.plan import build_document
 from shared.errors import StateStoreError
-from shared.logs import bind, get_logger
+from shared.logs import Counts, bind, get_logger
 from shared.made import Made, take_back
 from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, retry
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, parse_iso, utcnow
@@ -52,7 +52,7 @@ logger = get_logger(__name__)
 
 
 @dataclass
-class SweepReport:
+class SweepReport(Counts):
     """What one sweep did (logged as one line by the timer)."""
 
     looked_at: int = 0
@@ -62,9 +62,6 @@ class SweepReport:
     failed: int = 0
     cleaned: int = 0
     errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig,

@@ -37,7 +37,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from shared import credentials
 from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import build_document
-from shared.logs import bind, get_logger
+from shared.logs import Counts, bind, get_logger
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
@@ -56,7 +56,7 @@ LEASE_SECONDS = 60.0
 
 
 @dataclass
-class DriftReport:
+class DriftReport(Counts):
     accounts: int = 0
     detected: int = 0
     resolved: int = 0
@@ -66,9 +66,6 @@ class DriftReport:
     objects_removed: int = 0
     busy: int = 0
     errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from shared import credentials
 from shared.credentials import SecretKind
 from shared.engine.enqueue import enqueue
 from shared.engine.plan import build_document
-from shared.logs import bind, get_logger
+from shared.logs import Counts, bind, get_logger
 from shared.rotation.apikeys import revoke_due
 from shared.rotation.models import RotationRequest, RotationTrigger
 from shared.rotation.steps import is_due
@@ -45,7 +45,7 @@ logger = get_logger(__name__)
 
 
 @dataclass
-class RotationSweepReport:
+class RotationSweepReport(Counts):
     """What one sweep did (logged as one line by the timer)."""
 
     due: int = 0
@@ -57,9 +57,6 @@ class RotationSweepReport:
     revoked: int = 0
     flushed: int = 0
     errors: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 def rotation_id(account: AccountRecord, day: dt.date) -> str:

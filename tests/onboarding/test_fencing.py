@@ -74,6 +74,18 @@ def nothing_after_failed(events: list[dict[str, Any]]) -> None:
     assert "validated" not in types
 
 
+def held_in_validation_behind(proxy: RunningServer, world: World, body: dict[str, Any],
+                              latency_ms: int) -> tuple[threading.Thread, list[Any], Any]:
+    """A delivery with 2-second leases that reaches the state table through ``proxy``, held in
+    Palette's validation for ``latency_ms``; returns once its secret step is recorded."""
+    config = dataclasses.replace(world.deps.settings.pipeline, lease_seconds=2.0)
+    clients = dataclasses.replace(world.deps.clients, state=state_through(proxy, world))
+    world.palette_fault(method="POST", path="^/v1/clouds/azure/account/validate$", times=1, latencyMs=latency_ms)
+    thread, outcome = run_in_thread(world, body, config=config, clients=clients)
+    wait_for(lambda: step_done(world, body["requestId"], "secret"), "the delivery's secret step")
+    return thread, outcome, config
+
+
 def run_in_thread(world: World, body: dict[str, Any], **kwargs: Any) -> tuple[threading.Thread, list[Any]]:
     outcome: list[Any] = []
 
@@ -137,11 +149,7 @@ def test_a_delivery_that_cannot_renew_its_lease_stops_before_its_next_create(wor
     (another host) claims the request once that lease lapsed and finishes it. When A's wait ends,
     it stops before its next create: there is one of everything, and each event once."""
     body = full_request(world)
-    config = dataclasses.replace(world.deps.settings.pipeline, lease_seconds=2.0)
-    a_clients = dataclasses.replace(world.deps.clients, state=state_through(table_proxy, world))
-    world.palette_fault(method="POST", path="^/v1/clouds/azure/account/validate$", times=1, latencyMs=9000)
-    a, a_outcome = run_in_thread(world, body, config=config, clients=a_clients)
-    wait_for(lambda: step_done(world, body["requestId"], "secret"), "A's secret step")
+    a, a_outcome, config = held_in_validation_behind(table_proxy, world, body, 9000)
     table_proxy.add_fault(Fault(method=None, path_regex=".*", status=503))
     time.sleep(2.5)  # A's leases lapse: its heartbeat cannot write them
     b = world.run(body, config=config)
@@ -185,11 +193,7 @@ def test_a_delivery_whose_heartbeat_failed_but_nobody_took_over_proves_its_lease
     """The same outage with nobody else claiming: past its lease, the delivery proves it again with
     a conditional write before its next step, and finishes; nothing waits for the sweeper."""
     body = world.request()
-    config = dataclasses.replace(world.deps.settings.pipeline, lease_seconds=2.0)
-    a_clients = dataclasses.replace(world.deps.clients, state=state_through(table_proxy, world))
-    world.palette_fault(method="POST", path="^/v1/clouds/azure/account/validate$", times=1, latencyMs=4000)
-    a, a_outcome = run_in_thread(world, body, config=config, clients=a_clients)
-    wait_for(lambda: step_done(world, body["requestId"], "secret"), "the secret step")
+    a, a_outcome, _config = held_in_validation_behind(table_proxy, world, body, 4000)
     table_proxy.add_fault(Fault(method=None, path_regex=".*", status=503))
     time.sleep(2.5)  # its lease lapses: the heartbeat cannot write
     table_proxy.clear_faults()
