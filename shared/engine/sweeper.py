@@ -189,6 +189,10 @@ def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services,
     left = stop_request(record, plan, clients, failure, discriminator=discriminator,
                         owner=f"dead-letter:{message_id or uuid.uuid4().hex[:12]}",
                         lease_seconds=config.lease_seconds)
+    if left.finishing and not left.status.finished:
+        return Outcome(OutcomeKind.DUPLICATE, request_id, "finishing",
+                       f"Request {request_id} passed its last check and is being finished; the dead-lettered copy "
+                       "changes nothing.")
     if not left.status.finished:
         return Outcome(OutcomeKind.BUSY, request_id, "dead_lettered",
                        f"Request {request_id} is held by a delivery; it was asked to stop and fails at its next step.")
