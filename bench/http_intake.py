@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = stack.start()
         os.environ.update(settings)
         assert stack.certificate is not None
-        host = LocalHost(function_app.app, settings, tls=stack.certificate.server_context(), only=HTTP_ROUTES)
+        host = LocalHost(function_app.app, settings, tls=stack.certificate, only=HTTP_ROUTES)
         host.start()
         results = []
         try:

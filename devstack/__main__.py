@@ -40,8 +40,23 @@ def _wait_for_signal() -> None:
         pass
 
 
+def running_stack(workdir: Path) -> int | None:
+    """The pid of the stack ``up`` started in ``workdir`` when it still runs, else None."""
+    try:
+        pid = int((workdir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     workdir: Path = args.workdir
+    pid = running_stack(workdir)
+    if pid is not None:
+        _print(f"a local stack is already running (pid {pid}, settings {workdir / SETTINGS_FILE}); use it, or stop "
+               "it first with: python -m devstack down")
+        return 1
     if args.detach:
         return _up_detached(workdir)
     options = StackOptions(workdir=workdir, propagation_delay_seconds=args.propagation_delay)
@@ -120,6 +135,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     workdir: Path = args.workdir
     settings = load_settings(workdir)
+    if not _port_free(args.port):
+        _print(f"port {args.port} is in use (another devstack run?); stop that, or pick another: "
+               "python -m devstack run --port 0 (any free port)")
+        return 1
     os.environ.update(settings)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import function_app
@@ -131,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("azure.servicebus._pyamqp").setLevel(logging.ERROR)
     ca_path = Path(settings["REQUESTS_CA_BUNDLE"])
     host = LocalHost(function_app.app, settings, http_port=args.port,
-                     tls=certificate_beside(ca_path).server_context(), function_key=args.function_key,
+                     tls=certificate_beside(ca_path), function_key=args.function_key,
                      warm_up=not args.no_warm_up,
                      **({"host_json": args.host_json} if args.host_json else {}))
     host.start()
@@ -153,6 +172,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os._exit(0)
     return 0
+
+
+def _port_free(port: int) -> bool:
+    """Whether the API port can be bound (0, any free port, always can)."""
+    import socket
+
+    if port == 0:
+        return True
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _shown(path: Path) -> str:

@@ -62,7 +62,7 @@ def run_demo(timeout_seconds: float = 180) -> int:
     import function_app
 
     assert stack.certificate is not None
-    host = LocalHost(function_app.app, settings, tls=stack.certificate.server_context())
+    host = LocalHost(function_app.app, settings, tls=stack.certificate)
     try:
         host.start()
         _out(f"== function app hosted locally; HTTP API at {host.http_url}")

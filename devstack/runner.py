@@ -1,19 +1,31 @@
 """A small local host for the Function App: a development tool, not the Azure Functions host.
 
-The Functions host cannot be installed on these machines, so this runner indexes ``function_app``
-the way the worker does (``app.get_functions()``) and feeds each function from the local stack:
+The Functions host cannot be installed on these machines. This runner does what the host does
+around the language worker, and leaves the rest to Microsoft's own Python worker
+(:mod:`devstack.worker`): the worker indexes the app, converts what each trigger brings into the
+``azure.functions`` objects the app sees, and calls the functions (sync ones on its thread pool,
+``PYTHON_THREADPOOL_THREAD_COUNT``). The runner feeds it, as the host would:
 
-* Service Bus queue triggers: peek-lock receive from the broker; complete on success, abandon on
-  an exception (the queue's ``maxDeliveryCount`` then dead-letters), with lock renewal and
-  ``maxConcurrentCalls`` taken from host.json.
-* Timer triggers: fired on their NCRONTAB schedule (six fields, seconds first).
-* HTTP triggers: served under ``/api`` on a local port, over HTTPS when given a certificate (the
-  stack's, trusted through ``REQUESTS_CA_BUNDLE``). Function keys are checked as the host checks
-  them: a route whose auth level is not ``anonymous`` needs the key in the ``x-functions-key``
-  header or the ``code`` query parameter, and answers 401 without it. The key is generated at
-  start unless one is given.
+* Service Bus queue triggers: peek-lock receive from the broker, the message handed over as the
+  Service Bus extension 5.x hands it (:mod:`devstack.hostdata`); complete on success, abandon on a
+  failure (the queue's ``maxDeliveryCount`` then dead-letters), lock renewal and
+  ``maxConcurrentCalls`` from host.json. The connection is a connection string, or identity-based
+  (``<name>__fullyQualifiedNamespace``, ``__credential``, ``__clientId``) as in Azure.
+* Timer triggers: fired on their NCRONTAB schedule (six fields, seconds first), with the schedule
+  status and ``IsPastDue`` (a run that starts more than a second after it was due is past due:
+  a missed run, or one that waited behind the one before).
+* HTTP triggers: served under ``/api`` (uvicorn: HTTP/1.1, chunked bodies, keep-alive), over HTTPS
+  with the stack's certificate. Routes match as the host's do: literals case-insensitively, route
+  parameters percent-decoded, a literal route before a parameterised one. A route whose auth level
+  is not ``anonymous`` needs the function key (``x-functions-key`` header or ``code`` query
+  parameter): an empty 401 without it. An unknown route, or a method the route does not take
+  (``HEAD`` and ``OPTIONS`` included), is an empty 404; a body over the host's
+  ``maxRequestBodySize`` (100 MB) a 413.
 * Event Grid triggers: the host's webhook, ``/runtime/webhooks/eventgrid?functionName=<name>``, on
   the same port (:mod:`devstack.runner_eventgrid`).
+* Every call ends at host.json's ``functionTimeout``: a queue message is abandoned, an HTTP request
+  answered 500, as the host does (which also restarts the worker; here the late call is left to
+  finish and its result dropped).
 
 When the broker goes away (``devstack down`` under a running host) each queue trigger says so once
 and reconnects quietly with backoff. :meth:`LocalHost.stop` returns at once when asked not to wait
@@ -25,42 +37,42 @@ Production runs on Azure Functions; nothing here is deployed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
-import inspect
 import json
 import logging
 import os
 import random
 import re
 import secrets
-import ssl
 import threading
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote
 
-import azure.functions as func
-
-from devstack.httpbase import LoopbackHandler
+from devstack import hostdata
 from devstack.runner_eventgrid import EventGridWebhook
+from devstack.worker import Worker, failure_of
 
 if TYPE_CHECKING:
-    import socket
-    from collections.abc import Callable, Collection, Mapping
+    from collections.abc import Awaitable, Callable, Collection, Mapping
+
+    from devstack.tls import LoopbackCertificate
 
 logger = logging.getLogger(__name__)
 
-HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+APP_DIRECTORY = Path(__file__).resolve().parent.parent
+HOST_JSON = APP_DIRECTORY / "host.json"
 FUNCTION_KEY_HEADER = "x-functions-key"
 #: The Functions host's default ``maxRequestBodySize``; larger bodies are refused unread.
 MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024
 #: Reconnection delays of a queue trigger while the broker cannot be reached (seconds, capped).
 RECONNECT_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: A timer run that starts this much later than it was due is past due.
+PAST_DUE_AFTER = dt.timedelta(seconds=1)
 
 
 def resolve_setting(value: str, settings: Mapping[str, str]) -> str:
@@ -78,69 +90,39 @@ def _parse_timespan(text: str) -> float:
     return hours * 3600 + minutes * 60 + seconds
 
 
-def _to_function_message(received: Any) -> func.ServiceBusMessage:
-    from azure.functions.servicebus import ServiceBusMessage
+class _Function:
+    """One function as the worker indexed it: its id, and its trigger binding as raw JSON."""
 
-    body = b"".join(received.body) if not isinstance(received.body, bytes) else received.body
-    properties = {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in (received.application_properties or {}).items()
-    }
-    ttl = received.time_to_live
-    # The AMQP header counts earlier failed deliveries (0 on the first); the Functions host, like
-    # the .NET SDK, reports DeliveryCount from 1.
-    delivery_count = (received.delivery_count or 0) + 1
-    return ServiceBusMessage(
-        body=body, message_id=str(received.message_id or ""), application_properties=properties,
-        user_properties=dict(properties), content_type=received.content_type,
-        correlation_id=received.correlation_id, delivery_count=delivery_count,
-        enqueued_time_utc=received.enqueued_time_utc, sequence_number=received.sequence_number,
-        locked_until=received.locked_until_utc, subject=received.subject, label=received.subject,
-        lock_token=str(received.lock_token), dead_letter_reason=received.dead_letter_reason,
-        dead_letter_error_description=received.dead_letter_error_description,
-        scheduled_enqueue_time_utc=received.scheduled_enqueue_time_utc,
-        time_to_live=ttl,
-    )
+    def __init__(self, metadata: Any) -> None:
+        self.name = str(metadata.name)
+        self.function_id = str(metadata.function_id)
+        bindings = [json.loads(raw) for raw in metadata.raw_bindings]
+        trigger = next((b for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
+        if trigger is None:
+            raise ValueError(f"function {self.name} has no trigger")
+        self.trigger: dict[str, Any] = trigger
+        self.kind = str(trigger["type"])
+        self.arg_name = str(trigger["name"])
 
 
-class _Context(func.Context):
-    """What the worker hands a function that asks for ``context``: a fresh invocation id each call."""
+class _Invoker:
+    """Hands invocations to the worker, each bounded by the function timeout."""
 
-    def __init__(self, function_name: str) -> None:
-        self._invocation_id = str(uuid.uuid4())
-        self._function_name = function_name
+    def __init__(self, worker: Worker, timeout: float) -> None:
+        self.worker = worker
+        self.timeout = timeout
 
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
+    def submit(self, function: _Function, data: Any, metadata: dict[str, Any] | None = None) -> Future[Any]:
+        return self.worker.submit(function.function_id, [self.worker.binding(function.arg_name, data)],
+                                  metadata or {}, timeout=self.timeout)
 
-    @property
-    def function_name(self) -> str:
-        return self._function_name
-
-    @property
-    def function_directory(self) -> str:
-        return str(HOST_JSON.parent)
-
-    @property
-    def trace_context(self) -> Any:
-        return None
-
-    @property
-    def retry_context(self) -> Any:
-        return None
-
-    @property
-    def thread_local_storage(self) -> Any:
-        return threading.local()
-
-
-def _call(function: Callable[..., Any], name: str, arg_name: str, value: Any) -> Any:
-    """Call a user function as the worker does: its trigger argument, plus ``context`` if it takes one."""
-    kwargs = {arg_name: value}
-    if "context" in inspect.signature(function).parameters:
-        kwargs["context"] = _Context(name)
-    return function(**kwargs)
+    def call(self, function: _Function, data: Any, metadata: dict[str, Any] | None = None) -> Any:
+        """Invoke and wait; raises :class:`RuntimeError` (with the function's error) when it failed."""
+        response = self.submit(function, data, metadata).result()
+        failure = failure_of(response)
+        if failure is not None:
+            raise RuntimeError(failure)
+        return response
 
 
 class _BackgroundLoop:
@@ -204,15 +186,42 @@ class _BrokerWatch:
             logger.warning("runner: the Service Bus broker is back; the queue triggers receive again")
 
 
+def service_bus_client(connection: str, settings: Mapping[str, str]) -> Any:
+    """A client for the binding's ``connection``, as the host reads it: a connection string in
+    the setting of that name, or identity-based settings ``<name>__fullyQualifiedNamespace`` (with
+    ``__credential=managedidentity`` and ``__clientId`` for a user-assigned identity).
+
+    Raises
+    ------
+    KeyError
+        Neither form is set.
+    """
+    from azure.servicebus import ServiceBusClient
+
+    if settings.get(connection):
+        return ServiceBusClient.from_connection_string(settings[connection])
+    namespace = settings.get(f"{connection}__fullyQualifiedNamespace")
+    if not namespace:
+        raise KeyError(f"connection {connection}: set {connection} (a connection string) or "
+                       f"{connection}__fullyQualifiedNamespace")
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    client_id = settings.get(f"{connection}__clientId")
+    credential: Any = (ManagedIdentityCredential(client_id=client_id)
+                       if settings.get(f"{connection}__credential", "").lower() == "managedidentity"
+                       else DefaultAzureCredential())
+    return ServiceBusClient(namespace, credential)
+
+
 class _QueueListener(_BackgroundLoop):
     """Peek-lock receive loop for one queue trigger."""
 
-    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, connection: str,
-                 queue: str, *, concurrency: int, lock_renewal_seconds: float, broker: _BrokerWatch) -> None:
-        super().__init__(name)
+    def __init__(self, function: _Function, invoker: _Invoker, client: Callable[[], Any], queue: str, *,
+                 concurrency: int, lock_renewal_seconds: float, broker: _BrokerWatch) -> None:
+        super().__init__(function.name)
         self._function = function
-        self._arg_name = arg_name
-        self._connection = connection
+        self._invoker = invoker
+        self._client = client
         self._queue = queue
         self._concurrency = max(1, concurrency)
         self._lock_renewal_seconds = lock_renewal_seconds
@@ -238,27 +247,24 @@ class _QueueListener(_BackgroundLoop):
                 self._stop.wait(delay * (0.75 + random.random() / 2))
 
     def _receive_until_stopped(self) -> None:
-        from azure.servicebus import AutoLockRenewer, ServiceBusClient
+        from azure.servicebus import AutoLockRenewer
 
-        with ServiceBusClient.from_connection_string(self._connection) as client, \
+        with self._client() as client, \
                 client.get_queue_receiver(self._queue, max_wait_time=1, prefetch_count=1) as receiver, \
                 AutoLockRenewer(max_lock_renewal_duration=self._lock_renewal_seconds) as renewer:
             # Like the host, keep up to maxConcurrentCalls calls in flight and fill a free slot at
             # once (no waiting for a whole batch). One message is prefetched, so the link always
-            # has credit, as the host's message pump's does: without it, a message that arrived
-            # while the receive call was renewing its credit waited for the SDK's next pull (0.2 s
-            # later, in about one onboarding in seven). The sync receiver is not thread-safe, so
-            # messages are received and settled on this thread only. Calls run on daemon threads,
-            # so a host told not to wait for them stops at once.
-            in_flight: set[Future[tuple[Any, bool]]] = set()
+            # has credit, as the host's message pump's does. The sync receiver is not thread-safe,
+            # so messages are received and settled on this thread only; the calls run in the
+            # worker, so a host told not to wait for them stops at once.
+            in_flight: dict[Future[Any], Any] = {}
             try:
                 while not self._stop.is_set():
                     for future in [f for f in in_flight if f.done()]:
-                        in_flight.discard(future)
-                        self._settle(receiver, *future.result())
+                        self._settle(receiver, in_flight.pop(future), future)
                     free = self._concurrency - len(in_flight)
                     if free <= 0:
-                        wait(in_flight, timeout=1, return_when=FIRST_COMPLETED)
+                        wait(list(in_flight), timeout=1, return_when=FIRST_COMPLETED)
                         continue
                     # One message per receive, as the host's message pump hands each to a call as
                     # soon as it arrives: asked for several, the SDK keeps pulling for 0.2 s after
@@ -268,34 +274,23 @@ class _QueueListener(_BackgroundLoop):
                     self._broker.reached(self.name)
                     for message in batch:
                         renewer.register(receiver, message)
-                        in_flight.add(self._start(message))
+                        data, metadata = hostdata.service_bus_message(self._invoker.worker, message)
+                        in_flight[self._invoker.submit(self._function, data, metadata)] = message
             finally:
                 if self.wait_for_calls:
-                    for future in list(in_flight):
-                        self._settle(receiver, *future.result())
+                    for future, message in in_flight.items():
+                        wait([future])
+                        self._settle(receiver, message, future)
 
-    def _start(self, message: Any) -> Future[tuple[Any, bool]]:
-        future: Future[tuple[Any, bool]] = Future()
-
-        def run() -> None:
-            future.set_result(self._invoke(message))
-
-        threading.Thread(target=run, name=f"{self.name}-call", daemon=True).start()
-        return future
-
-    def _invoke(self, message: Any) -> tuple[Any, bool]:
+    def _settle(self, receiver: Any, message: Any, call: Future[Any]) -> None:
+        error = call.exception()
+        failure = str(error) if error is not None else failure_of(call.result())
+        if failure is not None:
+            logger.error("runner: %s failed (delivery %s); abandoning: %s", self.name,
+                         (message.delivery_count or 0) + 1, failure)
+        verb = "complete" if failure is None else "abandon"
         try:
-            _call(self._function, self.name, self._arg_name, _to_function_message(message))
-        except Exception:
-            logger.exception("runner: %s failed (delivery %s); abandoning", self.name,
-                             (message.delivery_count or 0) + 1)
-            return message, False
-        return message, True
-
-    def _settle(self, receiver: Any, message: Any, succeeded: bool) -> None:
-        verb = "complete" if succeeded else "abandon"
-        try:
-            if succeeded:
+            if failure is None:
                 receiver.complete_message(message)
             else:
                 receiver.abandon_message(message)
@@ -309,112 +304,79 @@ class _QueueListener(_BackgroundLoop):
 
 
 class _TimerSchedule(_BackgroundLoop):
-    def __init__(self, name: str, function: Callable[..., Any], arg_name: str, schedule: str) -> None:
+    def __init__(self, function: _Function, invoker: _Invoker, schedule: str, *,
+                 last_run: dt.datetime | None = None) -> None:
         from croniter import croniter
 
         fields = schedule.split()
         if len(fields) != 6:
-            raise ValueError(f"timer {name}: NCRONTAB schedules have six fields (seconds first): {schedule!r}")
-        super().__init__(name)
+            raise ValueError(f"timer {function.name}: NCRONTAB schedules have six fields (seconds first): "
+                             f"{schedule!r}")
+        super().__init__(function.name)
         self._function = function
-        self._arg_name = arg_name
-        self._cron = croniter(schedule, dt.datetime.now(dt.UTC), second_at_beginning=True)
+        self._invoker = invoker
+        # As the host, which keeps each schedule's status in storage: a run due since the last one
+        # is made at once, and is past due.
+        self._last = last_run
+        self._cron = croniter(schedule, last_run or dt.datetime.now(dt.UTC), second_at_beginning=True)
 
     def _loop(self) -> None:
-        from azure.functions.timer import TimerRequest
-
         while not self._stop.is_set():
             due: dt.datetime = self._cron.get_next(dt.datetime)
-            wait = (due - dt.datetime.now(dt.UTC)).total_seconds()
-            if self._stop.wait(max(0.0, wait)):
+            if self._stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
                 return
+            now = dt.datetime.now(dt.UTC)
+            data = hostdata.timer(self._invoker.worker, past_due=now - due > PAST_DUE_AFTER, last=self._last,
+                                  next_due=due)
             try:
-                _call(self._function, self.name, self._arg_name, TimerRequest(past_due=False))
-            except Exception as exc:
+                self._invoker.call(self._function, data)
+            except (RuntimeError, TimeoutError) as exc:
                 # A dependency that is down (the stack stopped) is one line, not a traceback.
                 logger.warning("runner: timer %s failed: %s", self.name, _summary(exc))
-                logger.debug("runner: timer %s failure", self.name, exc_info=True)
+            self._last = now
+            if self._cron.get_current(dt.datetime) < now:
+                self._cron.set_current(now)  # as the host: runs missed meanwhile are not made up one by one
 
 
 class _HttpRoute:
-    def __init__(self, function: Callable[..., Any], arg_name: str, route: str, methods: list[str], *,
-                 anonymous: bool) -> None:
-        pattern = re.sub(r"\{(\w+)(?::\w+)?\??\}", r"(?P<\1>[^/]+)", route.strip("/"))
-        self.regex = re.compile(f"^{pattern}/?$")
+    def __init__(self, function: _Function, route: str, methods: list[str], *, anonymous: bool) -> None:
+        self.segments = [segment for segment in route.strip("/").split("/") if segment]
         self.function = function
-        self.arg_name = arg_name
-        self.methods = {m.upper() for m in methods} or {"GET", "POST", "PUT", "PATCH", "DELETE"}
+        self.methods = {m.upper() for m in methods} or {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
         self.anonymous = anonymous
+        self.parameters = sum(1 for segment in self.segments if segment.startswith("{"))
 
-
-class _HttpHandler(LoopbackHandler):
-    server: _HttpServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("runner http: " + format, *args)
-
-    def _dispatch(self) -> None:
-        began = time.monotonic()
-        split = urlsplit(self.path)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_REQUEST_BODY_BYTES:
-            response = func.HttpResponse(status_code=413 if length > 0 else 400)
-            self.close_connection = True
-        else:
-            body = self.rfile.read(length) if length else b""
-            scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
-            response = self.server.host.handle_http(self.command, split.path, dict(parse_qsl(split.query)),
-                                                    dict(self.headers.items()), body,
-                                                    f"{scheme}://{self.headers.get('Host', 'localhost')}{self.path}")
-        # The path only: the query may carry the function key (``code``).
-        logger.info("runner: %s %s -> %d in %.1f ms", self.command, split.path, response.status_code,
-                    (time.monotonic() - began) * 1000)
-        payload = response.get_body() or b""
-        self.send_response(response.status_code)
-        for name, value in response.headers.items():
-            if name.lower() != "content-length":
-                self.send_header(name, value)
-        if response.mimetype and "content-type" not in {k.lower() for k, _ in response.headers.items()}:
-            self.send_header("Content-Type", f"{response.mimetype}; charset={response.charset}")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    host: LocalHost
-    tls: ssl.SSLContext | None = None
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.tls is not None:
-            # The handshake happens in the handler thread, so a slow client cannot stall accept().
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        """The decoded route parameters when ``segments`` (still percent-encoded) match."""
+        if len(segments) != len(self.segments):
+            return None
+        found: dict[str, str] = {}
+        for template, given in zip(self.segments, segments, strict=True):
+            parameter = re.fullmatch(r"\{(\w+)(?::\w+)?\??\}", template)
+            if parameter is not None:
+                found[parameter.group(1)] = unquote(given)
+            elif unquote(given).lower() != template.lower():
+                return None
+        return found
 
 
 class LocalHost:
     """Hosts the functions of ``app`` against the settings of a running local stack.
 
-    tls: serve HTTPS with this context (the stack's certificate); plain HTTP without it.
+    tls: serve HTTPS with this certificate (the stack's); plain HTTP without it.
     function_key: the key non-anonymous HTTP routes require; generated when not given.
     only: host just the functions of these names (a benchmark of the HTTP intake leaves the queue
         trigger out); every function when None.
     warm_up: call the app's warmup trigger at start, before any other trigger runs, as the platform
         does when it adds an instance (``devstack run`` does; tests build their hosts without it).
+    timers_last_run: when each timer last ran (by function name), as the host keeps it in storage;
+        a run due since then is made at once, past due. None: they start from now.
     """
 
-    def __init__(self, app: func.FunctionApp, settings: Mapping[str, str], *, http_port: int = 0,
-                 host_json: Path = HOST_JSON, tls: ssl.SSLContext | None = None, function_key: str | None = None,
-                 only: Collection[str] | None = None, warm_up: bool = False) -> None:
+    def __init__(self, app: Any, settings: Mapping[str, str], *, http_port: int = 0,
+                 host_json: Path = HOST_JSON, tls: LoopbackCertificate | None = None, function_key: str | None = None,
+                 only: Collection[str] | None = None, warm_up: bool = False,
+                 timers_last_run: Mapping[str, dt.datetime] | None = None) -> None:
         self.app = app
         self._warm_up = warm_up
         self.settings = dict(settings)
@@ -422,104 +384,167 @@ class LocalHost:
         self._http_port = http_port
         self._tls = tls
         self._only = set(only) if only is not None else None
+        self._timers_last_run = dict(timers_last_run or {})
         self._broker = _BrokerWatch()
         config = json.loads(host_json.read_text())
         service_bus = config.get("extensions", {}).get("serviceBus", {})
         self._concurrency = int(service_bus.get("maxConcurrentCalls", 16))
         self._lock_renewal = _parse_timespan(service_bus.get("maxAutoLockRenewalDuration", "00:05:00"))
         self._route_prefix = config.get("extensions", {}).get("http", {}).get("routePrefix", "api").strip("/")
+        self.function_timeout = _parse_timespan(config.get("functionTimeout", "00:30:00"))
         self._listeners: list[_QueueListener] = []
         self._timers: list[_TimerSchedule] = []
         self._routes: list[_HttpRoute] = []
-        self._event_grid = EventGridWebhook(_call)
-        self._http: _HttpServer | None = None
+        self._invoker: _Invoker | None = None
+        self._event_grid: EventGridWebhook | None = None
+        self._http: Any = None
+        self._http_thread: threading.Thread | None = None
         self.http_url = ""
 
     def start(self) -> None:
         # The functions read their settings from the environment, as they do in Azure.
         os.environ.update(self.settings)
-        # The worker indexes an app once per process, and get_functions() refuses a second call
-        # (every name then looks duplicated). Here the same app object may be hosted again, or have
-        # been indexed by a test first: forget the names an earlier indexing recorded.
+        # An app object is indexed once (get_functions() refuses a second call: every name then
+        # looks duplicated); here the same app may be hosted again: forget the earlier indexing.
         self.app.functions_bindings = None
-        for fn in self.app.get_functions():
-            trigger = fn.get_trigger()
-            if trigger is None:
-                raise ValueError(f"function {fn.get_function_name()} has no trigger")
-            binding = trigger.get_dict_repr()
-            user_function = fn.get_user_function()
-            arg_name = trigger.name
-            kind = binding["type"]
-            name = fn.get_function_name() or user_function.__name__
-            if self._only is not None and name not in self._only:
+        worker = Worker.get()
+        invoker = self._invoker = _Invoker(worker, self.function_timeout)
+        self._event_grid = EventGridWebhook(invoker)
+        warmups: list[_Function] = []
+        for metadata in worker.index(self.app, APP_DIRECTORY):
+            function = _Function(metadata)
+            if self._only is not None and function.name not in self._only:
                 continue
-            if kind == "serviceBusTrigger":
-                queue = resolve_setting(binding["queueName"], self.settings)
-                connection = self.settings[binding["connection"]]
-                self._listeners.append(_QueueListener(
-                    name, user_function, arg_name, connection, queue, concurrency=self._concurrency,
-                    lock_renewal_seconds=self._lock_renewal, broker=self._broker))
-            elif kind == "timerTrigger":
-                schedule = resolve_setting(binding["schedule"], self.settings)
-                self._timers.append(_TimerSchedule(name, user_function, arg_name, schedule))
-            elif kind == "httpTrigger":
-                methods = [str(getattr(m, "value", m)) for m in binding.get("methods") or []]
-                level = str(getattr(binding.get("authLevel"), "value", binding.get("authLevel") or "function"))
-                self._routes.append(_HttpRoute(user_function, arg_name, str(binding.get("route") or name),
-                                               methods, anonymous=level.lower() == "anonymous"))
-            elif kind == "eventGridTrigger":
-                self._event_grid.add(name, user_function, arg_name)
-            elif kind == "warmupTrigger":
-                if self._warm_up:
-                    self._run_warm_up(name, user_function, arg_name)
-            else:
-                raise ValueError(f"the local runner cannot host trigger type {kind!r}")
+            self._add(function, warmups)
+        for function in warmups:
+            self._run_warm_up(function)
         if self._routes or self._event_grid:
-            self._http = _HttpServer(("127.0.0.1", self._http_port), _HttpHandler)
-            self._http.host = self
-            self._http.tls = self._tls
-            scheme = "https" if self._tls is not None else "http"
-            self.http_url = f"{scheme}://127.0.0.1:{self._http.server_address[1]}/{self._route_prefix}"
-            threading.Thread(target=self._http.serve_forever, name="runner-http", daemon=True).start()
+            self._serve_http()
         for listener in self._listeners:
             listener.start()
         for timer in self._timers:
             timer.start()
 
-    @staticmethod
-    def _run_warm_up(name: str, function: Callable[..., Any], arg_name: str) -> None:
-        from azure.functions.warmup import WarmUpContext
+    def _add(self, function: _Function, warmups: list[_Function]) -> None:
+        assert self._invoker is not None and self._event_grid is not None
+        binding = function.trigger
+        if function.kind == "serviceBusTrigger":
+            queue = resolve_setting(binding["queueName"], self.settings)
+            connection = str(binding.get("connection") or "AzureWebJobsServiceBus")
+            service_bus_client(connection, self.settings)  # a missing setting fails the start, as in the host
+            self._listeners.append(_QueueListener(
+                function, self._invoker, lambda: service_bus_client(connection, self.settings), queue,
+                concurrency=self._concurrency, lock_renewal_seconds=self._lock_renewal, broker=self._broker))
+        elif function.kind == "timerTrigger":
+            schedule = resolve_setting(binding["schedule"], self.settings)
+            self._timers.append(_TimerSchedule(function, self._invoker, schedule,
+                                               last_run=self._timers_last_run.get(function.name)))
+        elif function.kind == "httpTrigger":
+            methods = [str(m) for m in binding.get("methods") or []]
+            level = str(binding.get("authLevel") or "function")
+            self._routes.append(_HttpRoute(function, str(binding.get("route") or function.name), methods,
+                                           anonymous=level.lower() == "anonymous"))
+        elif function.kind == "eventGridTrigger":
+            self._event_grid.add(function)
+        elif function.kind == "warmupTrigger":
+            if self._warm_up:
+                warmups.append(function)
+        else:
+            raise ValueError(f"the local runner cannot host trigger type {function.kind!r}")
 
+    def _run_warm_up(self, function: _Function) -> None:
+        assert self._invoker is not None
         began = time.monotonic()
         try:
-            function(**{arg_name: WarmUpContext()})
-        except Exception:
-            logger.exception("runner: warmup function %s failed", name)
-        logger.info("runner: %s done in %.0f ms", name, (time.monotonic() - began) * 1000)
+            self._invoker.call(function, hostdata.warmup(self._invoker.worker))
+        except (RuntimeError, TimeoutError) as exc:
+            logger.error("runner: warmup function %s failed: %s", function.name, _summary(exc))
+        logger.info("runner: %s done in %.0f ms", function.name, (time.monotonic() - began) * 1000)
 
-    def handle_http(self, method: str, path: str, params: dict[str, str], headers: dict[str, str],
-                    body: bytes, url: str) -> func.HttpResponse:
-        if self._event_grid.handles(path):
-            return self._event_grid.handle(method, params, headers, body)
-        prefix = f"/{self._route_prefix}/"
-        if not path.startswith(prefix):
-            return func.HttpResponse(status_code=404)
-        route_path = path[len(prefix):].strip("/")
+    # -- HTTP ------------------------------------------------------------------------------------------
+
+    def _serve_http(self) -> None:
+        import uvicorn
+
+        logging.getLogger("uvicorn.error").addFilter(IDLE_CONNECTIONS_AT_STOP)
+        options: dict[str, Any] = {}
+        if self._tls is not None:
+            options.update(ssl_certfile=str(self._tls.cert_path), ssl_keyfile=str(self._tls.key_path))
+        config = uvicorn.Config(self._asgi, host="127.0.0.1", port=self._http_port, lifespan="off", interface="asgi3",
+                                proxy_headers=False,
+                                log_level="warning", access_log=False, timeout_keep_alive=30, backlog=128,
+                                timeout_graceful_shutdown=1,
+                                h11_max_incomplete_event_size=64 * 1024, **options)
+        server = self._http = uvicorn.Server(config)  # on a thread of its own: it leaves signals alone
+        self._http_thread = threading.Thread(target=server.run, name="runner-http", daemon=True)
+        self._http_thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not self._http_thread.is_alive() or time.monotonic() > deadline:
+                raise OSError(f"the local host could not listen on 127.0.0.1:{self._http_port}")
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        scheme = "https" if self._tls is not None else "http"
+        self.http_url = f"{scheme}://127.0.0.1:{port}/{self._route_prefix}"
+
+    async def _asgi(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        began = time.monotonic()
+        method = str(scope["method"]).upper()
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        status, response_headers, body = await self._respond(scope, receive, method, raw_path, headers)
+        # The path only: the query may carry the function key (``code``).
+        logger.info("runner: %s %s -> %d in %.1f ms", method, scope["path"], status, (time.monotonic() - began) * 1000)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response_headers]
+                    + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    async def _respond(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], method: str,
+                       raw_path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        body = await _read_body(receive, MAX_REQUEST_BODY_BYTES)
+        if body is None:
+            return 413, [], b""
+        scheme = "https" if self._tls is not None else "http"
+        url = f"{scheme}://{headers.get('host', 'localhost')}{raw_path}" + (
+            f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
+        assert self._event_grid is not None
+        if self._event_grid.handles(scope["path"]):
+            status, content_type, text = await asyncio.get_running_loop().run_in_executor(
+                None, self._event_grid.handle, method, dict(query), headers, body)
+            return status, [("content-type", content_type)] if content_type else [], text
+        found = self._route(method, raw_path)
+        if found is None:
+            return 404, [], b""
+        route, params = found
+        if not route.anonymous and not self._has_key(headers, dict(query)):
+            return 401, [], b""
+        assert self._invoker is not None
+        data = hostdata.http_request(self._invoker.worker, method=method, url=url, headers=headers,
+                                     route_params=params, query=query, body=body)
+        try:
+            response = await asyncio.wrap_future(self._invoker.submit(route.function, data))
+        except TimeoutError as exc:
+            logger.error("runner: %s: %s", route.function.name, exc)
+            return 500, [], b""
+        failure = failure_of(response)
+        if failure is not None:
+            logger.error("runner: HTTP function %s failed: %s", route.function.name, failure)
+            return 500, [], b""
+        return _http_response(response.return_value.http)
+
+    def _route(self, method: str, raw_path: str) -> tuple[_HttpRoute, dict[str, str]] | None:
+        segments = [segment for segment in raw_path.split("/") if segment]
+        if not segments or unquote(segments[0]).lower() != self._route_prefix.lower():
+            return None
         # Literal routes win over parameterised ones, as in the host.
-        for route in sorted(self._routes, key=lambda r: r.regex.pattern.count("(?P<")):
-            match = route.regex.match(route_path)
-            if match and method.upper() in route.methods:
-                if not route.anonymous and not self._has_key(headers, params):
-                    return func.HttpResponse(status_code=401)
-                request = func.HttpRequest(method.upper(), url, headers=headers, params=params,
-                                           route_params=match.groupdict(), body=body)
-                try:
-                    response: func.HttpResponse = _call(route.function, route.regex.pattern, route.arg_name, request)
-                except Exception:
-                    logger.exception("runner: HTTP function failed")
-                    return func.HttpResponse(status_code=500)
-                return response
-        return func.HttpResponse(status_code=404)
+        for route in sorted(self._routes, key=lambda r: r.parameters):
+            params = route.match(segments[1:])
+            if params is not None and method in route.methods:
+                return route, params
+        return None
 
     def _has_key(self, headers: Mapping[str, str], params: Mapping[str, str]) -> bool:
         """The function key, from the ``x-functions-key`` header or else the ``code`` query parameter."""
@@ -542,8 +567,47 @@ class LocalHost:
         for loop in loops:
             loop.join(timeout=max(0.0, deadline - time.monotonic()))
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.should_exit = True
+            if self._http_thread is not None:
+                self._http_thread.join(timeout=5)
         from functions import dependencies
 
         dependencies.reset()
+
+
+class _IdleConnectionsAtStop(logging.Filter):
+    """uvicorn says so, as an error, when kept-alive connections are still open as it stops; a
+    stopped host closing them is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Cancel 0 running task")
+
+
+IDLE_CONNECTIONS_AT_STOP = _IdleConnectionsAtStop()
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes | None:
+    """The whole request body (chunked or not); None once it passes ``limit`` (the rest unread)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _http_response(http: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The worker's ``RpcHttp`` as status, headers and body."""
+    body_data = http.body
+    kind = body_data.WhichOneof("data")
+    body = (body_data.bytes if kind == "bytes" else body_data.string.encode() if kind == "string"
+            else body_data.json.encode() if kind == "json" else b"")
+    headers = [(name, value) for name, value in http.headers.items() if name.lower() != "content-length"]
+    return int(http.status_code or 200), headers, body

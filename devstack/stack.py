@@ -158,6 +158,7 @@ class Stack:
                 "ROTATION_THRESHOLD_DAYS": "30",
                 "SWEEP_SCHEDULE": "0 */2 * * * *",
                 "DRIFT_SCHEDULE": "0 30 4 * * *",
+                "PYTHON_THREADPOOL_THREAD_COUNT": "40",  # as infra/app/api.bicep sets it
                 "REQUESTS_CA_BUNDLE": str(cert.ca_path),
                 "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
                 "IDENTITY_HEADER": identity_header,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for development: a virtual environment with the pinned requirements,
-# and the pinned Azurite from npm. Safe to run again: it only redoes what changed, and says what it
+# Microsoft's Python worker for the local host, and the pinned Azurite from npm. Safe to run again: it only redoes what changed, and says what it
 # installs and how long each part took (about a minute and a half on a fresh 2-core machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +46,21 @@ if [ ! -x "$checkov_env/bin/checkov" ] || [ ! -f "$checkov_stamp" ] || [ "$(cat 
   took "$step"
   did=1
 fi
+# Microsoft's Python worker (azure-functions-runtime, and the protocol's generated modules from the
+# v1 worker's wheel): the local host runs the app through it. Apart from .venv: see the file.
+worker_dir=.devstack/tools/functions-worker
+worker_stamp=$worker_dir/.requirements.sha256
+worker_want=$(sha256sum devstack/worker-requirements.txt | cut -d' ' -f1)
+if [ ! -f "$worker_stamp" ] || [ "$(cat "$worker_stamp")" != "$worker_want" ]; then
+  echo "== installing Microsoft's Python worker (devstack/worker-requirements.txt, pinned) into $worker_dir"
+  step=$SECONDS
+  rm -rf "$worker_dir"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python \
+    --target "$worker_dir" -r devstack/worker-requirements.txt
+  echo "$worker_want" > "$worker_stamp"
+  took "$step"
+  did=1
+fi
 azurite_version=$(.venv/bin/python -c 'from devstack.azurite import AZURITE_VERSION; print(AZURITE_VERSION)')
 if [ ! -d ".devstack/tools/azurite-$azurite_version/node_modules/azurite" ]; then
   echo "== installing Azurite $azurite_version (npm, pinned) into .devstack/tools"
@@ -57,5 +72,5 @@ fi
 if [ -n "$did" ]; then
   echo "== set up in $((SECONDS - began)) s"
 else
-  echo "== set up already (.venv, checkov, Azurite $azurite_version): nothing to install"
+  echo "== set up already (.venv, checkov, the Python worker, Azurite $azurite_version): nothing to install"
 fi

@@ -114,3 +114,29 @@ def test_up_run_curl_an_example_then_down_under_run_and_ctrl_c(stack_up: Path, e
             run.wait()
         out.close()
         err.close()
+
+
+def test_a_second_up_refuses_naming_the_running_stack(stack_up: Path, env: dict[str, str]) -> None:
+    pid = (stack_up / "stack.pid").read_text().strip()
+    again = _devstack("up", "--detach", "--workdir", str(stack_up), env=env)
+
+    assert again.returncode == 1
+    assert f"already running (pid {pid}" in again.stdout and "devstack down" in again.stdout
+    assert (stack_up / "stack.pid").read_text().strip() == pid  # the running one is untouched
+
+
+def test_run_on_a_busy_port_says_so_in_one_line_before_any_warm_up(stack_up: Path, env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        began = time.monotonic()
+        run = _devstack("run", "--workdir", str(stack_up), "--port", str(port), env=env)
+
+    assert run.returncode == 1
+    assert run.stdout.strip().splitlines() == [run.stdout.strip()]
+    assert f"port {port} is in use" in run.stdout and "--port 0" in run.stdout
+    assert "warmup" not in run.stdout + run.stderr
+    assert time.monotonic() - began < 10

@@ -44,7 +44,7 @@ def hosted_app(stack: Stack, *, tls: bool = True, settings: dict[str, str] | Non
     settings = {**stack.settings, **HOST_SETTINGS, **(settings or {})}
     saved = {name: os.environ.get(name) for name in settings}
     assert stack.certificate is not None
-    local = LocalHost(function_app.app, settings, tls=stack.certificate.server_context() if tls else None, **kwargs)
+    local = LocalHost(function_app.app, settings, tls=stack.certificate if tls else None, **kwargs)
     local.start()
     try:
         yield local
@@ -421,6 +421,21 @@ def test_a_body_over_64_kib_is_a_413_before_it_is_parsed(api: Api, world: World)
         assert response.json()["status"] == 413
     assert world.state_rows() == []
     assert _peek_queue(world.stack) == []
+
+
+def test_a_20_mb_chunked_body_is_a_413_too(api: Api, world: World) -> None:
+    """A body sent in chunks (no Content-Length) reaches the app whole, as the host passes it, and
+    is measured there."""
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b" " * (1024 * 1024)
+
+    response = requests.post(f"{api.base_url}/onboardings", data=chunks(), verify=world.verify, timeout=30,
+                             headers={"Content-Type": "application/json", "x-functions-key": api.function_key or ""})
+
+    assert response.status_code == 413, response.text
+    assert response.json()["status"] == 413
+    assert world.state_rows() == []
 
 
 def test_without_the_function_key_every_route_but_health_and_openapi_is_a_401(host: LocalHost) -> None:

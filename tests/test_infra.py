@@ -94,6 +94,7 @@ PLATFORM_SETTINGS = {
     "AZURE_CLIENT_ID",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_THREADPOOL_THREAD_COUNT",  # the Python worker's
 }
 # What an identity-based connection named in a binding needs (functions-host 8261).
 CONNECTION_SUFFIXES = ("__fullyQualifiedNamespace", "__credential", "__clientId")

@@ -10,8 +10,10 @@ the way a ticketing system does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -342,7 +344,8 @@ def test_a_dead_lettered_onboarding_message_fails_its_request(stack: Stack, worl
         state = wait_for(lambda: (s := _state(world, body["requestId"])) and s["status"] == "failed" and s,
                          "the request to be failed")
     assert state["error"]["reason"] == "dead_lettered"
-    assert "MaxDeliveryCountExceeded" in state["error"]["message"]
+    # What Azure sends: the reason and description in the message's application properties.
+    assert "MaxDeliveryCountExceeded: 10 deliveries" in state["error"]["message"]
     failed = [e for e in world.events() if e["type"] == "palette.onboarding.failed"]
     assert [e["data"]["reason"] for e in failed] == ["dead_lettered"]
     assert _peek(stack, dead_letter=True) == []
@@ -352,3 +355,123 @@ def _fingerprint(body: Mapping[str, Any]) -> str:
     from shared.models import parse_request, request_fingerprint
 
     return request_fingerprint(parse_request(dict(body)))
+
+
+# -- as the Functions host answers and feeds the worker ----------------------------------------------
+
+def test_route_parameters_are_decoded_literals_match_in_any_case_and_repeated_keys_join(
+        probe_host: LocalHost) -> None:
+    base = probe_host.http_url.rsplit("/api", 1)[0]
+    got = requests.get(f"{base}/API/Things/a%2Db/PARTS/x%20y?tag=a&tag=b", timeout=10)
+
+    assert got.status_code == 200, got.text
+    assert got.json()["route"] == {"thingId": "a-b", "partId": "x y"}
+    assert got.json()["params"] == {"tag": "a,b"}
+
+
+def test_a_chunked_body_reaches_the_function(probe_host: LocalHost) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"first,"
+        yield b"second"
+
+    posted = requests.post(f"{probe_host.http_url}/things/t/parts/p", data=chunks(), timeout=10)
+
+    assert posted.request.headers.get("Transfer-Encoding") == "chunked"
+    assert posted.json()["body"] == "first,second"
+
+
+def test_head_options_and_unbound_methods_are_an_empty_404(probe_host: LocalHost) -> None:
+    url = f"{probe_host.http_url}/things/t/parts/p"
+    for method in ("HEAD", "OPTIONS", "PUT", "TRACE"):
+        answered = requests.request(method, url, timeout=10)
+        assert (answered.status_code, answered.content) == (404, b""), method
+
+
+def test_a_body_over_the_hosts_limit_is_a_413_unread(probe_host: LocalHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    import devstack.runner
+
+    monkeypatch.setattr(devstack.runner, "MAX_REQUEST_BODY_BYTES", 1000)
+    answered = requests.post(f"{probe_host.http_url}/things/t/parts/p", data=b"x" * 5000, timeout=10)
+
+    assert answered.status_code == 413
+
+
+def test_a_timer_run_that_starts_late_is_past_due(stack: Stack) -> None:
+    """The host keeps each schedule's last run; a run missed since (the host was down) is made at
+    once, and the function is told it is past due."""
+    import datetime as dt
+
+    probe.clear()
+    settings = {**stack.settings, "PROBE_QUEUE": stack.settings["ONBOARDING_QUEUE"], "PROBE_SCHEDULE": "0 0 * * * *"}
+    saved = {name: os.environ.get(name) for name in settings}
+    local = LocalHost(probe_app, settings, timers_last_run={"probe_timer": dt.datetime.now(dt.UTC) - dt.timedelta(
+        hours=3)})
+    try:
+        local.start()
+        wait_for(lambda: probe.ticks, "the missed run", timeout=15)
+    finally:
+        local.stop()
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    assert probe.ticks[0] is True
+
+
+def test_the_apps_sweep_takes_its_late_run_path(stack: Stack, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    import datetime as dt
+
+    caplog.set_level(logging.INFO, logger="functions")
+    settings = {**stack.settings, "SWEEP_SCHEDULE": "0 */2 * * * *"}
+    saved = {name: os.environ.get(name) for name in settings}
+    local = LocalHost(function_app.app, settings, only={"sweep_onboardings"},
+                      timers_last_run={"sweep_onboardings": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)})
+    try:
+        local.start()
+        wait_for(lambda: any("sweep: running late" in r.getMessage() for r in caplog.records), "the late sweep",
+                 timeout=20)
+    finally:
+        local.stop()
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+def test_a_call_past_the_function_timeout_is_abandoned_or_a_500(stack: Stack, tmp_path: Any) -> None:
+    config = json.loads(HOST_JSON.read_text())
+    config["functionTimeout"] = "00:00:01"
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps(config))
+    probe.clear()
+    stack.reset()
+    settings = {**stack.settings, "PROBE_QUEUE": stack.settings["ONBOARDING_QUEUE"], "PROBE_SCHEDULE": "0 0 0 1 1 *"}
+    saved = {name: os.environ.get(name) for name in settings}
+    local = LocalHost(probe_app, settings, host_json=host_json)
+    try:
+        local.start()
+        _send(stack, {"hold": True}, "too-slow")
+        wait_for(lambda: len(probe.seen("too-slow")) >= 2, "a redelivery after the timeout", timeout=30)
+        probe.release.set()
+    finally:
+        probe.release.set()
+        local.stop()
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+        stack.reset()
+    assert probe.seen("too-slow")[:2] == [1, 2]  # abandoned when the timeout passed, then delivered again
+
+
+def test_the_workers_thread_pool_bounds_the_calls_that_run(stack: Stack) -> None:
+    """PYTHON_THREADPOOL_THREAD_COUNT: the worker runs sync functions on one pool of that size, so
+    with 2 threads only 2 of the queue trigger's calls run at once, whatever maxConcurrentCalls."""
+    probe.clear()
+    stack.reset()
+    settings = {**stack.settings, "PROBE_QUEUE": stack.settings["ONBOARDING_QUEUE"], "PROBE_SCHEDULE": "0 0 0 1 1 *",
+                "PYTHON_THREADPOOL_THREAD_COUNT": "2"}
+    ids = [f"pooled-{i}" for i in range(5)]
+    try:
+        with hosted(probe_app, settings):
+            _send(stack, {"hold": True}, *ids)
+            wait_for(lambda: probe.running == 2, "two calls running")
+            time.sleep(1)
+            assert probe.running == 2
+            probe.release.set()
+            wait_for(lambda: _peek(stack) == [], "every message to be completed")
+    finally:
+        probe.release.set()
+        stack.reset()
+    assert probe.most_running == 2

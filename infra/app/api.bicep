@@ -163,6 +163,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'ServiceBusConnection__clientId'
           value: identityClientId
         }
+        // The Python worker runs sync functions on one thread pool (default min(32, CPUs + 4): 6 on a
+        // 2-core instance, fewer than the queue triggers' calls host.json allows). Sized in
+        // infra/README.md ("Capacity"): both queue triggers at maxConcurrentCalls, the timers, HTTP.
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: '40'
+        }
         // DefaultAzureCredential picks the user-assigned identity (Key Vault, Graph, Tables, Service Bus).
         {
           name: 'AZURE_CLIENT_ID'
@@ -253,7 +260,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'ORPHAN_GRACE_HOURS'
-          value: '24'
+          value: '40'
         }
         {
           name: 'ROTATION_SCHEDULE'
