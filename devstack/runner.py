@@ -198,8 +198,11 @@ def service_bus_client(connection: str, settings: Mapping[str, str]) -> Any:
     """
     from azure.servicebus import ServiceBusClient
 
+    # The host trusts the machine's store; the SDK's AMQP transport reads certifi's bundle alone,
+    # so the stack's CA (what the host's other clients trust) is handed over.
+    trust = settings.get("REQUESTS_CA_BUNDLE") or None
     if settings.get(connection):
-        return ServiceBusClient.from_connection_string(settings[connection])
+        return ServiceBusClient.from_connection_string(settings[connection], connection_verify=trust)
     namespace = settings.get(f"{connection}__fullyQualifiedNamespace")
     if not namespace:
         raise KeyError(f"connection {connection}: set {connection} (a connection string) or "
@@ -210,7 +213,7 @@ def service_bus_client(connection: str, settings: Mapping[str, str]) -> Any:
     credential: Any = (ManagedIdentityCredential(client_id=client_id)
                        if settings.get(f"{connection}__credential", "").lower() == "managedidentity"
                        else DefaultAzureCredential())
-    return ServiceBusClient(namespace, credential)
+    return ServiceBusClient(namespace, credential, connection_verify=trust)
 
 
 class _QueueListener(_BackgroundLoop):

@@ -83,6 +83,7 @@ class Stack:
     certificate: LoopbackCertificate | None = None
     seeded: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
+    managed_identity_client_id: str = ""
 
     def start(self) -> dict[str, str]:
         from devstack.identity import create_app as create_identity_app
@@ -110,10 +111,11 @@ class Stack:
 
             identity_header = secrets.token_urlsafe(24)
             tenant_id = DEVSTACK_TENANT_ID
+            self.managed_identity_client_id = str(uuid.uuid4())
             identity_app = create_identity_app(
                 identity_header=identity_header,
                 managed_identity_tenant_id=tenant_id,
-                managed_identity_client_id=str(uuid.uuid4()),
+                managed_identity_client_id=self.managed_identity_client_id,
                 propagation_delay_seconds=opts.propagation_delay_seconds,
                 password_cap=opts.password_cap,
             )
@@ -137,7 +139,7 @@ class Stack:
                 burst=opts.palette_burst,
             ))
             queues, topics = load_entities(opts.entities_path)
-            self.broker = start_broker(queues=queues, topics=topics)
+            self.broker = start_broker(queues=queues, topics=topics, tls=cert.context_for)
             if self.azurite is not None:
                 self.azurite.wait_ready()
             storage = (self.azurite.connection_string if self.azurite is not None
@@ -170,6 +172,21 @@ class Stack:
         self.startup_seconds = time.monotonic() - began
         return self.settings
 
+    def identity_settings(self) -> dict[str, str]:
+        """The settings with Service Bus reached as ``infra/app/api.bicep`` has the app reach it:
+        no connection string, the namespace and the user-assigned identity (``__credential``,
+        ``__clientId``, ``AZURE_CLIENT_ID``); the broker's TLS address stands for the namespace."""
+        if self.broker is None or not self.broker.fully_qualified_namespace:
+            raise RuntimeError("the stack is not running")
+        settings = {name: value for name, value in self.settings.items() if name != "ServiceBusConnection"}
+        settings.update({
+            "ServiceBusConnection__fullyQualifiedNamespace": self.broker.fully_qualified_namespace,
+            "ServiceBusConnection__credential": "managedidentity",
+            "ServiceBusConnection__clientId": self.managed_identity_client_id,
+            "AZURE_CLIENT_ID": self.managed_identity_client_id,
+        })
+        return settings
+
     def write_settings(self, path: Path | None = None) -> Path:
         target = path or self.options.workdir / "settings.json"
         target.write_text(json.dumps(self.settings, indent=2) + "\n")
@@ -191,6 +208,9 @@ class Stack:
             "identity": self.identity_https.url if self.identity_https else None,
             "managedIdentity": self.identity.url if self.identity else None,
             "serviceBus": f"sb://{self.broker.host}:{self.broker.port}" if self.broker else None,
+            # Its host is ServiceBusConnection__fullyQualifiedNamespace in the identity form.
+            "serviceBusAmqps": (f"amqps://{self.broker.fully_qualified_namespace}:5671"
+                                if self.broker else None),
             "azuriteTable": self.azurite.table_port if self.azurite else None,
             "startupSeconds": round(self.startup_seconds, 3),
         }

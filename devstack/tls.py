@@ -40,7 +40,8 @@ class LoopbackCertificate:
         """A server context for ``hostname``, signed by this CA (written beside it).
 
         For the one public name the stack answers for (Entra's instance discovery host, reached
-        through :mod:`devstack.identity.discovery`): clients trust it by the same CA bundle.
+        through :mod:`devstack.identity.discovery`) and for the broker's TLS address (an IP, named
+        in the certificate as one): clients trust it by the same CA bundle.
         """
         if self.ca_key_path is None:
             raise RuntimeError("this certificate was made without its CA key; it cannot sign others")
@@ -58,7 +59,7 @@ class LoopbackCertificate:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(ca_cert.not_valid_after_utc)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([_subject_name(hostname)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())
@@ -74,6 +75,14 @@ class LoopbackCertificate:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(chain_path), str(key_path))
         return context
+
+
+def _subject_name(hostname: str) -> x509.GeneralName:
+    """An IP address SAN for an address (TLS clients match an IP only against one), else a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        return x509.DNSName(hostname)
 
 
 def certificate_beside(ca_path: Path) -> LoopbackCertificate:

@@ -90,13 +90,16 @@ def build(settings: Settings) -> Dependencies:
     if settings.authority_host:
         credential_kwargs["authority"] = settings.authority_host
     credential = DefaultAzureCredential(**credential_kwargs)
+    trust = settings.ca_bundle
     if settings.service_bus_connection:
-        events = EventPublisher.from_connection_string(settings.service_bus_connection, settings.events_topic)
-        queue = RequestQueue.from_connection_string(settings.service_bus_connection, settings.onboarding_queue)
+        connection = settings.service_bus_connection
+        events = EventPublisher.from_connection_string(connection, settings.events_topic, ca_bundle=trust)
+        queue = RequestQueue.from_connection_string(connection, settings.onboarding_queue, ca_bundle=trust)
     else:
         assert settings.service_bus_namespace is not None
-        events = EventPublisher.from_namespace(settings.service_bus_namespace, credential, settings.events_topic)
-        queue = RequestQueue.from_namespace(settings.service_bus_namespace, credential, settings.onboarding_queue)
+        namespace = settings.service_bus_namespace
+        events = EventPublisher.from_namespace(namespace, credential, settings.events_topic, ca_bundle=trust)
+        queue = RequestQueue.from_namespace(namespace, credential, settings.onboarding_queue, ca_bundle=trust)
     if settings.storage_connection:
         state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
         inventory = InventoryStore.from_connection_string(settings.storage_connection, settings.inventory_table)

@@ -112,6 +112,9 @@ class Settings:
     graph_endpoint: str
     graph_scope: str
     authority_host: str | None
+    #: ``REQUESTS_CA_BUNDLE``: requests trusts it by itself; the Service Bus clients are handed it,
+    #: since their AMQP transport trusts certifi's bundle alone. Unset in Azure.
+    ca_bundle: str | None = None
     rotation_schedule: str
     rotation_threshold_days: int
     sweep_schedule: str = "0 */2 * * * *"
@@ -174,6 +177,7 @@ class Settings:
             graph_endpoint=graph_endpoint,
             graph_scope=env.get("GRAPH_SCOPE") or f"{graph_endpoint}/.default",
             authority_host=env.get("AZURE_AUTHORITY_HOST") or None,
+            ca_bundle=env.get("REQUESTS_CA_BUNDLE") or None,
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),

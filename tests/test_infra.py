@@ -85,6 +85,8 @@ SETTINGS_THE_CODE_WILL_READ: set[str] = set()
 # The connection-string forms of the two connections: read by the code (local stack), never set in
 # Azure, where the identity-based __ forms are.
 CONNECTION_STRING_SETTINGS = {"ServiceBusConnection", "AzureWebJobsStorage"}
+# Settings the code reads that Azure leaves unset: the local stack (or a proxy) sets them.
+OPTIONAL_SETTINGS = CONNECTION_STRING_SETTINGS | {"REQUESTS_CA_BUNDLE"}
 # Settings the platform reads, not our code: the Functions host (storage account, identity-based
 # connections, telemetry) and azure-identity (which user-assigned identity).
 PLATFORM_SETTINGS = {
@@ -755,7 +757,7 @@ def test_settings_parity_in_both_directions() -> None:
     assert {"PALETTE_ENDPOINT", "PALETTE_API_KEY", "KEY_VAULT_URL", "ROTATION_SCHEDULE"} <= read, "settings.py moved?"
     assert "ONBOARDING_QUEUE" in read and "ServiceBusConnection__fullyQualifiedNamespace" in read, "functions/ moved?"
     settings = set(app_settings())
-    missing = read - CONNECTION_STRING_SETTINGS - settings
+    missing = read - OPTIONAL_SETTINGS - settings
     assert not missing, f"the code reads {sorted(missing)}, which the Function App does not set"
     unread = settings - read - PLATFORM_SETTINGS
     assert not unread, f"the Function App sets {sorted(unread)}, which nothing reads"

@@ -101,10 +101,14 @@ def probe_http(req: func.HttpRequest) -> func.HttpResponse:
 # -- hosting ------------------------------------------------------------------------------------------
 
 @contextmanager
-def hosted(app: func.FunctionApp, settings: Mapping[str, str]) -> Iterator[LocalHost]:
-    """Host ``app`` until the block ends; the environment is put back as it was."""
-    saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(app, settings)
+def hosted(app: func.FunctionApp, settings: Mapping[str, str], *, unset: tuple[str, ...] = (),
+           **options: Any) -> Iterator[LocalHost]:
+    """Host ``app`` (``options`` go to :class:`LocalHost`) until the block ends, without the
+    settings named in ``unset``; the environment is put back as it was."""
+    saved = {name: os.environ.get(name) for name in (*settings, *unset)}
+    for name in unset:
+        os.environ.pop(name, None)
+    local = LocalHost(app, settings, **options)
     try:
         local.start()
         try:
@@ -351,6 +355,31 @@ def test_a_dead_lettered_onboarding_message_fails_its_request(stack: Stack, worl
     assert _peek(stack, dead_letter=True) == []
 
 
+def test_the_app_runs_on_the_identity_based_connection_the_bicep_configures(stack: Stack, world: World) -> None:
+    """No connection string: the host's trigger and the app's own senders reach the namespace
+    over amqps with a token of the user-assigned identity (``__credential``, ``__clientId``), as
+    ``infra/app/api.bicep`` sets them; a ticketing system signed in the same way puts the request."""
+    from azure.identity import ManagedIdentityCredential
+    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+    settings = {**stack.identity_settings(), "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
+    body = world.request()
+    with hosted(function_app.app, settings, unset=("ServiceBusConnection",)):
+        assert "ServiceBusConnection" not in os.environ  # nothing to fall back on
+        credential = ManagedIdentityCredential(client_id=settings["ServiceBusConnection__clientId"])
+        with ServiceBusClient(settings["ServiceBusConnection__fullyQualifiedNamespace"], credential,
+                              connection_verify=settings["REQUESTS_CA_BUNDLE"]) as client, \
+                client.get_queue_sender(settings["ONBOARDING_QUEUE"]) as sender:
+            sender.send_messages(ServiceBusMessage(json.dumps(body), message_id=body["requestId"]))
+        state = wait_for(lambda: (s := _state(world, body["requestId"])) and s["status"] in {"succeeded", "failed"}
+                         and s, "the request to finish")
+    assert state["status"] == "succeeded", state
+    types = [e["type"] for e in world.events() if e["data"].get("requestId") == body["requestId"]]
+    assert types[0] == "palette.onboarding.requested" and types[-1] == "palette.onboarding.validated"
+    assert len(world.palette_accounts(body["accountName"])) == 1
+    assert _peek(stack) == [] and _peek(stack, dead_letter=True) == []
+
+
 def _fingerprint(body: Mapping[str, Any]) -> str:
     from shared.models import parse_request, request_fingerprint
 
@@ -403,15 +432,9 @@ def test_a_timer_run_that_starts_late_is_past_due(stack: Stack) -> None:
 
     probe.clear()
     settings = {**stack.settings, "PROBE_QUEUE": stack.settings["ONBOARDING_QUEUE"], "PROBE_SCHEDULE": "0 0 * * * *"}
-    saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(probe_app, settings, timers_last_run={"probe_timer": dt.datetime.now(dt.UTC) - dt.timedelta(
-        hours=3)})
-    try:
-        local.start()
+    missed = {"probe_timer": dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)}
+    with hosted(probe_app, settings, timers_last_run=missed):
         wait_for(lambda: probe.ticks, "the missed run", timeout=15)
-    finally:
-        local.stop()
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
     assert probe.ticks[0] is True
 
 
@@ -420,16 +443,10 @@ def test_the_apps_sweep_takes_its_late_run_path(stack: Stack, world: World, capl
 
     caplog.set_level(logging.INFO, logger="functions")
     settings = {**stack.settings, "SWEEP_SCHEDULE": "0 */2 * * * *"}
-    saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(function_app.app, settings, only={"sweep_onboardings"},
-                      timers_last_run={"sweep_onboardings": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)})
-    try:
-        local.start()
+    missed = {"sweep_onboardings": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)}
+    with hosted(function_app.app, settings, only={"sweep_onboardings"}, timers_last_run=missed):
         wait_for(lambda: any("sweep: running late" in r.getMessage() for r in caplog.records), "the late sweep",
                  timeout=20)
-    finally:
-        local.stop()
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
 
 
 def test_a_call_past_the_function_timeout_is_abandoned_or_a_500(stack: Stack, tmp_path: Any) -> None:
@@ -440,17 +457,13 @@ def test_a_call_past_the_function_timeout_is_abandoned_or_a_500(stack: Stack, tm
     probe.clear()
     stack.reset()
     settings = {**stack.settings, "PROBE_QUEUE": stack.settings["ONBOARDING_QUEUE"], "PROBE_SCHEDULE": "0 0 0 1 1 *"}
-    saved = {name: os.environ.get(name) for name in settings}
-    local = LocalHost(probe_app, settings, host_json=host_json)
     try:
-        local.start()
-        _send(stack, {"hold": True}, "too-slow")
-        wait_for(lambda: len(probe.seen("too-slow")) >= 2, "a redelivery after the timeout", timeout=30)
-        probe.release.set()
+        with hosted(probe_app, settings, host_json=host_json):
+            _send(stack, {"hold": True}, "too-slow")
+            wait_for(lambda: len(probe.seen("too-slow")) >= 2, "a redelivery after the timeout", timeout=30)
+            probe.release.set()
     finally:
         probe.release.set()
-        local.stop()
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
         stack.reset()
     assert probe.seen("too-slow")[:2] == [1, 2]  # abandoned when the timeout passed, then delivered again
 

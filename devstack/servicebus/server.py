@@ -16,6 +16,7 @@ import queue
 import secrets
 import selectors
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import Future
@@ -43,6 +44,90 @@ STOP_TIMEOUT_SECONDS = 5.0
 _T = TypeVar("_T")
 
 
+class _PlainWire:
+    """A connection's bytes as the socket carries them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.wants_write = False
+
+    def recv(self, size: int) -> bytes:
+        """What arrived (b"" once the peer closed); :class:`BlockingIOError` when nothing did."""
+        return self.sock.recv(size)
+
+    def send(self, data: bytes | bytearray) -> int:
+        return self.sock.send(data)
+
+    def flush(self) -> None:
+        return None
+
+
+class _TlsWire:
+    """A connection's bytes through TLS, ended here (``amqps`` on port 5671, as Service Bus takes a
+    client that signs in with a token): the engine and the frame translator see plain AMQP."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self.sock = sock
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._handshaken = False
+        self._closed = False
+        self._unsent = bytearray()
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self._unsent)
+
+    def recv(self, size: int) -> bytes:
+        try:
+            data = self.sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            data = None
+        if data == b"":
+            self._closed = True
+            self._incoming.write_eof()
+        elif data:
+            self._incoming.write(data)
+        plain = bytearray()
+        try:
+            if not self._handshaken:
+                self._tls.do_handshake()
+                self._handshaken = True
+            while True:
+                chunk = self._tls.read(READ_CHUNK)
+                if not chunk:
+                    self._closed = True
+                    break
+                plain += chunk
+        except ssl.SSLWantReadError:
+            pass
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            self._closed = True
+        self.flush()
+        if plain:
+            return bytes(plain)
+        if self._closed:
+            return b""
+        raise BlockingIOError
+
+    def send(self, data: bytes | bytearray) -> int:
+        if not self._handshaken:
+            raise BlockingIOError  # the engine's bytes wait for the handshake
+        self._tls.write(bytes(data))
+        self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        """Send what TLS produced; what the socket cannot take yet waits for the next write event."""
+        self._unsent += self._outgoing.read()
+        while self._unsent:
+            try:
+                sent = self.sock.send(self._unsent)
+            except (BlockingIOError, InterruptedError):
+                return
+            del self._unsent[:sent]
+
+
 class _Channel:
     """One accepted TCP connection and its proton engine.
 
@@ -50,8 +135,9 @@ class _Channel:
     cannot take yet waits in ``to_engine`` / ``to_socket``.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
         self.sock = sock
+        self.wire: _PlainWire | _TlsWire = _TlsWire(sock, tls) if tls is not None else _PlainWire(sock)
         self.frames = DeliveryIdTranslator(MAX_FRAME_SIZE)
         self.to_engine = bytearray()
         self.to_socket = bytearray()
@@ -75,10 +161,10 @@ class _Channel:
         if capacity <= 0 or self.to_engine or self.client_finished:
             return
         try:
-            data = self.sock.recv(min(capacity, READ_CHUNK))
+            data = self.wire.recv(min(capacity, READ_CHUNK))
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
+        except (OSError, ssl.SSLError):
             data = b""
         if data:
             self.to_engine += self.frames.inbound(data)
@@ -111,16 +197,16 @@ class _Channel:
             self.to_socket += self.frames.outbound(data)
         elif pending < 0:
             self.to_socket += self.frames.outbound_rest()
-        while self.to_socket:
-            try:
-                sent = self.sock.send(self.to_socket)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self.to_socket.clear()
-                self.transport.close_head()
-                return
-            del self.to_socket[:sent]
+        try:
+            self.wire.flush()
+            while self.to_socket:
+                sent = self.wire.send(self.to_socket)
+                del self.to_socket[:sent]
+        except (BlockingIOError, InterruptedError):
+            return
+        except (OSError, ssl.SSLError):
+            self.to_socket.clear()
+            self.transport.close_head()
 
     def process(self, router: Router) -> None:
         while True:
@@ -156,7 +242,7 @@ class _Channel:
     def done(self) -> bool:
         pending = self.transport.pending()
         finished = pending < 0 or (self.transport.capacity() < 0 and pending == 0)
-        return finished and not self.to_socket
+        return finished and not self.to_socket and not self.wire.wants_write
 
     @property
     def waiting_to_feed(self) -> bool:
@@ -167,7 +253,7 @@ class _Channel:
         events = 0
         if self.transport.capacity() > 0 and not self.to_engine and not self.client_finished:
             events |= selectors.EVENT_READ
-        if self.transport.pending() > 0 or self.to_socket:
+        if self.transport.pending() > 0 or self.to_socket or self.wire.wants_write:
             events |= selectors.EVENT_WRITE
         return events
 
@@ -175,7 +261,8 @@ class _Channel:
 class BrokerServer:
     """The listening socket and the loop thread; :class:`RunningBroker` is its public face."""
 
-    def __init__(self, namespace: Namespace, *, host: str, port: int, key: str) -> None:
+    def __init__(self, namespace: Namespace, *, host: str, port: int, key: str,
+                 tls: tuple[socket.socket, ssl.SSLContext] | None = None) -> None:
         self.namespace = namespace
         self.router = Router(namespace, TokenValidator(KEY_NAME, key))
         self._listener = socket.create_server((host, port), backlog=128)
@@ -186,6 +273,11 @@ class BrokerServer:
         self._wake_reader.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, "listener")
+        self._tls_listener: socket.socket | None = tls[0] if tls is not None else None
+        self._tls: ssl.SSLContext | None = tls[1] if tls is not None else None
+        if self._tls_listener is not None:
+            self._tls_listener.setblocking(False)
+            self._selector.register(self._tls_listener, selectors.EVENT_READ, "tls-listener")
         self._selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
         self._channels: dict[socket.socket, _Channel] = {}
         self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -228,7 +320,9 @@ class BrokerServer:
         ready = self._selector.select(self._timeout())
         for key, mask in ready:
             if key.data == "listener":
-                self._accept()
+                self._accept(self._listener, None)
+            elif key.data == "tls-listener" and self._tls_listener is not None:
+                self._accept(self._tls_listener, self._tls)
             elif key.data == "wake":
                 self._drain_wake()
             elif isinstance(key.data, _Channel) and key.data.sock in self._channels:
@@ -280,10 +374,10 @@ class BrokerServer:
                 wait = min(wait, channel.deadline - now)
         return max(wait, 0.0)
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket, tls: ssl.SSLContext | None) -> None:
         while True:
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -292,7 +386,7 @@ class BrokerServer:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                channel = _Channel(sock)
+                channel = _Channel(sock, tls)
             except Exception:
                 logger.exception("Could not set up an AMQP engine for a new connection.")
                 sock.close()
@@ -354,9 +448,10 @@ class BrokerServer:
                 channel.connection.close()
                 channel.write()
             self._drop(channel)
-        for sock in (self._listener, self._wake_reader, self._wake_writer):
-            with contextlib.suppress(OSError):
-                sock.close()
+        for sock in (self._listener, self._tls_listener, self._wake_reader, self._wake_writer):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
         with contextlib.suppress(Exception):
             self._selector.close()
 
@@ -364,12 +459,15 @@ class BrokerServer:
 class RunningBroker:
     """A broker serving on ``host:port`` in a daemon thread; use :func:`start_broker`."""
 
-    def __init__(self, server: BrokerServer, key: str) -> None:
+    def __init__(self, server: BrokerServer, key: str, fully_qualified_namespace: str = "") -> None:
         self._server = server
         self.host = server.host
         self.port = server.port
         self.connection_string = (f"Endpoint=sb://{self.host}:{self.port};SharedAccessKeyName={KEY_NAME};"
                                   f"SharedAccessKey={key};UseDevelopmentEmulator=true")
+        #: Where a client that signs in with a token reaches the broker, as in Azure: ``amqps`` on
+        #: port 5671 of this address ('' when the broker was started without TLS).
+        self.fully_qualified_namespace = fully_qualified_namespace
 
     def call(self, function: Callable[[Namespace], _T]) -> _T:
         """Run ``function(namespace)`` on the broker thread: the safe way to inspect the model."""
@@ -391,8 +489,15 @@ def start_broker(
     port: int = 0,
     queues: Iterable[QueueConfig] = (),
     topics: Iterable[TopicConfig] = (),
+    tls: Callable[[str], ssl.SSLContext] | None = None,
 ) -> RunningBroker:
     """Start a broker; it is accepting connections when this returns.
+
+    With ``tls`` (a server context for an address), it also takes ``amqps`` on port 5671, as
+    Service Bus does, of a loopback address of its own (``127.0.0.x``: the SDK drops the port of a
+    namespace it reaches over TLS, so each broker needs an address where 5671 is free); clients
+    that sign in with a token from the local-stack identity use it as their fully qualified
+    namespace, and trust the stack's CA through ``SSL_CERT_FILE``.
 
     Raises
     ------
@@ -406,6 +511,30 @@ def start_broker(
     queue_list, topic_list = list(queues), list(topics)
     validate_entities(queue_list, topic_list)
     key = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
-    server = BrokerServer(Namespace(queue_list, topic_list), host=host, port=port, key=key)
+    secure: tuple[socket.socket, ssl.SSLContext] | None = None
+    namespace_host = ""
+    if tls is not None:
+        listener = _tls_listener()
+        namespace_host = listener.getsockname()[0]
+        secure = (listener, tls(namespace_host))
+    server = BrokerServer(Namespace(queue_list, topic_list), host=host, port=port, key=key, tls=secure)
     server.start()
-    return RunningBroker(server, key)
+    return RunningBroker(server, key, namespace_host)
+
+
+#: Service Bus's AMQP-over-TLS port, which the SDK uses for a namespace it signs in to with a token.
+AMQPS_PORT = 5671
+
+
+def _tls_listener() -> socket.socket:
+    """A socket listening on port 5671 of a loopback address nobody uses it on yet."""
+    import random
+
+    candidates = list(range(2, 255))
+    random.shuffle(candidates)
+    for last in candidates:
+        try:
+            return socket.create_server((f"127.0.0.{last}", AMQPS_PORT), backlog=128)
+        except OSError:
+            continue
+    raise OSError("no loopback address has port 5671 free for the broker's TLS listener")

@@ -49,14 +49,21 @@ class ServiceBusSenderHandle:
     """``queue`` or ``topic``: which kind of entity the ``from_*`` constructors open a sender on."""
 
     @classmethod
-    def from_connection_string(cls, conn_str: str, entity: str) -> Self:
-        """Build from a connection string (the local stack, or shared-key setups)."""
-        return cls._open(ServiceBusClient.from_connection_string(conn_str), entity)
+    def from_connection_string(cls, conn_str: str, entity: str, *, ca_bundle: str | None = None) -> Self:
+        """Build from a connection string (the local stack, or shared-key setups).
+
+        ``ca_bundle``: a CA file to trust over TLS instead of certifi's bundle, the only one the
+        SDK's AMQP transport reads (the app passes ``REQUESTS_CA_BUNDLE``, which its HTTP clients
+        already honour).
+        """
+        return cls._open(ServiceBusClient.from_connection_string(conn_str, connection_verify=ca_bundle), entity)
 
     @classmethod
-    def from_namespace(cls, fully_qualified_namespace: str, credential: TokenCredential, entity: str) -> Self:
+    def from_namespace(cls, fully_qualified_namespace: str, credential: TokenCredential, entity: str, *,
+                       ca_bundle: str | None = None) -> Self:
         """Build from ``<namespace>.servicebus.windows.net`` and a credential (managed identity)."""
-        return cls._open(ServiceBusClient(fully_qualified_namespace, credential), entity)
+        return cls._open(ServiceBusClient(fully_qualified_namespace, credential, connection_verify=ca_bundle),
+                         entity)
 
     @classmethod
     def _open(cls, client: ServiceBusClient, entity: str) -> Self:

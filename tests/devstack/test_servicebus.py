@@ -928,3 +928,49 @@ def test_errors_proton_writes_without_info_get_it_and_junk_passes_untouched() ->
     junk = DeliveryIdTranslator(256 * 1024)
     garbage = AMQP_HEADER + b"\x7f\xff\xff\xff" + b"\x00" * 20  # a frame announcing 2 GiB
     assert junk.inbound(garbage) + junk.inbound(b"more") + junk.inbound_rest() == garbage + b"more"
+
+
+class _StackToken:
+    """A token credential as the identity stand-in signs its tokens, for ``audience``."""
+
+    def __init__(self, audience: str) -> None:
+        self.audience = audience
+
+    def get_token(self, *scopes: str, **_: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        from devstack.tokens import issue_token
+
+        token, expires_on = issue_token(audience=self.audience, subject=str(uuid.uuid4()),
+                                        tenant_id=str(uuid.uuid4()))
+        return AccessToken(token, expires_on)
+
+
+def test_a_namespace_reached_with_a_token_is_amqps_on_5671_and_checks_the_token(
+        tmp_path: Path, closer: ThreadPoolExecutor) -> None:
+    """As Service Bus takes a managed identity: ``ServiceBusClient(namespace, credential)`` speaks
+    TLS to port 5671 of the namespace and puts an Entra token for ``https://servicebus.azure.net``
+    on ``$cbs``; a token for another audience is refused, and a client that does not trust the
+    certificate never gets as far as signing in."""
+    from devstack.tls import make_loopback_certificate
+
+    certificate = make_loopback_certificate(tmp_path / "tls")
+    secure = start_broker(queues=QUEUES, tls=certificate.context_for)
+    namespace = secure.fully_qualified_namespace
+    trusted = {"connection_verify": str(certificate.ca_path), "retry_total": 0}
+    signed_in = Bus(ServiceBusClient(namespace, _StackToken("https://servicebus.azure.net"), **trusted))
+    wrong_audience = Bus(ServiceBusClient(namespace, _StackToken("https://vault.azure.net"), **trusted))
+    untrusting = Bus(ServiceBusClient(namespace, _StackToken("https://servicebus.azure.net"), retry_total=0))
+    try:
+        signed_in.send("orders", ServiceBusMessage("over TLS"))
+        (message,) = receive(signed_in.receiver("orders", receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE), 1)
+        assert str(message) == "over TLS"
+        with pytest.raises(ServiceBusAuthenticationError):
+            wrong_audience.send("orders", ServiceBusMessage("x"))
+        with pytest.raises(ServiceBusConnectionError) as untrusted:
+            untrusting.send("orders", ServiceBusMessage("x"))
+        assert "CERTIFICATE_VERIFY_FAILED" in repr(untrusted.value.__cause__ or untrusted.value)
+    finally:
+        for bus in (signed_in, wrong_audience, untrusting):
+            closer.submit(bus.close)
+        closer.submit(secure.stop)
