@@ -32,12 +32,29 @@ def _print(message: str) -> None:
     print(message, flush=True)
 
 
+#: How long stopping may take once asked (Ctrl-C or SIGTERM) before the process leaves anyway.
+STOP_GRACE_SECONDS = 30.0
+
+
 def _wait_for_signal() -> None:
+    """Return on the first Ctrl-C or SIGTERM. A second one, or a stop that takes longer than
+    STOP_GRACE_SECONDS (a client's close waiting on a service that went away), ends the process
+    at once: what it leaves is what a killed process leaves, which the product is built to take."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     while not stop.wait(0.5):
         pass
+
+    def leave(*_: object) -> None:
+        print("stop asked again, or stopping took too long: leaving now", flush=True)
+        os._exit(1)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, leave)
+    watchdog = threading.Timer(STOP_GRACE_SECONDS, leave)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 def running_stack(workdir: Path) -> int | None:

@@ -103,10 +103,8 @@ def test_up_run_curl_an_example_then_down_under_run_and_ctrl_c(stack_up: Path, e
         assert "Traceback" not in logged, logged
         assert run.poll() is None
 
-        began = time.monotonic()
         run.send_signal(signal.SIGINT)
-        assert run.wait(timeout=10) == 0
-        assert time.monotonic() - began < 5
+        assert run.wait(timeout=30) == 0  # a clean stop, not the grace period's exit (1)
         assert not (workdir / "app.json").exists()
     finally:
         if run.poll() is None:
@@ -132,11 +130,26 @@ def test_run_on_a_busy_port_says_so_in_one_line_before_any_warm_up(stack_up: Pat
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        began = time.monotonic()
         run = _devstack("run", "--workdir", str(stack_up), "--port", str(port), env=env)
 
     assert run.returncode == 1
     assert run.stdout.strip().splitlines() == [run.stdout.strip()]
     assert f"port {port} is in use" in run.stdout and "--port 0" in run.stdout
     assert "warmup" not in run.stdout + run.stderr
-    assert time.monotonic() - began < 10
+
+
+def test_a_stop_that_hangs_leaves_after_the_grace_period(env: dict[str, str]) -> None:
+    """``up`` and ``run`` stop on Ctrl-C or SIGTERM; a stop that hangs (here: one that never ends)
+    does not keep the process, and the ports, forever."""
+    script = ("import os, signal, threading, time\n"
+              "import devstack.__main__ as cli\n"
+              "cli.STOP_GRACE_SECONDS = 0.5\n"
+              "threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+              "cli._wait_for_signal()\n"
+              "print('stopping', flush=True)\n"
+              "time.sleep(60)  # a stop that hangs\n")
+    hung = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=30, check=False)
+
+    assert hung.returncode == 1
+    assert hung.stdout.splitlines() == ["stopping", "stop asked again, or stopping took too long: leaving now"]
