@@ -507,7 +507,10 @@ class LocalHost:
     async def _respond(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]], method: str,
                        raw_path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        body = await _read_body(receive, MAX_REQUEST_BODY_BYTES)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_REQUEST_BODY_BYTES:
+            return 413, [], b""  # refused before a byte of it is read
+        body = await _read_body(receive, MAX_REQUEST_BODY_BYTES)  # a chunked body: counted as it comes
         if body is None:
             return 413, [], b""
         scheme = "https" if self._tls is not None else "http"
