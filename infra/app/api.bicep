@@ -260,7 +260,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         {
           name: 'ORPHAN_GRACE_HOURS'
-          value: '40'
+          value: '24'
         }
         {
           name: 'ROTATION_SCHEDULE'
