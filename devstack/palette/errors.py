@@ -20,6 +20,7 @@ and keeps it stable, because clients branch on codes:
 404    ``NotFound``                      no such route
 409    ``CloudAccountAlreadyExists``,    the name is taken in that scope
        ``SshKeyAlreadyExists``,
+       ``BackupLocationAlreadyExists``,
        ``ApiKeyAlreadyExists``
 415    ``UnsupportedMediaType``          a body that is not ``application/json``
 429    ``TooManyRequests``               rate limit (no ``Retry-After``, as documented)

@@ -1,10 +1,11 @@
 """Palette's tenant as a pure-Python backend: projects, users, gateways, Azure cloud accounts, SSH
-keys and API keys, with the rules the onboarding depends on and no HTTP.
+keys, Azure backup locations and API keys, with the rules the onboarding depends on and no HTTP.
 
 Scope is Palette's: ``project_uid=None`` is the tenant, anything else a project. Cloud accounts and
 SSH keys belong to one scope, and their names are unique per scope (the same name may exist once in
 the tenant and once in each project). A project sees its own cloud accounts and the tenant's; the
-tenant sees only its own; SSH keys are seen only in their own scope. A resource can be changed only
+tenant sees only its own; SSH keys and backup locations (both user assets) are seen only in their
+own scope, and backup location names are unique per scope too. A resource can be changed only
 from its own scope. API keys, users, projects and gateways are tenant-wide.
 
 The seed (tenant, projects ``Default`` and ``Team-A``, three users, gateways ``pcg-east`` Running and
@@ -150,6 +151,27 @@ class ApiKey:
 
 
 @dataclass
+class AzureLocation:
+    """An Azure backup location (``v1UserAssetsLocationAzure``): a storage container Palette writes
+    cluster backups to, with the service principal it signs in as (``config.credentials``)."""
+
+    uid: str
+    name: str
+    project_uid: str | None
+    config: dict[str, Any]  # spec.config as sent, defaults filled in; holds the client secret
+    is_default: bool
+    annotations: dict[str, str]  # as sent, without the server-set scope/projectUid
+    labels: dict[str, str]
+    created: float
+    modified: float
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        value = self.config.get("credentials")
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass
 class Cluster:
     """A cluster, only as far as it uses a cloud account (the offboarding must not pull one away)."""
 
@@ -180,6 +202,7 @@ class _Store:
     ssh_keys: dict[str, SshKey] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     clusters: dict[str, Cluster] = field(default_factory=dict)
+    locations: dict[str, AzureLocation] = field(default_factory=dict)
 
 
 def scope_name(project_uid: str | None) -> str:
@@ -538,6 +561,67 @@ class PaletteBackend:
             if other.project_uid == project_uid and other.name == name and other.uid != except_uid:
                 raise AlreadyExists("SshKeyAlreadyExists", "SSH key", name, scope_name(project_uid))
 
+    # ------------------------------------------------------------------ backup locations
+
+    def create_azure_location(self, project_uid: str | None, *, name: Any, spec: dict[str, Any],
+                              annotations: dict[str, str], labels: dict[str, str]) -> AzureLocation:
+        """``POST /v1/users/assets/locations/azure``: stored as sent, credentials not validated.
+
+        Palette's console and Terraform validate the credentials first with a separate call
+        (``POST /v1/clouds/azure/account/validate``); nothing says the create does it again.
+        """
+        name = _require_name(name)
+        annotations = _own_annotations(project_uid, annotations)
+        config, is_default = _azure_location_spec(spec)
+        now = self.clock()
+        with self._lock:
+            if project_uid is not None and project_uid not in self._store.projects:
+                raise ResourceNotFound("Project", project_uid)
+            self._check_location_name_free(project_uid, name, None)
+            location = AzureLocation(new_uid(), name, project_uid, config, is_default, annotations, dict(labels),
+                                     now, now)
+            self._store.locations[location.uid] = location
+            return location
+
+    def list_locations(self, project_uid: str | None) -> list[AzureLocation]:
+        """Backup locations of exactly this scope (user assets, like SSH keys), oldest first."""
+        with self._lock:
+            return [loc for loc in self._store.locations.values() if loc.project_uid == project_uid]
+
+    def get_azure_location(self, project_uid: str | None, uid: str) -> AzureLocation:
+        with self._lock:
+            location = self._store.locations.get(uid)
+            if location is None or location.project_uid != project_uid:
+                raise ResourceNotFound("Azure backup location", uid)
+            return location
+
+    def update_azure_location(self, project_uid: str | None, uid: str, *, name: Any, spec: dict[str, Any],
+                              annotations: dict[str, str], labels: dict[str, str]) -> AzureLocation:
+        """PUT: replace name, spec, annotations and labels (credentials not validated, as on create)."""
+        name = _require_name(name)
+        annotations = _own_annotations(project_uid, annotations)
+        config, is_default = _azure_location_spec(spec)
+        with self._lock:
+            location = self.get_azure_location(project_uid, uid)
+            self._check_location_name_free(project_uid, name, uid)
+            location.name, location.config, location.is_default = name, config, is_default
+            location.annotations, location.labels = annotations, dict(labels)
+            location.modified = self.clock()
+            return location
+
+    def delete_location(self, project_uid: str | None, uid: str) -> None:
+        """``DELETE /v1/users/assets/locations/{uid}`` (any location type)."""
+        with self._lock:
+            self.get_azure_location(project_uid, uid)
+            del self._store.locations[uid]
+
+    def _check_location_name_free(self, project_uid: str | None, name: str, except_uid: str | None) -> None:
+        if not self.unique_names:
+            return
+        for other in self._store.locations.values():
+            if other.project_uid == project_uid and other.name == name and other.uid != except_uid:
+                raise AlreadyExists("BackupLocationAlreadyExists", "Backup location", name, scope_name(project_uid))
+
     # ------------------------------------------------------------------ API keys
 
     def create_api_key(self, caller: User, *, name: Any, user_uid: Any, expiry: Any,
@@ -644,6 +728,13 @@ class PaletteBackend:
                              "expiry": format_time(k.expiry), "isActive": k.active,
                              "annotations": k.annotations}
                             for k in store.api_keys.values()],
+                "backupLocations": [{"uid": loc.uid, "name": loc.name, "type": "azure",
+                                     "scope": scope_name(loc.project_uid), "projectUid": loc.project_uid,
+                                     "annotations": loc.annotations, "labels": loc.labels,
+                                     "isDefault": loc.is_default,
+                                     "config": {**loc.config, "credentials": masked_credentials(loc.credentials)},
+                                     "clientSecretSha256": key_digest(str(loc.credentials.get("clientSecret", "")))}
+                                    for loc in store.locations.values()],
                 "clusters": [{"uid": c.uid, "name": c.name, "projectUid": c.project_uid,
                               "cloudAccountUid": c.cloud_account_uid, "state": c.state}
                              for c in store.clusters.values()],
@@ -696,6 +787,36 @@ def _azure_spec_with_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     settings.setdefault("disablePropertiesRequest", False)
     stored["settings"] = settings
     return stored
+
+
+AZURE_LOCATION_TYPE = "azure"
+DEFAULT_CLIENT_CLOUD = "public"
+
+
+def _azure_location_spec(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``spec.config`` with defaults filled in, and ``spec.isDefault``.
+
+    The spec checker has already enforced ``config`` and its required keys. ``spec.type`` is
+    described as "Azure location type [azure]"; another value on the Azure route is a client bug
+    (the location would be read as another kind), so it is refused rather than stored.
+    """
+    kind = spec.get("type")
+    if kind not in (None, "", AZURE_LOCATION_TYPE):
+        raise invalid_field("spec.type", "enum", f"spec.type of an Azure location must be "
+                                                 f"'{AZURE_LOCATION_TYPE}' (or left out); got {kind!r}.")
+    config = dict(spec.get("config") or {})
+    credentials = dict(config.get("credentials") or {})
+    credentials.setdefault("clientCloud", DEFAULT_CLIENT_CLOUD)
+    config["credentials"] = credentials
+    return config, spec.get("isDefault") is True
+
+
+def masked_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
+    """The credentials with a stored client secret replaced by the mask (as Palette answers)."""
+    masked = dict(credentials)
+    if masked.get("clientSecret"):
+        masked["clientSecret"] = SECRET_MASK
+    return masked
 
 
 _SSH_KEY_TYPES = {

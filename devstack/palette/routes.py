@@ -18,6 +18,16 @@ Decisions where Palette's behaviour is not documented (see also ``errors.py`` fo
   role model.
 - ``PUT`` needs ``metadata.uid`` equal to the path uid. ``PUT`` of a cloud account validates the
   credentials again, as the SDK does before every update.
+- Azure backup locations (``/v1/users/assets/locations``): the spec gives their body
+  ``v1ObjectMetaInputEntity`` metadata (name, annotations, labels; no uid), so ``GET
+  .../azure/{uid}`` answers without ``metadata.uid`` and a ``PUT`` carrying one is refused as an
+  undeclared property; only the list (``v1ObjectMeta``) names uids. ``GET`` masks
+  ``config.credentials.clientSecret`` as ``********``, as for cloud accounts (Terraform keeps the
+  secret from its state because "API returns masked values"). Create and ``PUT`` store the
+  credentials without asking Azure: the console and Terraform validate them first through
+  ``POST /v1/clouds/azure/account/validate``. The list answers ``spec.storage: "azure"``, which
+  the spec's ``v1LocationType`` enum (s3, gcp, minio) lacks: Terraform's import maps that value,
+  so Palette sends it regardless of the enum.
 - ``fields`` is accepted and ignored (whole objects come back); ``filters`` supports
   ``field=value`` terms joined by ``AND`` (exact, case-sensitive equality; ``OR`` is a 501);
   ``orderBy`` supports ``field=1|-1`` lists.
@@ -42,6 +52,7 @@ from devstack.palette.models import (
     SECRET_MASK,
     ApiKey,
     AzureAccount,
+    AzureLocation,
     Cluster,
     Overlord,
     PaletteBackend,
@@ -52,6 +63,7 @@ from devstack.palette.models import (
     apply_order,
     filtered_name,
     format_time,
+    masked_credentials,
     new_uid,
     paginate,
     scope_annotations,
@@ -231,6 +243,8 @@ class PaletteApp(ServiceApp):
             made = self.backend.seed_azure_accounts(name_prefix=spec["namePrefix"], count=count,
                                                     project_uid=spec.get("projectUid"))
             return Response.json(201, {"count": len(made), "first": made[0].name, "last": made[-1].name})
+        if subpath == "locations/azure" and request.method == "POST":
+            return self._seed_azure_location(request)
         if subpath == "overlords" and request.method == "POST":
             spec = request.json()
             if (not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]
@@ -239,6 +253,54 @@ class PaletteApp(ServiceApp):
             gateway = self.backend.set_overlord(spec["name"], spec["state"], str(spec.get("cloudType", "azure")))
             return Response.json(200, {"uid": gateway.uid, "name": gateway.name, "state": gateway.state})
         return None
+
+    _SEED_LOCATION_FIELDS = {"name": True, "projectUid": False, "tenantId": True, "clientId": True,
+                             "clientSecret": True, "subscriptionId": False, "clientCloud": False,
+                             "resourceGroup": False, "storageName": False, "containerName": False, "sku": False,
+                             "isDefault": False, "annotations": False, "labels": False}
+
+    def _seed_azure_location(self, request: Request) -> Response:
+        """Admin: an Azure backup location as another team (or the console) would have made it.
+
+        A flat body with defaults for the storage fields; the location it makes is then checked
+        against the spec like a public ``POST``'s body, so a seed is always a valid location.
+        """
+        spec = request.json()
+        usage = ('The body is {"name", "tenantId", "clientId", "clientSecret": string, "projectUid"?, '
+                 '"subscriptionId"?, "clientCloud"?, "resourceGroup"?, "storageName"?, "containerName"?, '
+                 '"sku"?: string, "isDefault"?: boolean, "annotations"?, "labels"?: {string: string}}.')
+        if not isinstance(spec, dict) or set(spec) - set(self._SEED_LOCATION_FIELDS):
+            raise InvalidRequest(usage)
+        for name, required in self._SEED_LOCATION_FIELDS.items():
+            if required and not isinstance(spec.get(name), str):
+                raise InvalidRequest(usage)
+        project_uid = spec.get("projectUid")
+        if project_uid is not None and (not isinstance(project_uid, str) or self.backend.project(project_uid) is None):
+            raise InvalidRequest(f"projectUid {project_uid!r} is not a project of this tenant.")
+        credentials = {k: spec[k] for k in ("tenantId", "clientId", "clientSecret", "subscriptionId", "clientCloud")
+                       if k in spec}
+        config = {"containerName": spec.get("containerName", "velero-backups"),
+                  "storageName": spec.get("storageName", "backupstorage"),
+                  "resourceGroup": spec.get("resourceGroup", "backups-rg"),
+                  "credentials": credentials}
+        if "sku" in spec:
+            config["sku"] = spec["sku"]
+        metadata: dict[str, Any] = {"name": spec["name"]}
+        for key in ("annotations", "labels"):
+            if key in spec:
+                metadata[key] = spec[key]
+        body: dict[str, Any] = {"metadata": metadata, "spec": {"config": config, "type": "azure"}}
+        if "isDefault" in spec:
+            body["spec"]["isDefault"] = spec["isDefault"]
+        operation = self.spec.operation("POST", "/v1/users/assets/locations/azure")
+        violations = self.spec.check_body(operation, body)
+        if violations:
+            raise InvalidRequest(f"The seeded location does not match the API spec: {violations[0].message}",
+                                 [v.as_dict() for v in violations])
+        location = self.backend.create_azure_location(project_uid, name=spec["name"], spec=body["spec"],
+                                                      annotations=metadata.get("annotations") or {},
+                                                      labels=metadata.get("labels") or {})
+        return Response.json(201, {"uid": location.uid, "name": location.name, "projectUid": project_uid})
 
     def _rate_config(self) -> dict[str, Any]:
         return {"ratePerSecond": self.limiter.rate_per_second, "burst": self.limiter.burst,
@@ -337,6 +399,11 @@ class PaletteApp(ServiceApp):
         serve("GET", "/v1/users/assets/sshkeys/{uid}", self._get_ssh_key, scoped=True)
         serve("PUT", "/v1/users/assets/sshkeys/{uid}", self._update_ssh_key, scoped=True)
         serve("DELETE", "/v1/users/assets/sshkeys/{uid}", self._delete_ssh_key, scoped=True)
+        serve("GET", "/v1/users/assets/locations", self._list_locations, scoped=True)
+        serve("POST", "/v1/users/assets/locations/azure", self._create_azure_location, scoped=True)
+        serve("GET", "/v1/users/assets/locations/azure/{uid}", self._get_azure_location, scoped=True)
+        serve("PUT", "/v1/users/assets/locations/azure/{uid}", self._update_azure_location, scoped=True)
+        serve("DELETE", "/v1/users/assets/locations/{uid}", self._delete_location, scoped=True)
         serve("POST", "/v1/apiKeys", self._create_api_key)
         serve("GET", "/v1/apiKeys", self._list_api_keys)
         serve("GET", "/v1/apiKeys/{uid}", self._get_api_key)
@@ -427,6 +494,37 @@ class PaletteApp(ServiceApp):
 
     def _delete_ssh_key(self, call: Call) -> Response:
         self.backend.delete_ssh_key(call.project_uid, call.uid())
+        return Response.empty(204)
+
+    # Backup locations (Azure only)
+
+    def _create_azure_location(self, call: Call) -> Response:
+        body = call.body or {}
+        metadata = body.get("metadata") or {}
+        location = self.backend.create_azure_location(
+            call.project_uid, name=metadata.get("name"), spec=_required_object(body, "spec"),
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.json(201, {"uid": location.uid}, {"AuditUid": new_uid()})
+
+    def _list_locations(self, call: Call) -> Response:
+        items = [location_wire(loc) for loc in self.backend.list_locations(call.project_uid)]
+        items = apply_order(apply_filters(items, call.query.get("filters")), call.query.get("orderBy"))
+        return Response.json(200, {"items": items})
+
+    def _get_azure_location(self, call: Call) -> Response:
+        return Response.json(200, azure_location_wire(self.backend.get_azure_location(call.project_uid, call.uid())))
+
+    def _update_azure_location(self, call: Call) -> Response:
+        # No metadata.uid here: the spec's v1ObjectMetaInputEntity has none (see the module notes).
+        body = call.body or {}
+        metadata = body.get("metadata") or {}
+        self.backend.update_azure_location(
+            call.project_uid, call.uid(), name=metadata.get("name"), spec=_required_object(body, "spec"),
+            annotations=metadata.get("annotations") or {}, labels=metadata.get("labels") or {})
+        return Response.empty(204)
+
+    def _delete_location(self, call: Call) -> Response:
+        self.backend.delete_location(call.project_uid, call.uid())
         return Response.empty(204)
 
     # API keys
@@ -581,6 +679,27 @@ def account_summary_wire(account: AzureAccount) -> dict[str, Any]:
         "specSummary": {"accountId": str(account.spec.get("tenantId", ""))},
         "status": {"state": "Running"},
     }
+
+
+def location_wire(location: AzureLocation) -> dict[str, Any]:
+    """``v1UserAssetsLocation``, a list item: metadata with the uid, no config."""
+    annotations = {**location.annotations, **scope_annotations(location.project_uid)}
+    return {
+        "metadata": _metadata(location.uid, location.name, location.created, location.modified, annotations,
+                              location.labels),
+        "spec": {"isDefault": location.is_default, "storage": "azure", "type": "azure"},
+    }
+
+
+def azure_location_wire(location: AzureLocation) -> dict[str, Any]:
+    """``v1UserAssetsLocationAzure``: ``v1ObjectMetaInputEntity`` metadata (no uid, no timestamps)
+    and the config with the client secret masked."""
+    metadata: dict[str, Any] = {"name": location.name,
+                                "annotations": {**location.annotations, **scope_annotations(location.project_uid)}}
+    if location.labels:
+        metadata["labels"] = dict(location.labels)
+    config = {**location.config, "credentials": masked_credentials(location.credentials)}
+    return {"metadata": metadata, "spec": {"config": config, "isDefault": location.is_default, "type": "azure"}}
 
 
 def ssh_key_wire(key: SshKey) -> dict[str, Any]:

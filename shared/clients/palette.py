@@ -146,6 +146,33 @@ class AzureAccount:
 
 
 @dataclass(frozen=True)
+class AzureBackupLocation:
+    """An Azure backup location (``/v1/users/assets/locations/azure``) as Palette returns it: the
+    storage container Palette writes cluster backups to and the service principal it signs in as.
+
+    Every field of the location but the client secret, which Palette answers masked and this class
+    never holds; :meth:`PaletteClient.update_azure_backup_location` writes these fields back as
+    they are, with new credentials. ``uid`` comes from the list (the location's own body has none).
+    """
+
+    uid: str
+    name: str
+    scope: str
+    tenant_id: str | None
+    client_id: str | None
+    subscription_id: str | None
+    client_cloud: str | None
+    resource_group: str | None
+    storage_name: str | None
+    container_name: str | None
+    sku: str | None
+    is_default: bool
+    location_type: str | None
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class SshKey:
     uid: str
     name: str
@@ -276,6 +303,75 @@ def _ssh_key(item: dict[str, Any], project_uid: str | None) -> SshKey:
                   public_key=str(_dict(item.get("spec")).get("publicKey") or ""),
                   scope=_scope_of(item, project_uid), annotations=_string_annotations(item),
                   created=parse_timestamp(meta.get("creationTimestamp")))
+
+
+#: ``spec.storage`` / ``spec.type`` of an Azure location in the list. The spec's ``v1LocationType``
+#: enum has no Azure value, yet Terraform's import reads ``storage: "azure"``; ``type`` is what a
+#: client sends ("Azure location type [azure]"). Either one marks an Azure location.
+AZURE_LOCATION_TYPE = "azure"
+
+
+def _is_azure_location(item: dict[str, Any]) -> bool:
+    spec = _dict(item.get("spec"))
+    return any((_str(spec.get(key)) or "").lower() == AZURE_LOCATION_TYPE for key in ("storage", "type"))
+
+
+def _string_map(value: object) -> dict[str, str]:
+    return {k: v for k, v in _dict(value).items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _azure_backup_location(item: dict[str, Any], uid: str, project_uid: str | None) -> AzureBackupLocation:
+    meta = _metadata(item)
+    spec = _dict(item.get("spec"))
+    config = _dict(spec.get("config"))
+    credentials = _dict(config.get("credentials"))
+    return AzureBackupLocation(
+        uid=uid,
+        name=str(meta.get("name") or ""),
+        scope=_scope_of(item, project_uid),
+        tenant_id=_str(credentials.get("tenantId")),
+        client_id=_str(credentials.get("clientId")),
+        subscription_id=_str(credentials.get("subscriptionId")),
+        client_cloud=_str(credentials.get("clientCloud")),
+        resource_group=_str(config.get("resourceGroup")),
+        storage_name=_str(config.get("storageName")),
+        container_name=_str(config.get("containerName")),
+        sku=_str(config.get("sku")),
+        is_default=spec.get("isDefault") is True,
+        location_type=_str(spec.get("type")),
+        annotations=_string_annotations(item),
+        labels=_string_map(meta.get("labels")),
+    )
+
+
+def _azure_location_body(location: AzureBackupLocation, creds: AzureCredentials) -> dict[str, Any]:
+    """The full ``v1UserAssetsLocationAzure`` for a PUT: ``location`` as read, ``creds``' tenant id,
+    client id and secret. Optional fields Palette did not return stay out; the spec's required
+    config keys are sent even when Palette returned none (empty, as they were)."""
+    credentials: dict[str, Any] = {
+        "tenantId": creds.tenant_id,
+        "clientId": creds.client_id,
+        "clientSecret": creds.client_secret.get_secret_value(),
+    }
+    if location.subscription_id is not None:
+        credentials["subscriptionId"] = location.subscription_id
+    if location.client_cloud is not None:
+        credentials["clientCloud"] = location.client_cloud
+    config: dict[str, Any] = {
+        "containerName": location.container_name or "",
+        "storageName": location.storage_name or "",
+        "resourceGroup": location.resource_group or "",
+        "credentials": credentials,
+    }
+    if location.sku is not None:
+        config["sku"] = location.sku
+    spec: dict[str, Any] = {"config": config, "isDefault": location.is_default}
+    if location.location_type is not None:
+        spec["type"] = location.location_type
+    metadata: dict[str, Any] = {"name": location.name, "annotations": dict(location.annotations)}
+    if location.labels:
+        metadata["labels"] = dict(location.labels)
+    return {"metadata": metadata, "spec": spec}
 
 
 def _api_key(item: dict[str, Any]) -> ApiKey:
@@ -576,6 +672,56 @@ class PaletteClient(JsonHttpClient):
         except ResourceNotFoundError:
             logger.debug("SSH key %s was already deleted", uid)
 
+    # -- backup locations -----------------------------------------------------------------------
+
+    def list_azure_backup_locations(self, *, project_uid: str | None) -> list[AzureBackupLocation]:
+        """The Azure backup locations of the scope, each read in full (never the secret).
+
+        ``GET /v1/users/assets/locations`` (not paged; its items carry no config), then ``GET
+        /v1/users/assets/locations/azure/{uid}`` for each item marked Azure; a location deleted in
+        between is left out. ``project_uid`` has no default: backup locations are project settings
+        in the console, and tenant scope (``None``) must be asked for explicitly. Whether Palette
+        lists the tenant's locations in a project is not documented: to find every location, list
+        the tenant and every project, and tell duplicates apart by ``uid``.
+        """
+        body = self._json("GET", "/v1/users/assets/locations", project_uid=project_uid)
+        found: list[AzureBackupLocation] = []
+        for item in self._items(body):
+            uid = _str(_metadata(item).get("uid"))
+            if not uid or not _is_azure_location(item):
+                continue
+            try:
+                found.append(self.get_azure_backup_location(uid, project_uid=project_uid))
+            except ResourceNotFoundError:
+                logger.debug("Azure backup location %s was deleted while listing", uid)
+        return found
+
+    def get_azure_backup_location(self, uid: str, *, project_uid: str | None) -> AzureBackupLocation:
+        """``GET /v1/users/assets/locations/azure/{uid}``; raises ``ResourceNotFoundError`` when absent."""
+        body = self._json("GET", f"/v1/users/assets/locations/azure/{_seg(uid)}", project_uid=project_uid)
+        return _azure_backup_location(body, uid, project_uid)
+
+    def update_azure_backup_location(self, uid: str, location: AzureBackupLocation, creds: AzureCredentials, *,
+                                     project_uid: str | None) -> None:
+        """Replace the location's credentials (``PUT /v1/users/assets/locations/azure/{uid}``).
+
+        A full PUT of ``location`` as read (name, annotations, labels, container, storage account,
+        resource group, SKU, subscription, cloud, default flag, type) with ``creds``' tenant id,
+        client id and secret; ``creds.environment`` and the cloud account's other settings do not
+        apply to a location. Palette does not validate a location's credentials on PUT (the
+        console and Terraform call :meth:`validate_azure_credentials` first), so neither does
+        this method: validate the new secret before calling it. Read the location just before,
+        since a full PUT overwrites what changed since the read.
+
+        :raises ValueError: ``location`` is another location's, or from another scope.
+        """
+        if location.uid and location.uid != uid:
+            raise ValueError(f"The location read is {location.uid}, not {uid}.")
+        if location.scope != _wanted_scope(project_uid):
+            raise ValueError(f"Backup location {uid} is in {location.scope} scope; update it from that scope.")
+        self._call("PUT", f"/v1/users/assets/locations/azure/{_seg(uid)}", project_uid=project_uid,
+                   json=_azure_location_body(location, creds), secrets=(creds.client_secret.get_secret_value(),))
+
     # -- API keys (always tenant scope) ----------------------------------------------------------
 
     def list_api_keys(self) -> list[ApiKey]:
@@ -624,6 +770,11 @@ class PaletteClient(JsonHttpClient):
     def revoke_api_key(self, uid: str) -> None:
         """Revoke the key (``PUT /v1/apiKeys/{uid}/state``, ``isActive: false``); it stops authenticating."""
         self._call("PUT", f"/v1/apiKeys/{_seg(uid)}/state", json={"isActive": False})
+
+    def reactivate_api_key(self, uid: str) -> None:
+        """Re-activate a revoked key (``PUT /v1/apiKeys/{uid}/state``, ``isActive: true``); it
+        authenticates again (until its expiry)."""
+        self._call("PUT", f"/v1/apiKeys/{_seg(uid)}/state", json={"isActive": True})
 
     def delete_api_key(self, uid: str) -> None:
         """Delete the API key; succeeds when it is already gone (404)."""

@@ -395,6 +395,35 @@ def test_api_key_lifecycle(client: PaletteClient, palette: RunningServer, admin:
     assert client.find_api_key("spacetastic-tf-key") is None
 
 
+def test_a_revoked_key_is_refused_until_reactivated(client: PaletteClient, palette: RunningServer,
+                                                    admin: requests.Session) -> None:
+    alice = client.find_user_by_email("alice.ops@example.com")
+    assert alice is not None
+    created = client.create_api_key("rotating", user_uid=alice.uid,
+                                    expiry=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    with PaletteClient(palette.url, created.value, retry=fast_retry()) as as_alice:
+        assert as_alice.find_user_by_email("alice.ops@example.com") == alice
+
+        client.revoke_api_key(created.uid)
+        assert client.get_api_key(created.uid).is_active is False
+        before = _count(admin, palette, "POST", "/v1/users/summary")
+        with pytest.raises(ClientAuthenticationError) as caught:
+            as_alice.find_user_by_email("alice.ops@example.com")
+        assert caught.value.status_code == 401
+        assert caught.value.error is not None and caught.value.error.code == "Unauthorized"
+        assert created.value.get_secret_value() not in str(caught.value)
+        assert _count(admin, palette, "POST", "/v1/users/summary") == before + 1  # a 401 is not retried
+
+        client.reactivate_api_key(created.uid)
+        assert client.get_api_key(created.uid).is_active is True
+        assert as_alice.find_user_by_email("alice.ops@example.com") == alice
+    puts = [r for r in recorded(admin, palette) if r["method"] == "PUT"]
+    assert [(r["path"], r["body"]) for r in puts] == [
+        (f"/v1/apiKeys/{created.uid}/state", {"isActive": False}),
+        (f"/v1/apiKeys/{created.uid}/state", {"isActive": True})]
+    assert all("projectuid" not in r["headers"] for r in puts)
+
+
 def test_api_key_without_description(client: PaletteClient) -> None:
     admin_user = client.find_user_by_email("admin@example.com")
     assert admin_user is not None
