@@ -37,6 +37,9 @@ DEFAULT_SPEC_PATH = REPO_ROOT.parent / "shared" / "palette-api" / "palette-apis-
 DEFAULT_WORKDIR = REPO_ROOT / ".devstack"
 ENTITIES_PATH = Path(__file__).resolve().parent / "entities.json"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+# The Resource Manager stand-in takes tokens for the public cloud's audience, as ARM does; its own
+# address is not a resource Entra knows, so the scope is a setting of its own (like GRAPH_SCOPE).
+RESOURCE_MANAGER_SCOPE = "https://management.azure.com/.default"
 # The Entra tenant of the app's managed identity on the local stack. Graph only lets an identity
 # manage app registrations of its own tenant, so the examples' apps live in this tenant too.
 DEVSTACK_TENANT_ID = "11111111-1111-4111-8111-111111111111"
@@ -77,6 +80,7 @@ class Stack:
     keyvault: RunningServer | None = None
     identity: RunningServer | None = None
     identity_https: RunningServer | None = None
+    arm: RunningServer | None = None
     discovery_proxy: DiscoveryProxy | None = None
     broker: RunningBroker | None = None
     azurite: RunningAzurite | None = None
@@ -86,6 +90,7 @@ class Stack:
     managed_identity_client_id: str = ""
 
     def start(self) -> dict[str, str]:
+        from devstack.arm import create_app as create_arm_app
         from devstack.identity import create_app as create_identity_app
         from devstack.identity.discovery import DISCOVERY_HOST, DiscoveryProxy, proxy_settings
         from devstack.keyvault import create_app as create_keyvault_app
@@ -125,6 +130,7 @@ class Stack:
             self.discovery_proxy = DiscoveryProxy(identity_app, cert.context_for(DISCOVERY_HOST),
                                                   authority=authority)
 
+            self.arm = RunningServer(create_arm_app(authority=authority, tenant_id=tenant_id), tls=tls)
             keyvault_app = create_keyvault_app(authority=authority, tenant_id=tenant_id,
                                                webhook_verify=str(cert.ca_path))
             self.keyvault = RunningServer(keyvault_app, tls=tls)
@@ -155,6 +161,8 @@ class Stack:
                 "AzureWebJobsStorage": storage,
                 "GRAPH_ENDPOINT": authority,
                 "GRAPH_SCOPE": GRAPH_SCOPE,
+                "RESOURCE_MANAGER_ENDPOINT": self.arm.url,
+                "RESOURCE_MANAGER_SCOPE": RESOURCE_MANAGER_SCOPE,
                 "AZURE_AUTHORITY_HOST": authority,
                 "ROTATION_SCHEDULE": "0 0 3 * * *",
                 "ROTATION_THRESHOLD_DAYS": "30",
@@ -195,7 +203,7 @@ class Stack:
 
     def reset(self) -> None:
         """Empty every stand-in (keeping seeds and entities) so a test starts from scratch."""
-        for server in (self.palette, self.keyvault, self.identity, self.identity_https):
+        for server in (self.palette, self.keyvault, self.identity, self.identity_https, self.arm):
             if server is not None:
                 server.reset()
         if self.broker is not None:
@@ -207,6 +215,7 @@ class Stack:
             "keyVault": self.keyvault.url if self.keyvault else None,
             "identity": self.identity_https.url if self.identity_https else None,
             "managedIdentity": self.identity.url if self.identity else None,
+            "resourceManager": self.arm.url if self.arm else None,
             "serviceBus": f"sb://{self.broker.host}:{self.broker.port}" if self.broker else None,
             # Its host is ServiceBusConnection__fullyQualifiedNamespace in the identity form.
             "serviceBusAmqps": (f"amqps://{self.broker.fully_qualified_namespace}:5671"
@@ -216,7 +225,7 @@ class Stack:
         }
 
     def stop(self) -> None:
-        for server in (self.palette, self.keyvault, self.identity_https, self.identity):
+        for server in (self.palette, self.keyvault, self.arm, self.identity_https, self.identity):
             if server is not None:
                 server.stop()
         if self.discovery_proxy is not None:
@@ -225,7 +234,7 @@ class Stack:
             self.broker.stop()
         if self.azurite is not None:
             self.azurite.stop()
-        self.palette = self.keyvault = self.identity = self.identity_https = None
+        self.palette = self.keyvault = self.identity = self.identity_https = self.arm = None
         self.discovery_proxy = None
         self.broker = None
         self.azurite = None

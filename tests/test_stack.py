@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import requests
@@ -19,6 +20,7 @@ CONTRACT_SETTINGS = {
     "PALETTE_ENDPOINT", "PALETTE_API_KEY", "KEY_VAULT_URL", "ServiceBusConnection", "ONBOARDING_QUEUE",
     "EVENTS_TOPIC", "AzureWebJobsStorage", "GRAPH_ENDPOINT", "AZURE_AUTHORITY_HOST", "ROTATION_SCHEDULE",
     "ROTATION_THRESHOLD_DAYS", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "EVENTS_SUBSCRIPTION",
+    "RESOURCE_MANAGER_ENDPOINT", "RESOURCE_MANAGER_SCOPE",
 }
 
 
@@ -51,6 +53,34 @@ def test_default_credential_reaches_key_vault_through_the_managed_identity(stack
                            verify=stack.settings["REQUESTS_CA_BUNDLE"], timeout=10)
     assert refused.status_code == 401
     assert "AKV10022" in refused.json()["error"]["message"]
+
+
+def test_resource_manager_is_read_with_the_managed_identity(stack: Stack) -> None:
+    """DefaultAzureCredential, unmodified, gets a token for Resource Manager's audience from the
+    managed-identity stand-in, and the product's AuthorizationReader (the real
+    azure-mgmt-authorization client) reads the Resource Manager stand-in with it, over TLS it
+    trusts by REQUESTS_CA_BUNDLE."""
+    from azure.identity import DefaultAzureCredential
+
+    from shared.clients.authorization import AuthorizationReader
+
+    assert stack.arm is not None and stack.identity is not None
+    settings = stack.settings
+    endpoint = settings["RESOURCE_MANAGER_ENDPOINT"]
+    assert endpoint.startswith("https://127.0.0.1:") and stack.describe()["resourceManager"] == endpoint
+    assert settings["RESOURCE_MANAGER_SCOPE"] == "https://management.azure.com/.default"
+    principal, scope = str(uuid.uuid4()), f"/subscriptions/{uuid.uuid4()}/resourceGroups/stack-check"
+    requests.post(f"{endpoint}/_devstack/roleAssignments", json={"scope": scope, "principalId": principal,
+                                                                 "roleName": "Reader"},
+                  verify=settings["REQUESTS_CA_BUNDLE"], timeout=10).raise_for_status()
+    try:
+        credential = DefaultAzureCredential()
+        with AuthorizationReader(endpoint, credential, scope=settings["RESOURCE_MANAGER_SCOPE"]) as reader:
+            assert [g.role_name for g in reader.permissions_at(principal, scope).grants] == ["Reader"]
+        asked = {r.query["resource"][0] for r in stack.identity.requests if r.path == "/msi/token"}
+        assert "https://management.azure.com" in asked
+    finally:
+        stack.arm.reset()
 
 
 def test_state_table_lives_in_azurite(stack: Stack) -> None:

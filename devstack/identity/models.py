@@ -126,7 +126,12 @@ class PasswordCredential:
 
 @dataclass(frozen=True)
 class Application:
-    """An app registration as the backend hands it out: an immutable snapshot."""
+    """An app registration as the backend hands it out: an immutable snapshot.
+
+    ``service_principal_id`` is the object id of the app's service principal in its tenant (made
+    with the registration, as the portal and ``az ad sp create-for-rbac`` do): what Azure role
+    assignments name, never the application's own object id or its appId.
+    """
 
     object_id: str
     app_id: str
@@ -134,6 +139,7 @@ class Application:
     display_name: str
     created: dt.datetime
     passwords: tuple[PasswordCredential, ...] = ()
+    service_principal_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,8 @@ class IdentityBackend:
             self._config = self._initial_config
             for seed in self._seeds:
                 self.register_application(app_id=seed.app_id, tenant_id=seed.tenant_id,
-                                          display_name=seed.display_name, object_id=seed.object_id)
+                                          display_name=seed.display_name, object_id=seed.object_id,
+                                          service_principal_id=seed.service_principal_id)
         self.throttle.reset()
 
     def seed_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None) -> Application:
@@ -288,25 +295,35 @@ class IdentityBackend:
                 app.tenant_id == tenant for app in self._apps.values())
 
     def register_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None,
-                             object_id: str | None = None) -> tuple[Application, bool]:
-        """Create an app registration; returns ``(app, created)`` and is idempotent on appId."""
+                             object_id: str | None = None,
+                             service_principal_id: str | None = None) -> tuple[Application, bool]:
+        """Create an app registration and its service principal; returns ``(app, created)`` and is
+        idempotent on appId."""
         tenant = tenant_id.lower()
         with self._lock:
             existing = self._apps.get(app_id.lower())
             if existing is not None:
-                if existing.tenant_id != tenant or (object_id and object_id.lower() != existing.object_id):
+                if existing.tenant_id != tenant or (object_id and object_id.lower() != existing.object_id) or (
+                        service_principal_id and service_principal_id.lower() != existing.service_principal_id):
                     raise ApplicationConflictError(
                         f"appId '{app_id}' is already registered in tenant '{existing.tenant_id}' "
                         f"with object id '{existing.object_id}'.")
                 return existing, False
-            if object_id is not None:
-                if not is_guid(object_id):
-                    raise ValueError(f"objectId '{object_id}' is not a GUID.")
-                if any(app.object_id == object_id.lower() for app in self._apps.values()):
-                    raise ApplicationConflictError(f"objectId '{object_id}' is already in use.")
+            taken = {app.object_id for app in self._apps.values()} | {
+                app.service_principal_id for app in self._apps.values()}
+            for label, value in (("objectId", object_id), ("servicePrincipalId", service_principal_id)):
+                if value is not None:
+                    if not is_guid(value):
+                        raise ValueError(f"{label} '{value}' is not a GUID.")
+                    if value.lower() in taken:
+                        raise ApplicationConflictError(f"{label} '{value}' is already in use.")
+            if object_id is not None and service_principal_id is not None and (
+                    object_id.lower() == service_principal_id.lower()):
+                raise ApplicationConflictError("objectId and servicePrincipalId must differ.")
             app = Application(
                 object_id=(object_id or str(uuid.uuid4())).lower(), app_id=app_id, tenant_id=tenant,
-                display_name=display_name if display_name is not None else app_id, created=self.now())
+                display_name=display_name if display_name is not None else app_id, created=self.now(),
+                service_principal_id=(service_principal_id or str(uuid.uuid4())).lower())
             self._apps[app_id.lower()] = app
             return app, True
 
@@ -418,6 +435,7 @@ class IdentityBackend:
             tenants.setdefault(app.tenant_id, {"applications": []})["applications"].append({
                 "id": app.object_id,
                 "appId": app.app_id,
+                "servicePrincipalId": app.service_principal_id,
                 "displayName": app.display_name,
                 "createdDateTime": format_datetime(app.created),
                 "passwordCredentials": [

@@ -7,6 +7,8 @@ One :class:`IdentityApp` serves, on every listener it is given (plain HTTP and H
   -- what MSAL needs for a client-credentials sign-in;
 * ``/v1.0/applications...`` -- Graph's app registrations with ``addPassword``/``removePassword``, and
   ``/v1.0/policies/defaultAppManagementPolicy``, the tenant policy that may cap password lifetimes;
+* ``GET /v1.0/servicePrincipals(appId='...')`` -- each application's service principal, whose object
+  id is what Azure role assignments name;
 * ``/_devstack/applications`` and ``/_devstack/config`` -- seeding and run-time settings (password
   cap and lifetime policy, propagation delay, Graph throttling).
 
@@ -46,6 +48,7 @@ MANAGED_IDENTITY_LIFETIME: Final = 86399
 
 _GRAPH_CONTEXT: Final = "https://graph.microsoft.com/v1.0/$metadata"
 _APP_ID_SEGMENT = re.compile(r"^applications\(appId=(?:'(?P<single>[^']*)'|\"(?P<double>[^\"]*)\")\)$")
+_SP_APP_ID_SEGMENT = re.compile(r"^servicePrincipals\(appId=(?:'(?P<single>[^']*)'|\"(?P<double>[^\"]*)\")\)$")
 _FILTER_APP_ID = re.compile(r"^\s*appId\s+eq\s+'(?P<app_id>[^']*)'\s*$")
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 _SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
@@ -54,6 +57,8 @@ _SECRET_FIELDS: Final = frozenset({"secretText", "client_secret", "clientSecret"
 _RESERVED_SCOPES: Final = frozenset({"openid", "profile", "offline_access", "email"})
 _APPLICATION_PROPERTIES: Final = ("id", "appId", "displayName", "createdDateTime", "signInAudience",
                                   "keyCredentials", "passwordCredentials")
+_SERVICE_PRINCIPAL_PROPERTIES: Final = ("id", "appId", "displayName", "servicePrincipalType", "accountEnabled",
+                                        "appOwnerOrganizationId", "servicePrincipalNames")
 _CONFIG_KEYS: Final = {"propagationDelaySeconds": "propagation_delay_seconds", "passwordCap": "password_cap",
                         "passwordLifetimeMaxDays": "password_lifetime_max_days",
                         "graphRequestsPerSecond": "graph_requests_per_second"}
@@ -125,6 +130,8 @@ class IdentityApp(ServiceApp):
         add("GET", _literal("/v1.0/applications/{object_id}"), self._get_application)
         add("POST", _literal("/v1.0/applications/{object_id}/addPassword"), self._add_password)
         add("POST", _literal("/v1.0/applications/{object_id}/removePassword"), self._remove_password)
+        # Before the catch-all segment below, which is the applications(appId=...) alternate key.
+        add("GET", r"/v1\.0/(?P<sp_segment>servicePrincipals\([^/]*\))", self._get_service_principal)
         add("GET", _literal("/v1.0/{segment}"), self._get_application)
         add("POST", _literal("/v1.0/{segment}/addPassword"), self._add_password)
         add("POST", _literal("/v1.0/{segment}/removePassword"), self._remove_password)
@@ -458,6 +465,26 @@ class IdentityApp(ServiceApp):
             return Response.json(200, body)
         return self._graph_call(request, action)
 
+    def _get_service_principal(self, request: Request) -> Response:
+        """``GET /v1.0/servicePrincipals(appId='...')``: the application's service principal."""
+        tenant = self._caller_tenant(request)
+        client_request_id = _safe_id(request.header("client-request-id"))
+        segment = request.path_params["sp_segment"]
+        match = _SP_APP_ID_SEGMENT.match(segment)
+        if match is None:
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.",
+                             client_request_id=client_request_id)
+        app_id = match.group("single") if match.group("single") is not None else match.group("double")
+        select = self._select(request, client_request_id, _SERVICE_PRINCIPAL_PROPERTIES,
+                              "microsoft.graph.servicePrincipal")
+
+        def action() -> Response:
+            app = self.backend.get_application(tenant, app_id=app_id)
+            body = {"@odata.context": f"{_GRAPH_CONTEXT}#servicePrincipals/$entity",
+                    **_service_principal_json(app, select)}
+            return Response.json(200, body)
+        return self._graph_call(request, action)
+
     def _add_password(self, request: Request) -> Response:
         tenant, ref = self._application_ref(request)
         client_request_id = _safe_id(request.header("client-request-id"))
@@ -500,16 +527,18 @@ class IdentityApp(ServiceApp):
             return Response.empty(204)
         return self._graph_call(request, action)
 
-    def _select(self, request: Request, client_request_id: str | None) -> tuple[str, ...] | None:
+    def _select(self, request: Request, client_request_id: str | None,
+                known: tuple[str, ...] = _APPLICATION_PROPERTIES,
+                entity: str = "microsoft.graph.application") -> tuple[str, ...] | None:
         raw = request.query_value("$select")
         if raw is None:
             return None
         names = tuple(name.strip() for name in raw.split(",") if name.strip())
         for name in names:
-            if name not in _APPLICATION_PROPERTIES:
+            if name not in known:
                 raise GraphError(400, "Request_BadRequest",
                                  f"Could not find a property named '{name}' on type "
-                                 "'microsoft.graph.application'.", client_request_id=client_request_id)
+                                 f"'{entity}'.", client_request_id=client_request_id)
         return names or None
 
     # -- admin ----------------------------------------------------------------------------------------
@@ -522,6 +551,7 @@ class IdentityApp(ServiceApp):
         tenant_id = spec.get("tenantId", self.backend.managed_identity_tenant_id)
         display_name = spec.get("displayName")
         object_id = spec.get("objectId")
+        service_principal_id = spec.get("servicePrincipalId")
         if not isinstance(app_id, str) or not _SAFE_ID.fullmatch(app_id):
             raise HttpError(400, "BadRequest",
                             "'appId' must be a non-empty identifier (letters, digits, -_.:).")
@@ -532,12 +562,18 @@ class IdentityApp(ServiceApp):
             raise HttpError(400, "BadRequest", "'displayName' must be a string.")
         if object_id is not None and (not isinstance(object_id, str) or not models.is_guid(object_id)):
             raise HttpError(400, "BadRequest", "'objectId' must be a GUID string.")
+        if service_principal_id is not None and (not isinstance(service_principal_id, str)
+                                                 or not models.is_guid(service_principal_id)):
+            raise HttpError(400, "BadRequest", "'servicePrincipalId' must be a GUID string.")
         try:
             app, created = self.backend.register_application(app_id=app_id, tenant_id=tenant_id,
-                                                             display_name=display_name, object_id=object_id)
+                                                             display_name=display_name, object_id=object_id,
+                                                             service_principal_id=service_principal_id)
         except models.ApplicationConflictError as exc:
             raise HttpError(409, "Conflict", str(exc)) from None
-        return Response.json(201 if created else 200, {"tenantId": app.tenant_id, **_application_json(app)})
+        return Response.json(201 if created else 200, {"tenantId": app.tenant_id,
+                                                       "servicePrincipalId": app.service_principal_id,
+                                                       **_application_json(app)})
 
     def _admin_config(self, request: Request) -> Response:
         spec = _admin_json(request)
@@ -619,6 +655,19 @@ def _password_json(password: models.PasswordCredential) -> dict[str, Any]:
         "secretText": None,
         "startDateTime": models.format_datetime(password.start),
     }
+
+
+def _service_principal_json(app: models.Application, select: tuple[str, ...] | None = None) -> dict[str, Any]:
+    full: dict[str, Any] = {
+        "id": app.service_principal_id,
+        "appId": app.app_id,
+        "displayName": app.display_name,
+        "servicePrincipalType": "Application",
+        "accountEnabled": True,
+        "appOwnerOrganizationId": app.tenant_id,
+        "servicePrincipalNames": [app.app_id],
+    }
+    return full if select is None else {name: full[name] for name in select}
 
 
 def _application_json(app: models.Application, select: tuple[str, ...] | None = None) -> dict[str, Any]:

@@ -73,6 +73,13 @@ def _application_path(app_id: str) -> str:
     return f"/v1.0/applications(appId='{literal}')"
 
 
+def _service_principal_path(app_id: str) -> str:
+    if not app_id:
+        raise ValueError("app_id must not be empty: pass the application (client) id.")
+    literal = quote(app_id.replace("'", "''"), safe="")
+    return f"/v1.0/servicePrincipals(appId='{literal}')"
+
+
 def _password(item: dict[str, Any]) -> PasswordCredential:
     return PasswordCredential(
         key_id=str(item.get("keyId") or ""),
@@ -172,6 +179,21 @@ class GraphClient(JsonHttpClient):
             passwords=tuple(_password(p) for p in passwords if isinstance(p, dict))
             if isinstance(passwords, list) else (),
         )
+
+    def service_principal_id(self, app_id: str) -> str:
+        """The object id of the service principal of the application with client id ``app_id`` in
+        this tenant: what Azure role assignments name (``principalId``), unlike the appId or the
+        application's own object id. Needs ``Application.Read.All`` (or ``Application.ReadWrite.OwnedBy``
+        on an app the identity owns).
+
+        :raises ~azure.core.exceptions.ResourceNotFoundError: the application has no service
+            principal in this tenant (an app registration nobody consented to, or another tenant's).
+        """
+        body = self._json("GET", f"{_service_principal_path(app_id)}?$select=id,appId")
+        object_id = body.get("id")
+        if not isinstance(object_id, str) or not object_id:
+            raise DecodeError(message="Graph returned a service principal without an id")
+        return object_id
 
     def add_password(self, app_id: str, *, display_name: str, end: datetime,
                      start: datetime | None = None) -> NewPassword:

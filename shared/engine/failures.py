@@ -73,6 +73,10 @@ def _service_bus(*names: str) -> Callable[[BaseException], bool]:
     return match
 
 
+def _scope(exc: BaseException) -> str:
+    return str(getattr(exc, "scope", "") or "the scope asked about")
+
+
 def _message(exc: BaseException) -> str:
     return str(getattr(exc, "message", "") or exc) or type(exc).__name__
 
@@ -104,6 +108,15 @@ RULES: tuple[Rule, ...] = (
                f"(Application.ReadWrite.OwnedBy). {_message(e)}"),
     (_is("Graph", 404), FailureKind.PERMANENT, "app_not_found", _message),
     (_is("Graph", 400), FailureKind.PERMANENT, "graph_rejected", _message),
+    # Resource Manager (the onboarded principal's role and deny assignments): our identity not
+    # allowed to read them at the scope, or no such subscription or resource group, needs a person.
+    (_is("Resource Manager", 403), FailureKind.PERMANENT, "permissions_unreadable",
+     lambda e: f"The product's identity may not read role assignments at {_scope(e)} (Resource Manager answered "
+               f"403): grant it Reader there, or Microsoft.Authorization/roleAssignments/read, roleDefinitions/read "
+               f"and denyAssignments/read. {_message(e)}"),
+    (_is("Resource Manager", 404), FailureKind.PERMANENT, "permissions_scope_not_found",
+     lambda e: f"Resource Manager has no scope {_scope(e)} (404): check the subscription and resource group in "
+               f"azure.permissions.scopes. {_message(e)}"),
     # Palette: our own API key failing (401/403) is an operator's fix that a later retry picks up,
     # rather than a reason to fail every request for good; other 4xx are about the request.
     (_is("Palette", 401, 403), FailureKind.TRANSIENT, "palette_credentials", _message),

@@ -114,6 +114,23 @@ def test_get_application(graph: GraphClient, app_id: str) -> None:
     assert app.passwords == ()
 
 
+def test_service_principal_id_is_the_object_id_role_assignments_name(graph: GraphClient, identity: RunningServer,
+                                                                      admin: requests.Session) -> None:
+    app_id, sp_id = str(uuid.uuid4()), str(uuid.uuid4())
+    admin.post(f"{identity.url}/_devstack/applications",
+               json={"appId": app_id, "tenantId": TENANT, "servicePrincipalId": sp_id}, timeout=5).raise_for_status()
+    assert graph.service_principal_id(app_id) == sp_id
+    assert graph.service_principal_id(app_id) != graph.get_application(app_id).object_id
+    sp_calls = [r for r in identity.requests if r.path.startswith("/v1.0/servicePrincipals")]
+    assert sp_calls and all(r.query.get("$select") == ["id,appId"] for r in sp_calls)
+    with pytest.raises(ResourceNotFoundError) as caught:
+        graph.service_principal_id(str(uuid.uuid4()))
+    assert caught.value.error is not None and caught.value.error.code == "Request_ResourceNotFound"
+    assert caught.value.service == "Graph"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="app_id"):
+        graph.service_principal_id("")
+
+
 def test_add_and_remove_password_round_trip(graph: GraphClient, app_id: str,
                                             caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)

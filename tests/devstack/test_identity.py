@@ -192,6 +192,18 @@ def test_managed_identity_credential_gets_tokens_for_any_resource(stack: Stack, 
     assert graph_token.expires_on > time.time()
 
 
+def test_managed_identity_tokens_serve_resource_manager(stack: Stack, msi_env: None) -> None:
+    """The product reads role assignments with its managed identity: a token for Resource Manager's
+    audience, however the scope is spelled, that the Resource Manager stand-in accepts."""
+    credential = ManagedIdentityCredential()
+    tokens = [credential.get_token(scope).token for scope in
+              ("https://management.azure.com/.default", "https://management.azure.com//.default")]
+    credential.close()
+    for token in tokens:
+        claims = verify_token(token, audience="https://management.azure.com")
+        assert claims is not None and claims["tid"] == MI_TENANT and claims["oid"] == MI_CLIENT
+
+
 def test_default_azure_credential_uses_the_app_service_endpoint(stack: Stack, msi_env: None) -> None:
     credential = DefaultAzureCredential()
     token = credential.get_token("https://vault.azure.net/.default")
@@ -413,6 +425,54 @@ def test_unknown_application_is_404(stack: Stack, graph: GraphCaller) -> None:
         assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
 
 
+def test_service_principal_by_app_id(stack: Stack, graph: GraphCaller) -> None:
+    """Each registered app has a service principal of its own object id (what role assignments
+    name), found by Graph's alternate key ``servicePrincipals(appId='...')``."""
+    app_id, sp_id = str(uuid.uuid4()), str(uuid.uuid4())
+    registered = stack.call("POST", "/_devstack/applications",
+                            json={"appId": app_id, "tenantId": MI_TENANT, "displayName": "palette-sp",
+                                  "servicePrincipalId": sp_id.upper()})
+    assert registered.status_code == 201 and registered.json()["servicePrincipalId"] == sp_id
+    response = graph("GET", f"/servicePrincipals(appId='{app_id}')")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["@odata.context"].endswith("#servicePrincipals/$entity")
+    assert (body["id"], body["appId"], body["displayName"]) == (sp_id, app_id, "palette-sp")
+    assert body["id"] != registered.json()["id"]  # not the application's object id
+    selected = graph("GET", f"/servicePrincipals(appId=\"{app_id}\")", params={"$select": "id,appId"}).json()
+    assert {k: v for k, v in selected.items() if not k.startswith("@")} == {"id": sp_id, "appId": app_id}
+    assert graph("GET", f"/servicePrincipals(appId='{app_id}')", params={"$select": "passwordCredentials"}
+                 ).status_code == 400
+    generated = graph("GET", f"/servicePrincipals(appId='{stack.register()}')").json()["id"]
+    assert uuid.UUID(generated) and generated != sp_id
+
+    missing = str(uuid.uuid4())
+    absent = graph("GET", f"/servicePrincipals(appId='{missing}')", headers={"client-request-id": "sp-corr"})
+    assert absent.status_code == 404
+    assert absent.json()["error"]["code"] == "Request_ResourceNotFound"
+    assert missing in absent.json()["error"]["message"]
+    other_tenant = stack.register(tenant_id=OTHER_TENANT)
+    assert graph("GET", f"/servicePrincipals(appId='{other_tenant}')").status_code == 404
+    assert graph("GET", "/servicePrincipals(appId=)").status_code == 400
+    assert stack.call("GET", f"/v1.0/servicePrincipals(appId='{app_id}')").status_code == 401
+
+    clash = stack.call("POST", "/_devstack/applications",
+                       json={"appId": str(uuid.uuid4()), "tenantId": MI_TENANT, "servicePrincipalId": sp_id})
+    assert clash.status_code == 409
+    assert stack.call("POST", "/_devstack/applications",
+                      json={"appId": "x", "tenantId": MI_TENANT, "servicePrincipalId": "nope"}).status_code == 400
+    state = stack.call("GET", "/_devstack/state").json()["tenants"][MI_TENANT]["applications"]
+    assert {a["appId"]: a["servicePrincipalId"] for a in state}[app_id] == sp_id
+
+
+def test_seeded_service_principal_survives_reset() -> None:
+    backend = IdentityBackend(managed_identity_tenant_id=MI_TENANT, managed_identity_client_id=MI_CLIENT)
+    seeded = backend.seed_application(app_id="seeded-app", tenant_id=MI_TENANT)
+    backend.reset()
+    again = backend.get_application(MI_TENANT, app_id="seeded-app")
+    assert again.service_principal_id == seeded.service_principal_id != again.object_id
+
+
 def test_password_cap_is_a_bad_request(stack: Stack, graph: GraphCaller) -> None:
     app_id = stack.register()
     stack.configure(passwordCap=2)
@@ -573,6 +633,7 @@ _PATHS = st.one_of(
         "/_devstack/applications", "/_devstack/config", "/_devstack/state", "/", "/v1.0/applications(",
         f"/v1.0/applications(appId='{FUZZ_APP_ID}')", f"/v1.0/applications(appId='{FUZZ_APP_ID}')/addPassword",
         f"/v1.0/applications(appId='{FUZZ_APP_ID}')/removePassword",
+        f"/v1.0/servicePrincipals(appId='{FUZZ_APP_ID}')", "/v1.0/servicePrincipals(",
     ]),
     _TEXT.map(lambda s: f"/v1.0/applications(appId='{s}')/addPassword"),
     _TEXT.map(lambda s: f"/v1.0/applications/{s}/removePassword"),
