@@ -4,8 +4,11 @@ Function keys guard every route. When Easy Auth is enabled it strips any client-
 ``X-MS-CLIENT-PRINCIPAL`` and sets its own, so a present principal is trustworthy: the caller must
 then also hold the app role the route needs. Roles (define them on the API's app registration):
 
-* ``Onboarding.Submit``: submit requests (and read them).
-* ``Onboarding.Read``: read state.
+* ``Onboarding.Submit``: submit onboarding requests (and read them).
+* ``Onboarding.Read``: read state and dry-run.
+* ``Onboarding.Admin``: what changes or removes what is already in place: rotate a secret now,
+  offboard an account, reactivate a replaced API key (and read). Its own role, so the teams that
+  submit onboardings cannot also take accounts away.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
 
 SUBMIT_ROLE = "Onboarding.Submit"
 READ_ROLE = "Onboarding.Read"
+ADMIN_ROLE = "Onboarding.Admin"
+#: Every role may read.
+READERS = (READ_ROLE, SUBMIT_ROLE, ADMIN_ROLE)
 PRINCIPAL_HEADER = "x-ms-client-principal"
 
 

@@ -126,6 +126,17 @@ def _too_large(req: func.HttpRequest) -> func.HttpResponse | None:
                    "accepted. Nothing was read.")
 
 
+def _invalid_account_name(name: str, path: str) -> func.HttpResponse | None:
+    """A 400 naming ``path`` when ``name`` is not an account name; else None."""
+    from shared.models.fields import ACCOUNT_NAME_PATTERN
+
+    if ACCOUNT_NAME_PATTERN.fullmatch(name):
+        return None
+    rule = "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter"
+    return problem(400, f"Invalid {path}", f"{path} {rule}.", kind="invalid-parameter",
+                   errors=[{"path": path, "message": rule}])
+
+
 def _is_https(req: func.HttpRequest) -> bool:
     """Behind the Functions front end the scheme is in the URL or X-Forwarded-Proto. The local
     runner serves HTTPS too, so nothing here tells a local caller from a remote one."""
@@ -208,10 +219,10 @@ def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
 def validate_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     """The dry run: every check of the check step, no side effect anywhere (200 with the checks)."""
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.operations import dry_run
 
-    if (refused := _denied(req, READ_ROLE, SUBMIT_ROLE) or _too_large(req)) is not None:
+    if (refused := _denied(req, *READERS) or _too_large(req)) is not None:
         return refused
     deps: Dependencies = dependencies.get()
     report = dry_run(req.get_body(), deps.clients, allow_inline_secret=_is_https(req), config=deps.settings.pipeline)
@@ -244,10 +255,10 @@ def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
     from pydantic import ValidationError
 
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.state import InvalidContinuationTokenError
 
-    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, *READERS)) is not None:
         return denied
     try:
         query = _list_query().model_validate(dict(req.params))
@@ -268,10 +279,10 @@ def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
 @_guarded
 def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.models.fields import REQUEST_ID_PATTERN
 
-    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, *READERS)) is not None:
         return denied
     request_id = req.route_params.get("requestId", "")
     if not REQUEST_ID_PATTERN.fullmatch(request_id):
@@ -297,17 +308,14 @@ def get_onboarding(req: func.HttpRequest) -> func.HttpResponse:
 def rotate_account(req: func.HttpRequest) -> func.HttpResponse:
     """Rotate an account's secret now: 202 with a status URL; 404 not managed; 409 while one runs."""
     from functions import dependencies
-    from functions.auth import SUBMIT_ROLE
-    from shared.models.fields import ACCOUNT_NAME_PATTERN
+    from functions.auth import ADMIN_ROLE
     from shared.rotation.sweep import RotateNow, rotate_now
 
-    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, ADMIN_ROLE)) is not None:
         return denied
     name = req.route_params.get("accountName", "")
-    if not ACCOUNT_NAME_PATTERN.fullmatch(name):
-        rule = "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter"
-        return problem(400, "Invalid accountName", f"accountName {rule}.", kind="invalid-parameter",
-                       errors=[{"path": "accountName", "message": rule}])
+    if (invalid := _invalid_account_name(name, "accountName")) is not None:
+        return invalid
     deps: Dependencies = dependencies.get()
     outcome, rotation = rotate_now(deps.clients, deps.queue, name)
     if outcome is RotateNow.NOT_MANAGED:
@@ -325,10 +333,10 @@ def rotate_account(req: func.HttpRequest) -> func.HttpResponse:
 @_guarded
 def get_rotation(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.models.fields import REQUEST_ID_PATTERN
 
-    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, *READERS)) is not None:
         return denied
     rotation = req.route_params.get("id", "")
     record = (dependencies.get().clients.state.get(rotation)
@@ -347,10 +355,10 @@ def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
     import datetime as dt
 
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.state.records import iso, utcnow
 
-    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, *READERS)) is not None:
         return denied
     errors = []
     where: list[str] = []
@@ -390,16 +398,51 @@ def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
 @_guarded
 def get_account(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
-    from functions.auth import READ_ROLE, SUBMIT_ROLE
+    from functions.auth import READERS
     from shared.models.fields import ACCOUNT_NAME_PATTERN
 
-    if (denied := _denied(req, READ_ROLE, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, *READERS)) is not None:
         return denied
     name = req.route_params.get("name", "")
     row = dependencies.get().clients.inventory.get(name) if ACCOUNT_NAME_PATTERN.fullmatch(name) else None
     if row is None:
         return problem(404, "Not Found", f"Account {name!r} is not one this product manages.")
     return _json(200, row.to_public())
+
+
+@bp.function_name("reactivate_previous_api_key")
+@bp.route(route="accounts/{name}/previous-api-key/reactivate", methods=["POST"])
+@_guarded
+def reactivate_previous_api_key(req: func.HttpRequest) -> func.HttpResponse:
+    """Make an account's replaced Palette API key work again, for another overlap (a consumer still
+    needs it): 200 with the key's stage; 404 when the account has no replaced key left to
+    reactivate; 409 while a stage of it is being carried out."""
+    import math
+
+    from functions import dependencies
+    from functions.auth import ADMIN_ROLE
+    from shared.rotation.apikeys import ACTIVE, StageHeld, reactivate_replaced_key
+    from shared.state.records import utcnow
+
+    if (denied := _denied(req, ADMIN_ROLE)) is not None:
+        return denied
+    name = req.route_params.get("name", "")
+    if (invalid := _invalid_account_name(name, "name")) is not None:
+        return invalid
+    deps: Dependencies = dependencies.get()
+    try:
+        row = reactivate_replaced_key(name, deps.clients, deps.settings.pipeline.rotation, utcnow())
+    except StageHeld as exc:
+        wait = max(1, math.ceil((exc.retry_after - utcnow()).total_seconds()))
+        return problem(409, "Conflict", f"The replaced API key of account '{name}' is being {exc.stage}d; try again "
+                       f"in {wait} s.", headers={"Retry-After": str(wait)})
+    if row is None:
+        return problem(404, "Not Found", f"Account '{name}' has no replaced API key to reactivate: it was never "
+                       "replaced, was deleted, or is not one this product manages.")
+    if row.previous_api_key_state != ACTIVE:
+        return problem(409, "Conflict", f"The replaced API key of account '{name}' changed stage meanwhile; try "
+                       "again.", headers={"Retry-After": "1"})
+    return _json(200, {"accountName": name, "previousApiKey": row.to_public()["previousApiKey"]})
 
 
 # -- offboarding --------------------------------------------------------------------------------------
@@ -412,12 +455,12 @@ def offboard_account(req: func.HttpRequest) -> func.HttpResponse:
     way); 200 when it was offboarded already; 404 when the product does not manage it. Options
     ``removeSshKey`` (default false), ``removeApiKey`` (default true), ``requestId`` (the ticket)."""
     from functions import dependencies
-    from functions.auth import SUBMIT_ROLE
+    from functions.auth import ADMIN_ROLE
     from shared.errors import IdempotencyConflictError
     from shared.models.fields import ACCOUNT_NAME_PATTERN, REQUEST_ID_PATTERN
     from shared.offboarding.intake import OffboardNow, offboard_now
 
-    if (denied := _denied(req, SUBMIT_ROLE)) is not None:
+    if (denied := _denied(req, ADMIN_ROLE)) is not None:
         return denied
     name = req.route_params.get("name", "")
     errors = []

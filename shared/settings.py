@@ -32,8 +32,10 @@ class RotationConfig:
         rotation when the timer and Key Vault's event fire together; Entra has settled). A secret
         born inside the threshold (a ``validityDays`` shorter than it) is therefore rotated by each
         sweep once it is this old. An on-demand rotation ignores it.
-    api_key_overlap_days: ``API_KEY_OVERLAP_DAYS``: a replaced Palette API key is revoked this long
-        after its replacement was stored.
+    api_key_overlap_days: ``API_KEY_OVERLAP_DAYS``: a replaced Palette API key is deactivated this
+        long after its replacement was stored (or after it was reactivated).
+    api_key_delete_after_days: ``API_KEY_DELETE_AFTER_DAYS``: ... and deleted this long after it was
+        deactivated; until then it can be reactivated.
     orphan_grace_hours: ``ORPHAN_GRACE_HOURS``: a Graph password the product made that is neither
         current nor previous is removed by the drift pass once it has been seen this long.
     expiry_warning_days: milestones (besides the threshold) at which an expiring secret the product
@@ -43,6 +45,7 @@ class RotationConfig:
     threshold_days: int = 30
     min_age_minutes: float = 60.0
     api_key_overlap_days: float = 7.0
+    api_key_delete_after_days: float = 14.0
     orphan_grace_hours: float = 24.0
     expiry_warning_days: tuple[int, ...] = (7, 1)
 
@@ -215,9 +218,11 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str], threshold_days
     min_age = _number(env, "ROTATION_MIN_AGE_MINUTES", RotationConfig.min_age_minutes, 0, 7 * 24 * 60, problems,
                       unit="minutes")
     overlap = _number(env, "API_KEY_OVERLAP_DAYS", RotationConfig.api_key_overlap_days, 0, 90, problems, unit="days")
+    delete_after = _number(env, "API_KEY_DELETE_AFTER_DAYS", RotationConfig.api_key_delete_after_days, 0, 365,
+                           problems, unit="days")
     grace = _number(env, "ORPHAN_GRACE_HOURS", RotationConfig.orphan_grace_hours, 0, 24 * 30, problems, unit="hours")
     rotation = RotationConfig(threshold_days=threshold_days, min_age_minutes=min_age, api_key_overlap_days=overlap,
-                              orphan_grace_hours=grace)
+                              api_key_delete_after_days=delete_after, orphan_grace_hours=grace)
     return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
                           require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix, rotation=rotation)
 

@@ -8,8 +8,14 @@ import json
 import azure.functions as func
 import pytest
 
-from functions.auth import READ_ROLE, SUBMIT_ROLE, AuthorizationError, require_role, roles_of
-from functions.http_api import get_onboarding, submit_onboarding
+from functions.auth import ADMIN_ROLE, READ_ROLE, READERS, SUBMIT_ROLE, AuthorizationError, require_role, roles_of
+from functions.http_api import (
+    get_onboarding,
+    offboard_account,
+    reactivate_previous_api_key,
+    rotate_account,
+    submit_onboarding,
+)
 
 
 def principal(*roles: str, role_typ: str = "roles") -> str:
@@ -65,3 +71,26 @@ def test_a_missing_principal_is_401_where_one_is_required(monkeypatch: pytest.Mo
     refused = get_onboarding.build().get_user_function()(get)
     assert refused.status_code == 401
     assert "principal" in json.loads(refused.get_body())["detail"]
+
+
+@pytest.mark.parametrize(("route", "method", "path", "params"), [
+    (rotate_account, "POST", "rotations/acme-one", {"accountName": "acme-one"}),
+    (offboard_account, "DELETE", "accounts/acme-one", {"name": "acme-one"}),
+    (reactivate_previous_api_key, "POST", "accounts/acme-one/previous-api-key/reactivate", {"name": "acme-one"}),
+])
+def test_what_changes_or_removes_what_is_in_place_needs_the_admin_role(route: object, method: str, path: str,
+                                                                       params: dict[str, str]) -> None:
+    """Rotating, offboarding and reactivating have a role of their own: a team that may submit
+    onboardings may not take accounts away."""
+    submitter = {"X-MS-CLIENT-PRINCIPAL": principal(SUBMIT_ROLE, READ_ROLE)}
+    request = func.HttpRequest(method, f"https://app.example/api/{path}", headers=submitter, body=b"",
+                               route_params=params)
+    refused = route.build().get_user_function()(request)  # type: ignore[attr-defined]
+    assert refused.status_code == 403
+    assert ADMIN_ROLE in json.loads(refused.get_body())["detail"]
+
+
+def test_every_role_may_read() -> None:
+    for role in READERS:
+        require_role({"X-MS-CLIENT-PRINCIPAL": principal(role)}, *READERS)
+    assert ADMIN_ROLE in READERS

@@ -251,12 +251,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'DRIFT_SCHEDULE'
           value: driftSchedule
         }
-        // A replaced Palette API key is revoked this many days after its successor was stored; a
-        // Graph password the product made that is neither current nor previous is removed after
-        // this many hours (the defaults, written out so an operator sees where to change them).
+        // A replaced Palette API key is deactivated this many days after its successor was stored,
+        // and deleted this many days after that; a Graph password the product made that is neither
+        // current nor previous is removed after this many hours (the defaults, written out so an
+        // operator sees where to change them).
         {
           name: 'API_KEY_OVERLAP_DAYS'
           value: '7'
+        }
+        {
+          name: 'API_KEY_DELETE_AFTER_DAYS'
+          value: '14'
         }
         {
           name: 'ORPHAN_GRACE_HOURS'

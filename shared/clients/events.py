@@ -46,6 +46,9 @@ EVENT_TYPES = (
     "drift.detected",
     "drift.resolved",
     "apikey.renewed",
+    "apikey.deactivated",
+    "apikey.reactivated",
+    "apikey.deleted",
     "offboarded",
 )
 DEFAULT_SOURCE = "/palette-onboarding"

@@ -2,9 +2,13 @@
 
 Consumers read an account's API key from Key Vault (``palette-<account>-api-key``), so a renewal
 is: make the replacement, keep its value as the secret's new version (consumers pick it up), and
-revoke the old key only after an overlap (``API_KEY_OVERLAP_DAYS``, 7), so a consumer that cached
-the old value has time to read again. ``palette.onboarding.apikey.renewed`` announces the
-replacement (outcome ``renewed``) and, later, the revocation (outcome ``revoked``).
+retire the old key only after an overlap (``API_KEY_OVERLAP_DAYS``, 7), so a consumer that cached
+the old value has time to read again. Retiring can be undone: the old key is first deactivated
+(Palette refuses it), and deleted only ``API_KEY_DELETE_AFTER_DAYS`` (14) later; until then
+``POST /api/accounts/{name}/previous-api-key/reactivate`` makes it work again for another overlap.
+Events: ``apikey.renewed``, then ``apikey.deactivated``, ``apikey.deleted`` (and
+``apikey.reactivated``), each with the key's uid; the outcome ``left`` (the key lost the product's
+annotations: it is left alone and forgotten) or ``gone`` (deleted by someone else) instead when so.
 
 The replacement keeps the key's name (what users see in Palette); the old key is renamed
 ``<name>-replaced`` first, so nothing relies on Palette accepting two keys of one name.
@@ -36,12 +40,13 @@ from shared.state.inventory import MANAGED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
+    from shared.clients.palette import PaletteClient
     from shared.engine.failures import Failure
     from shared.engine.record import RecordHandle
     from shared.services import Services
-    from shared.settings import PipelineConfig
+    from shared.settings import PipelineConfig, RotationConfig
     from shared.state import RequestRecord
 
 logger = get_logger(__name__)
@@ -180,44 +185,160 @@ def _finish(ctx: RenewalContext) -> Finish:
 
     def apply(account: AccountRecord) -> None:
         account.previous_api_key_uid = results.get(OLD_UID, "")
+        account.previous_api_key_state = ACTIVE
         account.previous_api_key_revoke_after = revoke_after
         account.api_key_uid = results.get(NEW_UID, "")
         account.api_key_expires_on = results.get(EXPIRES_ON, "")
-    return Finish(step="inventory", detail=f"old key revoked after {revoke_after}",
+    return Finish(step="inventory", detail=f"old key deactivated after {revoke_after}",
                   then=lambda: ctx.clients.inventory.update(ctx.account_name, apply))
 
 
-def revoke_due(account: AccountRecord, clients: Services, now: dt.datetime) -> bool:
-    """Revoke an account's replaced API key once its overlap is over; announce it. True if done."""
+# -- the replaced key: deactivated after the overlap, deleted after a grace, reactivated on demand --
+#
+# Each stage is taken in the inventory row before the Palette call that carries it out (an "-ing"
+# state, held for STAGE_LEASE), so two actors (the sweep, the reactivation route) never call at
+# once, and a stage a crash interrupted is finished by whoever finds its hold lapsed. What was
+# announced is what Palette holds: the event is recorded with the write that ends the stage.
+
+ACTIVE = ""  # in its overlap: still works; deactivated at previous_api_key_revoke_after
+DEACTIVATED = "deactivated"  # refused by Palette; deleted at previous_api_key_revoke_after
+STAGE_LEASE = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str  # deactivate, delete, reactivate: announced as apikey.<name>d
+    starts: str  # the settled state it starts from
+    holding: str  # the state while it is carried out
+    ends: str | None  # the settled state after it (None: the key is forgotten)
+    palette_call: Callable[[PaletteClient, str], None]  # what carries it out
+    next_stage: str = ""  # the event's field for when the next stage is due ...
+    wait_days: Callable[[RotationConfig], float] | None = None  # ... and how long after this one
+
+    @property
+    def outcome(self) -> str:
+        return f"{self.name}d"
+
+    def next_due(self, config: RotationConfig, now: dt.datetime) -> str:
+        return iso(now + dt.timedelta(days=self.wait_days(config))) if self.wait_days is not None else ""
+
+
+DEACTIVATE = _Stage("deactivate", ACTIVE, "deactivating", DEACTIVATED, lambda p, uid: p.revoke_api_key(uid),
+                    "deleteAfter", lambda config: config.api_key_delete_after_days)
+DELETE = _Stage("delete", DEACTIVATED, "deleting", None, lambda p, uid: p.delete_api_key(uid))
+REACTIVATE = _Stage("reactivate", DEACTIVATED, "reactivating", ACTIVE, lambda p, uid: p.reactivate_api_key(uid),
+                    "deactivateAfter",
+                    lambda config: config.api_key_overlap_days)
+_HELD = {stage.holding: stage for stage in (DEACTIVATE, DELETE, REACTIVATE)}
+_DUE = {ACTIVE: DEACTIVATE, DEACTIVATED: DELETE}
+
+
+class StageHeld(Exception):
+    """Another actor is carrying out a stage of this key; try again after ``retry_after``."""
+
+    def __init__(self, stage: str, retry_after: dt.datetime) -> None:
+        super().__init__(f"the replaced API key is being {stage}d")
+        self.stage = stage
+        self.retry_after = retry_after
+
+
+def advance_replaced_key(account: AccountRecord, clients: Services, config: RotationConfig,
+                         now: dt.datetime) -> str | None:
+    """The sweep's part: carry an account's replaced API key through the stage that is due (or
+    finish one whose holder stopped). Returns the outcome announced, or None when nothing was due."""
+    uid, state = account.previous_api_key_uid, account.previous_api_key_state
     due = parse_iso(account.previous_api_key_revoke_after)
-    if not account.previous_api_key_uid or due is None or due > now:
-        return False
-    from azure.core.exceptions import ResourceNotFoundError
+    stage = _HELD.get(state) or _DUE.get(state)
+    if not uid or stage is None or due is None or due > now:
+        return None
+    return _carry(stage, account.account_name, uid, clients, config, now, due_only=True)
 
-    old = account.previous_api_key_uid
-    outcome = "revoked"
-    try:
-        key = clients.palette.get_api_key(old)
-    except ResourceNotFoundError:
-        logger.info("API key %s of account %s was already gone", old, account.account_name)
-    else:
-        if credentials.made_by_product(key.annotations):
-            clients.palette.revoke_api_key(old)
-        else:  # never changed without the product's proof on it
-            outcome = "left"
-            logger.warning("API key %s of account %s no longer carries this product's annotations; it was not "
-                           "revoked", old, account.account_name)
-    event = build_document(account.onboarded_by or account.account_name, account.account_name, "apikey.renewed",
-                           "revoke", outcome, discriminator=f"revoked:{old}", palette={"replacedApiKeyUid": old})
 
-    def apply(row: AccountRecord) -> None:
-        if row.previous_api_key_uid == old:
-            row.previous_api_key_uid = row.previous_api_key_revoke_after = ""
-            row.record_event(event)
-    updated = clients.inventory.update(account.account_name, apply)
+def reactivate_replaced_key(account_name: str, clients: Services, config: RotationConfig,
+                            now: dt.datetime) -> AccountRecord | None:
+    """Make the account's replaced API key work again (a consumer still needs it): it gets a new
+    overlap, after which the sweep deactivates it again. Returns the account row afterwards, or
+    None when the account has no replaced key (never replaced, or deleted).
+
+    Raises
+    ------
+    StageHeld
+        A stage of the key is being carried out right now.
+    """
+    account = clients.inventory.get(account_name)
+    if account is None or account.status != MANAGED or not account.previous_api_key_uid:
+        return None
+    uid, state = account.previous_api_key_uid, account.previous_api_key_state
+    held = _HELD.get(state)
+    due = parse_iso(account.previous_api_key_revoke_after) or now
+    if held is not None and due > now:
+        raise StageHeld(held.name, due)
+    if held is not None:  # its holder stopped: finish that stage first
+        _carry(held, account_name, uid, clients, config, now, due_only=True)
+    if state != ACTIVE:
+        _carry(REACTIVATE, account_name, uid, clients, config, now, due_only=False)
+    after = clients.inventory.get(account_name)
+    return after if after is not None and after.previous_api_key_uid == uid else None
+
+
+def _carry(stage: _Stage, account_name: str, uid: str, clients: Services, config: RotationConfig,
+           now: dt.datetime, *, due_only: bool) -> str | None:
+    """Hold ``stage`` in the row, make its Palette call (only on a key that carries the product's
+    annotations), then end it with its event. Returns the outcome, or None when the stage could
+    not be taken (another actor moved the key meanwhile)."""
+    from shared.state.retry import Unchanged
+
+    held_until = iso(now + STAGE_LEASE)
+    taken: list[bool] = []
+
+    def take(row: AccountRecord) -> None:
+        taken.clear()
+        due = parse_iso(row.previous_api_key_revoke_after)
+        lapsed = due is not None and due <= now
+        startable = row.previous_api_key_state == stage.starts and (lapsed or not due_only)
+        if row.previous_api_key_uid != uid or not (startable or (row.previous_api_key_state == stage.holding
+                                                                  and lapsed)):
+            raise Unchanged
+        row.previous_api_key_state, row.previous_api_key_revoke_after = stage.holding, held_until
+        taken.append(True)
+    clients.inventory.update(account_name, take)
+    if not taken:
+        return None
+    outcome = _call(stage, uid, clients)
+    ended = outcome == stage.outcome
+    event = build_document(f"account:{account_name}", account_name, f"apikey.{stage.outcome}", stage.name, outcome,
+                           discriminator=f"{stage.name}:{uid}:{held_until}", palette={"replacedApiKeyUid": uid},
+                           **({stage.next_stage: stage.next_due(config, now)} if ended and stage.next_stage else {}))
+
+    def end(row: AccountRecord) -> None:
+        if row.previous_api_key_uid != uid or row.previous_api_key_state != stage.holding:
+            raise Unchanged
+        if stage.ends is None or not ended:
+            row.previous_api_key_uid = row.previous_api_key_state = row.previous_api_key_revoke_after = ""
+        else:
+            row.previous_api_key_state, row.previous_api_key_revoke_after = stage.ends, stage.next_due(config, now)
+        row.record_event(event)
+    updated = clients.inventory.update(account_name, end)
     if updated is not None:
         clients.inventory.flush(updated, clients.events)
-    return True
+    return outcome
+
+
+def _call(stage: _Stage, uid: str, clients: Services) -> str:
+    """The stage's call on a key the product can prove it made: its outcome, ``gone`` when the key
+    is no longer in Palette, ``left`` when it no longer carries the product's annotations."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        key = clients.palette.get_api_key(uid)
+    except ResourceNotFoundError:
+        logger.info("replaced API key %s is already gone", uid)
+        return "gone"
+    if not credentials.made_by_product(key.annotations):  # never changed without the product's proof on it
+        logger.warning("replaced API key %s no longer carries this product's annotations; it is left alone", uid)
+        return "left"
+    stage.palette_call(clients.palette, uid)
+    return stage.outcome
 
 
 def _parse(body: bytes | str | Mapping[str, Any], config: PipelineConfig) -> ApiKeyRenewal:

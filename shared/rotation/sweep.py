@@ -28,7 +28,7 @@ from shared.credentials import SecretKind
 from shared.engine.enqueue import enqueue
 from shared.engine.plan import build_document
 from shared.logs import Counts, bind, get_logger
-from shared.rotation.apikeys import revoke_due
+from shared.rotation.apikeys import advance_replaced_key
 from shared.rotation.models import RotationRequest, RotationTrigger
 from shared.rotation.steps import is_due
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
@@ -54,7 +54,8 @@ class RotationSweepReport(Counts):
     in_flight: int = 0
     warned: int = 0
     api_keys: int = 0
-    revoked: int = 0
+    deactivated: int = 0
+    deleted: int = 0
     flushed: int = 0
     errors: int = 0
 
@@ -97,13 +98,15 @@ def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
             report.errors += 1
             logger.warning("rotation sweep: the API key of account %s could not be renewed", account.account_name,
                            exc_info=True)
-    revocations = "Status eq @managed and PreviousApiKeyUid ne '' and PreviousApiKeyRevokeAfter le @now"
-    for account in clients.inventory.query(revocations, {"managed": MANAGED, "now": iso(moment)}):
+    replaced = "Status eq @managed and PreviousApiKeyUid ne '' and PreviousApiKeyRevokeAfter le @now"
+    for account in clients.inventory.query(replaced, {"managed": MANAGED, "now": iso(moment)}):
         try:
-            report.revoked += 1 if revoke_due(account, clients, moment) else 0
+            outcome = advance_replaced_key(account, clients, config, moment)
+            report.deactivated += outcome == "deactivated"
+            report.deleted += outcome == "deleted"
         except Exception:
             report.errors += 1
-            logger.warning("rotation sweep: the old API key of account %s could not be revoked",
+            logger.warning("rotation sweep: the replaced API key of account %s could not be taken to its next stage",
                            account.account_name, exc_info=True)
     for account in clients.inventory.query("OutboxPending eq true"):
         flushed = clients.inventory.flush(account, clients.events)

@@ -77,7 +77,10 @@ class AccountRecord:
     api_key_name: str = ""
     api_key_expires_on: str = ""
     previous_api_key_uid: str = ""
+    #: When the replaced key's next stage is due: its deactivation while it is active, its deletion
+    #: once deactivated, the end of a stage's hold while one is carried out (shared.rotation.apikeys).
     previous_api_key_revoke_after: str = ""
+    previous_api_key_state: str = ""
     warned: list[str] = field(default_factory=list)
     offboarding_in_flight: str = ""
     offboarded_by: str = ""
@@ -131,6 +134,10 @@ class AccountRecord:
             "previousKeyId": self.previous_key_id or None, "expiresOn": self.expires_on or None,
             "lastRotation": last, "rotationInFlight": self.rotation_in_flight or None,
             "drift": list(self.drift), "foreignKeyIds": list(self.foreign_key_ids), "status": self.status,
+            "apiKeyUid": self.api_key_uid or None,
+            "previousApiKey": ({"uid": self.previous_api_key_uid, "state": self.previous_api_key_state or "active",
+                                "nextStageAfter": self.previous_api_key_revoke_after or None}
+                               if self.previous_api_key_uid else None),
             "offboarding": ({"id": self.offboarded_by or self.offboarding_in_flight, "at": self.offboarded_at or None}
                             if self.offboarded_by or self.offboarding_in_flight else None),
             "updatedAt": self.updated_at,

@@ -18,6 +18,7 @@ import pytest
 from shared.engine import OutcomeKind
 from shared.rotation.sweep import RotateNow, near_expiry, rotate_now, sweep
 from shared.state.records import iso
+from tests.onboarding.conftest import wait_for
 
 if TYPE_CHECKING:
     from tests.onboarding.conftest import World
@@ -233,9 +234,10 @@ def test_a_rotation_and_an_onboarding_of_one_account_never_run_at_once(world: Wo
     assert palette_holds_key_vaults_secret(world, body["accountName"])
 
 
-def test_an_api_key_near_expiry_is_renewed_and_the_old_one_revoked_after_the_overlap(world: World) -> None:
-    import requests
-
+def _renewed_api_key(world: World, *, hosted: bool = False) -> tuple[str, str, str]:
+    """An account onboarded with an API key, then the key renewed by the sweep (the renewal carried
+    out here, or by the ``hosted`` app's queue trigger): the account's name, the replaced key's uid
+    and the value it had (the value consumers may still hold)."""
     body = world.request()
     body["apiKey"] = {"name": f"robot-{body['requestId'][-8:]}", "user": "admin@example.com", "expiresInDays": 10}
     assert world.run(body).kind is OutcomeKind.SUCCEEDED
@@ -243,25 +245,98 @@ def test_an_api_key_near_expiry_is_renewed_and_the_old_one_revoked_after_the_ove
     account = body["accountName"]
     first = world.deps.clients.inventory.get(account)
     assert first is not None and first.api_key_uid and first.api_key_expires_on
-    config = world.deps.settings.pipeline.rotation
-    report = sweep(world.deps.clients, world.deps.queue, config, now=NOW)
+    old_value = world.secret_value(f"palette-{account}-api-key")
+    report = sweep(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=NOW)
     assert report.api_keys == 1
-    [renewed] = world.deliver_queued()
-    assert renewed.kind is OutcomeKind.SUCCEEDED, (renewed.reason, renewed.message)
-    after = world.deps.clients.inventory.get(account)
-    assert after is not None and after.api_key_uid != first.api_key_uid
-    assert after.previous_api_key_uid == first.api_key_uid
-    keys = {k["uid"]: k for k in world.palette_state()["apiKeys"]}
-    assert keys[after.api_key_uid]["name"] == body["apiKey"]["name"]
-    assert keys[first.api_key_uid]["name"] == body["apiKey"]["name"] + "-replaced"
-    value = world.secret_value(f"palette-{account}-api-key")
-    info = requests.get(f"{world.stack.settings['PALETTE_ENDPOINT']}/v1/users/info", headers={"ApiKey": value},
-                        timeout=10)
-    assert info.status_code == 200  # consumers reading Key Vault get the replacement
-    assert keys[first.api_key_uid]["isActive"] is True  # the overlap: the old key still works
+    if hosted:
+        wait_for(lambda: (row := world.deps.clients.inventory.get(account)) is not None
+                 and row.previous_api_key_uid == first.api_key_uid, "the renewal")
+    else:
+        [renewed] = world.deliver_queued()
+        assert renewed.kind is OutcomeKind.SUCCEEDED, (renewed.reason, renewed.message)
+    return account, first.api_key_uid, old_value
 
-    sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(days=config.api_key_overlap_days + 1))
+
+def _palette_accepts(world: World, api_key_value: str) -> bool:
+    import requests
+
+    info = requests.get(f"{world.stack.settings['PALETTE_ENDPOINT']}/v1/users/info", headers={"ApiKey": api_key_value},
+                        timeout=10)
+    assert info.status_code in (200, 401), info.text
+    return info.status_code == 200
+
+
+def test_a_replaced_api_key_is_deactivated_reactivated_on_demand_then_deleted(world: World) -> None:
+    from shared.rotation.apikeys import reactivate_replaced_key
+
+    config = world.deps.settings.pipeline.rotation
+    overlap, grace = dt.timedelta(days=config.api_key_overlap_days), dt.timedelta(days=config.api_key_delete_after_days)
+    account, old_uid, old_value = _renewed_api_key(world)
+    after = world.deps.clients.inventory.get(account)
+    assert after is not None and after.api_key_uid != old_uid and after.previous_api_key_uid == old_uid
     keys = {k["uid"]: k for k in world.palette_state()["apiKeys"]}
-    assert keys[first.api_key_uid]["isActive"] is False
-    outcomes = [e["data"]["outcome"] for e in world.events() if e["type"] == "palette.onboarding.apikey.renewed"]
-    assert outcomes == ["renewed", "revoked"]
+    assert keys[after.api_key_uid]["name"] + "-replaced" == keys[old_uid]["name"]
+    assert _palette_accepts(world, world.secret_value(f"palette-{account}-api-key"))  # consumers get the new one
+    assert _palette_accepts(world, old_value)  # the overlap: the old key still works
+
+    def stage() -> tuple[str, str]:
+        row = world.deps.clients.inventory.get(account)
+        assert row is not None
+        return row.previous_api_key_uid, row.previous_api_key_state
+
+    moment = NOW + overlap + dt.timedelta(hours=1)
+    sweep(world.deps.clients, world.deps.queue, config, now=moment)
+    assert stage() == (old_uid, "deactivated")
+    assert not _palette_accepts(world, old_value)
+
+    reactivated = reactivate_replaced_key(account, world.deps.clients, config, moment + dt.timedelta(hours=1))
+    assert reactivated is not None and reactivated.previous_api_key_state == ""
+    assert _palette_accepts(world, old_value)  # a consumer that still needed it works again ...
+    sweep(world.deps.clients, world.deps.queue, config, now=moment + dt.timedelta(hours=2))
+    assert _palette_accepts(world, old_value)  # ... for another overlap
+
+    moment += dt.timedelta(hours=1) + overlap + dt.timedelta(hours=1)
+    sweep(world.deps.clients, world.deps.queue, config, now=moment)
+    assert stage() == (old_uid, "deactivated")
+    assert not _palette_accepts(world, old_value)
+    sweep(world.deps.clients, world.deps.queue, config, now=moment + grace + dt.timedelta(hours=1))
+    assert stage() == ("", "")
+    assert old_uid not in {k["uid"] for k in world.palette_state()["apiKeys"]}
+    assert reactivate_replaced_key(account, world.deps.clients, config, moment + grace + dt.timedelta(hours=2)) is None
+
+    kinds = [(e["type"].removeprefix("palette.onboarding."), e["data"]["outcome"]) for e in world.events()
+             if e["type"].startswith("palette.onboarding.apikey.")]
+    assert kinds == [("apikey.renewed", "renewed"), ("apikey.deactivated", "deactivated"),
+                     ("apikey.reactivated", "reactivated"), ("apikey.deactivated", "deactivated"),
+                     ("apikey.deleted", "deleted")]
+
+
+def test_a_stage_whose_holder_died_is_finished_once_and_a_held_one_is_not_raced(world: World) -> None:
+    """The sweep took the deactivation in the row and was killed before its Palette call: while
+    the hold lasts nobody acts (a reactivation is told to wait); once it lapses the next sweep
+    carries it out, and it is announced once."""
+    from shared.rotation.apikeys import STAGE_LEASE, StageHeld, reactivate_replaced_key
+
+    config = world.deps.settings.pipeline.rotation
+    account, old_uid, old_value = _renewed_api_key(world)
+    moment = NOW + dt.timedelta(days=config.api_key_overlap_days, hours=1)
+
+    def held(row: Any) -> None:
+        row.previous_api_key_state = "deactivating"
+        row.previous_api_key_revoke_after = iso(moment + STAGE_LEASE)
+    world.deps.clients.inventory.update(account, held)
+
+    with pytest.raises(StageHeld) as waiting:
+        reactivate_replaced_key(account, world.deps.clients, config, moment)
+    assert waiting.value.stage == "deactivate"
+    sweep(world.deps.clients, world.deps.queue, config, now=moment)  # the hold has not lapsed: nothing
+    assert _palette_accepts(world, old_value)
+
+    later = moment + STAGE_LEASE + dt.timedelta(seconds=1)
+    sweep(world.deps.clients, world.deps.queue, config, now=later)
+    sweep(world.deps.clients, world.deps.queue, config, now=later + dt.timedelta(seconds=1))
+    assert not _palette_accepts(world, old_value)
+    row = world.deps.clients.inventory.get(account)
+    assert row is not None and row.previous_api_key_state == "deactivated"
+    deactivated = [e for e in world.events() if e["type"] == "palette.onboarding.apikey.deactivated"]
+    assert len(deactivated) == 1 and deactivated[0]["data"]["palette"]["replacedApiKeyUid"] == old_uid

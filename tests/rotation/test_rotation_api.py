@@ -103,3 +103,41 @@ def test_key_vaults_near_expiry_event_rotates_through_the_event_grid_trigger(hos
     finally:
         requests.delete(f"{admin}/subscriptions", verify=verify, timeout=30)
         requests.delete(f"{admin}/deliveries", verify=verify, timeout=30)
+
+
+def test_a_replaced_api_key_is_reactivated_through_the_api(host: LocalHost, world: World) -> None:
+    import datetime as dt
+
+    from shared.rotation.apikeys import STAGE_LEASE
+    from shared.rotation.sweep import sweep
+    from shared.state.records import iso, utcnow
+    from tests.rotation.test_rotation import NOW, _palette_accepts, _renewed_api_key
+
+    account, old_uid, old_value = _renewed_api_key(world, hosted=True)
+    config = world.deps.settings.pipeline.rotation
+    path = f"/accounts/{account}/previous-api-key/reactivate"
+    shown = call(host, "GET", f"/accounts/{account}").json()["previousApiKey"]
+    assert shown["uid"] == old_uid and shown["state"] == "active"
+
+    sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(days=config.api_key_overlap_days + 1))
+    assert not _palette_accepts(world, old_value)
+    assert call(host, "GET", f"/accounts/{account}").json()["previousApiKey"]["state"] == "deactivated"
+
+    answer = call(host, "POST", path)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["previousApiKey"]["uid"] == old_uid and answer.json()["previousApiKey"]["state"] == "active"
+    assert _palette_accepts(world, old_value)
+    assert call(host, "POST", path).status_code == 200  # already active: the same answer, nothing more
+    assert [e["type"] for e in world.events() if e["type"].endswith("reactivated")] == [
+        "palette.onboarding.apikey.reactivated"]
+
+    def held(row: Any) -> None:  # the sweep has taken the deletion and is carrying it out
+        row.previous_api_key_state = "deleting"
+        row.previous_api_key_revoke_after = iso(utcnow() + STAGE_LEASE)
+    world.deps.clients.inventory.update(account, held)
+    busy = call(host, "POST", path)
+    assert busy.status_code == 409 and int(busy.headers["Retry-After"]) >= 1
+
+    other = onboard(world)["accountName"]  # onboarded without an API key: nothing was replaced
+    assert call(host, "POST", f"/accounts/{other}/previous-api-key/reactivate").status_code == 404
+    assert call(host, "POST", "/accounts/Not_A_Name/previous-api-key/reactivate").status_code == 400
