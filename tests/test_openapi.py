@@ -99,11 +99,13 @@ def _wire_fields(model: Any) -> dict[str, Any]:
 
 def test_the_documented_request_has_the_models_fields_at_every_level() -> None:
     from shared.models import ApiKeySpec, AzureSpec, PaletteSpec, SshKeySpec
+    from shared.models.request import PermissionsSpec, RotationSpec
 
     schema = document()["components"]["schemas"]["OnboardingRequest"]
-    pairs = [(schema, OnboardingRequest), (schema["properties"]["azure"], AzureSpec),
+    azure = schema["properties"]["azure"]
+    pairs = [(schema, OnboardingRequest), (azure, AzureSpec), (azure["properties"]["permissions"], PermissionsSpec),
              (schema["properties"]["palette"], PaletteSpec), (schema["properties"]["sshKey"], SshKeySpec),
-             (schema["properties"]["apiKey"], ApiKeySpec)]
+             (schema["properties"]["apiKey"], ApiKeySpec), (schema["properties"]["rotation"], RotationSpec)]
     for described, model in pairs:
         assert set(described["properties"]) == set(_wire_fields(model)), model.__name__
         assert described["additionalProperties"] is False, model.__name__

@@ -250,6 +250,10 @@ def _message(error: ErrorDetails, options: ParseOptions) -> str:
     kind = error["type"]
     if kind == RULE_ERROR:
         return error["msg"]
+    if kind in ("too_short", "too_long"):  # lists
+        limits = error.get("ctx") or {}
+        return (f"must list at least {limits.get('min_length')}" if kind == "too_short"
+                else f"must list at most {limits.get('max_length')}")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         sources = [s for s in PUBLIC_SECRET_SOURCES if s != "inline" or options.allow_inline_secret]
         prefix = "must be" if kind == "union_tag_invalid" else "is required:"

@@ -8,6 +8,7 @@ through :func:`shared.models.parse_request`, which turns validation failures int
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -154,6 +155,59 @@ INLINE_REFUSED = (
 )
 
 
+class PermissionProfile(StrEnum):
+    """Which of Palette's published Azure roles apply (``shared/permissions``)."""
+
+    IAAS = "iaas"
+    AKS = "aks"
+
+
+class Placement(StrEnum):
+    """Static: clusters go into a resource group and virtual network made beforehand; dynamic:
+    Palette makes them."""
+
+    STATIC = "static"
+    DYNAMIC = "dynamic"
+
+
+_SUBSCRIPTION = r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_RESOURCE_GROUP = _SUBSCRIPTION + r"/resourceGroups/[-\w._()]{1,90}"
+_VIRTUAL_NETWORK = _RESOURCE_GROUP + r"/providers/Microsoft\.Network/virtualNetworks/[A-Za-z0-9][-\w.]{0,79}"
+ARM_SCOPE_PATTERN = re.compile(f"(?:{_VIRTUAL_NETWORK}|{_RESOURCE_GROUP}|{_SUBSCRIPTION})", re.IGNORECASE)
+
+
+def _arm_scope(value: Any) -> str:
+    if not isinstance(value, str) or ARM_SCOPE_PATTERN.fullmatch(value) is None:
+        raise rule_error("must be an Azure Resource Manager id: /subscriptions/<id>, "
+                         "/subscriptions/<id>/resourceGroups/<name>, or the id of a virtual network in one")
+    return value
+
+
+def _no_repeats(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse an entry given twice (ids compare without case, as Azure's and Palette's do)."""
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        if item.lower() in seen:
+            raise rule_error("is listed more than once", at=(index,))
+        seen.add(item.lower())
+    return value
+
+
+ArmScope = Annotated[str, BeforeValidator(_arm_scope)]
+
+
+class PermissionsSpec(WireModel):
+    """Check the service principal's Azure role and deny assignments against what Palette asks of
+    it, before anything is made (addition to v1: ``azure.permissions``)."""
+
+    profile: Annotated[PermissionProfile, one_of(PermissionProfile)]
+    placement: Annotated[Placement, one_of(Placement)]
+    scopes: Annotated[tuple[ArmScope, ...], Field(min_length=1, max_length=10), AfterValidator(_no_repeats)]
+    """Subscriptions or resource groups clusters go to; a virtual network's id for the roles
+    Palette places on the network (without one, those are checked at the other scopes)."""
+    enforce: bool = Field(default=True, strict=True)
+
+
 class AzureSpec(WireModel):
     """The app registration to onboard and how to get its client secret."""
 
@@ -165,6 +219,7 @@ class AzureSpec(WireModel):
     secret: SecretSpec = Field(default_factory=GeneratedSecret)
     tls_cert: PemCertificate | None = None
     """Addition to the v1 table: Palette's ``tls.cert``, for AzureUSSecretCloud only."""
+    permissions: PermissionsSpec | None = None
 
     @field_validator("secret", mode="wrap")
     @classmethod
@@ -291,6 +346,14 @@ ClusterTypes = Annotated[
 ]
 
 
+class RotationSpec(WireModel):
+    """What rotation may change besides the cloud account (addition to v1: ``rotation``)."""
+
+    also_update: Annotated[tuple[Text128, ...], Field(min_length=1, max_length=20), AfterValidator(_no_repeats)]
+    """Other Palette objects holding this principal's secret that rotation may update: Azure backup
+    locations, by name or uid, in the account's scope."""
+
+
 # --- the request ------------------------------------------------------------------------------
 
 
@@ -309,6 +372,7 @@ class OnboardingRequest(WireModel):
     # A soft-deleted secret of a name this request writes blocks it; only the request may say to
     # bring that secret back (its old versions return as history, a new version is written on top).
     recover_deleted_secrets: bool = Field(default=False, strict=True)
+    rotation: RotationSpec | None = None
 
     @field_validator("operation", mode="before")
     @classmethod

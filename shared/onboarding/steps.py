@@ -647,6 +647,9 @@ def record_in_inventory(ctx: StepContext) -> None:
         if request.api_key is not None and results.get(API_KEY_UID):
             account.api_key_uid, account.api_key_name = results[API_KEY_UID], request.api_key.name
             account.api_key_expires_on = results.get(API_KEY_EXPIRES_ON, "")
+        account.also_update = list(request.rotation.also_update) if request.rotation is not None else []
+        account.permissions = (request.azure.permissions.model_dump(mode="json", by_alias=True)
+                               if request.azure.permissions is not None else {})
 
     ctx.clients.inventory.update(request.account_name, apply,
                                  create=lambda: AccountRecord(account_name=request.account_name))

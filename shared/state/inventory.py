@@ -81,6 +81,10 @@ class AccountRecord:
     #: once deactivated, the end of a stage's hold while one is carried out (shared.rotation.apikeys).
     previous_api_key_revoke_after: str = ""
     previous_api_key_state: str = ""
+    #: The request's ``rotation.alsoUpdate``: other Palette objects rotation may give the new secret.
+    also_update: list[str] = field(default_factory=list)
+    #: The request's ``azure.permissions`` (profile, placement, scopes, enforce), for the drift pass.
+    permissions: dict[str, Any] = field(default_factory=dict)
     warned: list[str] = field(default_factory=list)
     offboarding_in_flight: str = ""
     offboarded_by: str = ""
@@ -145,7 +149,7 @@ class AccountRecord:
 
 
 # Columns are the CamelCase of the field names; lists and maps are JSON, the outbox compressed.
-_JSON_FIELDS = {"drift", "drift_since", "foreign_key_ids", "warned", "event_ids"}
+_JSON_FIELDS = {"drift", "drift_since", "foreign_key_ids", "warned", "event_ids", "also_update", "permissions"}
 _PACKED_FIELDS = {"outbox"}
 _SKIPPED = {"account_name", "etag"}
 
@@ -179,7 +183,9 @@ def _from_entity(entity: Any) -> AccountRecord:
             continue
         value = entity[column]
         if item.name in _JSON_FIELDS:
-            value = json.loads(value or "null") or ({} if item.name == "drift_since" else [])
+            value = json.loads(value or "null")
+            if value is None:
+                value = item.default_factory()  # type: ignore[operator]  # every JSON field has one
         elif item.name in _PACKED_FIELDS:
             value = unpack(value, [])
         elif item.name == "validity_days":
