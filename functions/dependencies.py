@@ -67,6 +67,8 @@ class Dependencies:
         self.clients.inventory.close()
         if self.clients.entra is not None:
             self.clients.entra.close()
+        if self.clients.authorization is not None:
+            self.clients.authorization.close()
         self.clients.key_pairs.close()
         self.queue.close()
 
@@ -75,6 +77,7 @@ def build(settings: Settings) -> Dependencies:
     """Build every client from settings (managed identity in Azure; the local stack's equivalents)."""
     from azure.identity import DefaultAzureCredential
 
+    from shared.clients.authorization import AuthorizationReader
     from shared.clients.entra import ClientSecretProbe
     from shared.clients.events import EventPublisher
     from shared.clients.graph import GraphClient
@@ -119,6 +122,8 @@ def build(settings: Settings) -> Dependencies:
         state=state,
         inventory=inventory,
         entra=ClientSecretProbe(authority_host=settings.authority_host, scope=settings.graph_scope),
+        authorization=AuthorizationReader(settings.resource_manager_endpoint, credential,
+                                          scope=settings.resource_manager_scope),
     )
     _open_links_in_background(events)
     return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue, pace=pace)

@@ -70,6 +70,9 @@ param rotationEventsEnabled bool = false
 @description('Microsoft Graph endpoint the app calls (GRAPH_ENDPOINT); https://graph.microsoft.us in US Government.')
 param graphEndpoint string = 'https://graph.microsoft.com'
 
+@description('Azure Resource Manager endpoint where onboarded principals\' role assignments are read (RESOURCE_MANAGER_ENDPOINT); https://management.usgovcloudapi.net in US Government.')
+param resourceManagerEndpoint string = 'https://management.azure.com'
+
 @minValue(0)
 @maxValue(600)
 @description('Seconds to keep retrying Palette\'s credential validation while a new secret propagates (VALIDATION_BUDGET_SECONDS).')
@@ -380,6 +383,20 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+// Reading onboarded principals' role assignments (azure.permissions), on this subscription unless
+// others (of this tenant) are listed.
+@description('Subscriptions whose role assignments the app may read to check azure.permissions; empty: this one.')
+param permissionsReadSubscriptionIds array = []
+var permissionsSubscriptions = empty(permissionsReadSubscriptionIds) ? [subscription().subscriptionId] : permissionsReadSubscriptionIds
+
+module permissionsReader 'app/permissions-reader.bicep' = [for subscriptionId in permissionsSubscriptions: {
+  name: 'permissions-reader-${subscriptionId}'
+  scope: subscription(subscriptionId)
+  params: {
+    identityPrincipalId: identity.outputs.principalId
+  }
+}]
+
 module api 'app/api.bicep' = {
   name: 'api'
   scope: rg
@@ -413,6 +430,7 @@ module api 'app/api.bicep' = {
     paletteEndpoint: paletteEndpoint
     paletteApiKeySecretName: paletteApiKeySecretName
     graphEndpoint: graphEndpoint
+    resourceManagerEndpoint: resourceManagerEndpoint
     rotationSchedule: rotationSchedule
     rotationThresholdDays: rotationThresholdDays
     rotationMinAgeMinutes: rotationMinAgeMinutes

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from shared.clients.authorization import AuthorizationReader
     from shared.clients.entra import ClientSecretProbe
     from shared.clients.events import EventSink
     from shared.clients.graph import GraphClient
@@ -41,3 +42,5 @@ class Services:
     entra: ClientSecretProbe | None = None
     #: RSA pairs for generated SSH keys, made ahead (one source per worker process).
     key_pairs: KeyPairs = field(default_factory=_key_pairs)
+    #: Reads an onboarded principal's Azure role assignments (``azure.permissions``).
+    authorization: AuthorizationReader | None = None

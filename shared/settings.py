@@ -115,6 +115,11 @@ class Settings:
     graph_endpoint: str
     graph_scope: str
     authority_host: str | None
+    #: ``RESOURCE_MANAGER_ENDPOINT`` and ``RESOURCE_MANAGER_SCOPE`` (the token's): where the
+    #: onboarded principal's role assignments are read (``azure.permissions``); sovereign clouds
+    #: and the local stack set their own.
+    resource_manager_endpoint: str = "https://management.azure.com"
+    resource_manager_scope: str = "https://management.azure.com/.default"
     #: ``REQUESTS_CA_BUNDLE``: requests trusts it by itself; the Service Bus clients are handed it,
     #: since their AMQP transport trusts certifi's bundle alone. Unset in Azure.
     ca_bundle: str | None = None
@@ -161,6 +166,7 @@ class Settings:
         except ValueError:
             problems.append("ROTATION_THRESHOLD_DAYS must be a whole number of days")
         graph_endpoint = (env.get("GRAPH_ENDPOINT") or "https://graph.microsoft.com").rstrip("/")
+        resource_manager = (env.get("RESOURCE_MANAGER_ENDPOINT") or "https://management.azure.com").rstrip("/")
         pipeline = _pipeline_config(env, problems, threshold)
         # Under Palette's 10/s per prefix, with room for the stragglers of a slot.
         rate = _number(env, "PALETTE_RATE_PER_SECOND", 9.0, 0.1, 10, problems, unit="requests per second",
@@ -181,6 +187,8 @@ class Settings:
             graph_scope=env.get("GRAPH_SCOPE") or f"{graph_endpoint}/.default",
             authority_host=env.get("AZURE_AUTHORITY_HOST") or None,
             ca_bundle=env.get("REQUESTS_CA_BUNDLE") or None,
+            resource_manager_endpoint=resource_manager,
+            resource_manager_scope=env.get("RESOURCE_MANAGER_SCOPE") or f"{resource_manager}/.default",
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),

@@ -86,7 +86,7 @@ SETTINGS_THE_CODE_WILL_READ: set[str] = set()
 # Azure, where the identity-based __ forms are.
 CONNECTION_STRING_SETTINGS = {"ServiceBusConnection", "AzureWebJobsStorage"}
 # Settings the code reads that Azure leaves unset: the local stack (or a proxy) sets them.
-OPTIONAL_SETTINGS = CONNECTION_STRING_SETTINGS | {"REQUESTS_CA_BUNDLE"}
+OPTIONAL_SETTINGS = CONNECTION_STRING_SETTINGS | {"REQUESTS_CA_BUNDLE", "RESOURCE_MANAGER_SCOPE"}
 # Settings the platform reads, not our code: the Functions host (storage account, identity-based
 # connections, telemetry) and azure-identity (which user-assigned identity).
 PLATFORM_SETTINGS = {
@@ -445,8 +445,32 @@ def test_only_allowed_role_ids_appear_anywhere() -> None:
 
 
 def test_role_assignments_live_in_rbac_bicep_only() -> None:
+    """And the one subscription-scoped grant, which a resource-group module cannot make."""
     places = {path.relative_to(INFRA).as_posix() for path, _, _ in resources_of(ROLE_ASSIGNMENT)}
-    assert places == {"app/rbac.bicep"}
+    assert places == {"app/rbac.bicep", "app/permissions-reader.bicep"}
+
+
+def test_the_permissions_reader_reads_role_assignments_and_nothing_else() -> None:
+    """azure.permissions needs the three reads, on the listed subscriptions, for the app only."""
+    module = tree("app/permissions-reader.bicep")
+    assert module["globals"]["scope"]["value"] == "subscription"
+    roles = [(symbol, config) for path, symbol, config in resources_of("Microsoft.Authorization/roleDefinitions")
+             if path.name == "permissions-reader.bicep"]
+    [(role_symbol, role)] = roles
+    variables = {name: var["value"] for name, var in module["variables"].items()}
+    [permissions] = role["properties"]["permissions"]
+    assert variables[permissions["actions"]] == ["Microsoft.Authorization/roleAssignments/read",
+                                                "Microsoft.Authorization/roleDefinitions/read",
+                                                "Microsoft.Authorization/denyAssignments/read"]
+    assert permissions["notActions"] == []
+    [assignable] = role["properties"]["assignableScopes"]
+    assert assignable["operator"]["operands"]["operand_1"]["function"]["type"] == "subscription"
+    [(_, _, grant)] = [r for r in resources_of(ROLE_ASSIGNMENT) if r[0].name == "permissions-reader.bicep"]
+    assert accessor_chain(grant["properties"]["roleDefinitionId"]) == [role_symbol, "id"]
+    assert grant["properties"]["principalId"] == "identityPrincipalId"
+    assert grant["properties"]["principalType"] == "ServicePrincipal"
+    assert accessor_chain(module_param("permissionsReader", "identityPrincipalId")) == [
+        "identity", "outputs", "principalId"]
 
 
 def test_role_ids_are_exactly_the_intended_ones_on_exactly_the_intended_scopes() -> None:

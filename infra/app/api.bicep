@@ -43,6 +43,7 @@ param eventsTopicName string
 param paletteEndpoint string
 param paletteApiKeySecretName string
 param graphEndpoint string
+param resourceManagerEndpoint string
 param rotationSchedule string
 param rotationThresholdDays int
 param rotationMinAgeMinutes int
@@ -250,6 +251,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'DRIFT_SCHEDULE'
           value: driftSchedule
+        }
+        // This cloud's Resource Manager, where onboarded principals' role assignments are read
+        // (azure.permissions); the token's scope defaults to the endpoint's.
+        {
+          name: 'RESOURCE_MANAGER_ENDPOINT'
+          value: resourceManagerEndpoint
         }
         // A replaced Palette API key is deactivated this many days after its successor was stored,
         // and deleted this many days after that; a Graph password the product made that is neither

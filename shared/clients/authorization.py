@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -133,7 +134,7 @@ class AuthorizationReader:
     client
         An ``AuthorizationManagementClient`` to use instead (tests); not closed by :meth:`close`.
 
-    The SDK is imported when a reader is built, not when this module is, for cold start.
+    The SDK is imported on the first read, not when a reader is built, for cold start.
     Request and response bodies are never logged (``logging_enable=False``).
     """
 
@@ -142,19 +143,30 @@ class AuthorizationReader:
         if not endpoint:
             raise ValueError(f"endpoint is empty: pass Resource Manager's URL, e.g. {DEFAULT_ENDPOINT}.")
         self.endpoint = endpoint.rstrip("/")
-        if client is not None:
-            self._client = client
-            self._owns_client = False
-            return
-        from azure.mgmt.authorization import AuthorizationManagementClient
+        self._credential = credential
+        self._scope = scope or f"{self.endpoint}/.default"
+        self._connection_verify = connection_verify
+        self._given = client
+        self._made: Any = None
+        self._lock = threading.Lock()
 
-        options: dict[str, Any] = {"logging_enable": False}
-        if connection_verify is not None:
-            options["connection_verify"] = connection_verify
-        self._client = AuthorizationManagementClient(
-            credential, _UNUSED_SUBSCRIPTION, base_url=self.endpoint,
-            credential_scopes=[scope or f"{self.endpoint}/.default"], **options)
-        self._owns_client = True
+    @property
+    def _client(self) -> Any:
+        """The SDK client, made on first use: most workers never check permissions, and the
+        management SDK is a large import (cold start)."""
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if self._made is None:
+                from azure.mgmt.authorization import AuthorizationManagementClient
+
+                options: dict[str, Any] = {"logging_enable": False}
+                if self._connection_verify is not None:
+                    options["connection_verify"] = self._connection_verify
+                self._made = AuthorizationManagementClient(
+                    self._credential, _UNUSED_SUBSCRIPTION, base_url=self.endpoint,
+                    credential_scopes=[self._scope], **options)
+            return self._made
 
     def __repr__(self) -> str:
         return f"AuthorizationReader(endpoint={self.endpoint!r})"
@@ -251,8 +263,10 @@ class AuthorizationReader:
 
     def close(self) -> None:
         """Close the SDK client's connections (unless it was passed in)."""
-        if self._owns_client:
-            self._client.close()
+        with self._lock:
+            made, self._made = self._made, None
+        if made is not None:
+            made.close()
 
     def __enter__(self) -> AuthorizationReader:
         return self

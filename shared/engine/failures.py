@@ -73,6 +73,11 @@ def _service_bus(*names: str) -> Callable[[BaseException], bool]:
     return match
 
 
+def _code(exc: BaseException) -> str:
+    """The service's own error code (``error.code`` of an azure-core ``HttpResponseError``)."""
+    return str(getattr(getattr(exc, "error", None), "code", "") or "")
+
+
 def _scope(exc: BaseException) -> str:
     return str(getattr(exc, "scope", "") or "the scope asked about")
 
@@ -114,6 +119,11 @@ RULES: tuple[Rule, ...] = (
      lambda e: f"The product's identity may not read role assignments at {_scope(e)} (Resource Manager answered "
                f"403): grant it Reader there, or Microsoft.Authorization/roleAssignments/read, roleDefinitions/read "
                f"and denyAssignments/read. {_message(e)}"),
+    (lambda e: _is("Resource Manager", 401)(e) and _code(e) == "InvalidAuthenticationTokenTenant",
+     FailureKind.PERMANENT, "permissions_unreadable",
+     lambda e: f"The subscription of {_scope(e)} is in another Entra tenant than the product's identity, whose "
+               "tokens Resource Manager accepts only in its own tenant: its role assignments cannot be read from "
+               f"this deployment. Set azure.permissions.enforce to false to onboard with this reported. {_message(e)}"),
     (_is("Resource Manager", 404), FailureKind.PERMANENT, "permissions_scope_not_found",
      lambda e: f"Resource Manager has no scope {_scope(e)} (404): check the subscription and resource group in "
                f"azure.permissions.scopes. {_message(e)}"),

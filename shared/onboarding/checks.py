@@ -37,7 +37,7 @@ from shared.dryrun import Action, CheckOutcome, CheckResult, Found
 from shared.engine.failures import classify
 from shared.errors import PermanentStepError
 from shared.models import GeneratedSecret, InlineSecret, KeyVaultSecret, StagedSecret
-from shared.onboarding.keys import APP_OBJECT_ID, OVERLORD_UID, PROJECT_UID, USER_UID
+from shared.onboarding.keys import APP_OBJECT_ID, OVERLORD_UID, PERMISSIONS, PROJECT_UID, USER_UID
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -216,6 +216,8 @@ class _Checks:
             yield "azure.secret", partial(self.staged_secret_ours, secret)
         elif isinstance(secret, InlineSecret):
             yield "azure.secret", self.inline_secret
+        if request.azure.permissions is not None:
+            yield "azure.permissions", self.permissions_held
 
     # -- Palette ----------------------------------------------------------------------------------
 
@@ -467,6 +469,57 @@ class _Checks:
             "which with Application.ReadWrite.OwnedBy sees only the apps it owns and may add passwords to; a "
             f"password '{self.request.derived_names.password_display_name}' would be added. Graph has no dry run: "
             "it was read, nothing was written.", Action.UPDATE, results={APP_OBJECT_ID: application.object_id})
+
+
+    # -- Azure Resource Manager ---------------------------------------------------------------------
+
+    def permissions_held(self) -> CheckResult:
+        """The principal holds, at each scope, every action of the roles Palette publishes for the
+        request's profile and placement (:mod:`shared.permissions.check`); with ``enforce`` false a
+        shortfall is reported, not refused."""
+        import json
+
+        from shared.permissions.check import check_permissions
+
+        spec = self.request.azure.permissions
+        assert spec is not None
+        client_id = self.request.azure.client_id
+        reader, graph = self.clients.authorization, self.clients.graph
+        if reader is None or graph is None:
+            return CheckResult.failed("azure.permissions", CheckOutcome.MISSING, PermanentStepError(
+                "check", "permissions_unreadable", "This deployment cannot read Azure role assignments; remove "
+                "azure.permissions.", field="azure.permissions"))
+        try:
+            principal = graph.service_principal_id(client_id)
+        except ResourceNotFoundError:
+            return CheckResult.failed("azure.permissions", CheckOutcome.MISSING, PermanentStepError(
+                "check", "service_principal_not_found",
+                f"App {client_id} has no service principal this product's identity can read, so its role "
+                "assignments cannot be checked: create it (az ad sp create --id <clientId>) and make the product's "
+                "identity one of its owners, or remove azure.permissions.", field="azure.clientId"))
+        report = check_permissions(spec.model_dump(mode="json", by_alias=True), principal, reader)
+        results = {PERMISSIONS: json.dumps(report.as_data(), separators=(",", ":"))}
+        scopes = len(report.findings)
+        if report.ok:
+            return CheckResult("azure.permissions", CheckOutcome.OK,
+                               f"service principal {principal} holds every action Palette needs for "
+                               f"{spec.profile.value} clusters ({spec.placement.value} placement) at {scopes} "
+                               "scope(s)", results=results)
+        if not spec.enforce:
+            return CheckResult("azure.permissions", CheckOutcome.OK,
+                               f"reported, not enforced (azure.permissions.enforce is false): {report.describe()}",
+                               results=results)
+        if len(report.unreadable) == scopes:  # nothing could be checked: say why, as the failure table words it
+            return CheckResult.failed("azure.permissions", CheckOutcome.MISSING, PermanentStepError(
+                "check", report.unreadable[0].unreadable_reason,
+                f"The Azure permissions of service principal {principal} (app {client_id}) could not be checked; "
+                f"nothing was made: {report.describe()}", field="azure.permissions.scopes"))
+        return CheckResult.failed("azure.permissions", CheckOutcome.MISSING, PermanentStepError(
+            "check", "permissions_missing",
+            f"Service principal {principal} of app {client_id} lacks what Palette needs for "
+            f"{spec.profile.value} clusters ({spec.placement.value} placement): {report.describe()}. Assign "
+            "Palette's published roles there (or set azure.permissions.enforce to false); nothing was made.",
+            field="azure.permissions"))
 
 
 def _run_into(check: Check, future: Future[CheckResult]) -> None:

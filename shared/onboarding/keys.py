@@ -16,6 +16,9 @@ SSH_SECRET_ID = "sshPrivateKeySecretId"
 API_KEY_SECRET_ID = "apiKeySecretId"
 API_KEY_EXPIRES_ON = "apiKeyExpiresOn"
 APP_OBJECT_ID = "_appObjectId"
+#: What the check found of the principal's Azure permissions (``azure.permissions``), as JSON, for
+#: the ``validated`` event ("_": kept out of the state's public view, which has the step's detail).
+PERMISSIONS = "_azurePermissions"
 
 # What the onboarding makes, by the keys its fences record it under (shared.made).
 PASSWORD = "password"

@@ -23,6 +23,7 @@ from shared import credentials
 from shared.engine.failures import Failure, FailureKind
 from shared.engine.plan import Finish, Plan, build_document
 from shared.onboarding import steps
+from shared.onboarding.keys import PERMISSIONS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,8 +76,10 @@ def _requested(request: OnboardingRequest) -> dict[str, Any]:
 def _verify(ctx: steps.StepContext) -> Finish:
     checks = steps.verify(ctx)
     all_ok = all(check["ok"] for check in checks)
+    permissions = ctx.handle.record.results.get(PERMISSIONS)  # per scope, as the check found them
+    extra = {"permissions": json.loads(permissions)} if permissions else {}
     validated = ctx.event("validated", "verify", "passed" if all_ok else "failed", checks=checks,
-                          palette=ctx.palette_uids())
+                          palette=ctx.palette_uids(), **extra)
     if not all_ok:
         failed = ", ".join(c["check"] for c in checks if not c["ok"])
         return Finish(events=[validated], step="verify", failure=Failure(
