@@ -8,6 +8,7 @@ check its audience, as Key Vault and Graph do.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -18,8 +19,12 @@ from typing import Any
 _SIGNING_KEY = secrets.token_bytes(32)
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as JWTs and the services' paging markers use it."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_b64 = b64url
 
 
 def _unb64(text: str) -> bytes:
@@ -53,6 +58,19 @@ def verify_token(token: str, *, audience: str) -> dict[str, Any] | None:
     if claims.get("aud") != audience.rstrip("/") or int(claims.get("exp", 0)) < time.time():
         return None
     return claims
+
+
+def peek_claims(token: str) -> dict[str, Any] | None:
+    """A token's claims without checking its signature: only to word a 401 (whose tenant or
+    audience it was for); None when it is not JWT-shaped."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(_unb64(parts[1]))
+    except (ValueError, binascii.Error, RecursionError):
+        return None
+    return claims if isinstance(claims, dict) else None
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -42,7 +42,7 @@ from devstack.arm.errors import (
     UnsupportedRoleAssignmentFilter,
 )
 from devstack.httpbase import HttpError, Request, Response, ServiceApp
-from devstack.tokens import bearer_token, verify_token
+from devstack.tokens import b64url, bearer_token, peek_claims, verify_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -79,22 +79,6 @@ _GDPR_EQ = re.compile(r"^\s*gdprExportPrincipalId\s+eq\s+" + _LITERAL.format(nam
 _ROLE_NAME_EQ = re.compile(r"^\s*roleName\s+eq\s+'(?P<value>(?:[^']|'')*)'\s*$", re.IGNORECASE)
 _TYPE_EQ = re.compile(r"^\s*type\s+eq\s+'(?P<value>BuiltInRole|CustomRole)'\s*$", re.IGNORECASE)
 _SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]{1,253}(:\d{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _peek_claims(token: str) -> dict[str, Any] | None:
-    """A token's claims without checking its signature: only to word a 401."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 def parse_assignment_filter(text: str | None) -> models.AssignmentFilter:
@@ -275,7 +259,7 @@ class ArmApp(ServiceApp):
             claims = verify_token(token, audience=audience)
             if claims is not None:
                 return claims
-        peeked = _peek_claims(token)
+        peeked = peek_claims(token)
         other = peeked.get("aud") if peeked is not None else None
         if isinstance(other, str) and other.rstrip("/") not in AUDIENCES and verify_token(
                 token, audience=other) is not None:
@@ -335,7 +319,7 @@ class ArmApp(ServiceApp):
         body: dict[str, Any] = {"value": [render(item) for item in page]}
         if offset + size < len(items):
             query = {name: values[-1] for name, values in request.query.items() if name.lower() != "$skiptoken"}
-            query["$skipToken"] = _b64url(json.dumps({"offset": offset + size}).encode())
+            query["$skipToken"] = b64url(json.dumps({"offset": offset + size}).encode())
             body["nextLink"] = f"{self._base_url(request)}{request.path}?{urlencode(query, quote_via=quote)}"
         return self._json(200, body)
 

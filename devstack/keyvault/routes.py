@@ -37,7 +37,7 @@ from devstack.keyvault.models import (
     Unset,
     check_name,
 )
-from devstack.tokens import bearer_token, verify_token
+from devstack.tokens import b64url, bearer_token, peek_claims, verify_token
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,22 +56,6 @@ _HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?")
 # Stands in for Key Vault's build number in the diagnostic header clients log.
 _SERVICE_VERSION = "1.9.0.0"
 _MISSING_TOKEN = "AKV10000: Request is missing a Bearer or PoP token."
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _peek_claims(token: str) -> dict[str, Any] | None:
-    """A token's claims without checking its signature: only to word the 401 message."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 def challenge_resource(host: str, port: int) -> str:
@@ -97,7 +81,7 @@ def challenge_resource(host: str, port: int) -> str:
 
 
 def _encode_skiptoken(marker: str) -> str:
-    return _b64url(json.dumps({"NextMarker": marker, "TargetLocation": 0}).encode())
+    return b64url(json.dumps({"NextMarker": marker, "TargetLocation": 0}).encode())
 
 
 def _decode_skiptoken(token: str) -> str:
@@ -264,7 +248,7 @@ class KeyVaultApp(ServiceApp):
                 return ("AKV10032: Invalid issuer. Expected one of "
                         f"https://sts.windows.net/{self.tenant_id}/, found: https://sts.windows.net/{tenant}/.")
             return None
-        peeked = _peek_claims(token)
+        peeked = peek_claims(token)
         if peeked is not None and peeked.get("aud") != resource:
             return f"AKV10022: Invalid audience. Expected {resource}, found: {peeked.get('aud')}."
         exp = peeked.get("exp") if peeked is not None else None
