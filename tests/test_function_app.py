@@ -46,6 +46,7 @@ def test_every_function_indexes_with_its_trigger() -> None:
         "list_accounts": ("accounts", ["GET"], "function"),
         "get_account": ("accounts/{name}", ["GET"], "function"),
         "offboard_account": ("accounts/{name}", ["DELETE"], "function"),
+        "reactivate_previous_api_key": ("accounts/{name}/previous-api-key/reactivate", ["POST"], "function"),
     }
 
 
