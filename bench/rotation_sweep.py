@@ -8,16 +8,21 @@ app is hosted by ``devstack.runner.LocalHost`` and one sweep runs. Prints the wa
 sweep to the last rotation finished, and the calls each service received (from the stand-ins' own
 request logs) against the minimum, one figure line each, derived in bench/README.md:
 
-* per rotated account: Palette 3 (read the account, validate the new secret, PUT it), Graph 2
-  (addPassword, read the app's passwords to prune), Key Vault 2 (read the current version, write
-  the new one), Entra ID 1 (a client-credentials token: the new secret works);
+* per rotated account: Palette 4 (list the scope's backup locations for other holders of the
+  secret, read the account, validate the new secret, PUT it), Graph 2 (addPassword, read the app's
+  passwords to prune), Key Vault 2 (read the current version, write the new one), Entra ID 1 (a
+  client-credentials token: the new secret works);
+* with ``--holders``, each due account also has one Azure backup location on its principal, named
+  in its ``rotation.alsoUpdate`` (all in tenant scope, as the accounts are): per rotation Palette
+  reads every Azure location of the scope when it lists them (``--due`` of them: the list carries
+  no credentials), then reads its own holder again and PUTs it, so 4 + due + 2;
 * per sweep: the inventory queries only (Table Storage, not counted here), none per account that
   is not due.
 
 Target: calls within 1.1x of the minimum, and none that grows with the accounts not due. Asserts
 nothing.
 
-    .venv/bin/python -m bench rotation [--managed 2000] [--due 50] [--latency-ms 20]
+    .venv/bin/python -m bench rotation [--managed 2000] [--due 50] [--latency-ms 20] [--holders]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file
 
 from bench.common import ROOT, describe, figure, say
 
-MINIMUM = {"palette": 3, "graph": 2, "keyvault": 2, "entra": 1}
+MINIMUM = {"palette": 4, "graph": 2, "keyvault": 2, "entra": 1}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--due", type=int, default=50)
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--holders", action="store_true",
+                        help="give each due account one backup location the product may change")
     args = parser.parse_args(argv)
 
     import requests
@@ -80,12 +87,21 @@ def main(argv: list[str] | None = None) -> int:
                               json={"appId": client_id, "tenantId": DEVSTACK_TENANT_ID}, verify=verify,
                               timeout=10).raise_for_status()
                 bodies.append({"requestId": f"ROT-{run}-{i:04d}", "accountName": f"rot-{run}-{i:04d}",
-                               "azure": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id}})
+                               "azure": {"tenantId": DEVSTACK_TENANT_ID, "clientId": client_id},
+                               **({"rotation": {"alsoUpdate": [f"backups-{run}-{i:04d}"]}} if args.holders else {})})
             say(f"onboarding {args.due} accounts ...")
             with ThreadPoolExecutor(8) as pool:
                 outcomes = list(pool.map(lambda b: process_request(json.dumps(b), deps.clients, deps.settings.pipeline,
                                                                    owner=f"seed-{b['requestId']}"), bodies))
             assert all(o.kind.value == "succeeded" for o in outcomes), [o.reason for o in outcomes]
+            if args.holders:
+                say(f"one backup location on each of the {args.due} principals ...")
+                for body in bodies:
+                    secret, _ = deps.clients.secrets.get_secret(f"palette-{body['accountName']}-client-secret")
+                    requests.post(f"{servers['palette']}/_devstack/locations/azure", timeout=10, json={
+                        "name": body["rotation"]["alsoUpdate"][0], "tenantId": DEVSTACK_TENANT_ID,
+                        "clientId": body["azure"]["clientId"],
+                        "clientSecret": secret.get_secret_value()}).raise_for_status()
             now = dt.datetime.now(dt.UTC)
             for body in bodies:
                 def age(row: AccountRecord) -> None:
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [deps.clients.inventory.get(b["accountName"]) for b in bodies]
             succeeded = sum(1 for r in rows if r is not None and r.last_rotation_outcome == "succeeded")
             calls = {name: _requests(url, verify)[marks[name]:] for name, url in servers.items()}
+            updated = _holders_updated(servers["palette"], deps, bodies) if args.holders else 0
         finally:
             deps.close()
             stack.stop()
@@ -139,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     figure("sweep run time (due accounts found, rotations started)", swept, "s", "none")
     figure("rotation sweep wall time, sweep to the last rotation finished", wall, "s", "none", digits=1)
     figure("rotations succeeded", succeeded, "", str(args.due))
+    minimums = dict(MINIMUM)
+    if args.holders:
+        figure("backup locations holding the new secret", updated, "", str(args.due))
+        minimums["palette"] += args.due + 2  # each Azure location read by the list; its own holder read and PUT
     total, floor = 0, 0
-    for service, minimum in MINIMUM.items():
+    for service, minimum in minimums.items():
         need = minimum * args.due
         total, floor = total + counted[service], floor + need
         figure(f"{service} calls", counted[service], "", f"<= {int(need * 1.1)}, minimum {need}")
         figure(f"{service} calls over the minimum", counted[service] / need, "", "<= 1.10")
+        figure(f"{service} calls per rotation", counted[service] / max(succeeded, 1), "", f"minimum {minimum}")
     figure("all calls", total, "", f"<= {int(floor * 1.1)}, minimum {floor}")
     figure("all calls over the minimum", total / floor, "", "<= 1.10")
     by_call = Counter(f"{name}{' (the Palette stand-in)' if _stand_in(c) else ''} {describe(c)}"
@@ -152,6 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     for call, count in sorted(by_call.items(), key=lambda item: (-item[1], item[0])):
         figure(f"calls to {call}", count, "", "none")
     return 0
+
+
+def _holders_updated(palette_url: str, deps: Any, bodies: list[dict[str, Any]]) -> int:
+    """How many of the seeded backup locations hold their account's current secret (Key Vault's)."""
+    import hashlib
+
+    import requests
+
+    held = {loc["name"]: loc["clientSecretSha256"]
+            for loc in requests.get(f"{palette_url}/_devstack/state", timeout=60).json()["backupLocations"]}
+    count = 0
+    for body in bodies:
+        secret, _ = deps.clients.secrets.get_secret(f"palette-{body['accountName']}-client-secret")
+        digest = hashlib.sha256(secret.get_secret_value().encode()).hexdigest()
+        count += held.get(body["rotation"]["alsoUpdate"][0]) == digest
+    return count
 
 
 def _stand_in(call: dict[str, Any]) -> bool:

@@ -9,7 +9,8 @@
 * **keys**: remove the SSH key the product uploaded for the account, when asked and no other
   managed account uses it; revoke and delete the API key(s) the product created for it, when asked;
 * **passwords**: remove every Graph password the product made for the account, by keyId; others
-  are reported, never touched;
+  are reported, never touched; so is each other holder of the principal's secret (an Azure backup
+  location in the account's scope), which the offboarding neither deletes nor changes;
 * **secrets**: soft-delete the account's Key Vault secrets (client secret, SSH private key, API key
   value): recoverable for the vault's retention period, never purged by the product.
 
@@ -26,13 +27,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared import credentials
 from shared.credentials import SecretKind
 from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError, StepInProgressError
 from shared.logs import get_logger
+from shared.rotation import holders
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, OFFBOARDED, AccountRecord
 from shared.state.records import utcnow
@@ -198,6 +200,33 @@ def _ssh_key_users(clients: Services, account: AccountRecord) -> list[str]:
 
 
 def decide_passwords(account: AccountRecord, clients: Services) -> Decision:
+    graph_passwords = _decide_graph_passwords(account, clients)
+    return Decision(graph_passwords.remove, [*graph_passwords.left, *holders_left(account, clients)])
+
+
+def holders_left(account: AccountRecord, clients: Services) -> list[str]:
+    """Other holders of the principal's secret (Azure backup locations in the account's scope): an
+    offboarding neither deletes nor changes them, and names each, since the passwords it removes may
+    be the ones they sign in with."""
+    if not account.client_id:
+        return []
+    try:
+        found = holders.find(clients.palette, account)
+    except HttpResponseError as exc:
+        if exc.status_code is None or not 400 <= exc.status_code < 500 or exc.status_code == 429:
+            raise  # transient: the step is tried again
+        return [f"Azure backup locations: Palette refused to list them ({exc.status_code}), so any that sign in as "
+                f"app {account.client_id} are not named here"]
+    left = []
+    for location in found:
+        key_id = account.holders.get(location.uid)
+        uses = f"Graph password {key_id}, which this product gave it" if key_id else "a password removed here"
+        left.append(f"Azure backup location {location.name} ({location.uid}): signs in as app {account.client_id} "
+                    f"and is left unchanged; it stops working if it uses {uses}")
+    return left
+
+
+def _decide_graph_passwords(account: AccountRecord, clients: Services) -> Decision:
     graph = clients.graph
     if graph is None or not account.client_id:
         if account.current_key_id or account.previous_key_id:

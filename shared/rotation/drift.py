@@ -14,6 +14,14 @@ What it finds (``kind`` of ``palette.onboarding.drift.detected``, and a field of
 * ``secret_missing``: a Palette account the product registered that Key Vault no longer backs.
 * ``orphan_password``: a Graph password the product made for the account that is neither its
   current nor its previous one. Removed once seen for ``ORPHAN_GRACE_HOURS``.
+* ``permissions``: for an account onboarded with ``azure.permissions``, the principal no longer
+  holds (or never held, under ``enforce: false``) an action Palette needs at one of its scopes:
+  announced as ``palette.onboarding.account.permissions_drifted`` with the finding per scope.
+* ``holder_secret_invalid``: another holder of the secret (an Azure backup location,
+  :mod:`shared.rotation.holders`) holds the Graph password the last rotation gave it, and the app
+  no longer has that password. Repaired by a rotation, which gives it the new secret.
+* ``holder_unmanaged``: a holder the product may not change that the last rotation did not know:
+  the next rotation will keep the older passwords for it (``rotation.blocked``).
 
 A kind that is found no more (or was repaired) is announced with ``drift.resolved``. Events go out
 through the account's row (an outbox), once each. Each account is looked at under its name's lease,
@@ -29,7 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -38,6 +46,7 @@ from shared import credentials
 from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import build_document
 from shared.logs import Counts, bind, get_logger
+from shared.rotation import holders
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
@@ -50,7 +59,8 @@ if TYPE_CHECKING:
 
 logger = get_logger(__name__)
 
-KINDS = ("secret_changed", "not_ours", "secret_invalid", "account_missing", "secret_missing", "orphan_password")
+KINDS = ("secret_changed", "not_ours", "secret_invalid", "account_missing", "secret_missing", "orphan_password",
+         "permissions", "holder_secret_invalid", "holder_unmanaged")
 #: How long the pass holds an account's name while it looks at it.
 LEASE_SECONDS = 60.0
 
@@ -75,6 +85,8 @@ class Found:
     kinds: set[str]
     repaired: set[str]
     orphans: dict[str, str]  # keyId -> when it was first seen
+    #: More data for a kind's ``detected`` event (the permissions finding per scope).
+    data: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *,
@@ -84,6 +96,7 @@ def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *
     moment = now or utcnow()
     report = DriftReport()
     owner = f"drift:{uuid.uuid4().hex[:12]}"
+    locations = holders.ScopeLocations(clients.palette)  # each scope's backup locations, listed once a pass
     try:
         net = safety_net(clients, config, moment)
         report.objects_recorded, report.objects_removed, report.errors = net.recorded, net.removed, net.errors
@@ -94,7 +107,7 @@ def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *
         report.accounts += 1
         with bind(requestId=account.onboarded_by or None):
             try:
-                _look_at(account, owner, clients, queue, config, moment, report)
+                _look_at(account, owner, clients, queue, config, moment, report, locations)
             except Exception:  # one account failing does not stop the pass
                 report.errors += 1
                 logger.warning("drift: account %s could not be checked", account.account_name, exc_info=True)
@@ -103,7 +116,7 @@ def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *
 
 
 def _look_at(account: AccountRecord, owner: str, clients: Services, queue: RequestQueue, config: RotationConfig,
-             now: dt.datetime, report: DriftReport) -> None:
+             now: dt.datetime, report: DriftReport, locations: holders.ScopeLocations) -> None:
     """Look at one account under its name's lease; one an onboarding, rotation or offboarding
     holds is left for the next pass."""
     from shared.engine.leases import NameLeases
@@ -120,6 +133,7 @@ def _look_at(account: AccountRecord, owner: str, clients: Services, queue: Reque
         if current is None or current.status != MANAGED:
             return
         found = _inspect(current, clients, queue, config, now, report)
+        _holders(current, clients, queue, found, locations)
         _record(current, found, clients, now, report)
     finally:
         lease.release()
@@ -149,11 +163,63 @@ def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, con
             found.kinds.add("secret_invalid")
             if account.secret_source == SOURCE_GENERATED:
                 _rotate(account, clients, queue)  # resolved when the next pass finds the new secret accepted
-    if account.secret_source == SOURCE_GENERATED:
+    if account.secret_source == SOURCE_GENERATED and not account.blocked_holders:  # else they are kept for them
         in_use = {_key_id_of(palette.annotations.get(credentials.SECRET_REF_ANNOTATION, "")) if palette else "",
-                  current.tags.get(credentials.CREDENTIAL_ID_TAG, "") if current else ""}
+                  current.tags.get(credentials.CREDENTIAL_ID_TAG, "") if current else "", *account.holders.values()}
         _orphans(account, clients, config, now, found, report, in_use=in_use - {""})
+    if account.permissions:
+        _permissions(account, clients, found)
     return found
+
+
+def _permissions(account: AccountRecord, clients: Services, found: Found) -> None:
+    """Check the principal's Azure permissions again, as the onboarding's check did."""
+    from shared.permissions.check import check_permissions
+
+    if clients.authorization is None or clients.graph is None:
+        return
+    principal = clients.graph.service_principal_id(account.client_id)
+    report = check_permissions(account.permissions, principal, clients.authorization)
+    if not report.ok:
+        found.kinds.add("permissions")
+        found.data["permissions"] = {"permissions": report.as_data(), "detail": report.describe()}
+
+
+def _holders(account: AccountRecord, clients: Services, queue: RequestQueue, found: Found,
+             locations: holders.ScopeLocations) -> None:
+    """Other holders of the secret: one whose recorded password the app no longer has (a rotation
+    is started, which gives it the new secret), and one the product may not change that the last
+    rotation did not know of. Backup locations that cannot be read leave these kinds as they were."""
+    try:
+        holding = locations.holding(account)
+    except HttpResponseError as exc:
+        logger.warning("drift: the backup locations of account %s could not be read (%s)", account.account_name,
+                       exc.status_code)
+        found.kinds |= {kind for kind in account.drift if kind in ("holder_secret_invalid", "holder_unmanaged")}
+        return
+    known = {str(entry.get("uid")) for entry in account.blocked_holders}  # a rotation cannot change these
+    recorded = [location for location in holding if account.holders.get(location.uid)]
+    if recorded and clients.graph is not None:
+        try:
+            keys = {password.key_id for password in clients.graph.get_application(account.client_id).passwords}
+        except ResourceNotFoundError:
+            keys = set()
+        invalid = [location for location in recorded if account.holders[location.uid] not in keys]
+        if invalid:
+            found.kinds.add("holder_secret_invalid")
+            found.data["holder_secret_invalid"] = {"holders": [
+                {"uid": location.uid, "name": location.name, "keyId": account.holders[location.uid]}
+                for location in invalid]}
+            if account.secret_source == SOURCE_GENERATED and "secret_invalid" not in found.kinds \
+                    and any(holders.may_change(location, account) and location.uid not in known
+                            for location in invalid):
+                _rotate(account, clients, queue)  # resolved when the next pass finds its password on the app
+    unmanaged = [location for location in holding
+                 if not holders.may_change(location, account) and location.uid not in known]
+    if unmanaged:
+        found.kinds.add("holder_unmanaged")
+        found.data["holder_unmanaged"] = {"holders": [
+            {"uid": location.uid, "name": location.name, "why": holders.NOT_OURS} for location in unmanaged]}
 
 
 def _key_id_of(secret_ref: str) -> str:
@@ -263,7 +329,8 @@ def _record(account: AccountRecord, found: Found, clients: Services, now: dt.dat
     before = set(account.drift)
     events = []
     for kind in sorted(found.kinds - before):
-        events.append(_event(account, "drift.detected", kind, now))
+        events.append(_event(account, "account.permissions_drifted" if kind == "permissions" else "drift.detected",
+                             kind, now, **found.data.get(kind, {})))
     for kind in sorted((before - still) | (found.repaired - before)):
         events.append(_event(account, "drift.resolved", kind, now))
     report.detected += len(found.kinds - before)
@@ -292,11 +359,17 @@ _DETAIL = {
     "orphan_password": "a Graph password this product made is neither the current nor the previous one",
     "not_ours": "the Palette cloud account no longer carries this product's annotations (someone replaced it, e.g. "
                 "a Terraform apply); the product changes nothing there until they are put back",
+    "permissions": "the app's service principal lacks Azure permissions Palette needs at a scope of "
+                   "azure.permissions",
+    "holder_secret_invalid": "a backup location holds a client secret this product gave it that the app "
+                             "registration no longer has",
+    "holder_unmanaged": "a backup location this product may not change signs in as the app registration; "
+                        "rotations keep the older passwords for it",
 }
 
 
-def _event(account: AccountRecord, short_type: str, kind: str, now: dt.datetime) -> dict[str, object]:
-    outcome = "detected" if short_type == "drift.detected" else "resolved"
+def _event(account: AccountRecord, short_type: str, kind: str, now: dt.datetime, **data: object) -> dict[str, object]:
+    outcome = "resolved" if short_type == "drift.resolved" else "detected"
     return build_document(account.onboarded_by or account.account_name, account.account_name, short_type, "drift",
                           outcome, discriminator=f"{kind}:{now.date().isoformat()}", kind=kind,
-                          accountName=account.account_name, detail=_DETAIL[kind])
+                          accountName=account.account_name, **{"detail": _DETAIL[kind], **data})

@@ -2,9 +2,11 @@
 
 A rotation holds the same account lease an onboarding of the account takes, so a rotation and an
 onboarding (or two rotations) of one account never run at once. It announces
-``palette.onboarding.secret.rotated`` when the new secret is in Palette and Key Vault, and
-``palette.onboarding.rotation.failed`` (with a reason a person can act on) when it stops; either
-way Palette is left on a secret that works, and the next run retries.
+``palette.onboarding.secret.rotated`` when the new secret is in Palette and Key Vault (and the other
+holders of it the product may change), ``palette.onboarding.rotation.blocked`` when a holder it may
+not change keeps the older passwords on the app, and ``palette.onboarding.rotation.failed`` (with a
+reason a person can act on) when it stops; either way Palette is left on a secret that works, and
+the next run retries.
 """
 
 from __future__ import annotations

@@ -15,18 +15,23 @@ secret that does not work.
   Tenant limits: a credential lifetime policy that refuses the end date gets the longest lifetime
   it allows; an app that holds its cap of passwords, both of them ours, has the previous one freed
   first (the current one is proven to work), and the event says so.
+  Then each other *holder* of the secret the product may change (an Azure backup location on the
+  same principal: :mod:`shared.rotation.holders`, found by ``plan``) is read again and given the new
+  secret, fenced as the account's ``PUT`` is; one Palette refuses is recorded, and blocks the prune.
 * **prune**: remove only the product's own passwords of this account that are neither the new
   one nor the one it replaced (by keyId); passwords the product did not make are never touched,
-  and are reported.
+  and are reported. Nothing is removed while a holder lacks the new secret (one the product may
+  not change, or one whose update Palette refused): ``rotation.blocked`` names each.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
@@ -38,12 +43,15 @@ from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import StepDone, WorkContext
 from shared.errors import PermanentStepError
 from shared.logs import get_logger
+from shared.rotation import holders
 from shared.rotation.models import RotationTrigger
 from shared.state import StepOutcome
 from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pydantic import SecretStr
 
     from shared.clients.graph import NewPassword
@@ -71,6 +79,11 @@ FOREIGN = "foreignKeyIds"
 #: The new password, by the key the fences record it under (shared.made).
 PASSWORD = "password"
 ACCOUNT_UID = "accountUid"
+#: Other holders of the secret (JSON, :func:`shared.rotation.holders.dump`): found by plan, what each
+#: was given by rotate.
+HOLDERS = "holders"
+#: The holders that kept the prune from removing the older passwords (JSON list of uid, name, why).
+BLOCKED = "blockedBy"
 
 #: Lifetimes (days) tried, longest first, when a tenant policy refuses the requested one and its
 #: message does not name the limit.
@@ -150,8 +163,11 @@ def plan(ctx: RotationContext) -> StepDone:
                        "as current", ctx.request_id, name, current.version)
     replaced = (current.tags.get(credentials.CREDENTIAL_ID_TAG, "")
                 if credentials.is_product_secret(current.tags) else "")
-    return StepDone(f"rotating {name} version {current.version}", {
-        FROM_VERSION: current.version, REPLACED_KEY_ID: replaced, ACCOUNT_UID: account.palette_uid})
+    found = [holders.of(location, account) for location in holders.find(ctx.clients.palette, account)]
+    detail = f"rotating {name} version {current.version}" + (
+        f"; {len(found)} backup location(s) hold the secret too" if found else "")
+    return StepDone(detail, {FROM_VERSION: current.version, REPLACED_KEY_ID: replaced,
+                             ACCOUNT_UID: account.palette_uid, **({HOLDERS: holders.dump(found)} if found else {})})
 
 
 def _skip(reason: str) -> StepDone:
@@ -178,6 +194,7 @@ def rotate(ctx: RotationContext) -> StepDone:
         new_key = earlier.ids.get("keyId", "")
         kept = store.find_version(name, tag=credentials.CREDENTIAL_ID_TAG, value=new_key) if new_key else None
         if kept is not None:
+            _give_holders(ctx, new_key, lambda: store.get_secret(name, kept.version)[0])
             return _rotated(ctx, kept, new_key)
         if earlier.owned:
             made.take_back(earlier, ctx.request_id, ctx.clients)  # ours, unusable, and nobody holds it
@@ -236,7 +253,51 @@ def rotate(ctx: RotationContext) -> StepDone:
                 f"keep it: {failure.message} The previous secret stays valid until it expires; the next rotation "
                 "tries again.") from None
         raise
+    ctx.checkpoint("rotate.stored")
+    _give_holders(ctx, password.key_id, lambda: password.secret_text)
     return _rotated(ctx, stored, password.key_id)
+
+
+def _give_holders(ctx: RotationContext, key_id: str, secret: Callable[[], SecretStr]) -> None:
+    """Give each holder the product may change, not given it yet, the new secret (``key_id``):
+    read again just before (a full PUT overwrites what changed since the read), fenced, recorded
+    one by one. A refusal is recorded on the holder (it blocks the prune); a transient failure
+    raises, and the step's next try goes on from the first holder not given it."""
+    todo = [h for h in holders.load(ctx.result(HOLDERS))
+            if h.may_change and not h.blocks and not h.left and h.key_id != key_id]
+    if not todo:
+        return
+    value = secret()
+    account = ctx.account
+    project_uid = account.project_uid or None
+    palette = ctx.clients.palette
+    for holder in todo:
+        try:
+            location = palette.get_azure_backup_location(holder.uid, project_uid=project_uid)
+            if not holders.holds(location, account):
+                outcome = replace(holder, left="it no longer signs in as this app registration")
+            elif not holders.may_change(location, account):
+                outcome = replace(holder, may_change=False, blocks=holders.NOT_OURS)
+            else:
+                ctx.handle.fence()
+                palette.update_azure_backup_location(holder.uid, location,
+                                                     holders.location_credentials(location, account, value),
+                                                     project_uid=project_uid)
+                outcome = replace(holder, name=location.name, key_id=key_id)
+        except HttpResponseError as exc:
+            if not holders.refused(exc):
+                raise
+            outcome = replace(holder, blocks=f"Palette refused its update ({exc.status_code}): {exc.message}")
+            logger.warning("request %s: Palette refused to update backup location %s (%s)", ctx.request_id,
+                           holder.uid, exc.status_code)
+        ctx.handle.write(_holder_recorder(outcome))
+        ctx.checkpoint("rotate.holder")
+
+
+def _holder_recorder(holder: holders.Holder) -> Callable[[Any], None]:
+    def apply(row: Any) -> None:
+        row.results[HOLDERS] = holders.replace(row.results.get(HOLDERS), holder)
+    return apply
 
 
 def _rotated(ctx: RotationContext, stored: StoredSecret, key_id: str) -> StepDone:
@@ -246,7 +307,9 @@ def _rotated(ctx: RotationContext, stored: StoredSecret, key_id: str) -> StepDon
     data: dict[str, Any] = {"keyVaultSecretId": stored.id, "graphKeyId": key_id,
                             "replacedKeyId": ctx.result(REPLACED_KEY_ID) or None,
                             "expiresOn": results.get(SECRET_EXPIRES_ON), "trigger": ctx.request.trigger.value,
-                            "palette": {"accountUid": ctx.result(ACCOUNT_UID)}}
+                            "palette": {"accountUid": ctx.result(ACCOUNT_UID)},
+                            "holdersUpdated": [h.named() for h in holders.load(ctx.result(HOLDERS))
+                                               if h.key_id == key_id]}
     if ctx.result(FREED_KEY_ID):
         data["freedKeyId"] = ctx.result(FREED_KEY_ID)
         data["note"] = ("The app could hold no more passwords: the previous one was removed first, since the "
@@ -319,8 +382,18 @@ def _free_previous(ctx: RotationContext, app_id: str, account: AccountRecord, ex
     graph = ctx.clients.graph
     assert graph is not None
     current = ctx.result(REPLACED_KEY_ID) or account.current_key_id
+    unchangeable = [h for h in holders.load(ctx.result(HOLDERS)) if h.blocks and not h.left]
+    if unchangeable:
+        names = ", ".join(f"{h.name} ({h.uid})" for h in unchangeable)
+        raise PermanentStepError(
+            "rotate", "too_many_passwords",
+            f"App {app_id} holds as many passwords as its tenant allows, and backup location(s) {names}, which this "
+            f"product may not change, may still use one of them: {exc.message} Remove a password that is no longer "
+            "used, or name the location(s) in rotation.alsoUpdate, then rotate again.") from None
+    held = set(account.holders.values())  # what the holders it updated were given: they may still use it
     ours = [p for p in graph.get_application(app_id).passwords
-            if credentials.is_product_password(p.display_name, ctx.account_name) and p.key_id != current]
+            if credentials.is_product_password(p.display_name, ctx.account_name) and p.key_id != current
+            and p.key_id not in held]
     if not ours:
         raise PermanentStepError(
             "rotate", "too_many_passwords",
@@ -389,6 +462,19 @@ def prune(ctx: RotationContext) -> StepDone:
     older = [p.key_id for p in passwords
              if credentials.is_product_password(p.display_name, ctx.account_name) and p.key_id not in keep]
     foreign = [p.key_id for p in passwords if not credentials.is_product_password(p.display_name)]
+    blocking = _blocking(ctx)
+    if blocking and older:
+        names = ", ".join(f"{h.name} ({h.uid})" for h in blocking)
+        detail = (f"kept {len(older)} older password(s): backup location(s) {names} may still hold one; "
+                  f"{len(foreign)} not made by this product left alone")
+        event = ctx.event("rotation.blocked", "prune", "blocked", holders=[h.blocking() for h in blocking],
+                          keptKeyIds=older, palette={"accountUid": ctx.result(ACCOUNT_UID)},
+                          detail="The older passwords stay on the app registration (the previous secret keeps "
+                                 "working) until every holder of the secret has the new one: give it to each "
+                                 "holder named, or name it in rotation.alsoUpdate, then rotate again.")
+        return StepDone(detail, {PRUNED: "", FOREIGN: ",".join(foreign),
+                                 BLOCKED: json.dumps([h.blocking() for h in blocking], separators=(",", ":"))},
+                        [event])
     if older:
         ctx.handle.fence()
     for key_id in older:
@@ -398,12 +484,28 @@ def prune(ctx: RotationContext) -> StepDone:
     return StepDone(detail, {PRUNED: ",".join(removed), FOREIGN: ",".join(foreign)})
 
 
+def _blocking(ctx: RotationContext) -> list[holders.Holder]:
+    """The holders that may still use an older password: those the product may not change, those
+    Palette refused to update, and (as a safety net) any changeable one not given the new secret."""
+    new_key = ctx.result(NEW_KEY_ID) or ""
+    found = []
+    for holder in holders.load(ctx.result(HOLDERS)):
+        if holder.left:
+            continue
+        if holder.blocks:
+            found.append(holder)
+        elif holder.key_id != new_key:
+            found.append(replace(holder, blocks="not given the new secret by this rotation"))
+    return found
+
+
 # --------------------------------------------------------------------------------------- finish
 
 def record_rotation(ctx: RotationContext) -> None:
     """The inventory after a rotation (or a skipped one): the new current and previous secrets."""
     results = ctx.handle.record.results
     now = iso(utcnow())
+    found, blocking = holders.load(results.get(HOLDERS)), _blocking(ctx)
 
     def apply(account: AccountRecord) -> None:
         if account.rotation_in_flight == ctx.request_id:
@@ -421,6 +523,9 @@ def record_rotation(ctx: RotationContext) -> None:
         account.last_rotation_id, account.last_rotation_at = ctx.request_id, now
         account.last_rotation_outcome, account.last_rotation_reason = "succeeded", ""
         account.foreign_key_ids = [k for k in results.get(FOREIGN, "").split(",") if k]
+        given = {h.uid: h.key_id or account.holders.get(h.uid, "") for h in found if not h.left}
+        account.holders = {uid: key_id for uid, key_id in given.items() if key_id}
+        account.blocked_holders = [h.blocking() for h in blocking]
         account.drift = [kind for kind in account.drift if kind not in ("secret_changed", "secret_invalid")]
         account.warned = []
 

@@ -85,6 +85,11 @@ class AccountRecord:
     also_update: list[str] = field(default_factory=list)
     #: The request's ``azure.permissions`` (profile, placement, scopes, enforce), for the drift pass.
     permissions: dict[str, Any] = field(default_factory=dict)
+    #: Other holders of the client secret (Azure backup locations) the last rotation gave it:
+    #: location uid -> the Graph keyId it holds (shared.rotation.holders).
+    holders: dict[str, str] = field(default_factory=dict)
+    #: The holders that kept the last rotation from pruning the older passwords: uid, name, why.
+    blocked_holders: list[dict[str, str]] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
     offboarding_in_flight: str = ""
     offboarded_by: str = ""
@@ -138,6 +143,8 @@ class AccountRecord:
             "previousKeyId": self.previous_key_id or None, "expiresOn": self.expires_on or None,
             "lastRotation": last, "rotationInFlight": self.rotation_in_flight or None,
             "drift": list(self.drift), "foreignKeyIds": list(self.foreign_key_ids), "status": self.status,
+            "holders": [{"uid": uid, "keyId": key_id} for uid, key_id in sorted(self.holders.items())],
+            "blockedHolders": [dict(holder) for holder in self.blocked_holders],
             "apiKeyUid": self.api_key_uid or None,
             "previousApiKey": ({"uid": self.previous_api_key_uid, "state": self.previous_api_key_state or "active",
                                 "nextStageAfter": self.previous_api_key_revoke_after or None}
@@ -149,7 +156,8 @@ class AccountRecord:
 
 
 # Columns are the CamelCase of the field names; lists and maps are JSON, the outbox compressed.
-_JSON_FIELDS = {"drift", "drift_since", "foreign_key_ids", "warned", "event_ids", "also_update", "permissions"}
+_JSON_FIELDS = {"drift", "drift_since", "foreign_key_ids", "warned", "event_ids", "also_update", "permissions",
+                "holders", "blocked_holders"}
 _PACKED_FIELDS = {"outbox"}
 _SKIPPED = {"account_name", "etag"}
 

@@ -5,6 +5,7 @@ and reported, and a crash or a lost response at any point ends as an uninterrupt
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -202,6 +203,24 @@ def test_a_password_someone_else_added_to_the_app_survives_and_is_reported(world
 
     assert [p["keyId"] for p in world.graph_passwords(client_id)] == [foreign["keyId"]]
     assert f"Graph password {foreign['keyId']}: not made by this product" in event["data"]["left"]
+
+
+def test_a_backup_location_on_the_same_principal_is_left_unchanged_and_named(world: World) -> None:
+    """Another team's backup location signs in with the account's secret: the offboarding neither
+    deletes nor changes it, and says, in the event and in its state, that it leaves it behind."""
+    from tests.rotation.test_holders import current_secret, location, seed_location
+
+    body = onboard(world, rotation={"alsoUpdate": ["backups-prod"]})
+    uid = seed_location(world, "backups-prod", body["azure"]["clientId"], current_secret(world, body["accountName"]))
+    before = location(world, uid)
+
+    offboarding_body, event = offboard(world, body["accountName"])
+
+    assert location(world, uid) == before
+    [named] = [entry for entry in event["data"]["left"] if entry.startswith("Azure backup location ")]
+    assert f"backups-prod ({uid})" in named and body["azure"]["clientId"] in named
+    state = world.deps.clients.state.get(offboarding_body["requestId"])
+    assert state is not None and any(f"({uid})" in entry for entry in json.loads(state.results["_left:passwords"]))
 
 
 def test_rotated_accounts_lose_both_the_current_and_the_previous_password(world: World) -> None:

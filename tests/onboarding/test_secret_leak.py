@@ -153,6 +153,44 @@ def test_no_secret_from_rotation_reaches_logs_events_state_or_errors(world: Worl
     _assert_nowhere([*before, *after], world, caplog, produced)
 
 
+def test_no_secret_given_to_other_holders_reaches_logs_events_state_or_errors(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """Rotation gives the new secret to a backup location on the same principal (and one update is
+    refused), keeps the older passwords for another team's location, the drift pass reads them and
+    an offboarding names them: neither the secrets they held nor the ones they were given show up."""
+    from shared.rotation.drift import drift_pass
+    from shared.rotation.sweep import rotate_now
+    from tests.rotation.test_holders import PRODUCT_ANNOTATIONS, seed_location
+
+    caplog.set_level(logging.DEBUG)
+    body = world.request(rotation={"alsoUpdate": ["leak-named", "leak-refused"]})
+    assert world.run(body).kind is OutcomeKind.SUCCEEDED
+    account, client_id = body["accountName"], body["azure"]["clientId"]
+    store = world.deps.clients.secrets
+    first = store.get_secret(secret_name(account, SecretKind.CLIENT_SECRET))[0].get_secret_value()
+    for name in ("leak-named", "leak-refused"):
+        seed_location(world, name, client_id, first)
+    seed_location(world, "leak-annotated", client_id, first, annotations=PRODUCT_ANNOTATIONS)
+    seed_location(world, "leak-theirs", client_id, CANARY)
+    world.palette_fault(method="PUT", path="^/v1/users/assets/locations/azure/", status=403, times=1)
+    produced: list[str] = []
+    given = []
+    for _ in range(2):
+        rotate_now(world.deps.clients, world.deps.queue, account)
+        produced += [repr(o) for o in world.deliver_queued()]
+        given.append(store.get_secret(secret_name(account, SecretKind.CLIENT_SECRET))[0].get_secret_value())
+    row = world.deps.clients.inventory.get(account)
+    assert row is not None and len(row.holders) == 3 and len(row.blocked_holders) == 1
+    config = world.deps.settings.pipeline.rotation
+    drift_pass(world.deps.clients, world.deps.queue, config)
+    produced.append(repr(world.deps.clients.inventory.get(account)))
+    produced.append(json.dumps(world.deps.clients.inventory.get(account).to_public()))  # type: ignore[union-attr]
+    offboarding = {"operation": "offboard", "requestId": "LEAK-HOLDERS-1", "accountName": account}
+    produced.append(repr(world.run(offboarding)))
+
+    _assert_nowhere([first, *given, CANARY], world, caplog, produced)
+
+
 def test_no_secret_from_offboarding_reaches_logs_events_state_or_errors(world: World,
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """Offboarding reads the account's secrets' tags, removes the passwords and soft-deletes the
