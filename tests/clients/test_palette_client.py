@@ -60,16 +60,6 @@ def palette() -> Iterator[RunningServer]:
     server.stop()
 
 
-@pytest.fixture
-def admin(palette: RunningServer) -> Iterator[requests.Session]:
-    """The stand-in's /_devstack surface; the stand-in is reset around every test."""
-    session = requests.Session()
-    session.post(f"{palette.url}/_devstack/reset", timeout=5).raise_for_status()
-    yield session
-    session.post(f"{palette.url}/_devstack/reset", timeout=5).raise_for_status()
-    session.close()
-
-
 def fast_retry(**overrides: Any) -> RetryPolicy:
     values: dict[str, Any] = {"initial_delay": 0.01, "max_delay": 0.1, "budget_seconds": 30}
     values.update(overrides)

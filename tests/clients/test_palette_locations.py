@@ -52,16 +52,6 @@ def palette() -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def admin(palette: RunningServer) -> Iterator[requests.Session]:
-    """The stand-in's /_devstack surface; the stand-in is reset around every test."""
-    session = requests.Session()
-    session.post(f"{palette.url}/_devstack/reset", timeout=5).raise_for_status()
-    yield session
-    session.post(f"{palette.url}/_devstack/reset", timeout=5).raise_for_status()
-    session.close()
-
-
-@pytest.fixture
 def client(palette: RunningServer, admin: requests.Session) -> Iterator[PaletteClient]:
     retry = RetryPolicy(initial_delay=0.01, max_delay=0.1, budget_seconds=30)
     with PaletteClient(palette.url, SecretStr(ADMIN_KEY), retry=retry, timeout=10) as c:
