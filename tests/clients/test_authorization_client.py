@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -21,11 +20,11 @@ from azure.core.exceptions import (
 from devstack.arm import EVERYONE, create_app
 from devstack.httpbase import RunningServer
 from devstack.tls import make_loopback_certificate
-from devstack.tokens import issue_token
 from shared.clients.authorization import AuthorizationReader, ScopePermissions
 from shared.engine.failures import FailureKind, classify
 from shared.permissions.catalog import published_role
 from shared.permissions.evaluate import missing_actions, missing_data_actions
+from tests.credentials import StandInCredential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -44,19 +43,8 @@ RG_ELSEWHERE = f"{SUB_SCOPE}/resourceGroups/elsewhere"
 VNET = f"{RG}/providers/Microsoft.Network/virtualNetworks/palette-vnet"
 
 
-class StandInCredential:
-    """Tokens for whatever scope the SDK asks, as the identity stand-in issues them; records the asks."""
-
-    def __init__(self) -> None:
-        self.scopes: list[tuple[str, ...]] = []
-        self.tokens: list[str] = []
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.scopes.append(scopes)
-        token, expires_on = issue_token(audience=scopes[0].removesuffix("/.default"), subject=PRODUCT,
-                                        tenant_id=TENANT)
-        self.tokens.append(token)
-        return AccessToken(token, expires_on)
+def stand_in_credential() -> StandInCredential:
+    return StandInCredential(tenant=TENANT, subject=PRODUCT)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +72,7 @@ def admin(server: RunningServer, cert: LoopbackCertificate) -> Iterator[requests
 
 @pytest.fixture
 def credential() -> StandInCredential:
-    return StandInCredential()
+    return stand_in_credential()
 
 
 @pytest.fixture
@@ -240,9 +228,9 @@ def test_server_errors_and_lost_connections_are_transient(server: RunningServer,
     from azure.mgmt.authorization import AuthorizationManagementClient
 
     seed(admin, server, "roleAssignments", scope=RG, principalId=SP, roleName="Reader")
-    sdk = AuthorizationManagementClient(StandInCredential(), SUB, base_url=server.url, credential_scopes=[ARM_SCOPE],
+    sdk = AuthorizationManagementClient(stand_in_credential(), SUB, base_url=server.url, credential_scopes=[ARM_SCOPE],
                                         connection_verify=str(cert.ca_path), retry_total=1, retry_backoff_factor=0.01)
-    with AuthorizationReader(server.url, StandInCredential(), client=sdk) as quick:
+    with AuthorizationReader(server.url, stand_in_credential(), client=sdk) as quick:
         for fault, raised in (({"status": 503}, HttpResponseError), ({"status": 429, "headers": {"Retry-After": "0"}},
                                                                      HttpResponseError),
                               ({"drop": True}, (ServiceRequestError, ServiceResponseError))):
@@ -269,7 +257,7 @@ def test_arguments_are_checked_before_any_call(reader: AuthorizationReader, serv
 def test_defaults_follow_the_endpoint(cert: LoopbackCertificate, server: RunningServer,
                                       admin: requests.Session) -> None:
     """Built from (endpoint, credential) alone, the token scope is ``<endpoint>/.default``, as in Azure."""
-    credential = StandInCredential()
+    credential = stand_in_credential()
     seed(admin, server, "subscriptions", subscriptionId=SUB, resourceGroups=["palette-clusters"])
     with AuthorizationReader(server.url + "/", credential, connection_verify=str(cert.ca_path)) as built:
         assert built.endpoint == server.url and repr(built) == f"AuthorizationReader(endpoint={server.url!r})"

@@ -15,9 +15,9 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from devstack.httpbase import RunningServer
 from devstack.identity import create_app
 from devstack.tls import LoopbackCertificate, make_loopback_certificate
-from devstack.tokens import issue_token
 from shared.clients.graph import Application, GraphClient, NewPassword
 from shared.clients.http import RetryPolicy
+from tests.credentials import StandInCredential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,21 +29,19 @@ TENANT = str(uuid.uuid4())
 MI_CLIENT = str(uuid.uuid4())
 
 
-class StandInCredential:
-    """A TokenCredential whose tokens the identity stand-in accepts for Graph."""
+class GraphCredential(StandInCredential):
+    """Graph tokens for the app's identity; ``first_token`` is handed out first (a cached token
+    Graph no longer accepts)."""
 
     def __init__(self, *, lifetime_seconds: int = 3600, first_token: str | None = None) -> None:
-        self.lifetime_seconds = lifetime_seconds
+        super().__init__(tenant=TENANT, subject=MI_CLIENT, audience=GRAPH, lifetime_seconds=lifetime_seconds)
         self.first_token = first_token
-        self.scopes: list[tuple[str, ...]] = []
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.scopes.append(scopes)
-        if self.first_token is not None and len(self.scopes) == 1:
-            return AccessToken(self.first_token, int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
-        token, expires_on = issue_token(audience=GRAPH, subject=MI_CLIENT, tenant_id=TENANT,
-                                        lifetime_seconds=self.lifetime_seconds)
-        return AccessToken(token, expires_on)
+        issued = super().get_token(*scopes, **kwargs)
+        if self.first_token is not None and len(self.asks) == 1:
+            return AccessToken(self.first_token, issued.expires_on)
+        return issued
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +87,7 @@ def make_client(identity: RunningServer, ca_path: Path, credential: StandInCrede
                 **kwargs: Any) -> GraphClient:
     session = requests.Session()
     session.verify = str(ca_path)
-    return GraphClient(identity.url, credential or StandInCredential(), scope=SCOPE, session=session,
+    return GraphClient(identity.url, credential or GraphCredential(), scope=SCOPE, session=session,
                        retry=RetryPolicy(initial_delay=0.01, max_delay=0.05), **kwargs)
 
 
@@ -207,7 +205,7 @@ def test_naive_datetimes_are_refused_before_any_call(graph: GraphClient, app_id:
 
 
 def test_token_is_cached(identity: RunningServer, ca_path: Path, app_id: str) -> None:
-    credential = StandInCredential()
+    credential = GraphCredential()
     with make_client(identity, ca_path, credential) as client:
         for _ in range(3):
             client.get_application(app_id)
@@ -216,7 +214,7 @@ def test_token_is_cached(identity: RunningServer, ca_path: Path, app_id: str) ->
 
 def test_token_within_five_minutes_of_expiry_is_renewed(identity: RunningServer, ca_path: Path,
                                                         app_id: str) -> None:
-    credential = StandInCredential(lifetime_seconds=240)
+    credential = GraphCredential(lifetime_seconds=240)
     with make_client(identity, ca_path, credential) as client:
         client.get_application(app_id)
         client.get_application(app_id)
@@ -224,7 +222,7 @@ def test_token_within_five_minutes_of_expiry_is_renewed(identity: RunningServer,
 
 
 def test_rejected_cached_token_is_replaced_once(identity: RunningServer, ca_path: Path, app_id: str) -> None:
-    credential = StandInCredential(first_token="not.a-valid.token")
+    credential = GraphCredential(first_token="not.a-valid.token")
     with make_client(identity, ca_path, credential) as client:
         assert client.get_application(app_id).app_id == app_id
     assert len(credential.scopes) == 2
@@ -232,7 +230,7 @@ def test_rejected_cached_token_is_replaced_once(identity: RunningServer, ca_path
 
 def test_persistently_rejected_token_is_an_authentication_error(identity: RunningServer, ca_path: Path,
                                                                 app_id: str) -> None:
-    class Wrong(StandInCredential):
+    class Wrong(GraphCredential):
         def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
             super().get_token(*scopes)
             return AccessToken("garbage", int(dt.datetime.now(dt.UTC).timestamp()) + 3600)
@@ -246,7 +244,7 @@ def test_persistently_rejected_token_is_an_authentication_error(identity: Runnin
 
 
 def test_default_scope_follows_the_endpoint() -> None:
-    client = GraphClient("https://graph.microsoft.us/", StandInCredential())
+    client = GraphClient("https://graph.microsoft.us/", GraphCredential())
     assert client._scope == "https://graph.microsoft.us/.default"
     client.close()
 

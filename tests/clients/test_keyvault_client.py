@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 from pydantic import SecretStr
@@ -19,9 +18,9 @@ from pydantic import SecretStr
 from devstack.httpbase import Fault, RunningServer
 from devstack.keyvault import KeyVaultApp
 from devstack.tls import make_loopback_certificate
-from devstack.tokens import issue_token
 from shared.clients.keyvault import SecretStore, StoredSecret
 from shared.credentials import ACCOUNT_TAG, CREDENTIAL_ID_TAG, MANAGED_BY_TAG, PRODUCT, SecretKind, secret_tags
+from tests.credentials import StandInCredential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -41,19 +40,9 @@ class FakeClock:
         self.now += seconds
 
 
-class StaticCredential:
-    """Hands out tokens for the scope the SDK asks for, as a managed identity would."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.scopes: list[tuple[str, ...]] = []
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.calls += 1
-        self.scopes.append(scopes)
-        token, expires_on = issue_token(audience=scopes[0].removesuffix("/.default"), subject="onboarding-app",
-                                        tenant_id=TENANT_ID)
-        return AccessToken(token, expires_on)
+def static_credential() -> StandInCredential:
+    """Tokens for the scope the SDK asks for, as a managed identity would get them."""
+    return StandInCredential(tenant=TENANT_ID, subject="onboarding-app")
 
 
 class Vault:
@@ -79,7 +68,7 @@ def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
 @pytest.fixture
 def store(vault: Vault) -> Iterator[SecretStore]:
     vault.server.reset()
-    with SecretStore(vault.server.url, StaticCredential(), connection_verify=vault.ca_path) as s:
+    with SecretStore(vault.server.url, static_credential(), connection_verify=vault.ca_path) as s:
         yield s
 
 
@@ -97,7 +86,7 @@ def test_store_keeps_the_challenge_resource_check_for_a_loopback_vault(vault: Va
     """The SDK's default check stays on: tokens go to the resource the vault names, and a challenge
     naming a resource the vault's address does not lie under is refused, no token asked for it."""
     vault.server.reset()
-    credential = StaticCredential()
+    credential = static_credential()
     with SecretStore(vault.server.url, credential, connection_verify=vault.ca_path) as checked:
         vault.clock.tick()
         checked.set_secret("challenge-checked", SecretStr("v"), content_type="text/plain", tags={})
@@ -106,7 +95,7 @@ def test_store_keeps_the_challenge_resource_check_for_a_loopback_vault(vault: Va
     impostor = f'Bearer authorization="https://127.0.0.1:1/identity/{TENANT_ID}", resource="https://vault.azure.net"'
     vault.server.add_fault(Fault(method="GET", path_regex="^/secrets/", status=401, times=1,
                                  headers={"WWW-Authenticate": impostor}))
-    wary = StaticCredential()
+    wary = static_credential()
     with SecretStore(vault.server.url, wary, connection_verify=vault.ca_path) as store, \
             pytest.raises(ValueError, match="does not match the requested domain"):
         store.get_secret("challenge-checked")
@@ -258,7 +247,7 @@ def test_secret_value_never_in_reprs_logs_or_errors(
 
 def test_client_passed_in_is_used_and_not_closed(vault: Vault) -> None:
     vault.server.reset()
-    credential = StaticCredential()
+    credential = static_credential()
     client = SecretClient(vault.server.url, credential,
                           connection_verify=vault.ca_path)
     with SecretStore(vault.server.url, credential, client=client) as s:
@@ -267,7 +256,7 @@ def test_client_passed_in_is_used_and_not_closed(vault: Vault) -> None:
     # Still usable after the store closed: its owner closes it.
     assert client.get_secret("shared-client").value == "v"
     client.close()
-    assert credential.calls >= 1
+    assert credential.asks
 
 
 def test_expired_version_is_still_readable_and_reports_its_dates(store: SecretStore, vault: Vault) -> None:

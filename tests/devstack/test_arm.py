@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -30,7 +29,7 @@ from devstack.arm import EVERYONE, create_app
 from devstack.arm.models import Scope, parse_scope
 from devstack.httpbase import HttpError, RunningServer
 from devstack.tls import make_loopback_certificate
-from devstack.tokens import issue_token
+from tests.credentials import StandInCredential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -54,20 +53,9 @@ RG2 = f"/subscriptions/{SUB}/resourceGroups/rg-two"
 VNET = f"{RG1}/providers/Microsoft.Network/virtualNetworks/vnet-one"
 
 
-class StandInCredential:
-    """A TokenCredential issuing devstack tokens for the audience the scope names (or a fixed one)."""
-
-    def __init__(self, *, audience: str | None = None, tenant: str = TENANT, subject: str = CALLER) -> None:
-        self.audience = audience
-        self.tenant = tenant
-        self.subject = subject
-        self.scopes: list[tuple[str, ...]] = []
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.scopes.append(scopes)
-        token, expires_on = issue_token(audience=self.audience or scopes[0].removesuffix("/.default"),
-                                        subject=self.subject, tenant_id=self.tenant)
-        return AccessToken(token, expires_on)
+def stand_in_credential(*, audience: str | None = None, tenant: str = TENANT, subject: str = CALLER,
+                        ) -> StandInCredential:
+    return StandInCredential(tenant=tenant, subject=subject, audience=audience)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +98,7 @@ def seed(admin: requests.Session, server: RunningServer, what: str, **body: Any)
 
 def client(server: RunningServer, ca_path: str, credential: StandInCredential | None = None,
            **kwargs: Any) -> AuthorizationManagementClient:
-    return AuthorizationManagementClient(credential or StandInCredential(), SUB, base_url=server.url,
+    return AuthorizationManagementClient(credential or stand_in_credential(), SUB, base_url=server.url,
                                          credential_scopes=[ARM_SCOPE], connection_verify=ca_path,
                                          retry_backoff_factor=0.01, **kwargs)
 
@@ -128,7 +116,7 @@ def raw(server: RunningServer, ca_path: str, method: str, path: str, *, token: s
 
 
 def arm_token(**kwargs: Any) -> str:
-    return StandInCredential(**kwargs).get_token(ARM_SCOPE).token
+    return stand_in_credential(**kwargs).get_token(ARM_SCOPE).token
 
 
 # -- role assignments --------------------------------------------------------------------------------------
@@ -357,7 +345,7 @@ def test_authentication_as_arm_answers_it(server: RunningServer, ca_path: str, a
         assert token not in answer.text
     for audience in ("https://management.azure.com", "https://management.core.windows.net/"):
         assert raw(server, ca_path, "GET", path, token=arm_token(audience=audience)).status_code == 200
-    credential = StandInCredential(audience="https://vault.azure.net")
+    credential = stand_in_credential(audience="https://vault.azure.net")
     with client(server, ca_path, credential) as wrong, pytest.raises(ClientAuthenticationError):
         list(wrong.role_assignments.list_for_scope(f"/subscriptions/{SUB}"))
     assert credential.scopes and all(s == (ARM_SCOPE,) for s in credential.scopes)

@@ -18,7 +18,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 import requests
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
@@ -34,6 +33,7 @@ from devstack.keyvault import KeyVaultApp, KeyVaultBackend, challenge_resource, 
 from devstack.keyvault.errors import DeletedSecretNotFound, SecretNotFound
 from devstack.tls import make_loopback_certificate
 from devstack.tokens import issue_token
+from tests.credentials import StandInCredential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,20 +47,8 @@ VERSION = re.compile(r"[0-9a-f]{32}")
 UTC = dt.UTC
 
 
-class StandInCredential:
-    """A TokenCredential issuing devstack tokens; records which scopes and tenants the SDK asked for."""
-
-    def __init__(self, *, audience: str | None = None) -> None:
-        self.audience = audience
-        self.requests: list[tuple[tuple[str, ...], str | None]] = []
-
-    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                  enable_cae: bool = False, **kwargs: Any) -> AccessToken:
-        self.requests.append((scopes, tenant_id))
-        audience = self.audience or scopes[0].removesuffix("/.default")
-        token, expires_on = issue_token(audience=audience, subject="test-principal",
-                                        tenant_id=tenant_id or TENANT)
-        return AccessToken(token, expires_on)
+def stand_in_credential(*, audience: str | None = None) -> StandInCredential:
+    return StandInCredential(tenant=TENANT, audience=audience)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +70,7 @@ def _fresh_vault(server: RunningServer) -> None:
 
 @pytest.fixture(scope="module")
 def credential() -> StandInCredential:
-    return StandInCredential()
+    return stand_in_credential()
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +156,8 @@ def test_tenant_ids_compare_case_insensitively(server: RunningServer, cert: Loop
 def test_sdk_follows_the_challenge_to_scope_and_tenant(client: SecretClient, server: RunningServer,
                                                        credential: StandInCredential) -> None:
     client.set_secret("challenge-probe", "v")
-    assert credential.requests
-    assert all(req == ((f"{_resource(server)}/.default",), TENANT) for req in credential.requests)
+    assert credential.asks
+    assert all(req == ((f"{_resource(server)}/.default",), TENANT) for req in credential.asks)
 
 
 def test_secret_client_with_default_settings_accepts_the_challenge_on_any_port(
@@ -207,7 +195,7 @@ def test_vault_refuses_to_serve_where_no_challenge_resource_could_match(cert: Lo
 
 def test_sdk_with_wrong_audience_token_raises_client_authentication_error(
         server: RunningServer, cert: LoopbackCertificate) -> None:
-    wrong = StandInCredential(audience="https://storage.azure.com")
+    wrong = stand_in_credential(audience="https://storage.azure.com")
     with SecretClient(server.url, wrong,
                       connection_verify=str(cert.ca_path)) as bad_client, \
             pytest.raises(ClientAuthenticationError) as caught:
