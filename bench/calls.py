@@ -14,10 +14,15 @@ counted from the stand-ins' records. The minimum per onboarding (derived in benc
 - Entra tokens, 0: a warm worker holds its managed-identity tokens (Palette's own sign-ins to Azure
   when it validates are Palette's calls and are not counted).
 
+With ``--permissions`` each request also asks for ``azure.permissions`` (IaaS, dynamic placement,
+one resource group where the principal holds Palette's published role): Graph 1 more (the app's
+service principal), Resource Manager 3 (the principal's role assignments at the scope, the one
+role's definition, the deny assignments there).
+
 Prints, per service and per prefix, ``calls per onboarding`` with the minimum as the target, the
 ratio of the total to the minimum, and any call kind above its minimum.
 
-    .venv/bin/python -m bench calls [--n 5]
+    .venv/bin/python -m bench calls [--n 5] [--permissions]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
 
@@ -35,6 +41,9 @@ from bench.common import BenchStack, Bodies, Subscriber, describe, figure, rate_
 MINIMUM_PALETTE = {"/v1/dashboard": 1, "/v1/overlords": 1, "/v1/users": 4, "/v1/apiKeys": 3,
                    "/v1/cloudaccounts": 3, "/v1/clouds": 1}
 MINIMUM = {"palette": sum(MINIMUM_PALETTE.values()), "graph": 2, "keyvault": 9, "entra": 0}
+#: What ``azure.permissions`` at one scope adds (the service principal; assignments, role, denies).
+MINIMUM_PERMISSIONS = {"graph": 1, "arm": 3}
+SUBSCRIPTION_ID = "6d7e8f90-0000-4000-8000-0000000bea01"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=5, help="onboardings counted (default 5)")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--permissions", action="store_true",
+                        help="each request asks for azure.permissions at one resource group")
     args = parser.parse_args(argv)
+    minimum = dict(MINIMUM)
+    if args.permissions:
+        for service, extra in MINIMUM_PERMISSIONS.items():
+            minimum[service] = minimum.get(service, 0) + extra
 
     per_service: Counter[str] = Counter()
     per_prefix: Counter[str] = Counter()
@@ -51,11 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     with BenchStack() as bench, Subscriber(bench.settings) as subscriber:
         bodies = Bodies()
         apps = bench.register_apps(args.n + 1)
-        bench.warm_host(subscriber, bodies.one(apps[0], 0), timeout=args.timeout)
+
+        def body_for(number: int) -> dict[str, Any]:
+            body = bodies.one(apps[number], number)
+            if args.permissions:
+                body["azure"]["permissions"] = _granted_scope(bench, apps[number], number)
+            return body
+
+        bench.warm_host(subscriber, body_for(0), timeout=args.timeout)
         for number in range(1, args.n + 1):
             time.sleep(1.0)  # the previous onboarding's last writes are done
             bench.clear_requests()
-            body = bodies.one(apps[number], number)
+            body = body_for(number)
             bench.enqueue([body])
             event = subscriber.wait_for({body["requestId"]}, timeout=args.timeout).get(body["requestId"])
             if event is None or event.type != "validated":
@@ -72,18 +94,34 @@ def main(argv: list[str] | None = None) -> int:
             say(f"onboarding {number}: {sum(len(c) for c in bench.calls().values())} calls")
     runs = max(counted, 1)
     total = sum(per_service.values()) / runs
-    floor = sum(MINIMUM.values())
+    floor = sum(minimum.values())
     figure("calls per onboarding, all services", total, "calls", f"minimum {floor}", digits=1)
     figure("calls ratio", total / floor, "", "1.00")
-    for service, minimum in MINIMUM.items():
-        figure(f"{service} calls per onboarding", per_service[service] / runs, "calls", f"minimum {minimum}", digits=1)
-    for prefix, minimum in MINIMUM_PALETTE.items():
-        figure(f"palette calls per onboarding at {prefix}", per_prefix[prefix] / runs, "calls", f"minimum {minimum}",
+    for service, least in minimum.items():
+        figure(f"{service} calls per onboarding", per_service[service] / runs, "calls", f"minimum {least}", digits=1)
+    for prefix, least in MINIMUM_PALETTE.items():
+        figure(f"palette calls per onboarding at {prefix}", per_prefix[prefix] / runs, "calls", f"minimum {least}",
                digits=1)
     for kind, count in sorted(kinds.items()):
         figure(f"calls per onboarding, {kind}", count / runs, "calls", "none", digits=1)
     figure("onboardings counted", counted, "", str(args.n))
     return 0
+
+
+def _granted_scope(bench: BenchStack, client_id: str, number: int) -> dict[str, Any]:
+    """A resource group where the app's service principal holds Palette's published role for IaaS
+    with dynamic placement; the request's ``azure.permissions`` for it."""
+    from devstack.stack import DEVSTACK_TENANT_ID
+    from shared.permissions.catalog import published_role
+
+    # Registering an app again answers with it as it is, its service principal's object id too.
+    principal = bench.admin("identity", "POST", "applications",
+                            {"appId": client_id, "tenantId": DEVSTACK_TENANT_ID})["servicePrincipalId"]
+    scope = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-bench-{number:04d}"
+    role = published_role("azure-iaas-dynamic-rg-sub-role")
+    bench.admin("arm", "POST", "roleAssignments", {"scope": scope, "principalId": principal, "roleDefinition": {
+        "roleName": f"{role.role_name} {number:04d}", "actions": list(role.actions)}})
+    return {"profile": "iaas", "placement": "dynamic", "scopes": [scope]}
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 #: The stand-ins the network knobs apply to: Palette, Key Vault, Entra ID/Graph (HTTPS) and the
 #: managed-identity endpoint (plain HTTP, the same identity stand-in).
-SERVICES = ("palette", "keyvault", "identity", "msi")
+SERVICES = ("palette", "keyvault", "identity", "msi", "arm")
 #: The Palette stand-in's own sign-in to Entra when it validates credentials (as Palette asks Azure).
 STAND_IN_USER_AGENT = "^devstack-"
 EVENT_PREFIX = "palette.onboarding."
@@ -146,7 +146,7 @@ class BenchStack:
     def url(self, service: str) -> str:
         stack = self.stack
         server = {"palette": stack.palette, "keyvault": stack.keyvault, "identity": stack.identity_https,
-                  "msi": stack.identity}[service]
+                  "msi": stack.identity, "arm": stack.arm}[service]
         assert server is not None
         return server.url
 
@@ -218,14 +218,15 @@ class BenchStack:
 
     def calls(self) -> dict[str, list[dict[str, Any]]]:
         """Every call the app made, by service: ``palette``, ``graph`` (Graph's ``/v1.0``), ``entra``
-        (tokens: client credentials and managed identity), ``keyvault``; the Palette stand-in's own
-        sign-ins are left out (they are Palette's calls, not the app's)."""
+        (tokens: client credentials and managed identity), ``keyvault``, ``arm`` (Resource Manager);
+        the Palette stand-in's own sign-ins are left out (they are Palette's calls, not the app's)."""
         identity = [r for r in self.requests("identity") + self.requests("msi") if not _stand_in(r)]
         return {
             "palette": self.requests("palette"),
             "graph": [r for r in identity if r["path"].startswith("/v1.0/")],
             "entra": [r for r in identity if not r["path"].startswith("/v1.0/")],
             "keyvault": self.requests("keyvault"),
+            "arm": self.requests("arm"),
         }
 
     def stand_in_calls(self) -> list[dict[str, Any]]:
