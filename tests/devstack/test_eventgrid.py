@@ -23,7 +23,7 @@ from devstack.httpbase import RunningServer
 from devstack.keyvault import DEFAULT_VAULT_NAME, create_app
 from devstack.keyvault.events import vault_resource_id
 from devstack.tls import make_loopback_certificate
-from tests.devstack.test_keyvault import AUTHORITY, TENANT, StandInCredential
+from tests.devstack.test_keyvault import AUTHORITY, TENANT, stand_in_credential
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -110,7 +110,7 @@ def webhook() -> Iterator[Webhook]:
 def client(vault: RunningServer, cert: LoopbackCertificate, webhook: Webhook) -> Iterator[SecretClient]:
     vault.reset()
     webhook.clear()
-    with SecretClient(vault.url, StandInCredential(), connection_verify=str(cert.ca_path)) as secret_client:
+    with SecretClient(vault.url, stand_in_credential(), connection_verify=str(cert.ca_path)) as secret_client:
         yield secret_client
 
 
