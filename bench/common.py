@@ -317,19 +317,17 @@ class Subscriber:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from azure.servicebus import ServiceBusClient
+        from devstack.events import decode, subscription_receiver
 
-        settings = self._settings
-        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
-                client.get_subscription_receiver(settings["EVENTS_TOPIC"], settings["EVENTS_SUBSCRIPTION"],
-                                                 prefetch_count=100) as receiver:
+        # It takes each event off the subscription (as a ticketing system does), so each is counted once.
+        with subscription_receiver(self._settings, prefetch_count=100) as receiver:
             self._ready.set()
             while not self._stop.is_set():
                 # One at a time: asked for several, the SDK waits 0.2 s for more after the first.
                 batch = receiver.receive_messages(max_message_count=1, max_wait_time=0.5)
                 now = time.time()
                 for message in batch:
-                    document = json.loads(b"".join(message.body))
+                    document = decode(message)
                     event = Event(str(document["id"]), str(document["type"]).removeprefix(EVENT_PREFIX),
                                   str((document.get("data") or {}).get("requestId", "")), now)
                     with self._lock:
@@ -389,9 +387,12 @@ def critical_chain(calls: Iterable[dict[str, Any]], latency_s: float) -> list[di
 def describe(call: dict[str, Any]) -> str:
     """``METHOD /path`` with ids replaced by placeholders (Palette uids, app ids, tenants, names)."""
     path = call["path"]
-    if "/v1.0/applications" in path:
-        tail = path.rsplit(")", 1)[-1] if ")" in path else ""
-        path = "/v1.0/applications(...)" + tail
+    if path.startswith(("/v1.0/applications", "/v1.0/servicePrincipals")):
+        head, _, tail = path.partition("(")
+        path = head + "(...)" + (tail.rsplit(")", 1)[-1] if ")" in tail else "")
+    elif "/providers/Microsoft.Authorization/" in path:
+        path = "{scope}/providers/Microsoft.Authorization/" + path.split("/providers/Microsoft.Authorization/", 1)[1]
+        path = re.sub(r"/roleDefinitions/[^/]+", "/roleDefinitions/{id}", path)
     elif "/oauth2/" in path:
         path = "/{tenant}/oauth2/v2.0/token"
     elif path.startswith(("/secrets/", "/deletedsecrets/")):
