@@ -30,7 +30,7 @@ from pydantic import Field
 from shared import credentials, made
 from shared.credentials import SecretKind
 from shared.engine.plan import Finish, Plan, StepDone, WorkContext, build_document
-from shared.errors import PermanentStepError
+from shared.errors import PermanentStepError, StepInProgressError
 from shared.logs import get_logger
 from shared.made import create_once
 from shared.models.fields import AccountName, RequestId  # noqa: TC001 - pydantic reads annotations at run time
@@ -143,6 +143,7 @@ def renew(ctx: RenewalContext) -> StepDone:
                 return _renewed(ctx, uid, stored.id, stored.expires_on, stored.version)
         made.take_back(earlier, ctx.request_id, ctx.clients)  # made before a crash; its value is lost with it
     if not ctx.result(RENAMED):
+        _retire_earlier_replaced_key(ctx, old_uid)
         old = palette.get_api_key(old_uid)
         ctx.handle.fence()
         palette.update_api_key(old_uid, name=f"{name}{REPLACED_SUFFIX}", expiry=old.expiry or expiry,
@@ -164,6 +165,31 @@ def renew(ctx: RenewalContext) -> StepDone:
     stored = store.set_secret(secret, created.value, content_type=credentials.CONTENT_TYPES[SecretKind.API_KEY],
                               expires_on=expiry, tags=tags)
     return _renewed(ctx, created.uid, stored.id, stored.expires_on, stored.version)
+
+
+def _retire_earlier_replaced_key(ctx: RenewalContext, old_uid: str) -> None:
+    """A key renewed again while the key it replaced is still kept (in its overlap or its grace):
+    that one has been replaced twice and is deleted first, through the same stage the sweep takes
+    (it frees the ``-replaced`` name, and the account keeps track of one replaced key)."""
+    account = _account(ctx)
+    uid, state = account.previous_api_key_uid, account.previous_api_key_state
+    if not uid or uid == old_uid:
+        return
+    now = utcnow()
+    held = _HELD.get(state)
+    if held is not None:
+        due = parse_iso(account.previous_api_key_revoke_after)
+        if due is not None and due > now:
+            raise StepInProgressError(f"The replaced API key {uid} is being {held.name}d; the renewal goes on "
+                                      "once that is done.")
+        _carry(held, ctx.account_name, uid, ctx.clients, ctx.config.rotation, now, due_only=True)
+        account = _account(ctx)
+    if account.previous_api_key_uid == uid:
+        stage = DELETE if account.previous_api_key_state == DEACTIVATED else _RETIRE
+        _carry(stage, ctx.account_name, uid, ctx.clients, ctx.config.rotation, now, due_only=False)
+    if _account(ctx).previous_api_key_uid == uid:
+        raise StepInProgressError(f"The replaced API key {uid} could not be deleted yet; the renewal goes on once "
+                                  "it is.")
 
 
 def _renewed(ctx: RenewalContext, uid: str, secret_id: str, expires: dt.datetime | None, version: str) -> StepDone:
@@ -229,6 +255,8 @@ DELETE = _Stage("delete", DEACTIVATED, "deleting", None, lambda p, uid: p.delete
 REACTIVATE = _Stage("reactivate", DEACTIVATED, "reactivating", ACTIVE, lambda p, uid: p.reactivate_api_key(uid),
                     "deactivateAfter",
                     lambda config: config.api_key_overlap_days)
+#: A replaced key still in its overlap when its successor is renewed too: deleted at once.
+_RETIRE = _Stage("delete", ACTIVE, "deleting", None, lambda p, uid: p.delete_api_key(uid))
 _HELD = {stage.holding: stage for stage in (DEACTIVATE, DELETE, REACTIVATE)}
 _DUE = {ACTIVE: DEACTIVATE, DEACTIVATED: DELETE}
 

@@ -92,6 +92,8 @@ def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
                            exc_info=True)
     keys_due = "Status eq @managed and ApiKeyUid ne '' and ApiKeyExpiresOn ne '' and ApiKeyExpiresOn le @horizon"
     for account in clients.inventory.query(keys_due, {"managed": MANAGED, "horizon": horizon}):
+        if _renewed_lately(account, moment):
+            continue
         try:
             report.api_keys += _renew(account, clients, queue)
         except Exception:  # one account failing does not stop the sweep
@@ -145,6 +147,23 @@ def _start(clients: Services, queue: RequestQueue, request: RotationRequest) -> 
         record.rotation_in_flight = request.request_id
     clients.inventory.update(request.account_name, in_flight)
     enqueue(clients, queue, ROTATION, request)
+
+
+#: A key renewed less than an overlap ago is renewed again only this close to its expiry.
+RENEW_AGAIN_BEFORE = dt.timedelta(days=1)
+
+
+def _renewed_lately(account: AccountRecord, now: dt.datetime) -> bool:
+    """The key replaced last is still in its overlap (a key whose whole lifetime is under the
+    threshold is due from the start): the current one waits for that overlap to end, unless it
+    would expire first."""
+    from shared.rotation.apikeys import ACTIVE
+
+    overlap_ends = parse_iso(account.previous_api_key_revoke_after)
+    expires = parse_iso(account.api_key_expires_on)
+    return bool(account.previous_api_key_uid) and account.previous_api_key_state == ACTIVE \
+        and overlap_ends is not None and overlap_ends > now \
+        and (expires is None or expires > now + RENEW_AGAIN_BEFORE)
 
 
 def _renew(account: AccountRecord, clients: Services, queue: RequestQueue) -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from shared.engine import OutcomeKind
 from shared.rotation.sweep import RotateNow, near_expiry, rotate_now, sweep
-from shared.state.records import iso
+from shared.state.records import iso, parse_iso
 from tests.onboarding.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -234,12 +234,13 @@ def test_a_rotation_and_an_onboarding_of_one_account_never_run_at_once(world: Wo
     assert palette_holds_key_vaults_secret(world, body["accountName"])
 
 
-def _renewed_api_key(world: World, *, hosted: bool = False) -> tuple[str, str, str]:
+def _renewed_api_key(world: World, *, hosted: bool = False, expires_in_days: int = 10) -> tuple[str, str, str]:
     """An account onboarded with an API key, then the key renewed by the sweep (the renewal carried
     out here, or by the ``hosted`` app's queue trigger): the account's name, the replaced key's uid
     and the value it had (the value consumers may still hold)."""
     body = world.request()
-    body["apiKey"] = {"name": f"robot-{body['requestId'][-8:]}", "user": "admin@example.com", "expiresInDays": 10}
+    body["apiKey"] = {"name": f"robot-{body['requestId'][-8:]}", "user": "admin@example.com",
+                      "expiresInDays": expires_in_days}
     assert world.run(body).kind is OutcomeKind.SUCCEEDED
     world.events()
     account = body["accountName"]
@@ -340,3 +341,37 @@ def test_a_stage_whose_holder_died_is_finished_once_and_a_held_one_is_not_raced(
     assert row is not None and row.previous_api_key_state == "deactivated"
     deactivated = [e for e in world.events() if e["type"] == "palette.onboarding.apikey.deactivated"]
     assert len(deactivated) == 1 and deactivated[0]["data"]["palette"]["replacedApiKeyUid"] == old_uid
+
+
+def test_a_key_shorter_than_the_threshold_is_renewed_once_per_overlap_and_the_twice_replaced_one_deleted(
+        world: World) -> None:
+    """A 5-day key is due from the start (the threshold is 30 days): renewed once, it is not
+    renewed again while the key it replaced is in its overlap (7 days), until a day before it
+    expires; that second renewal deletes the key replaced first (still in its overlap, and holding
+    the ``-replaced`` name) and succeeds."""
+    config = world.deps.settings.pipeline.rotation
+    account, first_uid, _ = _renewed_api_key(world, expires_in_days=5)
+    for hours in (1, 24 * 3):
+        assert sweep(world.deps.clients, world.deps.queue, config, now=NOW + dt.timedelta(hours=hours)).api_keys == 0
+    assert world.queued() == []
+
+    row = world.deps.clients.inventory.get(account)
+    assert row is not None and row.previous_api_key_uid == first_uid and row.previous_api_key_state == ""
+    second_uid = row.api_key_uid
+    expires = parse_iso(row.api_key_expires_on)
+    assert expires is not None
+    report = sweep(world.deps.clients, world.deps.queue, config, now=expires - dt.timedelta(hours=12))
+    assert report.api_keys == 1
+    [renewed] = world.deliver_queued()
+    assert renewed.kind is OutcomeKind.SUCCEEDED, (renewed.reason, renewed.message)
+
+    after = world.deps.clients.inventory.get(account)
+    assert after is not None and after.previous_api_key_uid == second_uid
+    assert after.api_key_uid not in (first_uid, second_uid)
+    keys = {k["uid"]: k["name"] for k in world.palette_state()["apiKeys"]}
+    assert first_uid not in keys
+    assert keys[second_uid] == keys[after.api_key_uid] + "-replaced"
+    assert _palette_accepts(world, world.secret_value(f"palette-{account}-api-key"))
+    kinds = [(e["type"].removeprefix("palette.onboarding."), e["data"]["palette"].get("replacedApiKeyUid"))
+             for e in world.events() if e["type"].startswith("palette.onboarding.apikey.")]
+    assert kinds == [("apikey.renewed", first_uid), ("apikey.deleted", first_uid), ("apikey.renewed", second_uid)]
