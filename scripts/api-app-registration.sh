@@ -12,9 +12,10 @@
 # --assign-me also gives the signed-in user Onboarding.Submit and Onboarding.Admin, for trying the
 # API from a shell.
 # Environment: AZURE_ENV_NAME (names the registration palette-onboarding-api-<env>), GRAPH_ENDPOINT
-# (default https://graph.microsoft.com). Needs the Azure CLI signed in with the right to create app
-# registrations, and azd on the PATH.
+# (default https://graph.microsoft.com); each one not set is read from the azd environment. Needs
+# the Azure CLI signed in with the right to create app registrations, and azd on the PATH.
 set -euo pipefail
+. "$(dirname "$0")/azd-env.sh"
 
 assign_me=false
 for arg in "$@"; do
@@ -25,13 +26,17 @@ for arg in "$@"; do
   esac
 done
 
-graph=${GRAPH_ENDPOINT:-https://graph.microsoft.com}
+graph=$(azd_value GRAPH_ENDPOINT https://graph.microsoft.com)
 graph=${graph%/}
-env_name=${AZURE_ENV_NAME:-$(azd env get-value AZURE_ENV_NAME)}
+env_name=$(azd_value AZURE_ENV_NAME)
 display_name="palette-onboarding-api-$env_name"
 # The Azure CLI's own application id (the same in every tenant): pre-authorized for the scope.
 azure_cli_app_id=04b07795-8ddb-461a-bbee-02f9e1bf7b46
 say() { printf 'api-app-registration: %s\n' "$*"; }
+if [ -z "$env_name" ]; then
+  say "no azd environment: run azd env new (docs/deploy.md, step 1) from the repository first" >&2
+  exit 1
+fi
 new_id() { python3 -c 'import uuid; print(uuid.uuid4())'; }
 
 app_id=$(az ad app list --display-name "$display_name" --query "[0].appId" -o tsv)

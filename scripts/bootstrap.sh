@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # Set up a fresh machine for development: a virtual environment with the pinned requirements,
-# Microsoft's Python worker for the local host, and the pinned Azurite from npm. Safe to run again: it only redoes what changed, and says what it
-# installs and how long each part took (about a minute and a half on a fresh 2-core machine).
+# Microsoft's Python worker for the local host, and the pinned Azurite from npm; with --with-checkov
+# also checkov, which only the tests use (scripts/test.sh passes it; scripts/demo.sh does not).
+# Safe to run again: it only redoes what changed, and says what it installs and how long each part
+# took. From nothing on a fresh 2-core machine: about 55 s (the demo's set-up), and about 90 s with
+# --with-checkov (the tests' set-up).
+#
+#   scripts/bootstrap.sh [--with-checkov]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_checkov=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-checkov) with_checkov=true ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
 
 began=$SECONDS
 did=""
@@ -14,6 +28,8 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev
   echo "warning: $("$python" --version 2>&1) found; the app targets Python 3.11" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
+  if [ "$with_checkov" = true ]; then expect=90; else expect=55; fi
+  echo "== first set-up: about $expect s on a fresh 2-core machine"
   echo "== creating .venv with $("$python" --version 2>&1)"
   step=$SECONDS
   "$python" -m venv .venv
@@ -33,11 +49,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   did=1
 fi
 # checkov (the Bicep scan in tests/test_checkov.py) pins an older pycep-parser than the tests use,
-# so it gets an environment of its own, from its own pinned list.
+# so it gets an environment of its own, from its own pinned list; only the tests need it.
 checkov_env=.devstack/tools/checkov
 checkov_stamp=$checkov_env/.requirements.sha256
 checkov_want=$(sha256sum infra/checkov-requirements.txt | cut -d' ' -f1)
-if [ ! -x "$checkov_env/bin/checkov" ] || [ ! -f "$checkov_stamp" ] || [ "$(cat "$checkov_stamp")" != "$checkov_want" ]; then
+if [ "$with_checkov" = true ] && { [ ! -x "$checkov_env/bin/checkov" ] || [ ! -f "$checkov_stamp" ] \
+    || [ "$(cat "$checkov_stamp")" != "$checkov_want" ]; }; then
   echo "== installing checkov (infra/checkov-requirements.txt, pinned) into $checkov_env"
   step=$SECONDS
   "$python" -m venv "$checkov_env"
@@ -69,8 +86,10 @@ if [ ! -d ".devstack/tools/azurite-$azurite_version/node_modules/azurite" ]; the
   took "$step"
   did=1
 fi
+have=".venv, the Python worker, Azurite $azurite_version"
+[ "$with_checkov" = true ] && have="$have, checkov"
 if [ -n "$did" ]; then
-  echo "== set up in $((SECONDS - began)) s"
+  echo "== set up in $((SECONDS - began)) s ($have)"
 else
-  echo "== set up already (.venv, checkov, the Python worker, Azurite $azurite_version): nothing to install"
+  echo "== set up already ($have): nothing to install"
 fi

@@ -6,32 +6,34 @@
 #
 #   scripts/graph-grant.sh [--apply] [APP_CLIENT_ID ...]
 #
-# Environment (azd passes its environment to hooks): MANAGED_IDENTITY_PRINCIPAL_ID (required),
-# GRAPH_ENDPOINT (default https://graph.microsoft.com), GRAPH_OWNED_APPS (client ids, separated by
-# spaces or commas, added to the arguments), GRAPH_GRANT_APPLY. Needs the Azure CLI signed in
-# (`az login`): granting the permission takes a Privileged Role Administrator; adding an owner takes
-# an owner of the app registration, an Application Administrator or a Cloud Application
-# Administrator.
+# Environment: MANAGED_IDENTITY_PRINCIPAL_ID (required), GRAPH_ENDPOINT (default
+# https://graph.microsoft.com), GRAPH_OWNED_APPS (client ids, separated by spaces or commas, added to
+# the arguments): azd passes them to hooks, and run by hand the script reads each one not set from
+# the azd environment (azd env get-value). GRAPH_GRANT_APPLY=true applies, from the environment only.
+# Needs the Azure CLI signed in (`az login`): granting the permission takes a Privileged Role
+# Administrator; adding an owner takes an owner of the app registration, an Application
+# Administrator or a Cloud Application Administrator.
 set -euo pipefail
+. "$(dirname "$0")/azd-env.sh"
 
 apply=${GRAPH_GRANT_APPLY:-false}
 apps=()
 for arg in "$@"; do
   case "$arg" in
     --apply) apply=true ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
     *) apps+=("$arg") ;;
   esac
 done
-owned=${GRAPH_OWNED_APPS:-}
+owned=$(azd_value GRAPH_OWNED_APPS)
 for app in ${owned//,/ }; do
-  apps+=("$app")
+  case " ${apps[*]+"${apps[*]}"} " in *" $app "*) ;; *) apps+=("$app") ;; esac
 done
 
-graph=${GRAPH_ENDPOINT:-https://graph.microsoft.com}
+graph=$(azd_value GRAPH_ENDPOINT https://graph.microsoft.com)
 graph=${graph%/}
-principal=${MANAGED_IDENTITY_PRINCIPAL_ID:-}
+principal=$(azd_value MANAGED_IDENTITY_PRINCIPAL_ID)
 # Microsoft Graph's own application id, the same in every tenant.
 graph_app_id=00000003-0000-0000-c000-000000000000
 permission=Application.ReadWrite.OwnedBy
@@ -50,7 +52,7 @@ give_up() {
 }
 
 command -v az >/dev/null 2>&1 || give_up "the Azure CLI (az) is not on the PATH"
-[[ "$principal" =~ $guid ]] || give_up "MANAGED_IDENTITY_PRINCIPAL_ID is not set to an object id (run azd provision first, or export it)"
+[[ "$principal" =~ $guid ]] || give_up "MANAGED_IDENTITY_PRINCIPAL_ID is neither set nor in the azd environment as an object id (run azd provision first, or export it)"
 for app in "${apps[@]+"${apps[@]}"}"; do
   [[ "$app" =~ $guid ]] || give_up "'$app' is not an application (client) id"
 done

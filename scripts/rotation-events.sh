@@ -8,27 +8,29 @@
 #
 #   scripts/rotation-events.sh
 #
-# Environment (azd passes its environment to hooks): AZURE_RESOURCE_GROUP, AZURE_FUNCTION_NAME,
-# EVENTGRID_SYSTEM_TOPIC_NAME, ROTATION_EVENT_SECRET_PREFIXES (a JSON array), API_PRIVATE,
-# ROTATION_EVENTS_ENABLED. Needs the Azure CLI signed in (`az login`) with Contributor on the
-# resource group, and azd on the PATH.
+# Environment (azd passes its environment to hooks; run by hand, each one not set is read from the
+# azd environment): AZURE_RESOURCE_GROUP, AZURE_FUNCTION_NAME, EVENTGRID_SYSTEM_TOPIC_NAME,
+# ROTATION_EVENT_SECRET_PREFIXES (a JSON array), API_PRIVATE, ROTATION_EVENTS_ENABLED. Needs the
+# Azure CLI signed in (`az login`) with Contributor on the resource group, and azd on the PATH.
 set -euo pipefail
+. "$(dirname "$0")/azd-env.sh"
 cd "$(dirname "$0")/.."
 
 function_name=rotation_near_expiry
 say() { printf 'rotation-events: %s\n' "$*"; }
 
-if [ "${ROTATION_EVENTS_ENABLED:-false}" = true ]; then
+if [ "$(azd_value ROTATION_EVENTS_ENABLED false)" = true ]; then
   say "the subscription is part of every azd provision (ROTATION_EVENTS_ENABLED=true); nothing to do"
   exit 0
 fi
-if [ "${API_PRIVATE:-false}" = true ]; then
+if [ "$(azd_value API_PRIVATE false)" = true ]; then
   say "the app is behind a private endpoint, where Event Grid cannot deliver; the daily rotation sweep (ROTATION_SCHEDULE) covers expiring secrets"
   exit 0
 fi
 for name in AZURE_RESOURCE_GROUP AZURE_FUNCTION_NAME EVENTGRID_SYSTEM_TOPIC_NAME ROTATION_EVENT_SECRET_PREFIXES; do
-  if [ -z "${!name:-}" ]; then
-    say "$name is not set: run azd provision first" >&2
+  printf -v "$name" '%s' "$(azd_value "$name")"
+  if [ -z "${!name}" ]; then
+    say "$name is neither set nor in the azd environment: run azd provision first" >&2
     exit 1
   fi
 done

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k palette -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --with-checkov   # checkov too: tests/test_checkov.py runs it
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"

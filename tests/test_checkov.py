@@ -2,9 +2,10 @@
 skipped check skipped inline, next to its resource, with a reason.
 
 checkov is pinned in infra/checkov-requirements.txt and lives in its own environment
-(.devstack/tools/checkov, made by scripts/bootstrap.sh), since it pins an older pycep-parser than
-the one tests/test_infra.py uses. `--skip-download` keeps it off the network (no policy or module
-downloads; without an API key nothing is uploaded). One scan, a few seconds.
+(.devstack/tools/checkov, made by scripts/bootstrap.sh --with-checkov, which scripts/test.sh runs),
+since it pins an older pycep-parser than the one tests/test_infra.py uses. `--skip-download` keeps
+it off the network (no policy or module downloads; without an API key nothing is uploaded). One
+scan, a few seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ MUST_RUN = {
 @cache
 def scan() -> dict[str, Any]:
     if not CHECKOV.is_file():
-        pytest.fail(f"{CHECKOV.relative_to(ROOT)} is missing: run scripts/bootstrap.sh")
+        pytest.fail(f"{CHECKOV.relative_to(ROOT)} is missing: run scripts/bootstrap.sh --with-checkov")
     result = subprocess.run(COMMAND, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     try:
         report: dict[str, Any] = json.loads(result.stdout)

@@ -57,6 +57,19 @@ def test_scripts_named_exist() -> None:
             assert (ROOT / script).is_file(), f"{path.name} runs {script}"
 
 
+def test_the_prerequisites_name_what_the_deploying_set_up_checks() -> None:
+    """The operator sets up with scripts/deploy-setup.sh, not the development bootstrap, and the
+    prerequisites name each tool it checks for."""
+    guide = DOCS[0].read_text()
+    prerequisites = guide.split("## Prerequisites\n", 1)[1].split("\n## ", 1)[0]
+    checked = re.findall(r"^has (\S+) \|\|", (ROOT / "scripts" / "deploy-setup.sh").read_text(), re.MULTILINE)
+    assert set(checked) == {"curl", "python3", "az", "azd"}
+    for tool in checked:
+        assert f"`{tool}`" in prerequisites, f"deploy.md's prerequisites do not name {tool}"
+    assert "bash scripts/deploy-setup.sh" in prerequisites
+    assert not [block for _, block in BLOCKS if "scripts/bootstrap.sh" in block]
+
+
 def test_azd_environment_values_exist() -> None:
     readable = outputs() | AZD_OWN | SET_BY_SCRIPTS
     settable = parameter_variables() | AZD_OWN | READ_BY_SCRIPTS | SET_BY_SCRIPTS

@@ -789,6 +789,39 @@ def test_settings_parity_in_both_directions() -> None:
     assert not FLEX_UNSUPPORTED_SETTINGS & settings, "a setting Flex Consumption does not support is set"
 
 
+def documented_settings() -> tuple[set[str], set[str]]:
+    """infra/README.md, "App settings": the names in the first column of its table (`__credential`
+    after `AzureWebJobsStorage__accountName` stands for `AzureWebJobsStorage__credential`), and the
+    names of its paragraph on what the code reads and Azure leaves unset."""
+    section = (INFRA / "README.md").read_text().split("\n## App settings\n", 1)[1].split("\n## ", 1)[0]
+    table: set[str] = set()
+    for row in re.findall(r"^\| (`.+?) \| .+ \|$", section, re.MULTILINE):  # rows naming settings
+        prefix = ""
+        for name in re.findall(r"`([A-Za-z0-9_]+)`", row):
+            if name.startswith("__"):
+                table.add(prefix + name)
+            else:
+                table.add(name)
+                prefix = name.split("__", 1)[0]
+    [unset_paragraph] = [p for p in section.split("\n\n") if p.startswith("Read by the code and left unset in Azure:")]
+    unset = set(re.findall(r"`([A-Za-z][A-Za-z0-9_]*)`", unset_paragraph))
+    return table, unset
+
+
+def test_the_app_settings_table_is_what_the_bicep_sets_and_the_code_reads() -> None:
+    """The table an operator reads names every setting the Function App gets and nothing else, and
+    with the paragraph after it, every setting the code reads."""
+    table, unset = documented_settings()
+    deployed = set(app_settings())
+    assert not deployed - table, f"infra/README.md's settings table lacks {sorted(deployed - table)}"
+    assert not table - deployed, f"infra/README.md's settings table names {sorted(table - deployed)}, which " \
+        "app/api.bicep does not set"
+    read = settings_the_code_reads()
+    assert unset == read - deployed, (
+        f"infra/README.md says the code reads {sorted(unset)} unset in Azure; it is {sorted(read - deployed)}")
+    assert read <= table | unset
+
+
 def test_the_scan_sees_the_settings_and_bindings() -> None:
     """The automatic half of the parity test finds what is there today."""
     scanned = settings_read_by_settings_py()
