@@ -4,6 +4,8 @@
     python -m devstack down            stop a stack started with --detach
     python -m devstack run             host the function app against the running stack (HTTPS,
                                        function keys; writes .devstack/app.json)
+    python -m devstack events          follow the stack's events, one line each (--json, --request ID,
+                                       --once, --timeout SECONDS); Ctrl-C stops
     python -m devstack demo            start the stack and the app, submit the examples, show results
 """
 
@@ -228,6 +230,13 @@ def describe_run(base_url: str, function_key: str, ca_path: Path, app_path: Path
     ]
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from devstack.events import run as follow_events
+
+    return follow_events(args.workdir, as_json=args.json, request_id=args.request, once=args.once,
+                         timeout=args.timeout)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from devstack.demo import run_demo
 
@@ -260,9 +269,15 @@ def main(argv: list[str] | None = None) -> int:
                      help="skip the app's warmup trigger (as a restart does; a scale-out runs it)")
     run.add_argument("--host-json", type=Path, default=None,
                      help="a host.json to read instead of the app's (another maxConcurrentCalls, say)")
+    events = sub.add_parser("events", help="follow the running stack's events, one line each; Ctrl-C stops")
+    events.add_argument("--json", action="store_true", help="print each CloudEvent's JSON, one per line")
+    events.add_argument("--request", metavar="ID", default=None, help="only the events of this requestId")
+    events.add_argument("--once", action="store_true", help="print the events published so far and leave")
+    events.add_argument("--timeout", type=float, metavar="SECONDS", default=None,
+                        help="stop following after this many seconds")
     demo = sub.add_parser("demo", help="start everything, submit examples/, show events and results")
     demo.add_argument("--timeout", type=float, default=180, help="seconds to wait for every request")
-    for command in (up, down, run):
+    for command in (up, down, run, events):
         command.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     quiet = logging.ERROR if args.command == "demo" else logging.WARNING  # the demo shows events instead
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         # One line per HTTP call and per finished onboarding (the queue trigger's outcome line).
         for name in ("devstack.runner", "functions.queue"):
             logging.getLogger(name).setLevel(logging.INFO)
-    handlers = {"up": cmd_up, "down": cmd_down, "run": cmd_run, "demo": cmd_demo}
+    handlers = {"up": cmd_up, "down": cmd_down, "run": cmd_run, "events": cmd_events, "demo": cmd_demo}
     return handlers[args.command](args)
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -66,13 +65,13 @@ def run_demo(timeout_seconds: float = 180) -> int:
     try:
         host.start()
         _out(f"== function app hosted locally; HTTP API at {host.http_url}")
-        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client:
-            with client.get_queue_sender(settings["ONBOARDING_QUEUE"]) as sender:
-                for path, example in zip(paths, examples, strict=True):
-                    sender.send_messages(ServiceBusMessage(json.dumps(example), message_id=example["requestId"],
-                                                           content_type="application/json"))
-                    _out(f"== submitted {path.name} ({example['requestId']}, account {example['accountName']})")
-            outcomes = _follow_events(client, settings, set(expected), timeout_seconds)
+        with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
+                client.get_queue_sender(settings["ONBOARDING_QUEUE"]) as sender:
+            for path, example in zip(paths, examples, strict=True):
+                sender.send_messages(ServiceBusMessage(json.dumps(example), message_id=example["requestId"],
+                                                       content_type="application/json"))
+                _out(f"== submitted {path.name} ({example['requestId']}, account {example['accountName']})")
+        outcomes = _follow_events(settings, set(expected), timeout_seconds)
         _show_results(host, stack, list(expected))
     finally:
         host.stop()
@@ -88,29 +87,24 @@ def run_demo(timeout_seconds: float = 180) -> int:
     return 0 if ok else 1
 
 
-def _follow_events(client: Any, settings: dict[str, str], request_ids: set[str],
-                   timeout_seconds: float) -> dict[str, str]:
+def _follow_events(settings: dict[str, str], request_ids: set[str], timeout_seconds: float) -> dict[str, str]:
+    """Print each event as ``python -m devstack events`` does (with the checks of a validation and
+    the message of a failure below it) until every request has its final event."""
+    from devstack.events import browse, details, line, request_id_of
+
     outcomes: dict[str, str] = {}
-    deadline = time.monotonic() + timeout_seconds
-    _out("== events (CloudEvents on the events topic)")
-    with client.get_subscription_receiver(settings["EVENTS_TOPIC"], settings["EVENTS_SUBSCRIPTION"],
-                                          max_wait_time=2) as receiver:
-        while len(outcomes) < len(request_ids) and time.monotonic() < deadline:
-            for message in receiver.receive_messages(max_message_count=20, max_wait_time=2):
-                event = json.loads(b"".join(message.body) if not isinstance(message.body, bytes) else message.body)
-                receiver.complete_message(message)
-                data = event.get("data") or {}
-                request_id = data.get("requestId", "?")
-                detail = data.get("reason") or data.get("outcome") or ""
-                _out(f"   {event['time'][11:23]}  {request_id:10} {event['type']:40} {event['subject']:24} {detail}")
-                if event["type"] == "palette.onboarding.validated":
-                    for check in data.get("checks", []):
-                        _out(f"{'':28}{'pass' if check['ok'] else 'FAIL'}  {check['check']}: {check['detail']}")
-                if event["type"] == "palette.onboarding.failed" and data.get("message"):
-                    _out(f"{'':28}{data['message']}")
-                if event["type"] in FINAL_TYPES and request_id in request_ids:
-                    passed = event["type"].endswith("validated") and data.get("outcome") == "passed"
-                    outcomes[request_id] = "succeeded" if passed else "failed"
+    _out("== events (CloudEvents on the events topic, as `python -m devstack events` prints them)")
+    for event in browse(settings, timeout=timeout_seconds):
+        _out(f"   {line(event)}")
+        for text in details(event):
+            _out(f"{'':17}{text}")
+        request_id = request_id_of(event)
+        if event.get("type") in FINAL_TYPES and request_id in request_ids:
+            data = event.get("data") or {}
+            passed = event["type"].endswith("validated") and data.get("outcome") == "passed"
+            outcomes[request_id] = "succeeded" if passed else "failed"
+            if len(outcomes) == len(request_ids):
+                break
     return outcomes
 
 

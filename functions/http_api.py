@@ -35,6 +35,9 @@ PROBLEM_JSON = "application/problem+json"
 #: Bodies above this are refused (413) before they are parsed: the schema's own limit (64 KiB).
 MAX_BODY_BYTES = 64 * 1024
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+#: Seconds a caller is asked to wait (``Retry-After``) when a dependency did not answer.
+DEPENDENCY_RETRY_AFTER = 30
+ACCOUNT_NAME_RULE = "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter"
 #: Problem types (RFC 9457 ``type``) of the problems that mean more than their HTTP status.
 PROBLEM_TYPES = {
     "invalid-request": "urn:palette-onboarding:problem:invalid-request",
@@ -66,6 +69,16 @@ def problem(status: int, title: str, detail: str, *, kind: str | None = None,
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype=PROBLEM_JSON, headers=dict(headers or {}))
 
 
+def _retry_advice(method: str) -> str:
+    """What a 503 tells the caller to do: a read changed nothing and can simply be made again; a
+    write of this API cannot happen twice (a requestId, an account's one running rotation or
+    offboarding), so the same request may be sent again."""
+    wait = f"after {DEPENDENCY_RETRY_AFTER} s (Retry-After)"
+    if method.upper() in ("GET", "HEAD"):
+        return f"Nothing was changed; the read can be retried {wait}."
+    return f"Try again {wait}; sending the same request again is safe."
+
+
 def _guarded(function: Callable[[func.HttpRequest], func.HttpResponse]) -> Callable[[func.HttpRequest],
                                                                                     func.HttpResponse]:
     """Answer an exception the route did not expect as a problem, not as the host's bare 500: a
@@ -87,9 +100,9 @@ def _guarded(function: Callable[[func.HttpRequest], func.HttpResponse]) -> Calla
         except (StateStoreError, AzureError) as exc:
             logger.warning("HTTP %s %s: a dependency failed", req.method, _path(req), exc_info=True)
             return problem(503, "Dependency unavailable",
-                           f"A service this API depends on did not answer ({type(exc).__name__}); try again. "
-                           "Submitting the same body again is safe.", kind="dependency-unavailable",
-                           headers={"Retry-After": "30"})
+                           f"A service this API depends on did not answer ({type(exc).__name__}). "
+                           f"{_retry_advice(req.method)}",
+                           kind="dependency-unavailable", headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER)})
         except Exception:
             logger.exception("HTTP %s %s failed", req.method, _path(req))
             return problem(500, "Internal Server Error", "The request failed unexpectedly; the error is logged.")
@@ -126,15 +139,33 @@ def _too_large(req: func.HttpRequest) -> func.HttpResponse | None:
                    "accepted. Nothing was read.")
 
 
-def _invalid_account_name(name: str, path: str) -> func.HttpResponse | None:
-    """A 400 naming ``path`` when ``name`` is not an account name; else None."""
+def _account_name_error(name: str, path: str) -> dict[str, str] | None:
+    """The field error of an account name in the route that is malformed, naming its path
+    parameter ``path``; None for a well-formed one. Every route that takes an account name checks
+    it here first: a malformed name is a 400 on each of them, and only a well-formed name the
+    product does not manage is a 404."""
     from shared.models.fields import ACCOUNT_NAME_PATTERN
 
-    if ACCOUNT_NAME_PATTERN.fullmatch(name):
-        return None
-    rule = "must be 3-64 characters: lower-case letters, digits or '-', starting with a letter"
-    return problem(400, f"Invalid {path}", f"{path} {rule}.", kind="invalid-parameter",
-                   errors=[{"path": path, "message": rule}])
+    return None if ACCOUNT_NAME_PATTERN.fullmatch(name) else {"path": path, "message": ACCOUNT_NAME_RULE}
+
+
+def _invalid_parameters(errors: list[dict[str, str]]) -> func.HttpResponse:
+    """The 400 of bad route or query parameters: one ``errors`` entry each, all in ``detail``."""
+    title = f"Invalid {errors[0]['path']}" if len(errors) == 1 else "Invalid parameters"
+    return problem(400, title, "; ".join(f"{e['path']} {e['message']}" for e in errors) + ".",
+                   kind="invalid-parameter", errors=errors)
+
+
+def _request_id_conflict(detail: str, why: str) -> func.HttpResponse:
+    """The 409 of a requestId used before for another request: ``errors`` names the field."""
+    return problem(409, "requestId already used", detail, kind="request-id-conflict",
+                   errors=[{"path": "requestId", "message": why}])
+
+
+def _invalid_account_name(name: str, path: str) -> func.HttpResponse | None:
+    """The 400 of a malformed account name (see :func:`_account_name_error`); else None."""
+    error = _account_name_error(name, path)
+    return None if error is None else _invalid_parameters([error])
 
 
 def _is_https(req: func.HttpRequest) -> bool:
@@ -205,7 +236,8 @@ def submit_onboarding(req: func.HttpRequest) -> func.HttpResponse:
         return problem(400, "Invalid onboarding request", str(exc), kind="invalid-request",
                        errors=[e.as_dict() for e in exc.errors])
     except IdempotencyConflictError as exc:
-        return problem(409, "requestId already used", str(exc), kind="request-id-conflict")
+        return _request_id_conflict(str(exc), "was already submitted with a different body: use a new requestId "
+                                    "for a new request, or send that body unchanged")
     except SecretNameBlockedError as exc:
         return problem(409, "Key Vault secret name unavailable", str(exc), kind="secret-name-unavailable")
     status_url = _url(req, f"onboardings/{record.request_id}")
@@ -235,12 +267,14 @@ def _list_query() -> Any:
     imported while the host indexes the app)."""
     from pydantic import BaseModel, ConfigDict, Field
 
+    from shared.operations import ListedOperation  # noqa: TC001 - pydantic reads the annotation at run time
     from shared.state import RequestStatus  # noqa: TC001 - pydantic reads the annotation at run time
 
     class ListQuery(BaseModel):
         # Other parameters (``code``, the function key) are ignored, as the host passes them on.
         model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
         status: RequestStatus | None = None
+        operation: ListedOperation | None = None
         top: int = Field(50, ge=1, le=200)
         continuation_token: str | None = Field(None, alias="continuationToken", min_length=1, max_length=4096)
 
@@ -251,7 +285,8 @@ def _list_query() -> Any:
 @bp.route(route="onboardings", methods=["GET"])
 @_guarded
 def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
-    """One page of requests, by the state table's own continuation (never the whole table)."""
+    """One page of requests (onboardings, rotations, offboardings), by the state table's own
+    continuation (never the whole table)."""
     from pydantic import ValidationError
 
     from functions import dependencies
@@ -262,7 +297,8 @@ def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
         return denied
     try:
         query = _list_query().model_validate(dict(req.params))
-        page = dependencies.get().clients.state.list_page(status=query.status, top=query.top,
+        operations = query.operation.operations if query.operation else ()
+        page = dependencies.get().clients.state.list_page(status=query.status, operations=operations, top=query.top,
                                                           continuation_token=query.continuation_token)
     except ValidationError as exc:
         errors = _query_errors(exc)
@@ -271,7 +307,8 @@ def list_onboardings(req: func.HttpRequest) -> func.HttpResponse:
     except InvalidContinuationTokenError as exc:
         return problem(400, "Invalid query", f"continuationToken {exc}; start again without it.",
                        kind="invalid-parameter", errors=[{"path": "continuationToken", "message": str(exc)}])
-    return _json(200, {"items": [r.to_public() for r in page.items], "continuationToken": page.continuation_token})
+    return _json(200, {"items": [{**r.to_public(), "operation": r.operation} for r in page.items],
+                       "continuationToken": page.continuation_token})
 
 
 @bp.function_name("get_onboarding")
@@ -399,12 +436,13 @@ def list_accounts(req: func.HttpRequest) -> func.HttpResponse:
 def get_account(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
     from functions.auth import READERS
-    from shared.models.fields import ACCOUNT_NAME_PATTERN
 
     if (denied := _denied(req, *READERS)) is not None:
         return denied
     name = req.route_params.get("name", "")
-    row = dependencies.get().clients.inventory.get(name) if ACCOUNT_NAME_PATTERN.fullmatch(name) else None
+    if (invalid := _invalid_account_name(name, "name")) is not None:
+        return invalid
+    row = dependencies.get().clients.inventory.get(name)
     if row is None:
         return problem(404, "Not Found", f"Account {name!r} is not one this product manages.")
     return _json(200, row.to_public())
@@ -457,16 +495,13 @@ def offboard_account(req: func.HttpRequest) -> func.HttpResponse:
     from functions import dependencies
     from functions.auth import ADMIN_ROLE
     from shared.errors import IdempotencyConflictError
-    from shared.models.fields import ACCOUNT_NAME_PATTERN, REQUEST_ID_PATTERN
+    from shared.models.fields import REQUEST_ID_PATTERN
     from shared.offboarding.intake import OffboardNow, offboard_now
 
     if (denied := _denied(req, ADMIN_ROLE)) is not None:
         return denied
     name = req.route_params.get("name", "")
-    errors = []
-    if not ACCOUNT_NAME_PATTERN.fullmatch(name):
-        errors.append({"path": "name", "message": "must be 3-64 characters: lower-case letters, digits or '-', "
-                                                  "starting with a letter"})
+    errors = [error for error in (_account_name_error(name, "name"),) if error is not None]
     flags: dict[str, bool] = {}
     for flag, default in (("removeSshKey", False), ("removeApiKey", True)):
         value = req.params.get(flag)
@@ -477,14 +512,17 @@ def offboard_account(req: func.HttpRequest) -> func.HttpResponse:
     if request_id is not None and not REQUEST_ID_PATTERN.fullmatch(request_id):
         errors.append({"path": "requestId", "message": "must be 1-64 characters: letters, digits, '.', '_' or '-'"})
     if errors:
-        return problem(400, "Invalid parameters", "; ".join(f"{e['path']} {e['message']}" for e in errors),
-                       kind="invalid-parameter", errors=errors)
+        return _invalid_parameters(errors)
     deps: Dependencies = dependencies.get()
     try:
         outcome, offboarding = offboard_now(deps.clients, deps.queue, name, remove_ssh_key=flags["removeSshKey"],
                                             remove_api_key=flags["removeApiKey"], request_id=request_id)
     except IdempotencyConflictError as exc:
-        return problem(409, "Conflict", f"{exc} Use another requestId, or the same options.")
+        if request_id is None:  # the id was made from the account's row: no parameter of the caller's to blame
+            return problem(409, "Conflict", f"{exc} Send the same options, or name a requestId of your own.")
+        return _request_id_conflict(f"{exc} Use another requestId, or the same options.",
+                                    "names an offboarding with other options: use another requestId, or the "
+                                    "same options")
     if outcome is OffboardNow.NOT_MANAGED:
         return problem(404, "Not Found", f"Account '{name}' is not one this product manages.")
     status_url = _url(req, f"onboardings/{offboarding}")

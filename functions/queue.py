@@ -36,9 +36,9 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
         outcome = process_request(body, deps.clients, deps.settings.pipeline, owner=context.invocation_id,
                                   message_id=message.message_id or "", retry_token=retry_token,
                                   row_expected=bool(retry_token) or str(properties.get(RECORDED)) == "true"
-                                  or (message.delivery_count or 0) > 1)
-        logger.info("request %s: %s in %.1f s (delivery %s)%s", outcome.request_id or "(none)", outcome.kind.value,
-                    time.monotonic() - began, message.delivery_count,
+                                  or (message.delivery_count or 0) > 1, enqueued_at=message.enqueued_time_utc)
+        logger.info("request %s: %s in %.1f s (delivery %s)%s", outcome.request_id or _unnamed(message),
+                    outcome.kind.value, time.monotonic() - began, message.delivery_count,
                     f": {outcome.reason}" if outcome.reason else "")
         if outcome.retry_in_seconds is not None:
             at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
@@ -63,6 +63,14 @@ def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Conte
     description = str(properties.get("DeadLetterErrorDescription") or message.dead_letter_error_description or "")
     with bind(messageId=message.message_id, invocationId=context.invocation_id):
         outcome = handle_dead_letter(message.get_body(), deps.clients, message_id=message.message_id or "",
-                                     reason=reason, description=description, pipeline=deps.settings.pipeline)
+                                     reason=reason, description=description, pipeline=deps.settings.pipeline,
+                                     enqueued_at=message.enqueued_time_utc)
         logger.warning("dead-lettered message %s of request %s: %s (%s)", message.message_id,
                        outcome.request_id or "(none)", reason or "no reason given", outcome.kind.value)
+
+
+def _unnamed(message: func.ServiceBusMessage) -> str:
+    """What a log line calls a message that names no request: its Service Bus id and enqueued time."""
+    enqueued = message.enqueued_time_utc
+    return (f"(none: message {message.message_id or '(no id)'}, enqueued "
+            f"{enqueued.isoformat() if enqueued is not None else 'at an unknown time'})")

@@ -59,14 +59,15 @@ MAX_SECRET_NAME_LENGTH = 127
 STAGED_PURPOSE = "staged-client-secret"
 
 
-def staged_secret_name(request_id: str) -> str:
+def staged_secret_name(request_id: str, *, run: int = 1) -> str:
     """Where the HTTP intake keeps a request's inline secret until its checks passed:
-    ``palette-staged-<40 hex digits of the requestId's SHA-256>``. No account name can make it
-    (it ends in no kind's suffix, so :func:`parse_secret_name` gives None): rotation, drift and
-    offboarding never read it."""
+    ``palette-staged-<40 hex digits of the requestId's SHA-256>`` (for a later run of the request,
+    of ``<requestId>/run/<n>``). No account name can make it (it ends in no kind's suffix, so
+    :func:`parse_secret_name` gives None): rotation, drift and offboarding never read it."""
     import hashlib
 
-    return f"{SECRET_NAME_PREFIX}staged-{hashlib.sha256(request_id.encode()).hexdigest()[:40]}"
+    seed = request_id if run <= 1 else f"{request_id}/run/{run}"
+    return f"{SECRET_NAME_PREFIX}staged-{hashlib.sha256(seed.encode()).hexdigest()[:40]}"
 
 
 def secret_name(account_name: str, kind: SecretKind) -> str:

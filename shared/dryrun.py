@@ -18,10 +18,7 @@ if TYPE_CHECKING:
 
     from shared.errors import PermanentStepError
     from shared.services import Services
-
-#: The results key the HTTP intake keeps the fingerprint of the body as submitted under (the
-#: queued body differs when an inline secret was staged).
-INTAKE_FINGERPRINT = "_intakeFingerprint"
+    from shared.state import RequestRecord
 
 
 class CheckOutcome(StrEnum):
@@ -43,7 +40,8 @@ class Action(StrEnum):
 
     CREATE = "create"
     UPDATE = "update"
-    REUSE = "reuse"
+    REUSE = "reuse"     # the requestId's: this body was submitted before; nothing new would run
+    RERUN = "rerun"     # the requestId's: a request refused at its check would run again with this body
     RECOVER = "recover"
     CLASH = "clash"
     REMOVE = "remove"   # an offboarding's: it would remove what the check looked at
@@ -121,14 +119,52 @@ class DryRun:
         return out
 
 
-def request_id_check(request_id: str, fingerprint: str, clients: Services) -> CheckResult:
-    """The dry run's ``requestId`` check: new, the same body again, or taken by another body."""
+def request_id_check(request_id: str, fingerprint: str, clients: Services) -> tuple[CheckResult, bool]:
+    """The dry run's ``requestId`` check: what submitting the body would do under its requestId,
+    decided by the rule submitting follows (:func:`shared.engine.admission.admission`); and whether
+    the body would run (then the other checks say how; otherwise they are not made, since nothing
+    they found would happen)."""
+    from shared.engine.admission import Admission, admission, conflict_message
+
     existing = clients.state.get(request_id)
-    if existing is None or existing.rejected:
-        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} is new", Action.CREATE)
-    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) == fingerprint:
-        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} was submitted with this body and "
-                           f"is {existing.status.value}", Action.REUSE)
-    return CheckResult("requestId", CheckOutcome.CLASH, f"Request {request_id} was already submitted with a "
-                       "different body; use a new requestId for a new request.", Action.CLASH, field="requestId",
-                       reason="request_id_conflict")
+    admitted = admission(existing, fingerprint)
+    if existing is None or admitted is Admission.NEW:
+        return CheckResult("requestId", CheckOutcome.OK, f"request {request_id} is new; submitting it would run it",
+                           Action.CREATE), True
+    if admitted is Admission.RERUN:
+        return CheckResult("requestId", CheckOutcome.OK, (
+            f"request {request_id} was refused at its check ({existing.error_reason}) and made nothing; submitting "
+            f"this corrected body under the same requestId would run it again (run {existing.run + 1}), as the "
+            "checks below say"), Action.RERUN), True
+    if admitted is Admission.CONFLICT:
+        return CheckResult("requestId", CheckOutcome.CLASH, f"{conflict_message(existing)} The checks below are "
+                           "for this body under a new requestId.", Action.CLASH, field="requestId",
+                           reason="request_id_conflict"), True
+    return _submitted_before(existing), False
+
+
+def _submitted_before(existing: RequestRecord) -> CheckResult:
+    """What submitting the same body again does: nothing new; the answer is the request's state."""
+    from shared.engine.admission import CHECK_STEP, refused
+    from shared.state import RequestStatus
+
+    request_id = existing.request_id
+    state = f"GET /api/onboardings/{request_id}"
+    if existing.status is RequestStatus.SUCCEEDED:
+        return CheckResult("requestId", CheckOutcome.OK, (
+            f"request {request_id} already succeeded with this body (at {existing.updated_at}); submitting it again "
+            f"does nothing and answers that state ({state})"), Action.REUSE)
+    if not existing.status.finished:
+        step = existing.current_step
+        recorded = f" (last step recorded: '{step}')" if step not in ("", "queued") else ""
+        return CheckResult("requestId", CheckOutcome.OK, (
+            f"request {request_id} was submitted with this body and is {existing.status.value}{recorded}; "
+            f"submitting it again starts nothing new and answers its state ({state})"), Action.REUSE)
+    step = existing.current_step or CHECK_STEP
+    then = ("It was refused at its check and made nothing: change the body as the error says and submit it "
+            "under the same requestId to run it again, or use a new requestId." if refused(existing) else
+            "Use a new requestId to try again.")
+    return CheckResult("requestId", CheckOutcome.CLASH, (
+        f"Request {request_id} already failed with this body at step '{step}' ({existing.error_reason}: "
+        f"{existing.error_message}); submitting the same body again does nothing and answers that failure "
+        f"({state}). {then}"), Action.REUSE, field="requestId")

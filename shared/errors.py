@@ -22,13 +22,18 @@ class FieldError:
     def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "message": self.message}
 
+    def described(self) -> str:
+        """``path: message``; an error about the whole body (path ``""``) is its message alone,
+        which already names the request body."""
+        return f"{self.path}: {self.message}" if self.path else self.message
+
 
 class RequestValidationError(OnboardingError):
     """The request is wrong and retrying cannot help: answer 400 or complete the message."""
 
     def __init__(self, errors: list[FieldError], *, what: str = "onboarding request") -> None:
         self.errors = errors
-        summary = "; ".join(f"{e.path}: {e.message}" for e in errors[:10])
+        summary = "; ".join(e.described() for e in errors[:10])
         more = f" (and {len(errors) - 10} more)" if len(errors) > 10 else ""
         super().__init__(f"The {what} is invalid: {summary}{more}")
 

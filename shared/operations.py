@@ -6,6 +6,7 @@ them; the triggers come here, and this module hands the engine the plan a body n
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +24,28 @@ if TYPE_CHECKING:
 
 #: Every operation a request may name, and where its plan lives (imported on first use).
 OPERATIONS = ("onboard", "rotate", "renewApiKey", "offboard")
+
+
+class ListedOperation(StrEnum):
+    """What ``GET /api/onboardings?operation=`` lists: by its name, or by the requests' own name for
+    it (each listed item's ``operation``). A rotation is also an API key's renewal, which the
+    rotation sweep starts the same way."""
+
+    ONBOARDING = "onboarding"
+    ROTATION = "rotation"
+    OFFBOARDING = "offboarding"
+    ONBOARD = "onboard"
+    ROTATE = "rotate"
+    OFFBOARD = "offboard"
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        """The requests' operations (of :data:`OPERATIONS`) listed under this name."""
+        if self in (ListedOperation.ROTATION, ListedOperation.ROTATE):
+            return ("rotate", "renewApiKey")
+        if self in (ListedOperation.OFFBOARDING, ListedOperation.OFFBOARD):
+            return ("offboard",)
+        return ("onboard",)
 
 
 def plan_named(operation: str) -> Plan:
@@ -53,13 +76,13 @@ def plan_for(body: bytes | str | Mapping[str, Any]) -> Plan:
 
 def process_request(body: bytes | str | Mapping[str, Any], clients: Services, config: PipelineConfig, *,
                     owner: str, message_id: str = "", retry_token: str = "", row_expected: bool = False,
-                    checkpoint: Checkpoint | None = None) -> Outcome:
+                    checkpoint: Checkpoint | None = None, enqueued_at: dt.datetime | None = None) -> Outcome:
     """Run (or resume) one delivery of the request ``body`` names (see
     :func:`shared.engine.delivery.process_request`)."""
     from shared.engine.delivery import process_request as run
 
     return run(plan_for(body), body, clients, config, owner=owner, message_id=message_id,
-               retry_token=retry_token, row_expected=row_expected, checkpoint=checkpoint)
+               retry_token=retry_token, row_expected=row_expected, checkpoint=checkpoint, enqueued_at=enqueued_at)
 
 
 def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig | None = None,
@@ -72,13 +95,14 @@ def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeli
 
 
 def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, *, message_id: str, reason: str,
-                       description: str, pipeline: PipelineConfig | None = None) -> Outcome:
+                       description: str, pipeline: PipelineConfig | None = None,
+                       enqueued_at: dt.datetime | None = None) -> Outcome:
     """A message Service Bus dead-lettered (:func:`shared.engine.sweeper.handle_dead_letter`)."""
     from shared.engine.sweeper import handle_dead_letter as handle
     from shared.settings import PipelineConfig
 
     return handle(body, clients, pipeline or PipelineConfig(), plan_for=plan_for, message_id=message_id,
-                  reason=reason, description=description)
+                  reason=reason, description=description, enqueued_at=enqueued_at)
 
 
 def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_inline_secret: bool,

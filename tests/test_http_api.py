@@ -228,6 +228,39 @@ def test_body_that_is_not_json_is_a_400_naming_the_body(api: Api, world: World) 
     assert api.call("GET", "/onboardings").json()["items"] == []
 
 
+def test_a_body_error_is_told_without_an_empty_path(api: Api) -> None:
+    response = api.submit(b"{this is not json")
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == ("The onboarding request is invalid: the request body is not valid JSON "
+                                         "(line 1, column 2)")
+
+
+@pytest.mark.parametrize("empty", [b"", b"  \n"])
+def test_an_empty_body_is_a_400_saying_it_is_empty(api: Api, world: World, empty: bytes) -> None:
+    response = api.submit(empty)
+
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["errors"] == [{"path": "", "message": "the request body is empty; send the request as a JSON "
+                                                         "object"}]
+    assert problem["detail"] == "The onboarding request is invalid: " + problem["errors"][0]["message"]
+    assert world.state_rows() == []
+
+
+def test_an_offboarding_body_is_pointed_to_delete_and_told_nothing_else(api: Api, world: World) -> None:
+    body = {"operation": "offboard", "requestId": "OFF-1", "accountName": "some-account", "removeSshKey": True}
+
+    response = api.submit(body)
+
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["path"] == "operation" and "DELETE /api/accounts/{name}" in error["message"]
+    assert "is required" not in response.json()["detail"]
+    assert world.state_rows() == []
+    assert _peek_queue(world.stack) == []
+
+
 def test_same_request_id_with_a_different_body_is_a_409(api: Api, world: World) -> None:
     body = world.request()
     first = api.submit(body)
@@ -237,6 +270,9 @@ def test_same_request_id_with_a_different_body_is_a_409(api: Api, world: World) 
 
     assert other.status_code == 409, other.text
     assert body["requestId"] in other.json()["detail"]
+    assert other.json()["type"] == "urn:palette-onboarding:problem:request-id-conflict"
+    assert [e["path"] for e in other.json()["errors"]] == ["requestId"]
+    assert "new requestId" in other.json()["errors"][0]["message"]
     state = api.wait_finished(first.json()["statusUrl"])
     assert state["status"] == "succeeded"
     assert state["accountName"] == body["accountName"]
@@ -315,6 +351,33 @@ def test_inline_secret_is_staged_and_only_a_reference_is_queued(api: Api, world:
     assert api.bodies and not [text for text in api.bodies if value in text]
 
 
+def test_a_refused_inline_request_runs_again_with_its_secret_once_corrected(api: Api, world: World) -> None:
+    """The first run's staged secret was taken back (soft-deleted, so Key Vault refuses its name):
+    the corrected body's run stages the secret under a name of its own and onboards with it."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+
+    client_id = world.register_app()
+    value = graph_add_password(world, client_id)["secretText"]
+    body = world.request(client_id=client_id, palette={"project": "No-Such-Project"})
+    body["azure"]["secret"] = {"source": "inline", "value": value}
+    refused = api.wait_finished(api.submit(body).json()["statusUrl"])
+    assert (refused["status"], refused["error"]["reason"]) == ("failed", "project_not_found"), refused
+
+    corrected = {**body, "palette": {"project": "Default"}}
+    accepted = api.submit(corrected)
+
+    assert (accepted.status_code, accepted.json()["status"]) == (202, "queued"), accepted.text
+    state = api.wait_finished(accepted.json()["statusUrl"])
+    assert (state["status"], state["run"]) == ("succeeded", 2), state
+    name = f"palette-{body['accountName']}-client-secret"
+    with SecretClient(world.stack.settings["KEY_VAULT_URL"], DefaultAzureCredential()) as vault:
+        assert vault.get_secret(name).value == value
+        assert not [p.name for p in vault.list_properties_of_secrets() if p.name.startswith("palette-staged-")]
+    assert len(world.graph_passwords(client_id)) == 1  # the given secret, no other
+    assert value not in json.dumps(world.state_row(body["requestId"]), default=str)
+
+
 def test_inline_secret_over_plain_http_is_refused(stack: Stack, world: World) -> None:
     """Only HTTPS may carry a raw secret; loopback is no exception (the local runner serves HTTPS)."""
     body = world.request()
@@ -367,6 +430,8 @@ def test_state_shows_every_step_and_the_palette_uids_but_no_secret(api: Api, wor
     palette = world.palette_state()
     assert state["palette"]["accountUid"] == world.palette_accounts(body["accountName"])[0]["uid"]
     assert state["palette"]["sshKeyUid"] in {key["uid"] for key in palette["sshKeys"]}
+    assert state["palette"]["sshKeyOwned"] is True  # a flag, not the text "true"
+    assert (state["currentStep"], state["run"]) == ("done", 1)
     assert not [key for key in state["palette"] if key.startswith("_")]
     assert value not in response.text
     assert "PRIVATE KEY" not in response.text
@@ -467,6 +532,61 @@ def test_a_bad_list_parameter_is_a_400_naming_it(api: Api, params: dict[str, str
 
     assert response.status_code == 400, response.text
     assert [error["path"] for error in response.json()["errors"]] == [path]
+
+
+#: Every route that takes an account name, with the name of its path parameter.
+ACCOUNT_NAME_ROUTES = [("GET", "/accounts/{}", "name"), ("DELETE", "/accounts/{}", "name"),
+                       ("POST", "/accounts/{}/previous-api-key/reactivate", "name"),
+                       ("POST", "/rotations/{}", "accountName")]
+
+
+@pytest.mark.parametrize(("method", "route", "parameter"), ACCOUNT_NAME_ROUTES,
+                         ids=[f"{m} {r}" for m, r, _ in ACCOUNT_NAME_ROUTES])
+def test_a_malformed_account_name_is_the_same_400_on_every_route(api: Api, method: str, route: str,
+                                                                  parameter: str) -> None:
+    """A name that breaks the schema is a 400 naming the path parameter and the rule; a well-formed
+    name the product does not manage stays a 404."""
+    malformed = api.call(method, route.format("Not_A_Name"))
+    unknown = api.call(method, route.format("no-such-account"))
+
+    assert malformed.status_code == 400, malformed.text
+    problem = malformed.json()
+    assert problem["type"] == "urn:palette-onboarding:problem:invalid-parameter"
+    assert problem["errors"] == [{"path": parameter, "message": "must be 3-64 characters: lower-case letters, "
+                                                                "digits or '-', starting with a letter"}]
+    assert problem["detail"].startswith(f"{parameter} must be 3-64 characters")
+    assert unknown.status_code == 404, unknown.text
+
+
+def test_a_dependency_down_is_a_503_that_says_how_to_retry(api: Api, world: World,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read says it can be retried; a submission that sending it again is safe; both with
+    Retry-After."""
+    from devstack.httpbase import Fault
+    from devstack.tableproxy import connection_string, start_table_proxy
+    from functions import dependencies
+
+    endpoint = next(part.split("=", 1)[1] for part in world.stack.settings["AzureWebJobsStorage"].split(";")
+                    if part.startswith("TableEndpoint="))
+    proxy = start_table_proxy(endpoint)
+    proxy.add_fault(Fault(method=None, path_regex=".*", status=403))
+    monkeypatch.setenv("AzureWebJobsStorage", connection_string(proxy))
+    dependencies.reset()
+    try:
+        read = api.state("T-503")
+        submitted = api.submit(world.request())
+    finally:
+        monkeypatch.undo()
+        dependencies.reset()
+        proxy.stop()
+
+    for response in (read, submitted):
+        assert response.status_code == 503, response.text
+        assert response.json()["type"] == "urn:palette-onboarding:problem:dependency-unavailable"
+        assert int(response.headers["Retry-After"]) > 0
+    assert "the read can be retried" in read.json()["detail"]
+    assert "submit" not in read.json()["detail"].lower() and "sending" not in read.json()["detail"].lower()
+    assert "sending the same request again is safe" in submitted.json()["detail"]
 
 
 # -- the dry run -----------------------------------------------------------------------------------------
@@ -579,10 +699,51 @@ def test_a_dry_run_after_a_submission_says_the_request_id_is_taken(intake: Api, 
     body = world.request()
     assert intake.submit(body).status_code == 202
 
-    same = _checks(api.call("POST", "/onboardings/validate", json=body).json())["requestId"]
+    same = _checks(api.call("POST", "/onboardings/validate", json=body).json())
     other = _checks(api.call("POST", "/onboardings/validate",
                              json={**body, "accountName": body["accountName"] + "-x"}).json())["requestId"]
 
-    assert (same["outcome"], same["action"]) == ("ok", "reuse")
+    assert (same["requestId"]["outcome"], same["requestId"]["action"]) == ("ok", "reuse")
+    assert "was submitted with this body" in same["requestId"]["detail"]
+    assert "starts nothing new" in same["requestId"]["detail"]
+    assert list(same) == ["schema", "names", "requestId"]  # no lookup: submitting it again runs nothing
     assert (other["outcome"], other["action"], other["reason"]) == ("clash", "clash", "request_id_conflict")
+
+
+def test_a_dry_run_of_a_body_that_succeeded_says_submitting_it_again_does_nothing(api: Api, world: World) -> None:
+    """The dry run decides as the submission does: a body that succeeded is not "account would be
+    updated, a password would be added" but "already done by request X"."""
+    body = world.request()
+    state = api.wait_finished(api.submit(body).json()["statusUrl"])
+    assert state["status"] == "succeeded", state
+    calls = len(world.palette_requests())
+
+    report = api.call("POST", "/onboardings/validate", json=body).json()
+
+    assert report["valid"] is True
+    checks = _checks(report)
+    assert list(checks) == ["schema", "names", "requestId"]
+    request_id = checks["requestId"]
+    assert (request_id["outcome"], request_id["action"]) == ("ok", "reuse")
+    assert f"request {body['requestId']} already succeeded" in request_id["detail"]
+    assert "does nothing" in request_id["detail"] and f"/api/onboardings/{body['requestId']}" in request_id["detail"]
+    assert len(world.palette_requests()) == calls  # not even a lookup
+    again = api.submit(body)
+    assert (again.status_code, again.json()["status"]) == (202, "succeeded")
+    assert len(_creates(world, CLOUD_ACCOUNT_CREATE)) == 1
+    assert len(world.graph_passwords(body["azure"]["clientId"])) == 1
+
+
+def test_a_request_that_failed_at_validate_names_validate_as_its_step(api: Api, world: World) -> None:
+    """The status names the step that failed, not the last step another branch recorded."""
+    body = world.request(apiKey={"name": f"key-{uuid.uuid4().hex[:8]}", "user": "admin@example.com",
+                                 "expiresInDays": 7})
+    body["azure"]["secret"] = {"source": "inline", "value": "not-a-secret-entra-ever-issued"}
+
+    state = api.wait_finished(api.submit(body).json()["statusUrl"])
+
+    assert (state["status"], state["error"]["reason"]) == ("failed", "credentials_invalid"), state
+    assert state["currentStep"] == "validate"
+    assert state["steps"]["validate"]["outcome"] == "failed"
+    assert state["steps"]["apikey"]["outcome"] == "succeeded"  # recorded after the secret, before the failure
 

@@ -355,6 +355,47 @@ def test_a_dead_lettered_onboarding_message_fails_its_request(stack: Stack, worl
     assert _peek(stack, dead_letter=True) == []
 
 
+def test_a_message_that_is_not_a_request_object_is_announced_by_its_message_id(
+        stack: Stack, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """A body with no requestId to go by (not JSON; JSON but not an object) fails with an event and
+    a log line that name the Service Bus message and when it was enqueued, so it can be found."""
+    import datetime as dt
+
+    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+    caplog.set_level(logging.INFO)
+    bodies = {"garbled-1": b"this is not json", "garbled-2": b"[1, 2]", "garbled-3": b""}
+    settings = {**stack.settings, "VALIDATION_BUDGET_SECONDS": "5", "RETRY_DELAYS_SECONDS": "1,1,1"}
+    seen: list[dict[str, Any]] = []
+    with hosted(function_app.app, settings):
+        with ServiceBusClient.from_connection_string(stack.settings["ServiceBusConnection"]) as client, \
+                client.get_queue_sender(stack.settings["ONBOARDING_QUEUE"]) as sender:
+            sender.send_messages([ServiceBusMessage(body, message_id=message_id)
+                                  for message_id, body in bodies.items()])
+
+        def failed() -> list[dict[str, Any]] | None:
+            seen.extend(e for e in world.events() if e["type"] == "palette.onboarding.failed")
+            return seen if len(seen) == len(bodies) else None
+        wait_for(failed, "a failed event per message")
+        wait_for(lambda: _peek(stack) == [], "the messages to be completed")
+
+    by_message = {e["data"]["messageId"]: e for e in seen}
+    assert set(by_message) == set(bodies)
+    for message_id, event in by_message.items():
+        data = event["data"]
+        assert (event["subject"], data["requestId"], data["reason"]) == ("unknown", "unknown", "invalid_request")
+        enqueued = dt.datetime.fromisoformat(data["enqueuedTime"].replace("Z", "+00:00"))
+        assert data["enqueuedTime"].endswith("Z") and enqueued <= dt.datetime.fromisoformat(
+            event["time"].replace("Z", "+00:00"))
+        assert ": :" not in data["message"] and [e["path"] for e in data["errors"]] == [""]
+        lines = [r.getMessage() for r in caplog.records if message_id in r.getMessage()]
+        assert any("rejected" in line and data["enqueuedTime"] in line for line in lines), lines
+    assert "the request body is empty" in by_message["garbled-3"]["data"]["message"]
+    assert "must be a JSON object" in by_message["garbled-2"]["data"]["message"]
+    assert world.state_rows() == []
+    assert _peek(stack, dead_letter=True) == []
+
+
 def test_the_app_runs_on_the_identity_based_connection_the_bicep_configures(stack: Stack, world: World) -> None:
     """No connection string: the host's trigger and the app's own senders reach the namespace
     over amqps with a token of the user-assigned identity (``__credential``, ``__clientId``), as

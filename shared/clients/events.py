@@ -6,7 +6,8 @@ Palette account name, ``data`` is a JSON object that always carries ``requestId`
 
 Event ids are derived, not random (:func:`event_id`): re-running a step after a crash or a
 redelivered message publishes the same id again, which the topic's duplicate detection (on
-``message_id``) and any consumer can drop.
+``message_id``) and any consumer can drop. A refused request run again under its requestId with a
+corrected body is a new run whose events get ids of their own (:func:`of_run`).
 
 Callers put only ids, uids, step names, outcomes and check results in ``data``: never a secret
 value, a token or a request body that might hold one. Nothing here inspects ``data`` for secrets;
@@ -80,6 +81,25 @@ def event_id(request_id: str, event_type: str, discriminator: str = "") -> str:
     """
     name = json.dumps([request_id, _full_type(event_type), discriminator], separators=(",", ":"))
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
+def of_run(document: Mapping[str, Any], run: int) -> dict[str, Any]:
+    """``document`` (structured-mode JSON) as an event of run ``run`` of its request: a refused
+    request run again under its requestId with a corrected body (run 2, 3, ...).
+
+    Its id is a UUID version 5 over the first run's id (:func:`event_id`) and ``run``: as stable
+    as that one within the run, and new to the topic's duplicate detection, which has seen the
+    first run's ``failed``. ``data`` gets ``run``. Run 1, or a document already of ``run``, is
+    returned as it is.
+    """
+    data = document.get("data")
+    if run <= 1 or (isinstance(data, Mapping) and data.get("run") == run):
+        return dict(document)
+    name = json.dumps([str(document["id"]), run], separators=(",", ":"))
+    out = {**document, "id": str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))}
+    if isinstance(data, Mapping):
+        out["data"] = {**data, "run": run}
+    return out
 
 
 def build_event(

@@ -1,7 +1,8 @@
 """Claiming a request for one delivery: its row inserted (a ticket's first delivery) or taken over
 with an ETag-conditioned write once nobody holds it; or the answer why this delivery does nothing
 (the request finished, waits for its scheduled copy, is held by another delivery, or its
-requestId was used with another body).
+requestId was used with another body: :mod:`shared.engine.admission` decides, and a corrected body
+for a request refused at its check is its next run).
 
 Every delivery first sends what its row still owes the topic (a crash or an outage after a write)
 when nobody else holds the row: deliveries of a finished, failed or conflicting request too.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from shared.engine.admission import Admission, admission, conflict_message
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.errors import StateStoreError
 from shared.logs import get_logger
@@ -47,11 +49,16 @@ def claim(plan: Plan, request: Any, clients: Services, config: PipelineConfig, *
     now = utcnow()
     if not (record.lease_active(now) and record.lease_owner != owner):
         record = store.flush(record, clients.events)
-    if record.fingerprint != fingerprint:
-        if not record.rejected:
-            return conflict(plan, request, record, fingerprint, clients)
+    admitted = admission(record, fingerprint)
+    if admitted is Admission.CONFLICT or (admitted is Admission.RERUN and retry_token):
+        # (A scheduled copy is the product's own copy of a run, never a corrected resend.)
+        return conflict(plan, request, record, fingerprint, clients)
+    if admitted is Admission.NEW:
         # A corrected resend of a ticket whose first body was invalid: it starts afresh.
         record = record.fresh(account_name=request.account_name, fingerprint=fingerprint, request=queued)
+    elif admitted is Admission.RERUN:
+        # A corrected resend of a request refused at its check: its next run.
+        record = record.rerun(account_name=request.account_name, fingerprint=fingerprint, request=queued)
     if record.status.finished:
         return Outcome(OutcomeKind.DUPLICATE, request.request_id, record.error_reason,
                        f"Request {request.request_id} already {record.status.value}; nothing to do.",
@@ -90,8 +97,7 @@ def conflict(plan: Plan, request: Any, record: RequestRecord, fingerprint: str, 
     the ticket hears why. The event id is this body's, so a redelivery does not repeat it."""
     from shared.engine.plan import build_document
 
-    message = (f"Request {request.request_id} was already submitted with a different body; use a new "
-               "requestId for a new request.")
+    message = conflict_message(record)
     announce(clients, build_document(request.request_id, request.account_name, plan.failed_event, "check", "failed",
                                      discriminator=f"conflict:{fingerprint[:16]}", reason="request_id_conflict",
                                      message=message))

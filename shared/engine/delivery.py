@@ -56,7 +56,7 @@ def _no_checkpoint(_name: str) -> None:
 
 def process_request(plan: Plan, body: bytes | str | Mapping[str, Any], clients: Services, config: PipelineConfig, *,
                     owner: str, message_id: str = "", retry_token: str = "", row_expected: bool = False,
-                    checkpoint: Checkpoint | None = None) -> Outcome:
+                    checkpoint: Checkpoint | None = None, enqueued_at: dt.datetime | None = None) -> Outcome:
     """Run (or resume) one request.
 
     Parameters
@@ -69,6 +69,8 @@ def process_request(plan: Plan, body: bytes | str | Mapping[str, Any], clients: 
         is a redelivery): it is read first. Otherwise the claim tries to insert it, one round trip
         fewer for a ticket's first delivery.
     checkpoint: called at named points; tests raise from it to kill the delivery there.
+    enqueued_at: when Service Bus enqueued the message (with ``message_id``, what an unreadable
+        body's ``failed`` event and log line name the message by).
 
     Returns an :class:`Outcome`; raises only for an unexpected error (a defect), after recording
     it, so the host abandons the message and Service Bus redelivers it.
@@ -78,7 +80,8 @@ def process_request(plan: Plan, body: bytes | str | Mapping[str, Any], clients: 
         try:
             request = plan.parse(body, config)
         except RequestValidationError as exc:
-            return reject(plan, body, exc, clients, message_id=message_id, checkpoint=checkpoint)
+            return reject(plan, body, exc, clients, message_id=message_id, checkpoint=checkpoint,
+                          enqueued_at=enqueued_at)
         with bind(requestId=request.request_id):
             claimed = claim(plan, request, clients, config, owner=owner, retry_token=retry_token,
                             row_expected=row_expected)

@@ -83,8 +83,9 @@ def fail_request(handle: RecordHandle, plan: Plan, clients: Services, failure: F
             logger.warning("request %s: could not record the failure elsewhere", record.request_id, exc_info=True)
 
     def failed(row: RequestRecord) -> None:
-        if step:
+        if step:  # the step that failed is where the request stopped, not the last one recorded
             row.steps[step] = StepRecord(StepOutcome.FAILED, iso(utcnow()), failure.reason)
+            row.current_step = step
         row.move_to(RequestStatus.FAILED)
         row.error_reason, row.error_message = failure.reason, failure.message
         row.cleanup = [*row.cleanup, *(entry.to_dict() for entry in left)]

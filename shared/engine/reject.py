@@ -16,6 +16,7 @@ from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, St
 from shared.state.records import INVALID_FINGERPRINT_PREFIX, iso, utcnow
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Callable, Mapping
 
     from shared.engine.plan import Plan
@@ -29,8 +30,13 @@ MAX_EVENT_ERRORS = 20
 
 
 def reject(plan: Plan, body: bytes | str | Mapping[str, Any], exc: RequestValidationError, clients: Services, *,
-           message_id: str, checkpoint: Callable[[str], None]) -> Outcome:
-    """Record and announce why ``body`` was refused; DUPLICATE when this very body was refused before."""
+           message_id: str, checkpoint: Callable[[str], None], enqueued_at: dt.datetime | None = None) -> Outcome:
+    """Record and announce why ``body`` was refused; DUPLICATE when this very body was refused before.
+
+    A body with no usable requestId (not JSON, not an object) has no row and no ticket to name: its
+    event and log line carry the Service Bus message's id and enqueued time instead, so an operator
+    can find the message.
+    """
     from shared.models import identity_of
 
     request_id, account_name = identity_of(body)
@@ -45,16 +51,19 @@ def reject(plan: Plan, body: bytes | str | Mapping[str, Any], exc: RequestValida
         if request_id is None:
             # Nothing to record it under: the event id is this message's own, so a second bad
             # message is not taken for a duplicate of the first.
+            data.update(message_of(message_id, enqueued_at))
             announce(clients, build_document("unknown", account_name or "unknown", plan.failed_event, "check",
                                              "failed", discriminator=f"invalid:{message_id}:{digest}", **data))
-        else:
-            event = build_document(request_id, account_name or "unknown", plan.failed_event, "check", "failed",
-                                   discriminator=f"invalid:{digest}", **data)
-            if not _record(request_id, account_name or "", f"{INVALID_FINGERPRINT_PREFIX}{digest}", event, message,
-                           clients, checkpoint):
-                kind = OutcomeKind.DUPLICATE
-        logger.warning("request %s rejected: %s", request_id or "(no valid requestId)", message)
-    return Outcome(kind, request_id or "", "invalid_request", message, errors=errors)
+            logger.warning("message %s (enqueued %s) rejected, no valid requestId: %s", message_id or "(no id)",
+                           data.get("enqueuedTime", "at an unknown time"), message)
+            return Outcome(OutcomeKind.REJECTED, "", "invalid_request", message, errors=errors)
+        event = build_document(request_id, account_name or "unknown", plan.failed_event, "check", "failed",
+                               discriminator=f"invalid:{digest}", **data)
+        if not _record(request_id, account_name or "", f"{INVALID_FINGERPRINT_PREFIX}{digest}", event, message,
+                       clients, checkpoint):
+            kind = OutcomeKind.DUPLICATE
+        logger.warning("request %s rejected: %s", request_id, message)
+    return Outcome(kind, request_id, "invalid_request", message, errors=errors)
 
 
 def _record(request_id: str, account_name: str, fingerprint: str, event: dict[str, Any], message: str,
@@ -104,6 +113,17 @@ def _record(request_id: str, account_name: str, fingerprint: str, event: dict[st
     if record is not None:
         store.flush(record, clients.events)
     return not seen["again"]
+
+
+def message_of(message_id: str, enqueued_at: dt.datetime | None) -> dict[str, str]:
+    """The ``messageId`` and ``enqueuedTime`` (RFC 3339, UTC) an event carries for a queue message
+    that names no request; each only where it is known."""
+    from shared.models.fields import as_utc
+
+    found = {"messageId": message_id} if message_id else {}
+    if enqueued_at is not None:
+        found["enqueuedTime"] = iso(as_utc(enqueued_at))
+    return found
 
 
 def digest_of(body: bytes | str | Mapping[str, Any]) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.engine.claim import announce
-from shared.engine.enqueue import send_recorded
+from shared.engine.enqueue import message_id_of, send_recorded
 from shared.engine.fail import stop_request
 from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
@@ -112,7 +112,7 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
         report.failed += 1
         return
     record = _count_redrive(record, clients)
-    send_recorded(queue, record, message_id=f"{record.request_id}/redrive/{record.redrives}",
+    send_recorded(queue, record, message_id=f"{message_id_of(record)}/redrive/{record.redrives}",
                   retry_token=record.retry_token)
     report.redriven += 1
     logger.info("sweep: re-drove request %s (%s, re-drive %d)", record.request_id, record.status.value,
@@ -155,8 +155,10 @@ def _clean_up(record: RequestRecord, clients: Services) -> tuple[RequestRecord, 
 
 def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, config: PipelineConfig, *,
                        plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], message_id: str, reason: str,
-                       description: str) -> Outcome:
-    """A message Service Bus gave up on: fail its request with the reason, and say so."""
+                       description: str, enqueued_at: dt.datetime | None = None) -> Outcome:
+    """A message Service Bus gave up on: fail its request with the reason, and say so (a message
+    that names no request by its Service Bus id and enqueued time)."""
+    from shared.engine.reject import message_of
     from shared.models import identity_of
 
     request_id, account_name = identity_of(body)
@@ -169,7 +171,8 @@ def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services,
     store = clients.state
     if request_id is None:
         announce(clients, build_document("unknown", account_name or "unknown", plan.failed_event, "check", "failed",
-                                         discriminator=discriminator, reason="dead_lettered", message=message))
+                                         discriminator=discriminator, reason="dead_lettered", message=message,
+                                         **message_of(message_id, enqueued_at)))
         return Outcome(OutcomeKind.FAILED, "", "dead_lettered", message)
     fingerprint = _fingerprint(plan, body, config)
     record = store.get(request_id) or _never_ran(plan, body, request_id, account_name or "unknown", fingerprint,

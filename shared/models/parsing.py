@@ -197,6 +197,8 @@ def _load_object(raw: object) -> dict[Any, Any]:
         text = raw.removeprefix("\ufeff")
     else:
         raise _body_error("must be a JSON object")
+    if not text.strip():
+        raise _body_error("is empty; send the request as a JSON object")
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except _DuplicateKeyError as exc:

@@ -374,14 +374,23 @@ class OnboardingRequest(WireModel):
     recover_deleted_secrets: bool = Field(default=False, strict=True)
     rotation: RotationSpec | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _not_an_offboarding(cls, data: Any) -> Any:
+        """An offboarding body is answered with where it goes, and nothing else: measured against
+        the onboarding schema its every field would be wrong (``azure`` missing, ``removeSshKey``
+        unknown), which tells its author nothing."""
+        if isinstance(data, dict) and data.get("operation") == "offboard":
+            raise rule_error("offboard requests carry only requestId, accountName, palette, removeSshKey and "
+                             "removeApiKey: put them on the queue or use DELETE /api/accounts/{name}",
+                             at=("operation",))
+        return data
+
     @field_validator("operation", mode="before")
     @classmethod
     def _onboarding(cls, value: Any) -> str:
         if value == "onboard":
             return value
-        if value == "offboard":
-            raise rule_error("offboard requests carry only requestId, accountName, palette, removeSshKey and "
-                             "removeApiKey: put them on the queue or use DELETE /api/accounts/{name}")
         raise rule_error("must be onboard (the default) or offboard")
 
     @field_validator("palette")

@@ -96,10 +96,11 @@ def preview(body: bytes | str | Mapping[str, Any], clients: Services) -> DryRun:
         return DryRun(request_id, account_name, [CheckResult(
             "schema", CheckOutcome.INVALID, str(exc), reason="invalid_request",
             errors=tuple(error.as_dict() for error in exc.errors))], operation="offboard")
+    submission, runs = request_id_check(request.request_id, fingerprint(request), clients)
     found: list[CheckResult] = [
-        CheckResult("schema", CheckOutcome.OK, "the request is a valid schema-v1 offboarding request"),
-        request_id_check(request.request_id, fingerprint(request), clients),
-    ]
+        CheckResult("schema", CheckOutcome.OK, "the request is a valid schema-v1 offboarding request"), submission]
+    if not runs:  # submitted before with this body: submitting it again removes nothing
+        return DryRun(request.request_id, request.account_name, found, operation="offboard")
     try:
         checked = steps.check_account(request, clients)
     except Exception as exc:  # noqa: BLE001 - a service down: reported, as the onboarding dry run does

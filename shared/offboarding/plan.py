@@ -58,7 +58,9 @@ def _finish(ctx: steps.OffboardingContext) -> Finish:
         account.drift_since = {}
     event = ctx.event("offboarded", "finish", "offboarded", removed=removed, left=left,
                       palette={"accountUid": ctx.result(steps.ACCOUNT_UID) or None})
-    return Finish(events=[event], step="inventory", detail=f"{len(removed)} removed, {len(left)} left",
+    return Finish(events=[event], step="inventory",
+                  detail=f"Account {ctx.account_name} is offboarded in the inventory. "
+                         f"{steps.removed_and_left_detail(removed, left)}",
                   then=lambda: ctx.clients.inventory.update(ctx.account_name, apply))
 
 

@@ -53,6 +53,9 @@ DECIDED = "_decided:"
 REMOVED = "_removed:"
 LEFT = "_left:"
 MAX_CLUSTERS_NAMED = 20
+#: A step's detail names at most this many of what it removed, and of what it left; every one is
+#: in the state's ``removed`` and ``left`` and in the ``offboarded`` event.
+MAX_NAMED_IN_DETAIL = 20
 SSH_KEY_LEASE_SECONDS = 60
 
 
@@ -318,8 +321,21 @@ def _carry_out(ctx: OffboardingContext, step: str, decide: Callable[[], Decision
         else:
             left.append(f"{removal.what}: {kept}")
         ctx.checkpoint(f"{step}.removed")
-    return StepDone(f"{len(done)} removed, {len(left)} left",
+    return StepDone(removed_and_left_detail(done, left),
                     {f"{REMOVED}{step}": json.dumps(done), f"{LEFT}{step}": json.dumps(left)})
+
+
+def removed_and_left_detail(removed: list[str], left: list[str]) -> str:
+    """A step's detail: what it removed and what it left (with why), each by kind and id or name,
+    as the decision words them: never a secret value."""
+    def named(items: list[str]) -> str:
+        more = f"; and {len(items) - MAX_NAMED_IN_DETAIL} more" if len(items) > MAX_NAMED_IN_DETAIL else ""
+        return "; ".join(items[:MAX_NAMED_IN_DETAIL]) + more
+
+    if not removed and not left:
+        return "Nothing to remove."
+    return " ".join([f"Removed: {named(removed)}." if removed else "Removed nothing.",
+                     f"Left: {named(left)}." if left else "Left nothing."])
 
 
 def _remove(ctx: OffboardingContext, removal: Removal) -> str | None:

@@ -159,14 +159,24 @@ def deleted_secret_block(request: OnboardingRequest, kind: SecretKind, store: Se
         return None
     until = f" (until {deleted.scheduled_purge_date:%Y-%m-%d})" if deleted.scheduled_purge_date else ""
     vault = store.vault_url
+    # Refused at the intake, nothing was recorded: the request is simply submitted again. Refused by
+    # the check step, the request is recorded as failed: a corrected body runs again under its
+    # requestId (shared.engine.admission), the same body only answers this failure.
+    unchanged = ("submit the request again" if step == "intake" else
+                 "submit the request under a new requestId (the same body under the same requestId only answers "
+                 "this failure)")
     if ours:
-        how = ("Set recoverDeletedSecrets to true to have the onboarding recover it (its old versions come back as "
-               "history; a new version is written on top) or, if you are sure, purge it "
-               f"(az keyvault secret purge --id {vault}/deletedsecrets/{name}), then submit the request again.")
+        recover = ("Set recoverDeletedSecrets to true to have the onboarding recover it (its old versions come back "
+                   "as history; a new version is written on top)")
+        how = (f"{recover} or, if you are sure, purge it (az keyvault secret purge --id {vault}/deletedsecrets/"
+               f"{name}), then submit the request again." if step == "intake" else
+               f"{recover} and submit the request again: it was refused here before anything was made, so the "
+               "corrected body runs under the same requestId. Or, if you are sure, purge it (az keyvault secret "
+               f"purge --id {vault}/deletedsecrets/{name}) and {unchanged}.")
     else:
         how = ("It was not written by this product for the account, so the product will not recover it: recover "
                f"it yourself (az keyvault secret recover --id {vault}/deletedsecrets/{name}) and rename it, or purge "
-               "it, then submit the request again.")
+               f"it, then {unchanged}.")
     return PermanentStepError(
         step, "secret_name_deleted",
         f"Key Vault secret '{name}' (the {kind.value} of account '{account}') was deleted but is still "
@@ -420,10 +430,10 @@ class _Checks:
 
     def inline_secret(self) -> CheckResult:
         name = self.request.derived_names.client_secret
-        staged = credentials.staged_secret_name(self.request.request_id)
-        return CheckResult("azure.secret", CheckOutcome.OK, f"a submitted inline secret is kept in Key Vault secret "
-                           f"'{staged}' until the request passed its checks, then written to '{name}'; nothing "
-                           "was stored now", Action.CREATE)
+        return CheckResult("azure.secret", CheckOutcome.OK, "a submitted inline secret is kept in a Key Vault secret "
+                           "of its own ('palette-staged-' and a digest of the requestId and the run) until the "
+                           f"request passed its checks, then written to '{name}'; nothing was stored now",
+                           Action.CREATE)
 
     def staged_secret_ours(self, secret: StagedSecret) -> CheckResult:
         """The staged inline secret is this request's own (the intake kept it for it)."""
@@ -438,7 +448,8 @@ class _Checks:
                 "check", "staged_secret_missing",
                 f"The inline secret this request was submitted with is no longer kept in Key Vault secret "
                 f"'{secret.secret_name}' (version {secret.version}), or was not kept for this request; submit "
-                "the request again with its secret.", field="azure.secret"))
+                "the request again with its secret under a new requestId (the same body under this requestId only "
+                "answers this failure).", field="azure.secret"))
         return CheckResult("azure.secret", CheckOutcome.OK, f"the submitted inline secret is kept for this request; "
                            f"it is written to '{self.request.derived_names.client_secret}' once the checks passed",
                            Action.CREATE)

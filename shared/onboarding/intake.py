@@ -3,8 +3,10 @@ or, for the dry run, only check it (:func:`dry_run`).
 
 The state row is written before the message is sent, with the request as queued, so a failed send
 is repaired by a resubmission of the same body or by the sweeper (the queue's duplicate detection
-on ``message_id`` drops the second copy if the first did arrive). A requestId whose earlier body
-was invalid may be used again with a valid one: a corrected ticket is not a conflict.
+on ``message_id`` drops the second copy if the first did arrive). Whether a body runs under its
+requestId is :mod:`shared.engine.admission`'s rule, which the dry run follows too: a requestId whose
+earlier body was invalid, or whose request was refused at its check, runs a corrected body (a
+corrected ticket is not a conflict); the same body again is answered with the request's state.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from shared import credentials
-from shared.dryrun import INTAKE_FINGERPRINT
+from shared.engine.admission import INTAKE_FINGERPRINT, Admission, admission, conflict_message, restart
 from shared.errors import IdempotencyConflictError, OnboardingError
 from shared.onboarding import staging
 from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus
@@ -43,7 +45,8 @@ def submit(body: bytes | str | Mapping[str, Any], clients: Services, queue: Requ
     RequestValidationError
         The body is invalid (400, one error per field).
     IdempotencyConflictError
-        The requestId was used with another body (409).
+        The requestId was used with another body by a request that succeeded, runs, or made
+        something (409).
     SecretNameBlockedError
         An inline secret's Key Vault name is taken or blocked by a deleted secret (409).
     """
@@ -54,26 +57,29 @@ def submit(body: bytes | str | Mapping[str, Any], clients: Services, queue: Requ
                             allowed_secret_prefix=config.allowed_secret_prefix)
     submitted = request_fingerprint(request)
     existing = clients.state.get(request.request_id)
-    if existing is None or existing.rejected:
-        record = _record_new(request, submitted, clients, existing)
+    admitted = admission(existing, submitted)
+    if admitted in (Admission.NEW, Admission.RERUN):
+        record = _record_new(request, submitted, clients, existing, admitted)
         if record is not None:
             _send(record, queue)
             return record
-        existing = clients.state.get(request.request_id)
-        if existing is None:
-            raise ConcurrentUpdateError(f"The state of request {request.request_id} vanished; submit it again.")
-    if existing.results.get(INTAKE_FINGERPRINT, existing.fingerprint) != submitted:
-        raise IdempotencyConflictError(
-            f"Request {existing.request_id} was already submitted with a different body; use a new "
-            "requestId for a new request.")
+        existing = clients.state.get(request.request_id)  # another writer won meanwhile: with this body?
+        admitted = admission(existing, submitted)
+        if existing is None or admitted in (Admission.NEW, Admission.RERUN):
+            raise ConcurrentUpdateError(f"The state of request {request.request_id} changed meanwhile; submit it "
+                                        "again.")
+    assert existing is not None  # NEW and RERUN returned or raised above
+    if admitted is Admission.CONFLICT:
+        raise IdempotencyConflictError(conflict_message(existing))
     if existing.status is RequestStatus.QUEUED:
         _send(existing, queue)  # the first send may have failed after the row was written
     return existing
 
 
-def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
-                replaced: RequestRecord | None) -> RequestRecord | None:
-    """Write the queued row (replacing a rejected one); None when another submission won."""
+def _record_new(request: OnboardingRequest, submitted: str, clients: Services, replaced: RequestRecord | None,
+                admitted: Admission) -> RequestRecord | None:
+    """Write the queued row (replacing an invalid body's row, or starting the next run of a refused
+    request); None when another submission won."""
     from shared.models import request_fingerprint
 
     queued = request
@@ -81,18 +87,18 @@ def _record_new(request: OnboardingRequest, submitted: str, clients: Services,
     made: dict[str, dict[str, Any]] = {}
     if request.has_inline_secret:
         _client_secret_name_usable(request, clients)
-        queued, staged = staging.stage(request, clients)
+        run = 1 if replaced is None else replaced.run + (1 if admitted is Admission.RERUN else 0)
+        queued, staged = staging.stage(request, clients, run=run)
         results[INLINE_SECRET_VERSION] = staged.ids["version"]
         made[staging.STAGED] = staged.to_dict()
     document = json.dumps(queued.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
     if replaced is None:
         record = RequestRecord(request_id=request.request_id, account_name=request.account_name,
-                               fingerprint=request_fingerprint(queued), request=document)
+                               fingerprint=request_fingerprint(queued), request=document,
+                               status=RequestStatus.QUEUED, current_step="queued")
     else:
-        record = replaced.fresh(account_name=request.account_name, fingerprint=request_fingerprint(queued),
-                                request=document)
-    record.status = RequestStatus.QUEUED
-    record.current_step = "queued"
+        record = restart(replaced, admitted, account_name=request.account_name,
+                         fingerprint=request_fingerprint(queued), request=document)
     record.results.update(results)
     record.made.update(made)
     try:
@@ -131,7 +137,9 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_i
             config: PipelineConfig) -> DryRun:
     """Check a request as the check step would, and say what submitting it would do, with no side
     effect anywhere: nothing is recorded, queued, stored in Key Vault or written to Graph or
-    Palette. A body that breaks the schema is one ``schema`` result with its field errors."""
+    Palette. A body that breaks the schema is one ``schema`` result with its field errors; a body
+    submitted before under its requestId is answered by the ``requestId`` result alone (submitting
+    it again runs nothing, so no lookup would say what happens)."""
     from shared.dryrun import CheckOutcome, CheckResult, DryRun, request_id_check
     from shared.errors import RequestValidationError
     from shared.models import identity_of, parse_request, request_fingerprint
@@ -152,6 +160,8 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_i
                     f"Key Vault secrets {names.client_secret}, {names.ssh_private_key} and {names.api_key_value} "
                     f"(those the request writes), Graph password '{names.password_display_name}'"),
     ]
-    found.append(request_id_check(request.request_id, request_fingerprint(request), clients))
-    found.extend(run_checks(request, clients, errors_as_results=True))
+    submission, runs = request_id_check(request.request_id, request_fingerprint(request), clients)
+    found.append(submission)
+    if runs:
+        found.extend(run_checks(request, clients, errors_as_results=True))
     return DryRun(request.request_id, request.account_name, found)

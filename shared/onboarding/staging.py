@@ -2,7 +2,8 @@
 being written where rotation, drift or offboarding read before its request passed its checks.
 
 1. **Stage** (the intake, :func:`stage`): the value goes into a secret of its own,
-   ``palette-staged-<digest of the requestId>`` (:func:`shared.credentials.staged_secret_name`),
+   ``palette-staged-<digest of the requestId>`` (and of the run, for a later run of a refused request:
+   :func:`shared.credentials.staged_secret_name`),
    tagged as a staged secret of that request; the queued request names it and its version
    (``{"source": "staged", ...}``), and the request's row records it as made (:mod:`shared.made`).
    The queue never carries the value.
@@ -34,13 +35,15 @@ if TYPE_CHECKING:
 STAGED = "staged"
 
 
-def stage(request: OnboardingRequest, clients: Services) -> tuple[OnboardingRequest, made.Made]:
-    """Keep ``request``'s inline secret under its staging name; returns the request as it is
-    queued (naming the staged version) and the entry that records it."""
+def stage(request: OnboardingRequest, clients: Services, *, run: int = 1) -> tuple[OnboardingRequest, made.Made]:
+    """Keep ``request``'s inline secret under the staging name of its ``run`` (a refused request
+    run again stages under a name of its own: the first run's staged secret was soft-deleted, and
+    Key Vault refuses a deleted name); returns the request as it is queued (naming the staged
+    version) and the entry that records it."""
     secret = request.azure.secret
     value = getattr(secret, "value", None)
     assert value is not None
-    name = credentials.staged_secret_name(request.request_id)
+    name = credentials.staged_secret_name(request.request_id, run=run)
     tags = {**credentials.secret_tags(request.account_name, SecretKind.CLIENT_SECRET, request_id=request.request_id,
                                       tenant_id=request.azure.tenant_id, client_id=request.azure.client_id),
             credentials.KIND_TAG: credentials.STAGED_PURPOSE}

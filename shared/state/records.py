@@ -14,7 +14,10 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class RequestStatus(StrEnum):
@@ -29,8 +32,9 @@ class RequestStatus(StrEnum):
         return self in (RequestStatus.SUCCEEDED, RequestStatus.FAILED)
 
 
-#: The one state machine of a request's status. A failed request whose body was invalid is not
-#: resumed but replaced by a new record (:meth:`RequestRecord.fresh`), which starts at RUNNING.
+#: The one state machine of a request's status. A failed request whose body was invalid, or that
+#: was refused at its check, is not resumed but replaced by a new record for a corrected body
+#: (:meth:`RequestRecord.fresh`, :meth:`RequestRecord.rerun`), which starts at QUEUED or RUNNING.
 TRANSITIONS: dict[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.QUEUED: frozenset({RequestStatus.RUNNING, RequestStatus.FAILED}),
     RequestStatus.RUNNING: frozenset({RequestStatus.RUNNING, RequestStatus.WAITING, RequestStatus.SUCCEEDED,
@@ -71,6 +75,22 @@ def parse_iso(text: str) -> dt.datetime | None:
 INVALID_FINGERPRINT_PREFIX = "invalid:"
 
 
+def _flag(text: str) -> bool | str:
+    """``"true"`` or ``"false"`` as a boolean (anything else, never written, as it is kept)."""
+    return {"true": True, "false": False}.get(text, text)
+
+
+def _number(text: str) -> int | str:
+    """A whole number as a number (anything else, never written, as it is kept)."""
+    return int(text) if text.isdigit() else text
+
+
+#: Results that mean a flag or a number. Every result is kept as text (``"true"``, ``"180"``);
+#: :meth:`RequestRecord.to_public` answers these as JSON booleans and numbers. Written by the
+#: onboarding (``sshKeyOwned``) and by rotation and API key renewal (``lifetimeDays``).
+TYPED_RESULTS: dict[str, Callable[[str], Any]] = {"sshKeyOwned": _flag, "lifetimeDays": _number}
+
+
 @dataclass
 class StepRecord:
     outcome: StepOutcome
@@ -97,7 +117,9 @@ class RequestRecord:
     asked for while a delivery held the lease (by the dead-letter handler or the sweeper): the
     holder stops at its next fence or step and fails the request with it. ``finishing`` says the
     request passed its last check and is recording its end (the inventory, then ``succeeded``):
-    from then on nobody asks it to stop, and whoever takes it over finishes it.
+    from then on nobody asks it to stop, and whoever takes it over finishes it. ``run`` counts the
+    runs of the requestId: 1, and one more each time a refused request is run again with a
+    corrected body (:meth:`rerun`); the events of a later run have ids of their own.
     """
 
     request_id: str
@@ -123,6 +145,7 @@ class RequestRecord:
     attempts: int = 0
     defects: int = 0
     redrives: int = 0
+    run: int = 1
     created_at: str = ""
     updated_at: str = ""
     etag: str | None = None
@@ -156,7 +179,17 @@ class RequestRecord:
         self.status = status
 
     def record_event(self, event: dict[str, Any]) -> bool:
-        """Put an event (structured-mode CloudEvent JSON) in the outbox unless it was recorded before."""
+        """Put an event (structured-mode CloudEvent JSON) in the outbox unless it was recorded before.
+
+        An event of a later run gets that run's id (:func:`shared.clients.events.of_run`): the ids
+        derived from the requestId, the type and the step are the first run's, already recorded
+        here and seen by the topic's duplicate detection, so the run's own ``requested``,
+        ``failed`` or ``validated`` would otherwise be dropped as a copy.
+        """
+        if self.run > 1:
+            from shared.clients.events import of_run
+
+            event = of_run(event, self.run)
         event_id = str(event["id"])
         if event_id in self.event_ids:
             return False
@@ -180,10 +213,11 @@ class RequestRecord:
             "status": self.status.value,
             "currentStep": self.current_step,
             "steps": {name: step.as_dict() for name, step in self.steps.items()},
-            "palette": {k: v for k, v in self.results.items() if not k.startswith("_")},
+            "palette": {k: TYPED_RESULTS.get(k, str)(v) for k, v in self.results.items() if not k.startswith("_")},
             "error": ({"reason": self.error_reason, "message": self.error_message}
                       if self.error_reason else None),
             "attempts": self.attempts,
+            "run": self.run,
             "resumesAt": self.due_at or None if self.status is RequestStatus.WAITING else None,
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
@@ -203,7 +237,14 @@ class RequestRecord:
 
     def fresh(self, *, account_name: str, fingerprint: str, request: str) -> RequestRecord:
         """A new record for the same requestId that keeps only what must survive: the ETag (to
-        replace the row), the ids of events already recorded and any events still unsent."""
+        replace the row), the run, the ids of events already recorded and any events still unsent."""
         return RequestRecord(request_id=self.request_id, account_name=account_name, fingerprint=fingerprint,
                                 request=request, outbox=list(self.outbox), event_ids=list(self.event_ids),
-                                created_at=self.created_at, etag=self.etag)
+                                run=self.run, created_at=self.created_at, etag=self.etag)
+
+    def rerun(self, *, account_name: str, fingerprint: str, request: str) -> RequestRecord:
+        """The next run of a refused request under its requestId, with the corrected body: a
+        :meth:`fresh` record numbered one more, so its events get ids of their own."""
+        record = self.fresh(account_name=account_name, fingerprint=fingerprint, request=request)
+        record.run = self.run + 1
+        return record

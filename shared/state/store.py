@@ -36,7 +36,7 @@ from shared.state.records import (
 
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from azure.data.tables import TableClient
 
@@ -112,10 +112,11 @@ class StateStore(ABC):
     def list(self, *, status: RequestStatus | None = None) -> Iterator[RequestRecord]: ...
 
     @abstractmethod
-    def list_page(self, *, status: RequestStatus | None = None, top: int,
+    def list_page(self, *, status: RequestStatus | None = None, operations: Sequence[str] = (), top: int,
                   continuation_token: str | None = None) -> RecordPage:
         """One page of at most ``top`` records, read by the table's own continuation (never the
-        whole table); raises :class:`InvalidContinuationTokenError` for a token it did not make."""
+        whole table), of any of ``operations`` when given (``rotate``, ...: the requests'
+        ``operation``); raises :class:`InvalidContinuationTokenError` for a token it did not make."""
 
     @abstractmethod
     def check_reachable(self) -> str:
@@ -218,6 +219,9 @@ def _to_entity(record: RequestRecord) -> dict[str, Any]:
         "Attempts": record.attempts,
         "Defects": record.defects,
         "Redrives": record.redrives,
+        # Its own column (the request is packed) so the listing can filter by it in the table.
+        "Operation": record.operation,
+        "Run": record.run,
         "CreatedAt": record.created_at,
         "UpdatedAt": record.updated_at,
     }
@@ -250,6 +254,7 @@ def _from_entity(entity: Any) -> RequestRecord:
         attempts=int(entity.get("Attempts", 0)),
         defects=int(entity.get("Defects", 0)),
         redrives=int(entity.get("Redrives", 0)),
+        run=int(entity.get("Run", 1)),
         created_at=entity.get("CreatedAt", ""),
         updated_at=entity.get("UpdatedAt", ""),
         etag=entity.metadata.get("etag") if hasattr(entity, "metadata") else None,
@@ -331,18 +336,24 @@ class TableStateStore(StateStore):
         except AzureError as exc:
             raise StateStoreError(f"Could not list onboarding requests: {exc.message}") from exc
 
-    def _query(self, status: RequestStatus | None, **kwargs: Any) -> Any:
-        if status is None:
-            return self._table.query_entities("RowKey eq @row", parameters={"row": ROW_KEY}, **kwargs)
-        return self._table.query_entities("RowKey eq @row and Status eq @status",
-                                          parameters={"row": ROW_KEY, "status": status.value}, **kwargs)
+    def _query(self, status: RequestStatus | None, operations: Sequence[str] = (), **kwargs: Any) -> Any:
+        query, parameters = "RowKey eq @row", {"row": ROW_KEY}
+        if status is not None:
+            query += " and Status eq @status"
+            parameters["status"] = status.value
+        if operations:
+            # A row written before the Operation column existed has none, and matches no operation.
+            # (The SDK finds a parameter up to the next space, so the closing parenthesis stands apart.)
+            query += " and (" + " or ".join(f"Operation eq @operation{i}" for i in range(len(operations))) + " )"
+            parameters.update({f"operation{i}": operation for i, operation in enumerate(operations)})
+        return self._table.query_entities(query, parameters=parameters, **kwargs)
 
-    def list_page(self, *, status: RequestStatus | None = None, top: int,
+    def list_page(self, *, status: RequestStatus | None = None, operations: Sequence[str] = (), top: int,
                   continuation_token: str | None = None) -> RecordPage:
         start = decode_continuation(continuation_token) if continuation_token else None
         self._ensure_table()
         try:
-            pages = self._query(status, results_per_page=top).by_page(continuation_token=start)
+            pages = self._query(status, operations, results_per_page=top).by_page(continuation_token=start)
             items = [_from_entity(entity) for entity in next(pages, [])]
             return RecordPage(items, encode_continuation(pages.continuation_token))
         except AzureError as exc:

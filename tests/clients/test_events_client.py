@@ -33,6 +33,7 @@ from shared.clients.events import (
     cloud_event_from_json,
     cloud_event_to_json,
     event_id,
+    of_run,
     to_service_bus_message,
 )
 from shared.clients.queue import RequestQueue
@@ -65,6 +66,20 @@ def test_event_ids_are_stable_and_distinct_per_type_and_discriminator() -> None:
     others = {event_id("REQ-1", "failed", "validate"), event_id("REQ-1", "failed"),
               event_id("REQ-2", "failed", "register"), event_id("REQ-1", "validated", "register")}
     assert first not in others and len(others) == 4
+
+
+def test_a_later_runs_events_have_ids_of_their_own_stable_within_the_run() -> None:
+    from shared.clients.events import cloud_event_to_dict
+
+    first = cloud_event_to_dict(_event("failed", data={"step": "check", "outcome": "failed"}))
+    second, third = of_run(first, 2), of_run(first, 3)
+
+    assert of_run(first, 1) == first
+    assert second["id"] == of_run(first, 2)["id"] == of_run(second, 2)["id"]  # stable; applied once
+    assert len({first["id"], second["id"], third["id"]}) == 3 and uuid.UUID(second["id"]).version == 5
+    assert (second["data"]["run"], "run" in first["data"]) == (2, False)
+    assert {k: v for k, v in second.items() if k not in ("id", "data")} == {
+        k: v for k, v in first.items() if k not in ("id", "data")}
 
 
 @given(a=st.text(max_size=20), b=st.text(max_size=20), c=st.text(max_size=20), d=st.text(max_size=20))

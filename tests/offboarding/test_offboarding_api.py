@@ -46,6 +46,13 @@ def test_delete_offboards_and_a_second_delete_answers_with_the_same_offboarding(
     assert state["status"] == "succeeded" and state["operation"] == "offboard", state
     assert any(item.startswith("Palette cloud account") for item in state["removed"])
     assert any(item.startswith("SSH key http-off-key") for item in state["removed"])
+    # Each step says what it removed (by kind and uid, keyId or name), not only how many.
+    steps = state["steps"]
+    for item in state["removed"]:
+        assert any(item in steps[name]["detail"] for name in ("account", "keys", "passwords", "secrets")), item
+        assert item in steps["inventory"]["detail"], item
+    assert steps["account"]["detail"].startswith("Removed: Palette cloud account ")
+    assert "Graph password " in steps["passwords"]["detail"]
     assert_offboarded(world, body, ssh_key_kept=False)
     row = call(host, "GET", f"/accounts/{account}").json()
     assert row["status"] == "offboarded" and row["offboarding"]["id"] == "TICKET-77" and row["offboarding"]["at"]
@@ -144,3 +151,49 @@ def test_onboarding_again_through_http_recovers_the_deleted_secrets_when_asked(h
     assert state["status"] == "succeeded", state
     assert deleted_secrets(world, account) == []
     assert call(host, "GET", f"/accounts/{account}").json()["status"] == "managed"
+
+
+def test_a_refused_onboarding_runs_again_under_its_request_id_once_corrected(host: LocalHost, world: World) -> None:
+    """``secret_name_deleted`` advises setting ``recoverDeletedSecrets`` and submitting again, and that
+    is what happens: the request was refused at its check and made nothing, so the corrected body
+    runs under the same requestId. The dry run says beforehand what each resubmission would do."""
+    body = onboard(world)
+    account = body["accountName"]
+    finished(host, call(host, "DELETE", f"/accounts/{account}").json()["statusUrl"])
+    world.events()
+    again = {**body, "requestId": body["requestId"] + "-again"}
+    status_url = call(host, "POST", "/onboardings", json=again).json()["statusUrl"]
+    refused = finished(host, status_url)
+    assert (refused["status"], refused["error"]["reason"], refused["currentStep"]) == (
+        "failed", "secret_name_deleted", "check")
+    advice = refused["error"]["message"]
+    assert "Set recoverDeletedSecrets to true" in advice and "and submit the request again" in advice
+    assert "the corrected body runs under the same requestId" in advice
+
+    same = call(host, "POST", "/onboardings/validate", json=again).json()
+    corrected = {**again, "recoverDeletedSecrets": True}
+    ahead = call(host, "POST", "/onboardings/validate", json=corrected).json()
+
+    assert same["valid"] is False and [c["name"] for c in same["checks"]] == ["schema", "names", "requestId"]
+    [told] = [c for c in same["checks"] if c["name"] == "requestId"]
+    assert (told["outcome"], told["action"]) == ("clash", "reuse")
+    assert "secret_name_deleted" in told["detail"] and f"/api/onboardings/{again['requestId']}" in told["detail"]
+    assert ahead["valid"] is True, ahead
+    checks = {c["name"]: c for c in ahead["checks"]}
+    assert (checks["requestId"]["action"], checks["keyVault.client-secret"]["action"]) == ("rerun", "recover")
+    assert services(world)["keyVault"] == world.snapshot()["keyVault"]  # the dry runs changed nothing
+
+    unchanged = call(host, "POST", "/onboardings", json=again)
+    assert (unchanged.status_code, unchanged.json()["status"]) == (202, "failed")  # runs nothing
+    accepted = call(host, "POST", "/onboardings", json=corrected)
+    assert (accepted.status_code, accepted.json()["status"]) == (202, "queued"), accepted.text
+    state = finished(host, status_url)
+
+    assert (state["status"], state["run"], state["currentStep"], state["error"]) == ("succeeded", 2, "done", None)
+    assert state["steps"]["check"]["outcome"] == "succeeded"
+    assert deleted_secrets(world, account) == []
+    events = world.events()
+    assert len({e["id"] for e in events}) == len(events)
+    runs = [(e["type"].removeprefix("palette.onboarding."), e["data"].get("run", 1)) for e in events]
+    assert sorted(runs) == [("account.registered", 2), ("failed", 1), ("requested", 1), ("requested", 2),
+                            ("secret.stored", 2), ("validated", 2)]

@@ -79,6 +79,7 @@ def _assert_failed(world: World, body: dict[str, Any], outcome: Any, reason: str
     assert row["ErrorReason"] == reason
     assert row["ErrorMessage"] == outcome.message
     assert row["LeaseOwner"] == ""
+    assert row["CurrentStep"] == step  # where it stopped, not the last step another branch recorded
     steps = json.loads(row["Steps"])
     assert steps[step]["outcome"] == "failed"
     assert steps[step]["detail"] == reason
@@ -325,10 +326,11 @@ def test_palette_4xx_at_register_is_dependency_rejected(world: World) -> None:
 
 @pytest.mark.parametrize("original", ["succeeded", "failed"])
 def test_same_request_id_with_another_body_is_a_conflict(world: World, original: str) -> None:
-    palette = {"privateCloudGateway": "pcg-west"} if original == "failed" else {}
-    body = world.request(palette=palette)
+    """Another body under a requestId whose request succeeded, or failed past its check (it had
+    made something), is refused; a request refused at its check runs again instead (below)."""
     if original == "failed":
-        body["azure"]["cloud"] = "AzureUSGovernmentCloud"
+        world.palette_fault(method="POST", path="^/v1/cloudaccounts/azure$", status=400)
+    body = world.request()
     first = world.run(body)
     assert first.kind is (OutcomeKind.SUCCEEDED if original == "succeeded" else OutcomeKind.FAILED)
     row = world.state_row(body["requestId"])
@@ -345,7 +347,7 @@ def test_same_request_id_with_another_body_is_a_conflict(world: World, original:
     # The first delivery's events, and one more that tells the ticket its resubmission was refused
     # (reason request_id_conflict), not that the original request failed.
     expected = (["requested", "secret.stored", "account.registered", "validated"] if original == "succeeded"
-                else ["requested", "failed"])
+                else ["requested", "secret.stored", "failed"])
     events = world.events(wait=EVENT_WAIT)
     refused = [e for e in events if e["data"].get("reason") == "request_id_conflict"]
     assert len(refused) == 1
@@ -358,6 +360,46 @@ def test_same_request_id_with_another_body_is_a_conflict(world: World, original:
     # A redelivery of the refused message announces nothing new.
     assert world.run(changed).kind is OutcomeKind.CONFLICT
     assert world.events(wait=EVENT_WAIT) == []
+
+
+def test_a_corrected_body_runs_a_request_refused_at_its_check_again(world: World) -> None:
+    """A request refused at its check made nothing: a corrected body under the same requestId runs
+    it again, as its next run, however often. Each run's events reach the topic once, with ids of
+    their own: the second run's ``requested`` and ``failed`` are not taken for the first run's."""
+    body = world.request(palette={"privateCloudGateway": "pcg-west"})
+    body["azure"]["cloud"] = "AzureUSGovernmentCloud"
+    request_id, account = body["requestId"], body["accountName"]
+    assert world.run(body).reason == "pcg_not_running"
+    first_run = {e["id"] for e in world.events(wait=EVENT_WAIT)}
+    before = _everything(world)
+
+    still_wrong = {**body, "palette": {"privateCloudGateway": "pcg-nowhere"}}
+    second = world.run(still_wrong)
+
+    failed = _assert_failed(world, still_wrong, second, "pcg_not_found", step="check")  # requested, then failed
+    assert failed["run"] == 2
+    row = world.state_row(request_id)
+    recorded = json.loads(row["EventIds"])  # the first run's ids, then the second run's, none twice
+    assert len(set(recorded)) == len(recorded) == 4 and set(recorded[:2]) == first_run
+    assert row["Run"] == 2 and set(json.loads(row["Steps"])) == {"check"}
+    assert _everything(world) == before
+    assert world.run(still_wrong).kind is OutcomeKind.DUPLICATE  # the same body again: nothing new
+
+    corrected = {**body, "azure": {**body["azure"], "cloud": "AzurePublicCloud"}, "palette": {}}
+    third = world.run(corrected)
+
+    assert third.kind is OutcomeKind.SUCCEEDED, (third.reason, third.message)
+    assert (third.state["run"], third.state["status"], third.state["error"]) == (3, "succeeded", None)
+    assert {step["outcome"] for step in third.state["steps"].values()} <= {"succeeded", "skipped"}  # this run's
+    assert len(world.palette_accounts(account)) == 1
+    events = world.events(wait=EVENT_WAIT)
+    assert sorted(_short(e) for e in events) == ["account.registered", "requested", "secret.stored", "validated"]
+    assert all(e["data"]["run"] == 3 for e in events)
+    # Redelivered, the corrected body and the first one change nothing: the request succeeded.
+    assert world.run(corrected).kind is OutcomeKind.DUPLICATE
+    assert world.run(body).kind is OutcomeKind.CONFLICT
+    assert [e["data"]["reason"] for e in world.events(wait=EVENT_WAIT)] == ["request_id_conflict"]
+    assert len(world.palette_accounts(account)) == 1
 
 
 def test_finished_failed_request_redelivered_is_a_duplicate(world: World) -> None:

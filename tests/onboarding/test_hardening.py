@@ -338,6 +338,18 @@ def test_a_dead_lettered_message_fails_its_request_with_the_reason(world: World)
     assert again.kind is OutcomeKind.DUPLICATE
 
 
+def test_a_dead_lettered_message_that_names_no_request_is_announced_by_its_message_id(world: World) -> None:
+    import datetime as dt
+
+    enqueued = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    outcome = handle_dead_letter(b"not json", world.deps.clients, message_id="m-unreadable",
+                                 reason="MaxDeliveryCountExceeded", description="", enqueued_at=enqueued)
+    assert outcome.kind is OutcomeKind.FAILED
+    data = _failed_event(world)
+    assert (data["requestId"], data["reason"]) == ("unknown", "dead_lettered")
+    assert (data["messageId"], data["enqueuedTime"]) == ("m-unreadable", "2030-01-02T03:04:05.000Z")
+
+
 def test_a_dead_lettered_conflicting_body_leaves_the_running_request_alone(world: World) -> None:
     body = world.request()
     with pytest.raises(HostKilled):

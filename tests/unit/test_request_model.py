@@ -431,6 +431,9 @@ def test_models_are_frozen() -> None:
     ("raw", "fragment"),
     [
         (b"not json", "is not valid JSON (line 1, column 1)"),
+        (b"", "is empty; send the request as a JSON object"),
+        (" \n\t", "is empty"),
+        (b"\xef\xbb\xbf", "is empty"),
         ("{", "is not valid JSON"),
         ("[]", "must be a JSON object"),
         ('"text"', "must be a JSON object"),
@@ -450,6 +453,9 @@ def test_body_errors_are_at_the_root(raw: Any, fragment: str) -> None:
     errors = errors_of(raw)
     assert list(errors) == [""]
     assert fragment in errors[""]
+    with pytest.raises(RequestValidationError) as caught:
+        parse(raw)
+    assert str(caught.value) == f"The onboarding request is invalid: {errors['']}"  # no empty path before it
 
 
 @pytest.mark.parametrize(
@@ -968,6 +974,14 @@ def test_operation_is_onboard_by_default_and_the_added_fields_keep_old_fingerpri
 def test_an_onboarding_body_with_another_operation_is_refused_naming_the_field(operation: Any, fragment: str) -> None:
     errors = errors_of(body({"operation": operation}))
     assert list(errors) == ["operation"] and fragment in errors["operation"]
+
+
+def test_an_offboarding_body_is_told_only_where_it_goes() -> None:
+    """Measured against the onboarding schema it lacks azure and has unknown fields; none of that
+    is reported, only the pointer."""
+    errors = errors_of({"operation": "offboard", "requestId": "OFF-1", "accountName": "some-account",
+                        "removeSshKey": True})
+    assert list(errors) == ["operation"] and "DELETE /api/accounts/{name}" in errors["operation"]
 
 
 def test_recover_deleted_secrets_must_be_a_boolean() -> None:
