@@ -153,12 +153,17 @@ def dry_run(body: bytes | str | Mapping[str, Any], clients: Services, *, allow_i
         return DryRun(request_id, account_name, [CheckResult(
             "schema", CheckOutcome.INVALID, str(exc), reason="invalid_request",
             errors=tuple(error.as_dict() for error in exc.errors))])
+    from shared.models.request import GeneratedSecret
+
     names = request.derived_names
+    written = [credentials.secret_name(request.account_name, kind) for kind in request.secrets_written]
     found = [
         CheckResult("schema", CheckOutcome.OK, "the request is a valid schema-v1 request"),
         CheckResult("names", CheckOutcome.OK,
-                    f"Key Vault secrets {names.client_secret}, {names.ssh_private_key} and {names.api_key_value} "
-                    f"(those the request writes), Graph password '{names.password_display_name}'"),
+                    (f"Key Vault secret(s) written: {', '.join(written)}" if written
+                     else "no Key Vault secret written")
+                    + (f"; Graph password '{names.password_display_name}'"
+                       if isinstance(request.azure.secret, GeneratedSecret) else "")),
     ]
     submission, runs = request_id_check(request.request_id, request_fingerprint(request), clients)
     found.append(submission)
