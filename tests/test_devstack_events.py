@@ -10,7 +10,6 @@ own pipeline, which publishes to the events topic.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,24 +21,16 @@ import pytest
 
 from shared.engine import OutcomeKind
 from tests.onboarding.conftest import deps, wait_for, world
-from tests.test_stack import CONTRACT_SETTINGS
+from tests.test_devstack_cli import env
 
 if TYPE_CHECKING:
     from devstack.stack import Stack
     from tests.onboarding.conftest import World
 
-__all__ = ["deps", "world"]  # fixtures shared with tests/onboarding
+__all__ = ["deps", "env", "world"]  # fixtures shared with tests/onboarding and test_devstack_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "palette.onboarding."
-
-
-@pytest.fixture
-def env() -> dict[str, str]:
-    """The environment of a fresh shell: none of the stack's settings set."""
-    clean = {k: v for k, v in os.environ.items() if k not in CONTRACT_SETTINGS}
-    clean["PYTHONPATH"] = str(ROOT)
-    return clean
 
 
 @pytest.fixture
