@@ -50,7 +50,11 @@ def run_demo(timeout_seconds: float = 180) -> int:
     _out("== starting the local stack")
     stack = Stack(StackOptions(propagation_delay_seconds=3.0))
     settings = stack.start()
-    stack.write_settings()
+    from devstack.__main__ import running_stack
+
+    # For `devstack events` in another terminal, and removed when the demo stops (it would name a
+    # stack that is gone); a stack `up` started keeps its own settings file.
+    settings_path = None if running_stack(stack.options.workdir) else stack.write_settings()
     for name, url in stack.describe().items():
         _out(f"   {name:16} {url}")
     for line in stack.seeded:
@@ -76,6 +80,8 @@ def run_demo(timeout_seconds: float = 180) -> int:
     finally:
         host.stop()
         stack.stop()
+        if settings_path is not None:
+            settings_path.unlink(missing_ok=True)
 
     ok = True
     _out("== outcome")
