@@ -1,6 +1,7 @@
 """The deployment guide's commands can be pasted as they are, and name only what exists: every bash
 block parses, holds no <placeholder>, runs scripts that exist, reads azd environment values the
-deployment writes and sets ones it reads, and names saved queries that are deployed.
+deployment writes and sets ones it reads, and names saved queries that are deployed; the README's
+"Try it by hand" tries every route the app serves, each by a method it serves.
 """
 
 from __future__ import annotations
@@ -87,3 +88,44 @@ def test_saved_queries_named_exist() -> None:
     for name in re.findall(r"`([a-z0-9-]+)`", text):
         if name.endswith(("-by-reason", "-in-30-days", "-messages")) or name == "drift":
             assert name in names, f"deploy.md names a saved query {name} that is not deployed"
+
+
+def _by_hand_calls() -> list[tuple[str, str]]:
+    """(method, path) of each curl command in the README's "Try it by hand" section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Try it by hand", 1)[1].split("\n## ", 1)[0]
+    calls = []
+    for block in re.findall(r"^```bash\n(.*?)^```$", section, re.MULTILINE | re.DOTALL):
+        for command in block.replace("\\\n", " ").splitlines():
+            if "curl " not in command:
+                continue
+            url = re.search(r"\$API/([^\s\"')]*)", command)
+            assert url is not None, command
+            method = re.search(r"-X (\w+)", command)
+            verb = method.group(1) if method else ("POST" if "--data" in command else "GET")
+            calls.append((verb, url.group(1).split("?", 1)[0]))
+    return calls
+
+
+def test_the_readmes_by_hand_commands_name_routes_the_app_serves() -> None:
+    """Each curl of "Try it by hand" names a route and method the indexed app has (a path
+    parameter matches any one segment), and the section tries every route."""
+    import function_app
+
+    function_app.app.functions_bindings = None
+    routes = []
+    for fn in function_app.app.get_functions():
+        trigger = fn.get_trigger()
+        if trigger.get_binding_name() == "httpTrigger":
+            binding = trigger.get_dict_repr()
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(binding["route"]))
+            routes.append((re.compile(pattern), {str(getattr(m, "value", m)) for m in binding["methods"]},
+                           binding["route"]))
+    calls = _by_hand_calls()
+    tried = set()
+    for method, path in calls:
+        served = [route for pattern, methods, route in routes if pattern.fullmatch(path) and method in methods]
+        assert served, f"README 'Try it by hand': {method} /api/{path} is not a route of the app"
+        tried.add((method, served[0]))
+    every = {(method, route) for _, methods, route in routes for method in methods}
+    assert every - tried <= {("GET", "openapi.json")}, every - tried
