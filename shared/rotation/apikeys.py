@@ -175,6 +175,7 @@ def _retire_earlier_replaced_key(ctx: RenewalContext, old_uid: str) -> None:
     uid, state = account.previous_api_key_uid, account.previous_api_key_state
     if not uid or uid == old_uid:
         return
+    ctx.handle.fence()  # a delete: only while this delivery provably holds the request
     now = utcnow()
     held = _HELD.get(state)
     if held is not None:

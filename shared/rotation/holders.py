@@ -73,8 +73,7 @@ def may_change(location: AzureBackupLocation, account: AccountRecord) -> bool:
 def find(palette: PaletteClient, account: AccountRecord) -> list[AzureBackupLocation]:
     """The Azure backup locations in the account's scope that hold its principal's secret: one list
     call and one read per Azure location of the scope (Palette's list carries no credentials)."""
-    return [location for location in palette.list_azure_backup_locations(project_uid=account.project_uid or None)
-            if holds(location, account)]
+    return ScopeLocations(palette).holding(account)
 
 
 def of(location: AzureBackupLocation, account: AccountRecord) -> Holder:
