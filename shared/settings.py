@@ -40,6 +40,10 @@ class RotationConfig:
         current nor previous is removed by the drift pass once it has been seen this long.
     expiry_warning_days: milestones (besides the threshold) at which an expiring secret the product
         does not rotate is announced again.
+    drift_period_days: ``DRIFT_PERIOD_DAYS``: every managed account is looked at by the drift pass
+        once in this period; each run of ``DRIFT_SCHEDULE`` looks at the slice that falls due.
+    drift_slice_max: ``DRIFT_SLICE_MAX``: at most this many accounts per drift run (a run that
+        was missed is caught up over the next runs, not in one burst).
     """
 
     threshold_days: int = 30
@@ -48,6 +52,8 @@ class RotationConfig:
     api_key_delete_after_days: float = 14.0
     orphan_grace_hours: float = 24.0
     expiry_warning_days: tuple[int, ...] = (7, 1)
+    drift_period_days: float = 7.0
+    drift_slice_max: int = 600
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +132,7 @@ class Settings:
     rotation_schedule: str
     rotation_threshold_days: int
     sweep_schedule: str = "0 */2 * * * *"
-    drift_schedule: str = "0 30 4 * * *"
+    drift_schedule: str = "0 20 * * * *"
     require_client_principal: bool = False
     state_table: str = "onboardings"
     inventory_table: str = "accounts"
@@ -192,7 +198,7 @@ class Settings:
             rotation_schedule=env.get("ROTATION_SCHEDULE", "0 0 3 * * *"),
             rotation_threshold_days=threshold,
             sweep_schedule=env.get("SWEEP_SCHEDULE", "0 */2 * * * *"),
-            drift_schedule=env.get("DRIFT_SCHEDULE", "0 30 4 * * *"),
+            drift_schedule=env.get("DRIFT_SCHEDULE", "0 20 * * * *"),
             require_client_principal=requires_client_principal(env, problems),
             palette_rate_per_second=rate,
             palette_burst=int(burst),
@@ -229,8 +235,11 @@ def _pipeline_config(env: Mapping[str, str], problems: list[str], threshold_days
     delete_after = _number(env, "API_KEY_DELETE_AFTER_DAYS", RotationConfig.api_key_delete_after_days, 0, 365,
                            problems, unit="days")
     grace = _number(env, "ORPHAN_GRACE_HOURS", RotationConfig.orphan_grace_hours, 0, 24 * 30, problems, unit="hours")
+    period = _number(env, "DRIFT_PERIOD_DAYS", RotationConfig.drift_period_days, 0.0001, 90, problems, unit="days")
+    slice_max = _number(env, "DRIFT_SLICE_MAX", RotationConfig.drift_slice_max, 1, 100_000, problems, unit="accounts")
     rotation = RotationConfig(threshold_days=threshold_days, min_age_minutes=min_age, api_key_overlap_days=overlap,
-                              api_key_delete_after_days=delete_after, orphan_grace_hours=grace)
+                              api_key_delete_after_days=delete_after, orphan_grace_hours=grace,
+                              drift_period_days=period, drift_slice_max=int(slice_max))
     return PipelineConfig(validation_budget_seconds=budget, retry_delays_seconds=delays, lease_seconds=lease,
                           require_pcg_for_us_government=require_pcg, allowed_secret_prefix=prefix, rotation=rotation)
 

@@ -1,4 +1,12 @@
-"""The drift pass: a full look, less often than the rotation sweep, at every managed account.
+"""The drift pass: a look at every managed account once per ``DRIFT_PERIOD_DAYS``, a slice per run.
+
+Each account has a fixed phase in the cycle (from its name's hash, :func:`shared.state.inventory.drift_phase`)
+and each run (``DRIFT_SCHEDULE``, hourly) looks at the accounts whose phases passed since the last
+run: the ones looked at longest ago, evenly spread over the period whenever they were onboarded, at
+most ``DRIFT_SLICE_MAX`` a run (a missed run is caught up over the next ones). Per account the pass
+reads the Palette account, Key Vault's current version and the app's passwords, one call each, and
+asks Palette to validate the secret only when those leave it in doubt. Its Palette calls are
+background work in the app's shared pace (:mod:`shared.state.pace`): onboardings go first.
 
 What it finds (``kind`` of ``palette.onboarding.drift.detected``, and a field of the inventory row):
 
@@ -36,6 +44,7 @@ the orphan grace (their request failed or is unknown).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -47,15 +56,20 @@ from shared.engine.failures import FailureKind, classify
 from shared.engine.plan import build_document
 from shared.logs import Counts, bind, get_logger
 from shared.rotation import holders
-from shared.state.inventory import MANAGED, SOURCE_GENERATED, AccountRecord
+from shared.state import ConcurrentUpdateError
+from shared.state.inventory import DRIFT, MANAGED, PHASES, SOURCE_GENERATED, AccountRecord
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shared.clients.graph import PasswordCredential
     from shared.clients.keyvault import StoredSecret
     from shared.clients.palette import AzureAccount
     from shared.clients.queue import RequestQueue
     from shared.services import Services
     from shared.settings import RotationConfig
+    from shared.state.inventory import Indexed
 
 logger = get_logger(__name__)
 
@@ -89,61 +103,132 @@ class Found:
     data: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
+#: The inventory's bookkeeping row of the drift cycle (:meth:`InventoryStore.read_meta`).
+CURSOR_ROW = "drift"
+
+
 def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *,
-               now: dt.datetime | None = None) -> DriftReport:
+               now: dt.datetime | None = None, whole: bool = False) -> DriftReport:
+    """One run: the slice of the drift cycle that has fallen due since the last (``whole``: every
+    managed account, the cycle left as it is). See :func:`_slice`."""
     from shared.rotation.orphans import safety_net
 
     moment = now or utcnow()
     report = DriftReport()
     owner = f"drift:{uuid.uuid4().hex[:12]}"
-    locations = holders.ScopeLocations(clients.palette)  # each scope's backup locations, listed once a pass
-    try:
-        net = safety_net(clients, config, moment)
-        report.objects_recorded, report.objects_removed, report.errors = net.recorded, net.removed, net.errors
-    except Exception:  # the accounts are still looked at
-        report.errors += 1
-        logger.warning("drift: the safety net could not run", exc_info=True)
-    for account in clients.inventory.query("Status eq @managed", {"managed": MANAGED}):
+    locations = holders.ScopeLocations(clients.palette)  # each scope's backup locations, listed once a run
+    cursor, etag = clients.inventory.read_meta(CURSOR_ROW)
+    period = dt.timedelta(days=config.drift_period_days)
+    net_due = whole or (parse_iso(str(cursor.get("NetAt") or "")) or dt.datetime.min.replace(tzinfo=dt.UTC)) \
+        <= moment - period
+    if net_due:  # the safety net reads every account: once a cycle
+        try:
+            net = safety_net(clients, config, moment)
+            report.objects_recorded, report.objects_removed, report.errors = net.recorded, net.removed, net.errors
+        except Exception:  # the accounts are still looked at
+            report.errors += 1
+            logger.warning("drift: the safety net could not run", exc_info=True)
+    reached = str(cursor.get("Cursor") or "") or phase_of(moment, period)  # the first run starts the cycle here
+    entries = _slice(clients, config, moment, cursor) if not whole else clients.inventory.due(DRIFT)
+    looked_since = iso(moment - period / 2) if not whole else None  # looked at since: not again this run
+    stopped = False  # at an account looked at next run (its name held by other work)
+    for entry in entries:
+        if report.accounts >= config.drift_slice_max and not whole and entry.value != reached:
+            break
         report.accounts += 1
-        with bind(requestId=account.onboarded_by or None):
-            try:
-                _look_at(account, owner, clients, queue, config, moment, report, locations)
-            except Exception:  # one account failing does not stop the pass
-                report.errors += 1
-                logger.warning("drift: account %s could not be checked", account.account_name, exc_info=True)
+        try:
+            looked = _look_at(entry.account_name, owner, clients, queue, config, moment, report, locations,
+                              looked_since)
+        except Exception:  # one account failing does not stop the pass
+            looked = True
+            report.errors += 1
+            logger.warning("drift: account %s could not be checked", entry.account_name, exc_info=True)
+        stopped = stopped or not looked
+        if not stopped:
+            reached = entry.value
+    if not whole:
+        _move_cursor(clients, cursor, etag, reached, moment, net_due)
     logger.info("drift pass: %s", report.as_dict())
     return report
 
 
-def _look_at(account: AccountRecord, owner: str, clients: Services, queue: RequestQueue, config: RotationConfig,
-             now: dt.datetime, report: DriftReport, locations: holders.ScopeLocations) -> None:
-    """Look at one account under its name's lease; one an onboarding, rotation or offboarding
-    holds is left for the next pass."""
+def phase_of(moment: dt.datetime, period: dt.timedelta) -> str:
+    """Where in the drift cycle a moment is: the phase (:func:`~shared.state.inventory.drift_phase`)
+    whose accounts are looked at then."""
+    seconds = period.total_seconds()
+    return f"{int((moment.timestamp() % seconds) / seconds * PHASES) % PHASES:06d}"
+
+
+def _slice(clients: Services, config: RotationConfig, now: dt.datetime,
+           cursor: dict[str, object]) -> Iterator[Indexed]:
+    """The accounts due this run, oldest look first: their phases run from the cursor (the last
+    phase looked at) to the phase of now. Every account is thereby looked at once a period, the
+    runs spread evenly whenever accounts were onboarded; a run after a gap starts where the last
+    stopped, and one that fell a whole period behind goes once round the cycle."""
+    period = dt.timedelta(days=config.drift_period_days)
+    target = phase_of(now, period)
+    start = str(cursor.get("Cursor") or "")
+    last_run = parse_iso(str(cursor.get("RunAt") or ""))
+    if not start:
+        return iter(())  # the first run starts the cycle here
+    if last_run is not None and now - last_run < period:
+        if start < target:
+            return clients.inventory.due(DRIFT, target, after=start)
+        if start == target:
+            return iter(())
+        wrap_to = target  # the cycle wrapped since the last run
+    else:
+        wrap_to = start  # a whole period behind: once round
+    return itertools.chain(clients.inventory.due(DRIFT, after=start), clients.inventory.due(DRIFT, wrap_to))
+
+
+def _move_cursor(clients: Services, cursor: dict[str, object], etag: str | None, reached: str, now: dt.datetime,
+                 net_ran: bool) -> None:
+    """Record how far the cycle got: every account up to phase ``reached`` was looked at this lap."""
+    values = {"Cursor": reached, "RunAt": iso(now),
+              "NetAt": iso(now) if net_ran else str(cursor.get("NetAt") or "")}
+    try:
+        clients.inventory.write_meta(CURSOR_ROW, values, etag)
+    except ConcurrentUpdateError:
+        logger.warning("drift: another run moved the cycle on meanwhile; this run's progress is not recorded")
+
+
+def _look_at(account_name: str, owner: str, clients: Services, queue: RequestQueue, config: RotationConfig,
+             now: dt.datetime, report: DriftReport, locations: holders.ScopeLocations,
+             looked_since: str | None) -> bool:
+    """Look at one account under its name's lease; False when an onboarding, rotation or
+    offboarding holds it (it is looked at next run)."""
     from shared.engine.leases import NameLeases
 
-    lease = NameLeases(clients.state, owner, [credentials.account_lease(account.account_name)])
+    lease = NameLeases(clients.state, owner, [credentials.account_lease(account_name)])
     held = lease.acquire(utcnow() + dt.timedelta(seconds=LEASE_SECONDS))
     if held is not None:
         report.busy += 1
-        logger.info("drift: account %s is being worked on by %s; it is looked at next time", account.account_name,
-                    held.owner)
-        return
+        logger.info("drift: account %s is being worked on by %s; it is looked at next time", account_name, held.owner)
+        return False
     try:
-        current = clients.inventory.get(account.account_name)  # as it is now that nobody changes it
+        current = clients.inventory.get(account_name)  # as it is now that nobody changes it
         if current is None or current.status != MANAGED:
-            return
-        found = _inspect(current, clients, queue, config, now, report)
-        _holders(current, clients, queue, found, locations)
-        _record(current, found, clients, now, report)
+            return True
+        if looked_since is not None and current.drift_looked_at >= looked_since:
+            return True  # looked at already this lap (a run that stopped at a busy account)
+        with bind(requestId=current.onboarded_by or None):
+            found = _inspect(current, clients, queue, config, now, report, locations)
+            _record(current, found, clients, now, report)
     finally:
         lease.release()
+    return True
 
 
 def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, config: RotationConfig,
-             now: dt.datetime, report: DriftReport) -> Found:
+             now: dt.datetime, report: DriftReport, locations: holders.ScopeLocations) -> Found:
+    """What is wrong with one account, from the fewest reads: the Palette account, Key Vault's
+    current version and the app's passwords, one read each; Palette validates the secret only when
+    those leave it in doubt (:func:`_in_doubt`)."""
     found = Found(kinds=set(), repaired=set(), orphans={})
     palette = _palette_account(account, clients)
     current = _current_secret(account, clients)
+    passwords = _passwords(account, clients)
     if palette is None:
         found.kinds.add("account_missing")
     elif not credentials.made_by_product(palette.annotations):
@@ -159,17 +244,45 @@ def _inspect(account: AccountRecord, clients: Services, queue: RequestQueue, con
             if _put_back(account, palette, current, expected, clients):
                 found.repaired.add("secret_changed")
                 report.repaired += 1
-        elif not _palette_accepts(account, palette, current, clients):
+        elif _in_doubt(account, current, passwords, now) and not _palette_accepts(account, palette, current, clients):
             found.kinds.add("secret_invalid")
             if account.secret_source == SOURCE_GENERATED:
                 _rotate(account, clients, queue)  # resolved when the next pass finds the new secret accepted
     if account.secret_source == SOURCE_GENERATED and not account.blocked_holders:  # else they are kept for them
         in_use = {_key_id_of(palette.annotations.get(credentials.SECRET_REF_ANNOTATION, "")) if palette else "",
                   current.tags.get(credentials.CREDENTIAL_ID_TAG, "") if current else "", *account.holders.values()}
-        _orphans(account, clients, config, now, found, report, in_use=in_use - {""})
+        _orphans(account, clients, config, now, found, report, passwords, in_use=in_use - {""})
     if account.permissions:
         _permissions(account, clients, found)
+    _holders(account, clients, queue, found, locations, passwords)
     return found
+
+
+def _passwords(account: AccountRecord, clients: Services) -> list[PasswordCredential] | None:
+    """The app registration's passwords (None: no Graph client, or the app is gone)."""
+    if clients.graph is None or not account.client_id:
+        return None
+    try:
+        return list(clients.graph.get_application(account.client_id).passwords)
+    except ResourceNotFoundError:
+        return None
+
+
+def _in_doubt(account: AccountRecord, current: StoredSecret, passwords: list[PasswordCredential] | None,
+              now: dt.datetime) -> bool:
+    """Whether Palette must be asked if it still accepts Key Vault's current secret.
+
+    Not for a secret the product made whose version the inventory recorded, whose Graph password
+    (the keyId in its tag) the app still has and has not expired, and which has not been found
+    invalid before: Palette holds that secret (its annotations say so) and Entra ID still takes it.
+    An operator's secret (``keyVault``) carries no keyId, so it is always asked about."""
+    if account.secret_source != SOURCE_GENERATED or "secret_invalid" in account.drift or passwords is None:
+        return True
+    key_id = current.tags.get(credentials.CREDENTIAL_ID_TAG, "")
+    if not key_id or current.version != account.secret_version:
+        return True
+    password = next((item for item in passwords if item.key_id == key_id), None)
+    return password is None or (password.end is not None and password.end <= now)
 
 
 def _permissions(account: AccountRecord, clients: Services, found: Found) -> None:
@@ -186,7 +299,7 @@ def _permissions(account: AccountRecord, clients: Services, found: Found) -> Non
 
 
 def _holders(account: AccountRecord, clients: Services, queue: RequestQueue, found: Found,
-             locations: holders.ScopeLocations) -> None:
+             locations: holders.ScopeLocations, passwords: list[PasswordCredential] | None) -> None:
     """Other holders of the secret: one whose recorded password the app no longer has (a rotation
     is started, which gives it the new secret), and one the product may not change that the last
     rotation did not know of. Backup locations that cannot be read leave these kinds as they were."""
@@ -200,10 +313,7 @@ def _holders(account: AccountRecord, clients: Services, queue: RequestQueue, fou
     known = {str(entry.get("uid")) for entry in account.blocked_holders}  # a rotation cannot change these
     recorded = [location for location in holding if account.holders.get(location.uid)]
     if recorded and clients.graph is not None:
-        try:
-            keys = {password.key_id for password in clients.graph.get_application(account.client_id).passwords}
-        except ResourceNotFoundError:
-            keys = set()
+        keys = {password.key_id for password in passwords or []}
         invalid = [location for location in recorded if account.holders[location.uid] not in keys]
         if invalid:
             found.kinds.add("holder_secret_invalid")
@@ -297,17 +407,14 @@ def _rotate(account: AccountRecord, clients: Services, queue: RequestQueue) -> N
 
 
 def _orphans(account: AccountRecord, clients: Services, config: RotationConfig, now: dt.datetime,
-             found: Found, report: DriftReport, *, in_use: set[str]) -> None:
+             found: Found, report: DriftReport, passwords: list[PasswordCredential] | None, *,
+             in_use: set[str]) -> None:
     """The product's passwords of the account that are neither current nor previous, nor the one
     Palette or Key Vault holds now (``in_use``), are reported, and removed after the grace."""
-    if clients.graph is None or not account.client_id:
+    if clients.graph is None or passwords is None:
         return
     keep = ({account.current_key_id, account.previous_key_id} | in_use) - {""}
     grace = dt.timedelta(hours=config.orphan_grace_hours)
-    try:
-        passwords = clients.graph.get_application(account.client_id).passwords
-    except ResourceNotFoundError:
-        return
     for password in passwords:
         if not credentials.is_product_password(password.display_name, account.account_name) \
                 or password.key_id in keep:
@@ -337,14 +444,13 @@ def _record(account: AccountRecord, found: Found, clients: Services, now: dt.dat
     report.resolved += len((before - still) | (found.repaired - before))
 
     def apply(row: AccountRecord) -> None:
+        row.drift_looked_at = iso(now)
         row.drift = sorted(still)
         since = {kind: row.drift_since.get(kind, iso(now)) for kind in still if kind != "orphan_password"}
         since.update({f"orphan:{key}": first for key, first in found.orphans.items()})
         row.drift_since = since
         for event in events:
             row.record_event(event)
-    if not events and still == before and not found.orphans and not account.drift_since:
-        return
     updated = clients.inventory.update(account.account_name, apply)
     if updated is not None and updated.outbox:
         clients.inventory.flush(updated, clients.events)

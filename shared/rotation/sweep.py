@@ -1,8 +1,9 @@
 """What starts a rotation: the daily sweep, Key Vault's near-expiry event, and a person asking.
 
 All three put a rotation request on the queue (:mod:`shared.engine.enqueue`); the runner does the
-rest. The sweep reads only what is due from the inventory (one query per kind), so its calls grow
-with the accounts due, not with the accounts managed:
+rest. The sweep reads only what is due, from the inventory's index (a key-range read per kind and
+partition, then each due account's row), so its cost grows with the accounts due, not with the
+accounts managed:
 
 * accounts whose generated secret is due get a rotation, under an id made of the account, the
   version and the day, so the timer and the Event Grid event of one day ask for the same one
@@ -31,15 +32,25 @@ from shared.logs import Counts, bind, get_logger
 from shared.rotation.apikeys import advance_replaced_key
 from shared.rotation.models import RotationRequest, RotationTrigger
 from shared.rotation.steps import is_due
-from shared.state.inventory import MANAGED, SOURCE_GENERATED, SOURCE_KEY_VAULT, AccountRecord
+from shared.state.inventory import (
+    API_KEY,
+    EXPIRES,
+    MANAGED,
+    OUTBOX,
+    REVOKE,
+    SOURCE_GENERATED,
+    SOURCE_KEY_VAULT,
+    AccountRecord,
+)
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from shared.clients.queue import RequestQueue
     from shared.services import Services
     from shared.settings import RotationConfig
+    from shared.state.inventory import InventoryStore
 
 logger = get_logger(__name__)
 
@@ -68,53 +79,69 @@ def rotation_id(account: AccountRecord, day: dt.date) -> str:
 
 def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
           now: dt.datetime | None = None) -> RotationSweepReport:
-    """Start the rotations that are due, warn of expiring secrets the product does not rotate."""
+    """Start the rotations that are due, warn of expiring secrets the product does not rotate.
+
+    What is due is read from the inventory's index (:mod:`shared.state.inventory`), rebuilt first
+    if it was lost; each account's row is then read again and decides (the index only finds it)."""
     moment = now or utcnow()
     horizon = iso(moment + dt.timedelta(days=config.threshold_days))
     report = RotationSweepReport()
-    due_filter = "Status eq @managed and SecretSource eq @source and ExpiresOn ne '' and ExpiresOn le @horizon"
-    for account in clients.inventory.query(due_filter, {"managed": MANAGED, "source": SOURCE_GENERATED,
-                                                        "horizon": horizon}):
-        report.due += 1
-        with bind(requestId=account.request_id):
-            try:
-                _start_due(account, clients, queue, config, moment, report)
-            except Exception:  # one account failing does not stop the sweep
-                report.errors += 1
-                logger.warning("rotation sweep: account %s could not be started", account.account_name, exc_info=True)
-    for account in clients.inventory.query(due_filter, {"managed": MANAGED, "source": SOURCE_KEY_VAULT,
-                                                        "horizon": horizon}):
-        try:
-            report.warned += _warn(account, clients, config, moment)
-        except Exception:
-            report.errors += 1
-            logger.warning("rotation sweep: account %s could not be warned about", account.account_name,
-                           exc_info=True)
-    keys_due = "Status eq @managed and ApiKeyUid ne '' and ApiKeyExpiresOn ne '' and ApiKeyExpiresOn le @horizon"
-    for account in clients.inventory.query(keys_due, {"managed": MANAGED, "horizon": horizon}):
-        if _renewed_lately(account, moment):
+    inventory = clients.inventory
+    if not inventory.index_ready():
+        logger.warning("rotation sweep: the inventory's index is missing; rebuilding it from the account rows")
+        inventory.rebuild_index()
+    for account in _rows(inventory, EXPIRES, horizon):
+        if account.expires_on > horizon:
             continue
-        try:
-            report.api_keys += _renew(account, clients, queue)
-        except Exception:  # one account failing does not stop the sweep
-            report.errors += 1
-            logger.warning("rotation sweep: the API key of account %s could not be renewed", account.account_name,
-                           exc_info=True)
-    replaced = "Status eq @managed and PreviousApiKeyUid ne '' and PreviousApiKeyRevokeAfter le @now"
-    for account in clients.inventory.query(replaced, {"managed": MANAGED, "now": iso(moment)}):
-        try:
-            outcome = advance_replaced_key(account, clients, config, moment)
-            report.deactivated += outcome == "deactivated"
-            report.deleted += outcome == "deleted"
-        except Exception:
-            report.errors += 1
-            logger.warning("rotation sweep: the replaced API key of account %s could not be taken to its next stage",
-                           account.account_name, exc_info=True)
-    for account in clients.inventory.query("OutboxPending eq true"):
-        flushed = clients.inventory.flush(account, clients.events)
-        report.flushed += 0 if flushed.outbox else 1
+        if account.secret_source == SOURCE_KEY_VAULT:
+            _each(account, report, "could not be warned about",
+                  lambda row: setattr(report, "warned", report.warned + _warn(row, clients, config, moment)))
+        elif account.secret_source == SOURCE_GENERATED:
+            report.due += 1
+            _each(account, report, "could not be started",
+                  lambda row: _start_due(row, clients, queue, config, moment, report))
+    for account in _rows(inventory, API_KEY, horizon):
+        if account.api_key_uid and account.api_key_expires_on and account.api_key_expires_on <= horizon \
+                and not _renewed_lately(account, moment):
+            _each(account, report, "could not have its API key renewed",
+                  lambda row: setattr(report, "api_keys", report.api_keys + _renew(row, clients, queue)))
+    for account in _rows(inventory, REVOKE, iso(moment)):
+        if account.previous_api_key_uid and account.previous_api_key_revoke_after <= iso(moment):
+            _each(account, report, "could not have its replaced API key taken to its next stage",
+                  lambda row: _advance(row, clients, config, moment, report))
+    for entry in inventory.due(OUTBOX):
+        pending = inventory.get(entry.account_name)
+        if pending is not None and pending.outbox:
+            flushed = inventory.flush(pending, clients.events)
+            report.flushed += 0 if flushed.outbox else 1
     logger.info("rotation sweep: %s", report.as_dict())
     return report
+
+
+def _rows(inventory: InventoryStore, kind: str, upto: str) -> Iterator[AccountRecord]:
+    """The managed accounts the index has due by ``upto`` for ``kind``, each read as it is now."""
+    for entry in inventory.due(kind, upto):
+        account = inventory.get(entry.account_name)
+        if account is not None and account.status == MANAGED:
+            yield account
+
+
+def _each(account: AccountRecord, report: RotationSweepReport, failed: str,
+          work: Callable[[AccountRecord], object]) -> None:
+    """Do one account's part of the sweep; one account failing does not stop the sweep."""
+    with bind(requestId=account.request_id):
+        try:
+            work(account)
+        except Exception:
+            report.errors += 1
+            logger.warning("rotation sweep: account %s %s", account.account_name, failed, exc_info=True)
+
+
+def _advance(account: AccountRecord, clients: Services, config: RotationConfig, now: dt.datetime,
+             report: RotationSweepReport) -> None:
+    outcome = advance_replaced_key(account, clients, config, now)
+    report.deactivated += outcome == "deactivated"
+    report.deleted += outcome == "deleted"
 
 
 def _start_due(account: AccountRecord, clients: Services, queue: RequestQueue, config: RotationConfig,

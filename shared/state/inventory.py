@@ -1,9 +1,20 @@
 """The inventory of managed accounts: one Table row per account, what rotation and drift work from.
 
 Onboarding writes a row when an account is onboarded; rotation updates it after each rotation;
-the drift pass records what it finds (and rebuilds a lost row from Key Vault's tags). Queries by
-expiry (``ExpiresOn``, an RFC 3339 string in UTC, so string order is time order) let the sweep
-read only the accounts that are due, whatever the number managed.
+the drift pass records what it finds (and rebuilds a lost row from Key Vault's tags).
+
+Rows are spread over :data:`SHARDS` partitions by a hash of the account's name. Beside each
+account's row, in its partition, are its **index rows**, one per time something about it falls due:
+``expires|<ExpiresOn>|<name>`` (its client secret), ``apikey|<ApiKeyExpiresOn>|<name>``,
+``revoke|<PreviousApiKeyRevokeAfter>|<name>`` (the replaced API key's next stage),
+``outbox|-|<name>`` (events not yet sent) and ``drift|<phase>|<name>`` (its place in the drift
+cycle, :func:`drift_phase`). Times are RFC 3339 strings in UTC, so key order is time order, and
+reading what is due is a key-range read per partition whose cost grows with the rows due, not with
+the accounts managed. The account's row lists its index rows (``IndexKeys``), and every write of the
+row changes them in the same entity-group transaction: the index never disagrees with the rows. An
+index lost anyway (rows deleted by hand, a table restored in part, an inventory of the layout before
+the index) is rebuilt from the account rows by :meth:`InventoryStore.rebuild_index`, which the
+sweep runs when the index's marker row is missing.
 
 Like a request's row, an account's row is an outbox: an expiry warning or a drift event is written
 into it with the change it announces, and sent from there (:meth:`InventoryStore.flush`).
@@ -12,6 +23,9 @@ into it with the change it announces, and sent from there (:meth:`InventoryStore
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import heapq
 import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -31,7 +45,19 @@ if TYPE_CHECKING:
 
     from shared.clients.events import EventSink
 
-ROW_KEY = "account"
+#: The RowKey of an account's row is ``account|<name>``; its index rows sort before and after it.
+ACCOUNT_PREFIX = "account|"
+#: The RowKey of an account row in the layout before the index (PartitionKey: the name).
+LEGACY_ROW_KEY = "account"
+#: Partitions the rows are spread over (the first hex digit of the name's SHA-256).
+SHARDS = tuple(f"s{digit:x}" for digit in range(16))
+#: The partition of the index's marker row and the drift pass's cursor.
+META_PARTITION = "meta"
+INDEX_MARKER = "index"
+#: Index kinds (the first part of an index row's RowKey).
+EXPIRES, API_KEY, REVOKE, OUTBOX, DRIFT = "expires", "apikey", "revoke", "outbox", "drift"
+#: The drift phase's resolution: a phase is a 6-digit share of ``DRIFT_PERIOD``.
+PHASES = 1_000_000
 #: Event ids kept per account to refuse a second recording; older ones are long past any resend.
 MAX_EVENT_IDS = 200
 
@@ -91,6 +117,10 @@ class AccountRecord:
     #: The holders that kept the last rotation from pruning the older passwords: uid, name, why.
     blocked_holders: list[dict[str, str]] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
+    #: When the drift pass last looked at the account.
+    drift_looked_at: str = ""
+    #: The index rows written with the row, as the table holds them (see the module's docstring).
+    index_keys: list[str] = field(default_factory=list)
     offboarding_in_flight: str = ""
     offboarded_by: str = ""
     offboarded_at: str = ""
@@ -157,7 +187,7 @@ class AccountRecord:
 
 # Columns are the CamelCase of the field names; lists and maps are JSON, the outbox compressed.
 _JSON_FIELDS = {"drift", "drift_since", "foreign_key_ids", "warned", "event_ids", "also_update", "permissions",
-                "holders", "blocked_holders"}
+                "holders", "blocked_holders", "index_keys"}
 _PACKED_FIELDS = {"outbox"}
 _SKIPPED = {"account_name", "etag"}
 
@@ -167,8 +197,8 @@ def _column(name: str) -> str:
 
 
 def _to_entity(record: AccountRecord) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": record.account_name, "RowKey": ROW_KEY,
-                              "OutboxPending": bool(record.outbox)}
+    entity: dict[str, Any] = {"PartitionKey": shard_of(record.account_name),
+                              "RowKey": ACCOUNT_PREFIX + record.account_name, "OutboxPending": bool(record.outbox)}
     for item in fields(record):
         if item.name in _SKIPPED:
             continue
@@ -182,7 +212,9 @@ def _to_entity(record: AccountRecord) -> dict[str, Any]:
 
 
 def _from_entity(entity: Any) -> AccountRecord:
-    values: dict[str, Any] = {"account_name": entity["PartitionKey"]}
+    row_key = str(entity["RowKey"])
+    name = row_key.removeprefix(ACCOUNT_PREFIX) if row_key.startswith(ACCOUNT_PREFIX) else entity["PartitionKey"]
+    values: dict[str, Any] = {"account_name": name}
     for item in fields(AccountRecord):
         if item.name in _SKIPPED:
             continue
@@ -202,6 +234,47 @@ def _from_entity(entity: Any) -> AccountRecord:
     record = AccountRecord(**values)
     record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
     return record
+
+
+def shard_of(account_name: str) -> str:
+    """The partition of an account's row and index rows."""
+    return f"s{hashlib.sha256(account_name.encode()).hexdigest()[0]}"
+
+
+def drift_phase(account_name: str) -> str:
+    """The account's fixed place in the drift cycle: 6 digits, a share of ``DRIFT_PERIOD`` (from its
+    name's hash, so the accounts spread evenly over the period whenever they were onboarded)."""
+    return f"{int(hashlib.sha256(account_name.encode()).hexdigest()[8:24], 16) % PHASES:06d}"
+
+
+def index_keys(record: AccountRecord) -> list[str]:
+    """The index rows an account's row has, from what it holds (see the module's docstring)."""
+    name = record.account_name
+    keys = []
+    if record.status == MANAGED:
+        keys.append(f"{DRIFT}|{drift_phase(name)}|{name}")
+        if record.expires_on:
+            keys.append(f"{EXPIRES}|{record.expires_on}|{name}")
+        if record.api_key_uid and record.api_key_expires_on:
+            keys.append(f"{API_KEY}|{record.api_key_expires_on}|{name}")
+        if record.previous_api_key_uid and record.previous_api_key_revoke_after:
+            keys.append(f"{REVOKE}|{record.previous_api_key_revoke_after}|{name}")
+    if record.outbox:
+        keys.append(f"{OUTBOX}|-|{name}")
+    return keys
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """One index row: its kind, the time (or phase) it is keyed by, and the account."""
+
+    kind: str
+    value: str
+    account_name: str
+
+
+def _index_entity(partition: str, key: str) -> dict[str, Any]:
+    return {"PartitionKey": partition, "RowKey": key, "Account": key.split("|", 2)[2]}
 
 
 class InventoryStore:
@@ -231,7 +304,8 @@ class InventoryStore:
     def get(self, account_name: str) -> AccountRecord | None:
         self._ensure()
         try:
-            return _from_entity(self._table.get_entity(partition_key=account_name, row_key=ROW_KEY))
+            return _from_entity(self._table.get_entity(partition_key=shard_of(account_name),
+                                                       row_key=ACCOUNT_PREFIX + account_name))
         except ResourceNotFoundError:
             return None
         except AzureError as exc:
@@ -241,29 +315,69 @@ class InventoryStore:
         self._ensure()
         record.created_at = record.created_at or iso(utcnow())
         record.updated_at = iso(utcnow())
-        try:
-            metadata = self._table.create_entity(_to_entity(record))
-        except ResourceExistsError as exc:
-            raise ConcurrentUpdateError(f"Account {record.account_name} is already in the inventory.") from exc
-        except AzureError as exc:
-            raise StateStoreError(f"Could not record account {record.account_name}: {exc.message}") from exc
-        record.etag = metadata.get("etag")
-        return record
+        return self._write(record, "create", [])
+
+    def create_many(self, records: list[AccountRecord]) -> int:
+        """Write new rows in bulk (seeding a large inventory): one transaction per row and its index
+        rows; rows that exist already are left as they are. Returns how many were written."""
+        written = 0
+        for record in records:
+            try:
+                self.create(record)
+                written += 1
+            except ConcurrentUpdateError:
+                continue
+        return written
 
     def replace(self, record: AccountRecord) -> AccountRecord:
-        from azure.data.tables import UpdateMode
-
         self._ensure()
         record.updated_at = iso(utcnow())
-        try:
-            metadata = self._table.update_entity(_to_entity(record), mode=UpdateMode.REPLACE, etag=record.etag,
-                                                 match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise ConcurrentUpdateError(f"Account {record.account_name} changed meanwhile.") from exc
-        except AzureError as exc:
-            raise StateStoreError(f"Could not update account {record.account_name}: {exc.message}") from exc
-        record.etag = metadata.get("etag")
+        return self._write(record, "update", list(record.index_keys))
+
+    def _write(self, record: AccountRecord, verb: str, before: list[str]) -> AccountRecord:
+        """Write the row and move its index rows with it, in one entity-group transaction."""
+        from azure.data.tables import TableTransactionError, UpdateMode
+
+        partition = shard_of(record.account_name)
+        after = index_keys(record)
+        written = record.copy()
+        written.index_keys = after
+        entity = _to_entity(written)
+        account_op: tuple[Any, ...] = (("create", entity) if verb == "create" else
+                                       ("update", entity, {"mode": UpdateMode.REPLACE, "etag": record.etag,
+                                                           "match_condition": MatchConditions.IfNotModified}))
+        removed = [key for key in before if key not in after]
+        operations: list[tuple[Any, ...]] = [account_op, *[("upsert", _index_entity(partition, key))
+                                                           for key in after if key not in before]]
+        for _ in range(2):
+            try:
+                results = self._table.submit_transaction(
+                    [*operations, *[("delete", {"PartitionKey": partition, "RowKey": key}) for key in removed]])
+                break
+            except TableTransactionError as exc:
+                if exc.status_code == 404 and removed:
+                    # An index row that is gone already (deleted by hand): drop its delete, try again.
+                    missing = [key for key in removed if not self._exists(partition, key)]
+                    if missing:
+                        removed = [key for key in removed if key not in missing]
+                        continue
+                if exc.status_code in (404, 409, 412):
+                    raise ConcurrentUpdateError(f"Account {record.account_name} changed meanwhile.") from exc
+                raise StateStoreError(f"Could not write account {record.account_name}: {exc.message}") from exc
+            except AzureError as exc:
+                raise StateStoreError(f"Could not write account {record.account_name}: {exc.message}") from exc
+        else:
+            raise ConcurrentUpdateError(f"Account {record.account_name} changed meanwhile.")
+        record.index_keys = after
+        record.etag = results[0].get("etag")
         return record
+
+    def _exists(self, partition: str, row_key: str) -> bool:
+        try:
+            self._table.get_entity(partition, row_key, select=["RowKey"])
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def update(self, account_name: str, mutate: Callable[[AccountRecord], None], *,
                create: Callable[[], AccountRecord] | None = None) -> AccountRecord | None:
@@ -286,12 +400,11 @@ class InventoryStore:
         return flush_outbox(account, sink, write=self.replace, read=lambda: self.get(account.account_name))
 
     def query(self, where: str = "", parameters: dict[str, Any] | None = None) -> Iterator[AccountRecord]:
-        """Rows matching an OData filter (ANDed with the row key), read page by page."""
+        """Account rows matching an OData filter, read page by page (a scan: for listings and rare
+        work; what falls due is read through :meth:`due`)."""
         self._ensure()
-        # Spaced parentheses: the SDK finds @parameters by splitting on spaces.
-        condition = f"RowKey eq '{ROW_KEY}'" + (f" and ( {where} )" if where else "")
         try:
-            for entity in self._table.query_entities(condition, parameters=parameters or {}):
+            for entity in self._table.query_entities(_accounts_where(where), parameters=parameters or {}):
                 yield _from_entity(entity)
         except AzureError as exc:
             raise StateStoreError(f"Could not query the inventory: {exc.message}") from exc
@@ -300,16 +413,109 @@ class InventoryStore:
              continuation: str | None = None) -> tuple[list[AccountRecord], str | None]:
         """One page of rows and the table's own continuation token for the next (None at the end)."""
         self._ensure()
-        # Spaced parentheses: the SDK finds @parameters by splitting on spaces.
-        condition = f"RowKey eq '{ROW_KEY}'" + (f" and ( {where} )" if where else "")
         try:
-            pages = self._table.query_entities(condition, parameters=parameters or {},
+            pages = self._table.query_entities(_accounts_where(where), parameters=parameters or {},
                                                results_per_page=top).by_page(continuation_token=_token_in(continuation))
             entities = list(next(pages, []))
             token = getattr(pages, "continuation_token", None)
         except AzureError as exc:
             raise StateStoreError(f"Could not page the inventory: {exc.message}") from exc
         return [_from_entity(entity) for entity in entities], _token_out(token)
+
+    def due(self, kind: str, upto: str | None = None, *, after: str | None = None) -> Iterator[Indexed]:
+        """Index rows of ``kind`` keyed at most ``upto`` (and past ``after``), in key order across
+        the partitions: one key-range read per partition, paged, nothing else."""
+        self._ensure()
+        low = f"{kind}|{after}}}" if after is not None else f"{kind}|"
+        high = f"{kind}|{upto}}}" if upto is not None else f"{kind}}}"
+
+        def read(partition: str) -> Iterator[tuple[str, Indexed]]:
+            try:
+                for entity in self._table.query_entities(
+                        "PartitionKey eq @partition and RowKey gt @low and RowKey lt @high",
+                        parameters={"partition": partition, "low": low, "high": high}, select=["RowKey"]):
+                    _, value, name = str(entity["RowKey"]).split("|", 2)
+                    yield value, Indexed(kind, value, name)
+            except AzureError as exc:
+                raise StateStoreError(f"Could not read the inventory's index: {exc.message}") from exc
+        for _, indexed in heapq.merge(*(read(partition) for partition in SHARDS), key=lambda pair: pair[0]):
+            yield indexed
+
+    def index_ready(self) -> bool:
+        """The index's marker row is there (written by :meth:`rebuild_index`, and with the table)."""
+        self._ensure()
+        return self._exists(META_PARTITION, INDEX_MARKER)
+
+    def mark_index_ready(self) -> None:
+        self._ensure()
+        self._table.upsert_entity({"PartitionKey": META_PARTITION, "RowKey": INDEX_MARKER, "BuiltAt": iso(utcnow())})
+
+    def rebuild_index(self) -> int:
+        """Make the index agree with the account rows again (a full scan: for a lost index only).
+
+        Rows of the layout before the index move into it first. Every account's index rows are
+        written as its row says they should be, index rows no account row lists are removed, and the
+        marker is written last. Returns the account rows seen."""
+        self._ensure()
+        for entity in list(self._table.query_entities("RowKey eq @row", parameters={"row": LEGACY_ROW_KEY})):
+            record = _from_entity(entity)
+            try:
+                self.create(record)
+            except ConcurrentUpdateError:
+                pass  # moved by an earlier rebuild that stopped before removing the old row
+            self._table.delete_entity(entity["PartitionKey"], LEGACY_ROW_KEY)
+        seen = 0
+        for partition in SHARDS:
+            accounts: list[AccountRecord] = []
+            stored: dict[str, str] = {}  # index row -> its ETag
+            for entity in self._table.query_entities("PartitionKey eq @partition", parameters={"partition": partition}):
+                if str(entity["RowKey"]).startswith(ACCOUNT_PREFIX):
+                    accounts.append(_from_entity(entity))
+                else:
+                    stored[str(entity["RowKey"])] = str(entity.metadata.get("etag") or "")
+            seen += len(accounts)
+            for record in accounts:
+                missing = [key for key in record.index_keys if key not in stored]
+                if missing or record.index_keys != index_keys(record):
+                    with contextlib.suppress(ConcurrentUpdateError):  # written meanwhile: that write moved them
+                        record.updated_at = iso(utcnow())
+                        self._write(record, "update", [key for key in record.index_keys if key not in missing])
+            for key, etag in stored.items():
+                current = self.get(key.split("|", 2)[2])  # read after the index row: it lists it if it is live
+                if current is None or key not in current.index_keys:
+                    # Conditional: a write that made the row live again since it was read changed its ETag.
+                    with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                        self._table.delete_entity(partition, key, etag=etag,
+                                                  match_condition=MatchConditions.IfNotModified)
+        self.mark_index_ready()
+        return seen
+
+    def read_meta(self, name: str) -> tuple[dict[str, Any], str | None]:
+        """A bookkeeping row of the table (the drift cursor): its columns and ETag ({} and None if none)."""
+        self._ensure()
+        try:
+            entity = self._table.get_entity(META_PARTITION, name)
+        except ResourceNotFoundError:
+            return {}, None
+        except AzureError as exc:
+            raise StateStoreError(f"Could not read the inventory's {name} row: {exc.message}") from exc
+        return dict(entity), str(entity.metadata.get("etag") or "") or None
+
+    def write_meta(self, name: str, values: dict[str, Any], etag: str | None) -> None:
+        """Write a bookkeeping row if nobody wrote it since it was read (ConcurrentUpdateError else)."""
+        from azure.data.tables import UpdateMode
+
+        entity = {**values, "PartitionKey": META_PARTITION, "RowKey": name}
+        try:
+            if etag is None:
+                self._table.create_entity(entity)
+            else:
+                self._table.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                          match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError) as exc:
+            raise ConcurrentUpdateError(f"The inventory's {name} row changed meanwhile.") from exc
+        except AzureError as exc:
+            raise StateStoreError(f"Could not write the inventory's {name} row: {exc.message}") from exc
 
     def delete_all(self) -> None:
         """Drop every row (tests start from an empty inventory)."""
@@ -319,6 +525,12 @@ class InventoryStore:
 
     def close(self) -> None:
         self._table.close()
+
+
+def _accounts_where(where: str) -> str:
+    """An OData filter of account rows (not index or bookkeeping rows), ANDed with ``where``."""
+    # Spaced parentheses: the SDK finds @parameters by splitting on spaces.
+    return f"RowKey ge '{ACCOUNT_PREFIX}' and RowKey lt 'account}}'" + (f" and ( {where} )" if where else "")
 
 
 def _token_in(token: str | None) -> Any:

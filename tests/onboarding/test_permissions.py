@@ -146,13 +146,13 @@ def test_the_drift_pass_announces_a_needed_action_that_disappeared(world: World)
     assert world.run(body).kind is OutcomeKind.SUCCEEDED
     world.events()
     config = world.deps.settings.pipeline.rotation
-    drift_pass(world.deps.clients, world.deps.queue, config)
+    drift_pass(world.deps.clients, world.deps.queue, config, whole=True)
     assert [e for e in world.events() if e["subject"] == body["accountName"]] == []
 
     lost = IAAS_DYNAMIC.actions[-1]
     _arm(world, "denyAssignments", {"scope": scope, "denyAssignmentName": "new-policy", "principals": [principal],
                                     "actions": [lost]})
-    drift_pass(world.deps.clients, world.deps.queue, config)
+    drift_pass(world.deps.clients, world.deps.queue, config, whole=True)
     [drifted] = [e for e in world.events() if e["subject"] == body["accountName"]]
     assert drifted["type"] == "palette.onboarding.account.permissions_drifted"
     assert drifted["data"]["permissions"][0]["denied"] == [lost]

@@ -143,7 +143,7 @@ def test_no_secret_from_rotation_reaches_logs_events_state_or_errors(world: Worl
     config = world.deps.settings.pipeline.rotation
     sweep(world.deps.clients, world.deps.queue, config)  # the API key is due too
     produced += [repr(o) for o in world.deliver_queued()]
-    drift_pass(world.deps.clients, world.deps.queue, config)
+    drift_pass(world.deps.clients, world.deps.queue, config, whole=True)
     sweep(world.deps.clients, world.deps.queue, config, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
     after = [store.get_secret(name)[0].get_secret_value() for name in names]
     assert after != before
@@ -182,7 +182,7 @@ def test_no_secret_given_to_other_holders_reaches_logs_events_state_or_errors(
     row = world.deps.clients.inventory.get(account)
     assert row is not None and len(row.holders) == 3 and len(row.blocked_holders) == 1
     config = world.deps.settings.pipeline.rotation
-    drift_pass(world.deps.clients, world.deps.queue, config)
+    drift_pass(world.deps.clients, world.deps.queue, config, whole=True)
     produced.append(repr(world.deps.clients.inventory.get(account)))
     produced.append(json.dumps(world.deps.clients.inventory.get(account).to_public()))  # type: ignore[union-attr]
     offboarding = {"operation": "offboard", "requestId": "LEAK-HOLDERS-1", "accountName": account}

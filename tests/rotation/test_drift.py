@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def run_pass(world: World, now: dt.datetime = NOW) -> Any:
-    return drift_pass(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=now)
+    return drift_pass(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, now=now,
+                      whole=True)
 
 
 def drift_events(world: World) -> list[tuple[str, str]]:

@@ -209,7 +209,7 @@ def test_killed_around_the_holders_then_redelivered_ends_as_an_uninterrupted_rot
 # -- the drift pass --------------------------------------------------------------------------------
 
 def run_pass(world: World) -> Any:
-    return drift_pass(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation)
+    return drift_pass(world.deps.clients, world.deps.queue, world.deps.settings.pipeline.rotation, whole=True)
 
 
 def drift_events(world: World) -> list[dict[str, Any]]:
