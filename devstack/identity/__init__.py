@@ -17,20 +17,23 @@ __all__ = ["GRAPH_RESOURCE", "IdentityApp", "IdentityBackend", "IdentityConfig",
 def create_app(*, identity_header: str, managed_identity_tenant_id: str, managed_identity_client_id: str,
                propagation_delay_seconds: float = 0.0, password_cap: int | None = None,
                password_lifetime_max_days: int | None = None,
-               graph_requests_per_second: float = 0.0) -> IdentityApp:
+               graph_requests_per_second: float = 0.0, graph_write_limits: bool = False) -> IdentityApp:
     """Build the identity app over a fresh backend.
 
     ``propagation_delay_seconds`` is how long a new secret is refused (the real service takes
     seconds to know it); ``password_cap`` is a tenant policy's limit of passwords per app;
     ``password_lifetime_max_days`` the default app management policy's lifetime limit;
-    ``graph_requests_per_second`` Graph's throttling (0: off). They are what ``reset()`` restores,
-    and ``POST /_devstack/config`` changes them at run time.
+    ``graph_requests_per_second`` a plain rate limit (0: off); ``graph_write_limits`` Graph's own
+    write windows at their real figures (3,000 writes per 150 s per caller in a tenant, 18,000 per
+    300 s per tenant). They are what ``reset()`` restores, and ``POST /_devstack/config`` changes
+    them (and the windows' figures) at run time.
     """
     backend = IdentityBackend(
         managed_identity_tenant_id=managed_identity_tenant_id,
         managed_identity_client_id=managed_identity_client_id,
         config=IdentityConfig(propagation_delay_seconds=propagation_delay_seconds, password_cap=password_cap,
                               password_lifetime_max_days=password_lifetime_max_days,
-                              graph_requests_per_second=graph_requests_per_second),
+                              graph_requests_per_second=graph_requests_per_second,
+                              graph_write_limits=graph_write_limits),
     )
     return IdentityApp(backend, identity_header=identity_header)

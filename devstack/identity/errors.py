@@ -102,15 +102,23 @@ class GraphThrottled(WireError):
 
     The body is the one Graph's throttling guide shows (``TooManyRequests``, with the status again
     in ``innerError``); the ``x-ms-throttle-*`` headers are what the identity and access service adds
-    to name the scope (caller in tenant) and the reason.
+    to name the scope (``<Scope>/<Limit>/<app>/<tenant>``: ``Tenant_Application`` or ``Tenant``,
+    ``ReadWrite`` or ``Write``) and the reason. ``usage`` (the share of the limit asked for) adds
+    ``x-ms-throttle-limit-percentage``, as on every answer to a caller past 80 % of a limit.
     """
 
-    def __init__(self, retry_after: int, *, tenant: str, caller: str, client_request_id: str | None) -> None:
+    def __init__(self, retry_after: int, *, tenant: str, caller: str, client_request_id: str | None,
+                 scope: str = "Tenant_Application", limit: str = "ReadWrite",
+                 information: str = "ResourceUnitLimitExceeded", usage: float | None = None) -> None:
         super().__init__(429, "TooManyRequests", "Please retry again later.")
         self.retry_after = retry_after
         self.tenant = tenant
         self.caller = caller
         self.client_request_id = client_request_id
+        self.scope = scope
+        self.limit = limit
+        self.information = information
+        self.usage = usage
 
     def render(self) -> Response:
         request_id = new_id()
@@ -129,9 +137,20 @@ class GraphThrottled(WireError):
         }
         headers = {
             "Retry-After": str(self.retry_after),
-            "x-ms-throttle-scope": f"Tenant_Application/ReadWrite/{self.caller}/{self.tenant}",
-            "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+            "x-ms-throttle-scope": f"{self.scope}/{self.limit}/{self.caller}/{self.tenant}",
+            "x-ms-throttle-information": self.information,
             "request-id": request_id,
             "client-request-id": client_request_id,
         }
+        if self.usage is not None:
+            headers[USAGE_HEADER] = format_usage(self.usage)
         return Response.json(429, {"error": error}, headers)
+
+
+#: Graph's early warning: the share of a limit used, sent once a caller is past 80 % of it.
+USAGE_HEADER = "x-ms-throttle-limit-percentage"
+
+
+def format_usage(usage: float) -> str:
+    """The header's value: a share of the limit (0.8 to 1.8), two decimals."""
+    return f"{usage:.2f}"

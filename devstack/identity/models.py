@@ -21,8 +21,9 @@ import string
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,8 +39,22 @@ _MAX_PROPAGATION_DELAY_SECONDS = 3600.0
 _MAX_LIFETIME_DAYS = 36500
 _MAX_REQUESTS_PER_SECOND = 10000.0
 _MIN_REQUESTS_PER_SECOND = 0.01  # Retry-After stays under two minutes
+# Graph's write limits in the identity and access service (Microsoft's "service-specific throttling
+# limits"): per app in a tenant, and per tenant whatever the app.
+GRAPH_APP_WRITE_LIMIT: Final = 3000
+GRAPH_APP_WRITE_WINDOW_SECONDS: Final = 150.0
+GRAPH_TENANT_WRITE_LIMIT: Final = 18000
+GRAPH_TENANT_WRITE_WINDOW_SECONDS: Final = 300.0
+_MAX_WRITE_LIMIT = 1_000_000
+_MIN_WINDOW_SECONDS = 0.1
+_MAX_WINDOW_SECONDS = 3600.0
+# Graph sends x-ms-throttle-limit-percentage only above this share of a limit, and never above the cap.
+USAGE_REPORTED_ABOVE: Final = 0.8
+_USAGE_CAP = 1.8
+WRITE_METHODS: Final = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 # The id Graph gives every tenant's default app management policy (``/policies/defaultAppManagementPolicy``).
 DEFAULT_APP_MANAGEMENT_POLICY_ID: Final = "00000000-0000-0000-0000-000000000000"
+_Key = TypeVar("_Key")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -148,14 +163,22 @@ class IdentityConfig:
 
     ``propagation_delay_seconds``: how long a new secret is refused. ``password_cap``: passwords per
     app. ``password_lifetime_max_days``: the tenant default app management policy's
-    ``passwordLifetime`` restriction (``None``: no policy). ``graph_requests_per_second``: Graph's
-    throttling of one caller in one tenant (0: off).
+    ``passwordLifetime`` restriction (``None``: no policy). ``graph_requests_per_second``: a plain
+    token bucket per caller in a tenant (0: off). ``graph_write_limits``: Graph's own write limits,
+    sliding windows of ``graph_app_write_limit`` writes per ``graph_app_write_window_seconds`` per
+    caller in a tenant and ``graph_tenant_write_limit`` per ``graph_tenant_write_window_seconds`` per
+    tenant (the real figures by default; tests shrink them).
     """
 
     propagation_delay_seconds: float = 0.0
     password_cap: int | None = None
     password_lifetime_max_days: int | None = None
     graph_requests_per_second: float = 0.0
+    graph_write_limits: bool = False
+    graph_app_write_limit: int = GRAPH_APP_WRITE_LIMIT
+    graph_app_write_window_seconds: float = GRAPH_APP_WRITE_WINDOW_SECONDS
+    graph_tenant_write_limit: int = GRAPH_TENANT_WRITE_LIMIT
+    graph_tenant_write_window_seconds: float = GRAPH_TENANT_WRITE_WINDOW_SECONDS
 
     def __post_init__(self) -> None:
         delay = self.propagation_delay_seconds
@@ -174,6 +197,25 @@ class IdentityConfig:
         if not _is_number(rate) or not (rate == 0 or _MIN_REQUESTS_PER_SECOND <= rate <= _MAX_REQUESTS_PER_SECOND):
             raise InvalidConfigError(f"graphRequestsPerSecond must be 0 (off) or a number from "
                                      f"{_MIN_REQUESTS_PER_SECOND:g} to {_MAX_REQUESTS_PER_SECOND:g}.")
+        if not isinstance(self.graph_write_limits, bool):
+            raise InvalidConfigError("graphWriteLimits must be true or false.")
+        for name, limit in (("graphAppWriteLimit", self.graph_app_write_limit),
+                            ("graphTenantWriteLimit", self.graph_tenant_write_limit)):
+            if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_WRITE_LIMIT:
+                raise InvalidConfigError(f"{name} must be an integer from 1 to {_MAX_WRITE_LIMIT}.")
+        for name, window in (("graphAppWriteWindowSeconds", self.graph_app_write_window_seconds),
+                             ("graphTenantWriteWindowSeconds", self.graph_tenant_write_window_seconds)):
+            if not _is_number(window) or not _MIN_WINDOW_SECONDS <= window <= _MAX_WINDOW_SECONDS:
+                raise InvalidConfigError(f"{name} must be a number from {_MIN_WINDOW_SECONDS:g} to "
+                                         f"{_MAX_WINDOW_SECONDS:g}.")
+
+    @property
+    def write_limits(self) -> WriteLimits | None:
+        """The write windows in force, ``None`` when Graph's write limits are off."""
+        if not self.graph_write_limits:
+            return None
+        return WriteLimits(self.graph_app_write_limit, float(self.graph_app_write_window_seconds),
+                           self.graph_tenant_write_limit, float(self.graph_tenant_write_window_seconds))
 
 
 def _is_number(value: object) -> bool:
@@ -210,6 +252,89 @@ class RequestThrottle:
                 return None
             self._buckets[key] = (tokens, now)
         return max(1, math.ceil((1 - tokens) / rate))
+
+
+@dataclass(frozen=True)
+class WriteLimits:
+    """The two write windows of Graph's identity and access service."""
+
+    app_limit: int
+    app_window_seconds: float
+    tenant_limit: int
+    tenant_window_seconds: float
+
+
+@dataclass(frozen=True)
+class WriteVerdict:
+    """What the write windows say about one request.
+
+    ``retry_after``: ``None`` when it may go ahead, else whole seconds until the full window has
+    room. ``usage``: the larger share of a limit used, counting this request (for a refused one,
+    the share it asked for, capped at 1.8 as Graph's header is). ``scope``: the window that refused
+    it, or the fuller one (``Tenant_Application`` or ``Tenant``, as ``x-ms-throttle-scope`` names them).
+    """
+
+    retry_after: int | None
+    usage: float
+    scope: str
+
+    @property
+    def reported_usage(self) -> float | None:
+        """The share Graph reports in ``x-ms-throttle-limit-percentage``: only above 0.8."""
+        return self.usage if self.usage > USAGE_REPORTED_ABOVE else None
+
+
+class WriteWindows:
+    """Graph's write limits as sliding windows: per caller in a tenant, and per tenant.
+
+    Each window keeps the times of the writes it let through, oldest first, so a request costs
+    dropping the writes that left the window and one append: constant time however many writes a
+    window holds. A refused write is not counted, so ``Retry-After`` is exact: when it has passed,
+    the window has room. Reads are not counted but are told the usage.
+    """
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._by_caller: dict[tuple[str, str], deque[float]] = {}
+        self._by_tenant: dict[str, deque[float]] = {}
+
+    def reset(self) -> None:
+        with self._lock:
+            self._by_caller.clear()
+            self._by_tenant.clear()
+
+    def take(self, tenant: str, caller: str, *, write: bool, limits: WriteLimits) -> WriteVerdict:
+        """Count a write (when both windows have room) or look at the usage for a read."""
+        now = self._monotonic()
+        with self._lock:
+            caller_log = _window(self._by_caller, (tenant, caller), now - limits.app_window_seconds)
+            tenant_log = _window(self._by_tenant, tenant, now - limits.tenant_window_seconds)
+            windows = (("Tenant_Application", caller_log, limits.app_limit, limits.app_window_seconds),
+                       ("Tenant", tenant_log, limits.tenant_limit, limits.tenant_window_seconds))
+            if write:
+                waits = [(math.ceil(log[len(log) - limit] + window - now), scope)
+                         for scope, log, limit, window in windows if len(log) >= limit]
+                if waits:
+                    wait, scope = max(waits)
+                    usage = max((len(log) + 1) / limit for _, log, limit, _ in windows)
+                    return WriteVerdict(max(1, wait), min(usage, _USAGE_CAP), scope)
+                self._by_caller.setdefault((tenant, caller), caller_log).append(now)
+                self._by_tenant.setdefault(tenant, tenant_log).append(now)
+            usage, scope = max((len(log) / limit, scope) for scope, log, limit, _ in windows)
+            return WriteVerdict(None, min(usage, _USAGE_CAP), scope)
+
+
+def _window(logs: dict[_Key, deque[float]], key: _Key, expired_at: float) -> deque[float]:
+    """The key's write times still inside the window (a fresh, unstored deque when it has none)."""
+    log = logs.get(key)
+    if log is None:
+        return deque()
+    while log and log[0] <= expired_at:
+        log.popleft()
+    if not log:
+        del logs[key]  # keys without recent writes cost no memory
+    return log
 
 
 def generate_secret_text() -> str:
@@ -250,6 +375,7 @@ class IdentityBackend:
         self._apps: dict[str, Application] = {}  # by lower-case appId
         self._seeds: list[Application] = []
         self.throttle = RequestThrottle(monotonic)
+        self.write_windows = WriteWindows(monotonic)
 
     # -- lifecycle and settings -------------------------------------------------------------
 
@@ -264,6 +390,7 @@ class IdentityBackend:
                                           display_name=seed.display_name, object_id=seed.object_id,
                                           service_principal_id=seed.service_principal_id)
         self.throttle.reset()
+        self.write_windows.reset()
 
     def seed_application(self, *, app_id: str, tenant_id: str, display_name: str | None = None) -> Application:
         """Register an application that :meth:`reset` brings back (same object id, no passwords)."""
@@ -278,9 +405,16 @@ class IdentityBackend:
             return self._config
 
     def configure(self, **changes: Any) -> IdentityConfig:
-        """Change some settings (the fields of :class:`IdentityConfig`); validates all, changes all or none."""
+        """Change some settings (the fields of :class:`IdentityConfig`); validates all, changes all or none.
+
+        Changing the write limits starts their windows afresh, so a test's small limits never meet
+        writes counted under other ones.
+        """
         with self._lock:
+            before = self._config.write_limits
             self._config = replace(self._config, **changes)
+            if self._config.write_limits != before:
+                self.write_windows.reset()
             return self._config
 
     def now(self) -> dt.datetime:
@@ -326,6 +460,39 @@ class IdentityBackend:
                 service_principal_id=(service_principal_id or str(uuid.uuid4())).lower())
             self._apps[app_id.lower()] = app
             return app, True
+
+    def add_applications(self, tenant_id: str, applications: list[dict[str, Any]]) -> list[Application]:
+        """Admin: app registrations with the passwords they hold already (``app_id``,
+        ``display_name``, ``passwords``: ``key_id``, ``secret_text``, ``display_name``, ``start``,
+        ``end``), all or none: what earlier onboardings left, for a benchmark of a large tenant. Only
+        digests of the secrets are kept, as for :meth:`add_password`; appIds must be new. One pass,
+        whatever the number of applications the tenant holds."""
+        tenant = tenant_id.lower()
+        now = self.now()
+        made: list[Application] = []
+        with self._lock:
+            seen: set[str] = set()
+            for item in applications:
+                app_id = str(item["app_id"])
+                if app_id.lower() in self._apps or app_id.lower() in seen:
+                    raise ApplicationConflictError(f"appId '{app_id}' is already registered.")
+                seen.add(app_id.lower())
+                passwords = []
+                for given in item.get("passwords") or []:
+                    secret_text = str(given["secret_text"])
+                    start, end = given.get("start") or now, given.get("end") or _add_years(now, _DEFAULT_LIFETIME_YEARS)
+                    if end <= start:
+                        raise InvalidPasswordDatesError("endDateTime must be later than startDateTime.")
+                    salt = secrets.token_bytes(16)
+                    passwords.append(PasswordCredential(
+                        key_id=str(given.get("key_id") or uuid.uuid4()).lower(), display_name=given.get("display_name"),
+                        hint=secret_text[:3], start=start, end=end, created=start, salt=salt,
+                        digest=hashlib.sha256(salt + secret_text.encode("utf-8", "surrogatepass")).digest()))
+                made.append(Application(object_id=str(uuid.uuid4()), app_id=app_id, tenant_id=tenant,
+                                        display_name=str(item.get("display_name") or app_id), created=now,
+                                        passwords=tuple(passwords), service_principal_id=str(uuid.uuid4())))
+            self._apps.update((app.app_id.lower(), app) for app in made)
+        return made
 
     def delete_application(self, app_id: str) -> bool:
         with self._lock:
@@ -457,7 +624,12 @@ def config_json(config: IdentityConfig) -> dict[str, Any]:
     """The settings as ``/_devstack/config`` names them."""
     return {"propagationDelaySeconds": config.propagation_delay_seconds, "passwordCap": config.password_cap,
             "passwordLifetimeMaxDays": config.password_lifetime_max_days,
-            "graphRequestsPerSecond": config.graph_requests_per_second}
+            "graphRequestsPerSecond": config.graph_requests_per_second,
+            "graphWriteLimits": config.graph_write_limits,
+            "graphAppWriteLimit": config.graph_app_write_limit,
+            "graphAppWriteWindowSeconds": config.graph_app_write_window_seconds,
+            "graphTenantWriteLimit": config.graph_tenant_write_limit,
+            "graphTenantWriteWindowSeconds": config.graph_tenant_write_window_seconds}
 
 
 def format_datetime(moment: dt.datetime) -> str:

@@ -10,7 +10,8 @@ One :class:`IdentityApp` serves, on every listener it is given (plain HTTP and H
 * ``GET /v1.0/servicePrincipals(appId='...')`` -- each application's service principal, whose object
   id is what Azure role assignments name;
 * ``/_devstack/applications`` and ``/_devstack/config`` -- seeding and run-time settings (password
-  cap and lifetime policy, propagation delay, Graph throttling).
+  cap and lifetime policy, propagation delay, Graph throttling: a plain rate, or Graph's own write
+  windows with their ``x-ms-throttle-limit-percentage`` warning).
 
 Handlers only parse and serialise; every rule lives in :mod:`devstack.identity.models`.
 """
@@ -27,11 +28,13 @@ from urllib.parse import parse_qs, unquote
 from devstack.httpbase import HttpError, Request, Response, ServiceApp
 from devstack.identity import models
 from devstack.identity.errors import (
+    USAGE_HEADER,
     EntraError,
     GraphError,
     GraphThrottled,
     ManagedIdentityError,
     WireError,
+    format_usage,
     graph_error_response,
     new_id,
 )
@@ -61,7 +64,20 @@ _SERVICE_PRINCIPAL_PROPERTIES: Final = ("id", "appId", "displayName", "servicePr
                                         "appOwnerOrganizationId", "servicePrincipalNames")
 _CONFIG_KEYS: Final = {"propagationDelaySeconds": "propagation_delay_seconds", "passwordCap": "password_cap",
                         "passwordLifetimeMaxDays": "password_lifetime_max_days",
-                        "graphRequestsPerSecond": "graph_requests_per_second"}
+                        "graphRequestsPerSecond": "graph_requests_per_second",
+                        "graphWriteLimits": "graph_write_limits",
+                        "graphAppWriteLimit": "graph_app_write_limit",
+                        "graphAppWriteWindowSeconds": "graph_app_write_window_seconds",
+                        "graphTenantWriteLimit": "graph_tenant_write_limit",
+                        "graphTenantWriteWindowSeconds": "graph_tenant_write_window_seconds"}
+# What null sets, for the settings where null is not a value of its own: off, or the real figure.
+_NULL_MEANS: Final[dict[str, Any]] = {
+    "graph_requests_per_second": 0.0, "graph_write_limits": False,
+    "graph_app_write_limit": models.GRAPH_APP_WRITE_LIMIT,
+    "graph_app_write_window_seconds": models.GRAPH_APP_WRITE_WINDOW_SECONDS,
+    "graph_tenant_write_limit": models.GRAPH_TENANT_WRITE_LIMIT,
+    "graph_tenant_write_window_seconds": models.GRAPH_TENANT_WRITE_WINDOW_SECONDS,
+}
 _GRAPH_CHALLENGE: Final = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
                            'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"')
 
@@ -145,10 +161,16 @@ class IdentityApp(ServiceApp):
         return graph_error_response(error.status, error.code, error.message, headers=error.headers)
 
     def before_request(self, request: Request) -> Response | None:
-        """Graph checks the bearer token before it looks at the path, then the caller's rate."""
+        """Graph checks the bearer token before it looks at the path, then the caller's limits.
+
+        A caller past 80 % of a write window is answered here, so that the answer, error or not,
+        carries ``x-ms-throttle-limit-percentage``; every other request goes on to its route.
+        """
         if request.path.startswith(("/v1.0/", "/beta/")) or request.path in ("/v1.0", "/beta"):
             claims = self._graph_claims(request)
-            self._throttle(request, claims)
+            usage = self._throttle(request, claims)
+            if usage is not None:
+                return self._answer_with_usage(request, usage)
         return None
 
     def reset(self) -> None:
@@ -173,6 +195,8 @@ class IdentityApp(ServiceApp):
     def admin(self, request: Request, subpath: str) -> Response | None:
         if subpath == "applications" and request.method == "POST":
             return self._admin_register(request)
+        if subpath == "applications/bulk" and request.method == "POST":
+            return self._admin_register_in_bulk(request)
         if subpath.startswith("applications/") and request.method == "DELETE":
             found = self.backend.delete_application(unquote(subpath.partition("/")[2]))
             if not found:
@@ -410,15 +434,39 @@ class IdentityApp(ServiceApp):
         response.headers.setdefault("client-request-id", client_request_id or response.headers["request-id"])
         return response
 
-    def _throttle(self, request: Request, claims: dict[str, Any]) -> None:
-        """429 past the configured rate, per caller and tenant, as Graph throttles an app in a tenant."""
+    def _throttle(self, request: Request, claims: dict[str, Any]) -> float | None:
+        """429 past the plain rate or a write window, per caller (token ``sub``) and tenant.
+
+        Returns the share of a write window used when Graph would report it (above 0.8), else
+        ``None``.
+        """
         tenant = str(claims.get("tid", ""))
         caller = str(claims.get("sub", ""))
-        retry_after = self.backend.throttle.take((tenant, caller), self.backend.config.graph_requests_per_second)
-        if retry_after is None:
-            return
-        raise GraphThrottled(retry_after, tenant=tenant, caller=caller,
-                             client_request_id=_safe_id(request.header("client-request-id")))
+        client_request_id = _safe_id(request.header("client-request-id"))
+        config = self.backend.config
+        retry_after = self.backend.throttle.take((tenant, caller), config.graph_requests_per_second)
+        if retry_after is not None:
+            raise GraphThrottled(retry_after, tenant=tenant, caller=caller, client_request_id=client_request_id)
+        limits = config.write_limits
+        if limits is None:
+            return None
+        verdict = self.backend.write_windows.take(tenant, caller, write=request.method in models.WRITE_METHODS,
+                                                  limits=limits)
+        if verdict.retry_after is not None:
+            raise GraphThrottled(verdict.retry_after, tenant=tenant, caller=caller,
+                                 client_request_id=client_request_id, scope=verdict.scope, limit="Write",
+                                 information="WriteLimitExceeded", usage=verdict.usage)
+        return verdict.reported_usage
+
+    def _answer_with_usage(self, request: Request, usage: float) -> Response:
+        """Route the request as the server would, and add the usage header to whatever it answers."""
+        try:
+            handler, request.path_params = self.router.resolve(request.method, request.path)
+            response = handler(request)
+        except HttpError as error:
+            response = self.error_response(error)
+        response.headers[USAGE_HEADER] = format_usage(usage)
+        return response
 
     def _default_policy(self, request: Request) -> Response:
         """The tenant default app management policy: where the lifetime limit an error names is read."""
@@ -543,6 +591,50 @@ class IdentityApp(ServiceApp):
 
     # -- admin ----------------------------------------------------------------------------------------
 
+    def _admin_register_in_bulk(self, request: Request) -> Response:
+        """Many app registrations at once, each with the passwords it holds already (their values
+        are kept as digests only); the keyIds, never a secret, in the order given."""
+        usage = ('The body is {"tenantId"?: string, "applications": [{"appId": string, "displayName"?: string, '
+                 '"passwords"?: [{"secretText": string, "keyId"?: GUID, "displayName"?: string, "startDateTime"?, '
+                 '"endDateTime"?: date-time}]}]}.')
+        spec = _admin_json(request)
+        tenant_id = spec.get("tenantId", self.backend.managed_identity_tenant_id) if isinstance(spec, dict) else None
+        given = spec.get("applications") if isinstance(spec, dict) else None
+        if (not isinstance(spec, dict) or set(spec) - {"tenantId", "applications"} or not isinstance(given, list)
+                or not given or not isinstance(tenant_id, str) or not _SAFE_ID.fullmatch(tenant_id)
+                or tenant_id.lower() in models.MULTI_TENANT_ALIASES):
+            raise HttpError(400, "BadRequest", usage)
+        applications = []
+        try:
+            for item in given:
+                if (not isinstance(item, dict) or set(item) - {"appId", "displayName", "passwords"}
+                        or not isinstance(item.get("appId"), str) or not _SAFE_ID.fullmatch(item["appId"])
+                        or not isinstance(item.get("displayName"), str | None)
+                        or not isinstance(item.get("passwords", []), list)):
+                    raise HttpError(400, "BadRequest", usage)
+                passwords = []
+                for password in item.get("passwords", []):
+                    if (not isinstance(password, dict)
+                            or set(password) - {"secretText", "keyId", "displayName", "startDateTime", "endDateTime"}
+                            or not isinstance(password.get("secretText"), str) or not password["secretText"]
+                            or not isinstance(password.get("displayName"), str | None)
+                            or (password.get("keyId") is not None and (not isinstance(password["keyId"], str)
+                                                                       or not models.is_guid(password["keyId"])))):
+                        raise HttpError(400, "BadRequest", usage)
+                    dates = {name: models.parse_datetime(password[wire]) if password.get(wire) is not None else None
+                             for name, wire in (("start", "startDateTime"), ("end", "endDateTime"))}
+                    passwords.append({"secret_text": password["secretText"], "key_id": password.get("keyId"),
+                                      "display_name": password.get("displayName"), **dates})
+                applications.append({"app_id": item["appId"], "display_name": item.get("displayName"),
+                                     "passwords": passwords})
+            made = self.backend.add_applications(tenant_id, applications)
+        except (ValueError, TypeError, models.InvalidPasswordDatesError) as exc:
+            raise HttpError(400, "BadRequest", f"{usage} {exc}") from None
+        except models.ApplicationConflictError as exc:
+            raise HttpError(409, "Conflict", str(exc)) from None
+        return Response.json(201, {"count": len(made),
+                                   "keyIds": [[password.key_id for password in app.passwords] for app in made]})
+
     def _admin_register(self, request: Request) -> Response:
         spec = _admin_json(request)
         if not isinstance(spec, dict):
@@ -583,9 +675,9 @@ class IdentityApp(ServiceApp):
         if unknown:
             raise HttpError(400, "BadRequest", f"Unknown settings: {', '.join(sorted(unknown))}; known: "
                                                f"{', '.join(_CONFIG_KEYS)}.")
-        changes: dict[str, Any] = {_CONFIG_KEYS[key]: value for key, value in spec.items()}
-        if changes.get("graph_requests_per_second", 0) is None:
-            changes["graph_requests_per_second"] = 0.0  # null turns throttling off, as 0 does
+        changes: dict[str, Any] = {
+            name: _NULL_MEANS[name] if value is None and name in _NULL_MEANS else value
+            for name, value in ((_CONFIG_KEYS[key], value) for key, value in spec.items())}
         try:
             config = self.backend.configure(**changes)
         except models.InvalidConfigError as exc:

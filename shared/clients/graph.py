@@ -7,11 +7,17 @@ Graph's alternate key ``/applications(appId='...')``, so no object-id lookup is 
 Permission: ``Application.ReadWrite.OwnedBy`` with the function's identity as an owner of the app
 (least privilege), or ``Application.ReadWrite.All``. Tenant policies may cap the number or the
 lifetime of passwords; Graph answers 400 and its message is kept in the raised error.
+
+Throttling: Graph's identity service allows an app 3,000 writes per 150 s in a tenant (18,000 per
+300 s for the whole tenant) and warns before it refuses: past 80 % of a limit, every answer carries
+``x-ms-throttle-limit-percentage`` (0.8 to 1.8). ``on_usage`` hears that warning so the app can slow
+down before 429s; ``before_write`` lets it pace writes. A 429 is retried after its ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ from pydantic import SecretStr
 from shared.clients.http import JsonHttpClient, RetryPolicy, format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     import requests
@@ -33,6 +40,14 @@ logger = logging.getLogger(__name__)
 
 #: A cached token is renewed this long before it expires, so a call never races its expiry.
 TOKEN_REFRESH_MARGIN_SECONDS = 300
+#: Graph's early warning of throttling: the share of a limit the caller has used, past 0.8 of it.
+USAGE_HEADER = "x-ms-throttle-limit-percentage"
+#: The keys ``on_usage`` is called with: the kind of request whose answer carried the warning.
+WRITE = "write"
+READ = "read"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The ``rate_key`` that routes an attempt of a write through ``before_write``.
+_WRITE_PACE_KEY = "graph-writes"
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,30 @@ def _service_principal_path(app_id: str) -> str:
     return f"/v1.0/servicePrincipals(appId='{literal}')"
 
 
+def parse_usage(value: str | None) -> float | None:
+    """The share of a limit from ``x-ms-throttle-limit-percentage``; ``None`` when absent or not a
+    finite, non-negative number (a header we cannot read must not slow the app down)."""
+    if value is None:
+        return None
+    try:
+        usage = float(value.strip())
+    except ValueError:
+        return None
+    return usage if math.isfinite(usage) and usage >= 0 else None
+
+
+class _WritePace:
+    """The ``before_write`` hook in the shape the HTTP layer consults before every attempt."""
+
+    def __init__(self, before_write: Callable[[], None]) -> None:
+        self._before_write = before_write
+
+    def acquire(self, key: str) -> float:
+        started = time.monotonic()
+        self._before_write()
+        return time.monotonic() - started
+
+
 def _password(item: dict[str, Any]) -> PasswordCredential:
     return PasswordCredential(
         key_id=str(item.get("keyId") or ""),
@@ -101,6 +140,14 @@ class GraphClient(JsonHttpClient):
     :keyword timeout: Seconds per connect and per read (default 30).
     :keyword session: A :class:`requests.Session` seam (tests, custom TLS trust).
     :keyword retry: The :class:`~shared.clients.http.RetryPolicy`.
+    :keyword on_usage: Called as ``on_usage(kind, share)`` after every response (retried ones too)
+        that carries ``x-ms-throttle-limit-percentage``: ``kind`` is :data:`WRITE` or :data:`READ`
+        (the method of the request), ``share`` the header as a float (0.8 to 1.8 from Graph). A
+        value that is not a finite, non-negative number is ignored. An exception it raises is
+        logged and swallowed: the call it reports on may already have changed the application.
+    :keyword before_write: Called before each attempt of a write (``addPassword``,
+        ``removePassword``) is sent, retries included (each one reaches Graph); it may block to
+        take a slot from a shared pace. An exception it raises fails the call before anything is sent.
 
     Raises azure-core exceptions: ``ResourceNotFoundError`` (unknown application),
     ``ClientAuthenticationError`` (401/403: missing permission or not an owner), ``HttpResponseError``
@@ -113,10 +160,13 @@ class GraphClient(JsonHttpClient):
 
     def __init__(self, endpoint: str, credential: TokenCredential, *, scope: str | None = None,
                  timeout: float = 30, session: requests.Session | None = None,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, on_usage: Callable[[str, float], None] | None = None,
+                 before_write: Callable[[], None] | None = None) -> None:
         if credential is None:
             raise ValueError("credential is required: pass a TokenCredential such as DefaultAzureCredential.")
-        super().__init__(endpoint, timeout=timeout, session=session, retry=retry)
+        super().__init__(endpoint, timeout=timeout, session=session, retry=retry,
+                         rate_limiter=_WritePace(before_write) if before_write is not None else None)
+        self._on_usage = on_usage
         self._credential = credential
         self._scope = scope or f"{self.endpoint}/.default"
         self._token: str | None = None
@@ -139,12 +189,29 @@ class GraphClient(JsonHttpClient):
                 self._token_expires_on = float(access.expires_on)
             return self._token
 
+    def _observe_response(self, method: str, response: requests.Response) -> None:
+        """Pass Graph's usage warning to ``on_usage``, keyed by the kind of request it answered."""
+        if self._on_usage is None:
+            return
+        usage = parse_usage(response.headers.get(USAGE_HEADER))
+        if usage is None:
+            return
+        kind = READ if method.upper() in _READ_METHODS else WRITE
+        logger.debug("Graph %s usage at %.2f of its limit", kind, usage)
+        try:
+            self._on_usage(kind, usage)
+        except Exception as exc:  # noqa: BLE001 - the work may be done: a hook must not lose its answer
+            # The type only: the hook's message is not ours to vouch for in a log line.
+            logger.warning("the on_usage hook failed (%s); the Graph call goes on", type(exc).__name__)
+
     def _call(self, method: str, path: str, *, json: Any = None, idempotent: bool | None = None) -> requests.Response:
+        rate_key = None if method.upper() in _READ_METHODS else _WRITE_PACE_KEY
         for refresh in (False, True):
             token = self._bearer(refresh=refresh)
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             try:
-                return self._send(method, path, json=json, headers=headers, secrets=(token,), idempotent=idempotent)
+                return self._send(method, path, json=json, headers=headers, secrets=(token,), idempotent=idempotent,
+                                  rate_key=rate_key)
             except HttpResponseError as exc:
                 # A token revoked or rotated before its expiry: fetch a fresh one once.
                 if exc.status_code != 401 or refresh:

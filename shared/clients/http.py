@@ -416,6 +416,7 @@ class JsonHttpClient:
 
             status = response.status_code
             logger.debug("%s %s -> %d (attempt %d)", method, path, status, attempt)
+            self._observe_response(method, response)
             if status < 400:
                 return response
             retryable = status in RETRY_ANY_METHOD_STATUSES or (
@@ -431,6 +432,10 @@ class JsonHttpClient:
                     continue
                 logger.warning("%s %s -> %d on attempt %d; giving up", method, path, status, attempt)
             raise self._response_error(method, path, response, secret_values)
+
+    def _observe_response(self, method: str, response: requests.Response) -> None:
+        """Seam for subclasses: sees every response as it arrives, retried or not, before it is judged
+        (a service's usage headers say how close the caller is to being throttled)."""
 
     def _can_retry(self, attempt: int, started: float, delay: float) -> bool:
         if attempt >= self._retry.max_attempts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -264,3 +265,100 @@ def test_session_ca_wins_over_the_environment_bundle(identity: RunningServer, ca
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other.ca_path))
     with make_client(identity, ca_path) as client:
         assert client.get_application(app_id).app_id == app_id
+
+
+# -- Graph's usage warning and the write pace ----------------------------------------------------------
+
+
+class Hooks:
+    """What the app's pace hears: every ``on_usage`` call and every ``before_write``."""
+
+    def __init__(self) -> None:
+        self.usage: list[tuple[str, float]] = []
+        self.writes = 0
+
+    def on_usage(self, kind: str, share: float) -> None:
+        self.usage.append((kind, share))
+
+    def before_write(self) -> None:
+        self.writes += 1
+
+
+def write_limits(admin: requests.Session, identity: RunningServer, **figures: Any) -> None:
+    response = admin.post(f"{identity.url}/_devstack/config", json={"graphWriteLimits": True, **figures}, timeout=5)
+    response.raise_for_status()
+
+
+def test_on_usage_hears_the_share_graph_reports_past_80_percent(identity: RunningServer, ca_path: Path,
+                                                                admin: requests.Session, app_id: str) -> None:
+    write_limits(admin, identity, graphAppWriteLimit=10, graphAppWriteWindowSeconds=60)
+    hooks = Hooks()
+    with make_client(identity, ca_path, on_usage=hooks.on_usage, before_write=hooks.before_write) as graph:
+        added = [graph.add_password(app_id, display_name=f"p{n}", end=in_days(5)) for n in range(8)]
+        assert hooks.usage == [] and hooks.writes == 8  # 80 % is not past 80 %
+        graph.get_application(app_id)
+        assert hooks.usage == [] and hooks.writes == 8  # a read takes no write slot
+        graph.add_password(app_id, display_name="p8", end=in_days(5))
+        assert hooks.usage == [("write", 0.9)]
+        assert len(graph.get_application(app_id).passwords) == 9
+        graph.remove_password(app_id, added[0].key_id)
+    assert hooks.usage == [("write", 0.9), ("read", 0.9), ("write", 1.0)]
+    assert hooks.writes == 10
+
+
+def test_retry_after_is_waited_out_and_the_429_is_heard(identity: RunningServer, ca_path: Path,
+                                                        admin: requests.Session, app_id: str) -> None:
+    write_limits(admin, identity, graphAppWriteLimit=2, graphAppWriteWindowSeconds=2)
+    hooks = Hooks()
+    # The policy's 50 ms backoff would come back far too early: Retry-After (2 s) is what is waited.
+    with make_client(identity, ca_path, on_usage=hooks.on_usage, before_write=hooks.before_write) as graph:
+        graph.add_password(app_id, display_name="one", end=in_days(5))
+        graph.add_password(app_id, display_name="two", end=in_days(5))
+        began = time.monotonic()
+        graph.add_password(app_id, display_name="three", end=in_days(5))
+        waited = time.monotonic() - began
+    assert 1.0 <= waited < 10
+    statuses = [r.status for r in identity.requests if r.path.endswith("/addPassword")]
+    assert statuses == [200, 200, 429, 200]
+    # The 429 said 150 % of the limit was asked for; the retry, once the window had slid, said nothing.
+    assert hooks.usage == [("write", 1.0), ("write", 1.5)]
+    assert hooks.writes == 4  # the retry took a slot too: it reached Graph
+
+
+@pytest.mark.parametrize("value", ["abc", "NaN", "inf", "-0.9", "", "0.9 of it"])
+def test_a_malformed_usage_header_is_ignored(identity: RunningServer, ca_path: Path, admin: requests.Session,
+                                             app_id: str, value: str) -> None:
+    for header in (value, "1.25"):  # the well-formed one proves the injected answers are seen at all
+        admin.post(f"{identity.url}/_devstack/faults",
+                   json={"path": "^/v1.0/applications", "method": "GET", "status": 429, "times": 1,
+                         "headers": {"Retry-After": "0", "x-ms-throttle-limit-percentage": header}},
+                   timeout=5).raise_for_status()
+    hooks = Hooks()
+    with make_client(identity, ca_path, on_usage=hooks.on_usage) as client:
+        assert client.get_application(app_id).app_id == app_id
+    assert hooks.usage == [("read", 1.25)]
+
+
+def test_a_failing_on_usage_hook_does_not_lose_the_new_secret(identity: RunningServer, ca_path: Path,
+                                                              admin: requests.Session, app_id: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    write_limits(admin, identity, graphAppWriteLimit=1, graphAppWriteWindowSeconds=60)
+
+    def broken(kind: str, share: float) -> None:
+        raise RuntimeError("pace table unreachable at https://acct.table.core.windows.net?sig=hush")
+
+    with caplog.at_level(logging.WARNING, logger="shared.clients.graph"), \
+            make_client(identity, ca_path, on_usage=broken) as graph:
+        added = graph.add_password(app_id, display_name="kept", end=in_days(5))
+    assert isinstance(added, NewPassword) and added.secret_text.get_secret_value()
+    assert "on_usage hook failed (RuntimeError)" in caplog.text and "hush" not in caplog.text
+
+
+def test_a_failing_before_write_hook_sends_nothing(identity: RunningServer, ca_path: Path,
+                                                   admin: requests.Session, app_id: str) -> None:
+    def no_slot() -> None:
+        raise TimeoutError("no slot")
+
+    with make_client(identity, ca_path, before_write=no_slot) as graph, pytest.raises(TimeoutError):
+        graph.add_password(app_id, display_name="never", end=in_days(5))
+    assert not [r for r in identity.requests if r.path.endswith("/addPassword")]

@@ -537,6 +537,11 @@ def test_graph_requires_a_graph_token_from_this_authority(stack: Stack, msi_env:
 # -- admin surface ----------------------------------------------------------------------------------
 
 
+#: Graph's write windows as the stand-in starts: off, with Microsoft's figures ready.
+REAL_WRITE_LIMITS_OFF = {"graphWriteLimits": False, "graphAppWriteLimit": 3000, "graphAppWriteWindowSeconds": 150.0,
+                         "graphTenantWriteLimit": 18000, "graphTenantWriteWindowSeconds": 300.0}
+
+
 def test_admin_register_config_state_and_reset(stack: Stack, graph: GraphCaller) -> None:
     app_id = str(uuid.uuid4())
     first = stack.call("POST", "/_devstack/applications",
@@ -559,7 +564,7 @@ def test_admin_register_config_state_and_reset(stack: Stack, graph: GraphCaller)
     assert _aadsts(stack.secret_credential(app_id, "wrong-secret")) is not None
     state = stack.call("GET", "/_devstack/state").json()
     assert state["config"] == {"propagationDelaySeconds": 0.5, "passwordCap": 3, "passwordLifetimeMaxDays": None,
-                               "graphRequestsPerSecond": 0.0}
+                               "graphRequestsPerSecond": 0.0, **REAL_WRITE_LIMITS_OFF}
     listed = state["tenants"][MI_TENANT]["applications"]
     assert [a["appId"] for a in listed] == [app_id]
     assert [p["keyId"] for p in listed[0]["passwordCredentials"]] == [created["keyId"]]
@@ -572,8 +577,35 @@ def test_admin_register_config_state_and_reset(stack: Stack, graph: GraphCaller)
     assert stack.call("POST", "/_devstack/reset").status_code == 204
     state = stack.call("GET", "/_devstack/state").json()
     assert state["config"] == {"propagationDelaySeconds": 0.0, "passwordCap": None, "passwordLifetimeMaxDays": None,
-                               "graphRequestsPerSecond": 0.0}
+                               "graphRequestsPerSecond": 0.0, **REAL_WRITE_LIMITS_OFF}
     assert state["tenants"] == {MI_TENANT: {"applications": []}}
+
+
+def test_admin_registers_applications_in_bulk_with_their_passwords(stack: Stack, graph: GraphCaller) -> None:
+    key_id = str(uuid.uuid4())
+    apps = [{"appId": str(uuid.uuid4()), "passwords": [{"secretText": f"seeded-secret-{i}", "displayName": "mine",
+                                                        "endDateTime": "2099-01-01T00:00:00Z"}]} for i in range(3)]
+    apps[1]["passwords"][0]["keyId"] = key_id
+    made = stack.call("POST", "/_devstack/applications/bulk", json={"tenantId": MI_TENANT, "applications": apps})
+    assert made.status_code == 201, made.text
+    assert made.json()["count"] == 3 and made.json()["keyIds"][1] == [key_id]
+    assert "seeded-secret" not in made.text
+    assert _aadsts(stack.secret_credential(apps[1]["appId"], "seeded-secret-1")) is None  # no propagation wait
+    assert _aadsts(stack.secret_credential(apps[1]["appId"], "seeded-secret-0")) is not None
+    listed = graph("GET", f"/applications(appId='{apps[1]['appId']}')").json()["passwordCredentials"]
+    assert [(p["keyId"], p["displayName"], p["endDateTime"]) for p in listed] == [
+        (key_id, "mine", "2099-01-01T00:00:00Z")]
+    again = [{"appId": str(uuid.uuid4())}, {"appId": apps[0]["appId"]}]
+    clash = stack.call("POST", "/_devstack/applications/bulk", json={"applications": again})
+    assert clash.status_code == 409
+    assert graph("GET", f"/applications(appId='{again[0]['appId']}')").status_code == 404
+    bad_passwords: list[Any] = [[{"keyId": "not-a-guid", "secretText": "s"}], [{"secretText": ""}],
+                                [{"secretText": "s", "endDateTime": "no"}], {"secretText": "s"}]
+    bad_bodies: list[Any] = [{"applications": []}, {"applications": [{"appId": 1}]}, {"applications": [], "zz": 1},
+                             {"tenantId": "common", "applications": [{"appId": "x"}]},
+                             *({"applications": [{"appId": "x", "passwords": given}]} for given in bad_passwords)]
+    for bad in bad_bodies:
+        assert stack.call("POST", "/_devstack/applications/bulk", json=bad).status_code == 400, bad
 
 
 def test_redact_masks_secrets_in_forms_and_json(stack: Stack) -> None:
@@ -653,7 +685,8 @@ _PASSWORD_JSON = st.fixed_dictionaries({}, optional={
         "endDateTime": st.one_of(_JSON, st.datetimes().map(str))})),
     "keyId": st.one_of(_JSON, st.uuids().map(str)),
     "appId": _JSON, "tenantId": _JSON, "passwordCap": _JSON, "propagationDelaySeconds": _JSON,
-    "passwordLifetimeMaxDays": _JSON, "graphRequestsPerSecond": _JSON,
+    "passwordLifetimeMaxDays": _JSON, "graphRequestsPerSecond": _JSON, "graphWriteLimits": _JSON,
+    "graphAppWriteLimit": _JSON, "graphTenantWriteWindowSeconds": _JSON,
 })
 _FORMS = st.dictionaries(
     st.sampled_from(["grant_type", "client_id", "client_secret", "scope", "resource", "x"]),
@@ -706,7 +739,7 @@ def test_malformed_requests_never_break_the_server(stack: Stack, graph: GraphCal
     one_request()
     # Fuzzed admin calls may have changed the settings; put them back, keep everything else.
     stack.configure(propagationDelaySeconds=0, passwordCap=None, passwordLifetimeMaxDays=None,
-                    graphRequestsPerSecond=0)
+                    graphRequestsPerSecond=0, graphWriteLimits=False)
     app_id = stack.register()
     secret = graph.add_password(app_id)["secretText"]
     assert _aadsts(stack.secret_credential(app_id, secret)) is None
