@@ -33,6 +33,7 @@ class Dependencies:
     clients: Services
     queue: RequestQueue
     pace: SharedPace | None = None
+    graph_pace: SharedPace | None = None
 
     def warm_up(self, timeout: float = 20) -> list[str]:
         """Make the first calls a new worker would otherwise make on its first onboarding, all at
@@ -57,8 +58,9 @@ class Dependencies:
 
     def close(self) -> None:
         self.clients.palette.close()
-        if self.pace is not None:
-            self.pace.close()
+        for pace in (self.pace, self.graph_pace):
+            if pace is not None:
+                pace.close()
         if self.clients.graph is not None:
             self.clients.graph.close()
         self.clients.secrets.close()
@@ -87,7 +89,7 @@ def build(settings: Settings) -> Dependencies:
     from shared.services import Services
     from shared.state import TableStateStore
     from shared.state.inventory import InventoryStore
-    from shared.state.pace import SharedPace
+    from shared.state.pace import GRAPH_BURST, GRAPH_WRITES, SharedPace, graph_usage_heard
 
     credential_kwargs = {}
     if settings.authority_host:
@@ -107,16 +109,26 @@ def build(settings: Settings) -> Dependencies:
         state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
         inventory = InventoryStore.from_connection_string(settings.storage_connection, settings.inventory_table)
         pace = SharedPace.from_connection_string(settings.storage_connection, settings.pace_table,
-                                                 settings.palette_rate_per_second, settings.palette_burst)
+                                                 settings.palette_rate_per_second, settings.palette_burst,
+                                                 background_share=settings.palette_background_share)
+        graph_pace = SharedPace.from_connection_string(settings.storage_connection, settings.pace_table,
+                                                       settings.graph_writes_per_second, GRAPH_BURST,
+                                                       background_share=settings.palette_background_share)
     else:
         assert settings.table_endpoint is not None
         state = TableStateStore.from_endpoint(settings.table_endpoint, credential, settings.state_table)
         inventory = InventoryStore.from_endpoint(settings.table_endpoint, credential, settings.inventory_table)
         pace = SharedPace.from_endpoint(settings.table_endpoint, credential, settings.pace_table,
-                                        settings.palette_rate_per_second, settings.palette_burst)
+                                        settings.palette_rate_per_second, settings.palette_burst,
+                                        background_share=settings.palette_background_share)
+        graph_pace = SharedPace.from_endpoint(settings.table_endpoint, credential, settings.pace_table,
+                                              settings.graph_writes_per_second, GRAPH_BURST,
+                                              background_share=settings.palette_background_share)
     clients = Services(
         palette=PaletteClient(settings.palette_endpoint, settings.palette_api_key, rate_limiter=pace),
-        graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope),
+        graph=GraphClient(settings.graph_endpoint, credential, scope=settings.graph_scope,
+                          before_write=lambda: graph_pace.acquire(GRAPH_WRITES),
+                          on_usage=lambda _kind, share: graph_usage_heard(graph_pace, share)),
         secrets=SecretStore(settings.key_vault_url, credential),
         events=events,
         state=state,
@@ -126,7 +138,8 @@ def build(settings: Settings) -> Dependencies:
                                           scope=settings.resource_manager_scope),
     )
     _open_links_in_background(events)
-    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue, pace=pace)
+    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue, pace=pace,
+                        graph_pace=graph_pace)
 
 
 def _open_links_in_background(events: EventPublisher) -> None:

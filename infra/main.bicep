@@ -61,8 +61,8 @@ param rotationMinAgeMinutes int = 60
 @description('NCRONTAB (six fields) of the sweep that re-drives onboardings left stuck (SWEEP_SCHEDULE).')
 param sweepSchedule string = '0 */2 * * * *'
 
-@description('NCRONTAB (six fields) of the drift pass over every managed account (DRIFT_SCHEDULE).')
-param driftSchedule string = '0 30 4 * * *'
+@description('NCRONTAB (six fields) of the drift pass, hourly: each run looks at the slice of the managed accounts that fell due (DRIFT_SCHEDULE).')
+param driftSchedule string = '0 20 * * * *'
 
 @description('Deploy the Event Grid subscription that delivers SecretNearExpiry to rotation_near_expiry (ROTATION_EVENTS_ENABLED). Event Grid needs the function to exist, so the postdeploy hook sets this after the first deploy.')
 param rotationEventsEnabled bool = false

@@ -141,6 +141,12 @@ class Settings:
     pace_table: str = "ratelimits"
     palette_rate_per_second: float = 9.0
     palette_burst: int = 4
+    #: ``PALETTE_BACKGROUND_SHARE``: the share of each prefix's rate background work (drift, timed
+    #: rotation, API key renewal) may use while interactive work is about (:mod:`shared.state.pace`).
+    palette_background_share: float = 0.5
+    #: ``GRAPH_WRITES_PER_SECOND``: the app-wide pace of Graph writes (Graph allows an app 3,000
+    #: per 2.5 minutes per tenant, 20/s); slowed further while Graph says the app is above 80 %.
+    graph_writes_per_second: float = 16.0
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
@@ -179,6 +185,9 @@ class Settings:
                        why=" (Palette allows 10 per resource prefix)")
         burst = _number(env, "PALETTE_RATE_BURST", 4, 1, 50, problems, unit="requests",
                         why=" (Palette takes 50 at once: 10/s with a burst queue of 5)")
+        share = _number(env, "PALETTE_BACKGROUND_SHARE", 0.5, 0.05, 1, problems, unit="of the rate")
+        graph_writes = _number(env, "GRAPH_WRITES_PER_SECOND", 16.0, 0.1, 20, problems, unit="writes per second",
+                               why=" (Graph allows an app 3,000 writes per 2.5 minutes in a tenant)")
         settings = cls(
             palette_endpoint=required("PALETTE_ENDPOINT").rstrip("/"),
             palette_api_key=SecretStr(required("PALETTE_API_KEY")),
@@ -202,6 +211,8 @@ class Settings:
             require_client_principal=requires_client_principal(env, problems),
             palette_rate_per_second=rate,
             palette_burst=int(burst),
+            palette_background_share=share,
+            graph_writes_per_second=graph_writes,
             pipeline=pipeline,
         )
         if problems:

@@ -8,6 +8,7 @@ per interval, with no slot given twice.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -137,3 +138,75 @@ def test_an_unreachable_table_lets_the_call_go_ahead_with_a_warning(caplog: pyte
 def test_a_pace_needs_a_positive_rate_and_burst(stack: Stack, rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         SharedPace(_table(stack, "ratelimits"), rate, burst)
+
+
+class _Moving:
+    """A clock that moves only when a caller sleeps (so background waits are exact numbers)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _background_slots(pace: SharedPace, key: str, clock: _Moving, count: int) -> list[float]:
+    """When each of ``count`` background calls went out (one after another)."""
+    from shared.state.pace import background_work
+
+    sent = []
+    with background_work():
+        for _ in range(count):
+            pace.acquire(key)
+            sent.append(round(clock.now - NOW, 3))
+    return sent
+
+
+def test_background_work_alone_takes_the_whole_rate_but_leaves_the_burst(stack: Stack) -> None:
+    clock = _Moving()
+    pace = SharedPace(_table(stack, "pace" + uuid.uuid4().hex[:8]), 5, 3, background_share=0.5,
+                      clock=clock.clock, sleep=clock.sleep)
+    key = "/v1/cloudaccounts"
+    # An idle schedule: background goes at once, then once per interval (0.2 s), never using the burst.
+    assert _background_slots(pace, key, clock, 4) == [0.0, 0.2, 0.4, 0.6]
+    # An interactive caller arriving now still finds burst - 1 calls that go out at once.
+    waits = [pace.acquire(key) for _ in range(2)]
+    assert waits == [0.0, 0.0]
+    pace.close()
+
+
+def test_background_work_keeps_to_its_share_while_interactive_work_is_about(stack: Stack) -> None:
+    clock = _Moving()
+    pace = SharedPace(_table(stack, "pace" + uuid.uuid4().hex[:8]), 5, 1, background_share=0.25,
+                      clock=clock.clock, sleep=clock.sleep)
+    key = "/v1/cloudaccounts"
+    pace.acquire(key)  # interactive work, just now
+    sent = _background_slots(pace, key, clock, 3)
+    # A quarter of 5/s: one background call each 0.8 s while interactive work was seen in the last 10 s.
+    assert [round(b - a, 3) for a, b in itertools.pairwise(sent)] == [0.8, 0.8]
+    clock.now += 30  # interactive work has gone quiet: all of the rate again
+    sent = _background_slots(pace, key, clock, 3)
+    assert [round(b - a, 3) for a, b in itertools.pairwise(sent)] == [0.2, 0.2]
+    pace.close()
+
+
+def test_a_slow_down_seen_by_one_instance_slows_every_instance_until_it_ends(stack: Stack) -> None:
+    name = "pace" + uuid.uuid4().hex[:8]
+    clock = _Moving()
+    one = SharedPace(_table(stack, name), 10, 1, clock=clock.clock, sleep=clock.sleep)
+    other = SharedPace(_table(stack, name), 10, 1, clock=clock.clock, sleep=clock.sleep)
+    key = "graph-writes"
+    one.slow_down(key, 0.25, 5.0)
+    from shared.state.pace import background_work
+
+    with background_work():  # no slot taken ahead: each wait is the schedule's
+        other.acquire(key)
+        assert other.acquire(key) == pytest.approx(0.4)  # a quarter of 10/s
+        clock.now += 6
+        other.acquire(key)
+        assert other.acquire(key) == pytest.approx(0.1)
+    one.close()
+    other.close()

@@ -210,6 +210,17 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'PALETTE_RATE_BURST'
           value: '4'
         }
+        // Background work (drift, timed rotation, API key renewal) takes at most this share of a
+        // prefix's pace while onboardings are about, and never their burst; Graph writes are paced
+        // app-wide under Graph's 3,000 per 2.5 minutes per app and tenant (the defaults, written out).
+        {
+          name: 'PALETTE_BACKGROUND_SHARE'
+          value: '0.5'
+        }
+        {
+          name: 'GRAPH_WRITES_PER_SECOND'
+          value: '16'
+        }
         {
           name: 'PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT'
           value: paletteRequirePcgForUsGovernment ? 'true' : 'false'
@@ -251,6 +262,16 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'DRIFT_SCHEDULE'
           value: driftSchedule
+        }
+        // Every managed account is looked at once in this many days, a slice per drift run, at
+        // most this many accounts a run (the defaults, written out).
+        {
+          name: 'DRIFT_PERIOD_DAYS'
+          value: '7'
+        }
+        {
+          name: 'DRIFT_SLICE_MAX'
+          value: '600'
         }
         // This cloud's Resource Manager, where onboarded principals' role assignments are read
         // (azure.permissions); the token's scope defaults to the endpoint's.

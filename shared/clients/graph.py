@@ -110,7 +110,7 @@ def parse_usage(value: str | None) -> float | None:
 class _WritePace:
     """The ``before_write`` hook in the shape the HTTP layer consults before every attempt."""
 
-    def __init__(self, before_write: Callable[[], None]) -> None:
+    def __init__(self, before_write: Callable[[], object]) -> None:
         self._before_write = before_write
 
     def acquire(self, key: str) -> float:
@@ -161,7 +161,7 @@ class GraphClient(JsonHttpClient):
     def __init__(self, endpoint: str, credential: TokenCredential, *, scope: str | None = None,
                  timeout: float = 30, session: requests.Session | None = None,
                  retry: RetryPolicy | None = None, on_usage: Callable[[str, float], None] | None = None,
-                 before_write: Callable[[], None] | None = None) -> None:
+                 before_write: Callable[[], object] | None = None) -> None:
         if credential is None:
             raise ValueError("credential is required: pass a TokenCredential such as DefaultAzureCredential.")
         super().__init__(endpoint, timeout=timeout, session=session, retry=retry,

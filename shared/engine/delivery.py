@@ -35,6 +35,7 @@ from shared.engine.stages import run_stages
 from shared.errors import RequestValidationError
 from shared.logs import bind, get_logger
 from shared.state import RequestStatus, StepOutcome, StepRecord
+from shared.state.pace import background_work
 from shared.state.records import iso, utcnow
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def process_request(plan: Plan, body: bytes | str | Mapping[str, Any], clients: 
         except RequestValidationError as exc:
             return reject(plan, body, exc, clients, message_id=message_id, checkpoint=checkpoint,
                           enqueued_at=enqueued_at)
-        with bind(requestId=request.request_id):
+        with bind(requestId=request.request_id), background_work(plan.background(request)):
             claimed = claim(plan, request, clients, config, owner=owner, retry_token=retry_token,
                             row_expected=row_expected)
             if isinstance(claimed, Outcome):

@@ -176,6 +176,8 @@ class Plan:
     failed_event: the short type of the event a failure is announced with.
     failed: called when the request fails for good, before its failure is recorded (to keep
         other state, such as the inventory, in step); its own failure never hides the first.
+    background: request -> whether its calls are background work in the shared paces (timed
+        rotation, API key renewal: :func:`shared.state.pace.background_work`); interactive else.
     """
 
     operation: str
@@ -189,3 +191,4 @@ class Plan:
     started_event: Callable[[Any], dict[str, Any]] | None = None
     failed_event: str = "failed"
     failed: Callable[[Services, RequestRecord, Failure], None] | None = None
+    background: Callable[[Any], bool] = field(default=lambda _request: False, repr=False)

@@ -404,4 +404,5 @@ API_KEY_RENEWAL = Plan(
     finish=_finish,
     failed_event="rotation.failed",
     failed=_failed,
+    background=lambda _request: True,
 )

@@ -58,6 +58,7 @@ from shared.logs import Counts, bind, get_logger
 from shared.rotation import holders
 from shared.state import ConcurrentUpdateError
 from shared.state.inventory import DRIFT, MANAGED, PHASES, SOURCE_GENERATED, AccountRecord
+from shared.state.pace import in_background
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Found:
 CURSOR_ROW = "drift"
 
 
+@in_background
 def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *,
                now: dt.datetime | None = None, whole: bool = False) -> DriftReport:
     """One run: the slice of the drift cycle that has fallen due since the last (``whole``: every

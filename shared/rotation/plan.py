@@ -54,4 +54,5 @@ ROTATION = Plan(
     finish=_finish,
     failed_event="rotation.failed",
     failed=steps.record_failure,
+    background=lambda request: request.trigger is models.RotationTrigger.DUE,  # one asked for is interactive
 )

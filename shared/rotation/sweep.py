@@ -42,6 +42,7 @@ from shared.state.inventory import (
     SOURCE_KEY_VAULT,
     AccountRecord,
 )
+from shared.state.pace import in_background
 from shared.state.records import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ def rotation_id(account: AccountRecord, day: dt.date) -> str:
     return f"rot-{digest.hexdigest()[:24]}"
 
 
+@in_background
 def sweep(clients: Services, queue: RequestQueue, config: RotationConfig, *,
           now: dt.datetime | None = None) -> RotationSweepReport:
     """Start the rotations that are due, warn of expiring secrets the product does not rotate.
