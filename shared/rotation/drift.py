@@ -102,6 +102,8 @@ class Found:
     orphans: dict[str, str]  # keyId -> when it was first seen
     #: More data for a kind's ``detected`` event (the permissions finding per scope).
     data: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: The app's service principal, as read for the permissions check (kept on the row).
+    principal_id: str = ""
 
 
 #: The inventory's bookkeeping row of the drift cycle (:meth:`InventoryStore.read_meta`).
@@ -293,8 +295,9 @@ def _permissions(account: AccountRecord, clients: Services, found: Found) -> Non
 
     if clients.authorization is None or clients.graph is None:
         return
-    principal = clients.graph.service_principal_id(account.client_id)
-    report = check_permissions(account.permissions, principal, clients.authorization)
+    # The service principal's object id does not change for an app: read once, then kept on the row.
+    found.principal_id = account.principal_id or clients.graph.service_principal_id(account.client_id)
+    report = check_permissions(account.permissions, found.principal_id, clients.authorization)
     if not report.ok:
         found.kinds.add("permissions")
         found.data["permissions"] = {"permissions": report.as_data(), "detail": report.describe()}
@@ -447,6 +450,7 @@ def _record(account: AccountRecord, found: Found, clients: Services, now: dt.dat
 
     def apply(row: AccountRecord) -> None:
         row.drift_looked_at = iso(now)
+        row.principal_id = row.principal_id or found.principal_id
         row.drift = sorted(still)
         since = {kind: row.drift_since.get(kind, iso(now)) for kind in still if kind != "orphan_password"}
         since.update({f"orphan:{key}": first for key, first in found.orphans.items()})

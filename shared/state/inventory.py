@@ -119,6 +119,8 @@ class AccountRecord:
     warned: list[str] = field(default_factory=list)
     #: When the drift pass last looked at the account.
     drift_looked_at: str = ""
+    #: The object id of the app's service principal (for the permissions check; it never changes).
+    principal_id: str = ""
     #: The index rows written with the row, as the table holds them (see the module's docstring).
     index_keys: list[str] = field(default_factory=list)
     offboarding_in_flight: str = ""
