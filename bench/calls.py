@@ -4,10 +4,13 @@ One host process of the real app, warmed by one onboarding; then ``--n`` onboard
 option (generated secret and SSH key, API key, Private Cloud Gateway), one after another, each
 counted from the stand-ins' records. The minimum per onboarding (derived in bench/README.md):
 
-- Palette, 13: ``/v1/dashboard`` 1 (the project), ``/v1/overlords`` 1 (the gateway), ``/v1/users`` 4
-  (the API key's user, the SSH key name in the project, the upload, the read-back),
-  ``/v1/apiKeys`` 3 (the name check, the create, the read-back), ``/v1/cloudaccounts`` 3 (the name
-  check, the create, "the account is listed"), ``/v1/clouds`` 1 (the validation);
+- Palette, 15: ``/v1/dashboard`` 1 (the project), ``/v1/overlords`` 1 (the gateway), ``/v1/users`` 4
+  (the API key's user, the project's SSH keys: the name check and the count against the limit,
+  the upload, the read-back), ``/v1/apiKeys`` 3 (the name check, which also counts the user's keys
+  against the limit; the create, the read-back), ``/v1/cloudaccounts`` 4 (the name check, the
+  count of the tenant's accounts against the limit, the create, "the account is listed"),
+  ``/v1/tenants`` 1 (the tenant's resource limits), ``/v1/clouds`` 1 (the validation); the tenant's
+  uid (``/v1/users/info``) is asked once per process, by the warm-up;
 - Graph, 2: read the app registration (the evidence the identity may add a password), ``addPassword``;
 - Key Vault, 9: for each of the three secret names, "is one soft-deleted?" and "what versions?"
   (6), then one write each (3);
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file
 from bench.common import BenchStack, Bodies, Subscriber, describe, figure, rate_prefix, say
 
 MINIMUM_PALETTE = {"/v1/dashboard": 1, "/v1/overlords": 1, "/v1/users": 4, "/v1/apiKeys": 3,
-                   "/v1/cloudaccounts": 3, "/v1/clouds": 1}
+                   "/v1/cloudaccounts": 4, "/v1/tenants": 1, "/v1/clouds": 1}
 MINIMUM = {"palette": sum(MINIMUM_PALETTE.values()), "graph": 2, "keyvault": 9, "entra": 0}
 #: What ``azure.permissions`` at one scope adds (the service principal; assignments, role, denies).
 MINIMUM_PERMISSIONS = {"graph": 1, "arm": 3}

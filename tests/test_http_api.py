@@ -610,7 +610,7 @@ def test_a_dry_run_reports_every_check_and_changes_nothing(api: Api, world: Worl
                                                                              body["accountName"])
     checks = _checks(report)
     assert list(checks) == ["schema", "names", "requestId", "palette.project", "palette.privateCloudGateway",
-                            "palette.user", "palette.apiKey", "palette.account", "palette.sshKey",
+                            "palette.user", "palette.apiKey", "palette.account", "palette.sshKey", "palette.limits",
                             "keyVault.client-secret", "keyVault.ssh-key", "keyVault.api-key", "graph.application"]
     assert all(check["outcome"] == "ok" for check in checks.values()), report
     assert {name: check.get("action") for name, check in checks.items() if "action" in check} == {

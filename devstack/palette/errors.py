@@ -13,9 +13,12 @@ and keeps it stable, because clients branch on codes:
 400    ``PrivateCloudGatewayNotFound``   ``annotations.overlordUid`` names no gateway
 400    ``PrivateCloudGatewayNotRunning`` the gateway exists but its state is not ``Running``
 400    ``UserNotFound``                  ``spec.userUid`` of an API key names no user
+400    ``ResourceLimitExceeded``         a create past a tenant resource limit (cloud accounts,
+                                         SSH keys, API keys per user); ``details``: ``kind``,
+                                         ``limit``, ``count``
 401    ``Unauthorized``                  missing, unknown, revoked or expired ``ApiKey``
-403    ``Forbidden``                     unknown ``ProjectUid``, or changing a tenant resource
-                                         from a project scope
+403    ``Forbidden``                     unknown ``ProjectUid``, changing a tenant resource
+                                         from a project scope, or another tenant's limits
 404    ``ResourceNotFound``              no such resource in the caller's scope
 404    ``NotFound``                      no such route
 409    ``CloudAccountAlreadyExists``,    the name is taken in that scope

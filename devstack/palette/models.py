@@ -4,9 +4,16 @@ keys, Azure backup locations and API keys, with the rules the onboarding depends
 Scope is Palette's: ``project_uid=None`` is the tenant, anything else a project. Cloud accounts and
 SSH keys belong to one scope, and their names are unique per scope (the same name may exist once in
 the tenant and once in each project). A project sees its own cloud accounts and the tenant's; the
-tenant sees only its own; SSH keys and backup locations (both user assets) are seen only in their
-own scope, and backup location names are unique per scope too. A resource can be changed only
-from its own scope. API keys, users, projects and gateways are tenant-wide.
+tenant sees only its own (but in the cross-cloud summary, every scope's); SSH keys and backup
+locations (both user assets) are seen only in their own scope, and backup location names are
+unique per scope too. A resource can be changed only from its own scope. API keys, users,
+projects and gateways are tenant-wide.
+
+Tenant resource limits (Palette's defaults, changed by ``PATCH .../resourceLimits``) are enforced
+on create: cloud accounts and SSH keys counted over the whole tenant (every scope), API keys per
+user they belong to. The admin seeds (``seed_azure_accounts``) are never refused by them: they stand
+for what exists already, which may be more than a limit an admin lowered later; once seeded, those
+objects count like any other.
 
 The seed (tenant, projects ``Default`` and ``Team-A``, three users, gateways ``pcg-east`` Running and
 ``pcg-west`` Pending) gets fresh 24-hex uids, like Palette's, when the backend is made, and
@@ -21,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
@@ -49,6 +57,49 @@ DEFAULT_AZURE_ENVIRONMENT = "AzurePublicCloud"
 RUNNING = "Running"
 MAX_LIMIT = 50
 SECRET_MASK = "********"
+
+
+@dataclass(frozen=True)
+class LimitKind:
+    """One tenant resource limit Palette keeps (``v1TenantResourceLimit``): its label, default and
+    the most an admin may set."""
+
+    label: str
+    default: int
+    max_limit: int
+
+
+#: The kinds ``v1TenantResourceLimitsEntity`` names as supported, with Palette's defaults from its
+#: "Default Palette Resource Limits" page (cloud accounts 200, SSH keys 300, API keys 20 per user,
+#: ...). ``maxLimit`` is not documented: 10,000 (50,000 for clusters and edge hosts) is the range
+#: Palette's Terraform provider accepts; the labels are the page's names. Guessed, as said.
+RESOURCE_LIMITS: dict[str, LimitKind] = {
+    "user": LimitKind("Users", 300, 10_000),
+    "project": LimitKind("Projects", 50, 10_000),
+    "apiKey": LimitKind("API Keys", 20, 10_000),
+    "team": LimitKind("Teams", 100, 10_000),
+    "role": LimitKind("Roles", 100, 10_000),
+    "cloudaccount": LimitKind("Cloud Accounts", 200, 10_000),
+    "clusterprofile": LimitKind("Cluster Profiles", 200, 10_000),
+    "workspace": LimitKind("Workspaces", 50, 10_000),
+    "registry": LimitKind("Registries", 50, 10_000),
+    "privategateway": LimitKind("Private Gateways", 50, 10_000),
+    "location": LimitKind("Backup Locations", 100, 10_000),
+    "certificate": LimitKind("Certificates", 20, 10_000),
+    "macro": LimitKind("Macros", 200, 10_000),
+    "sshkey": LimitKind("SSH Keys", 300, 10_000),
+    "alert": LimitKind("Alerts", 100, 10_000),
+    "spectrocluster": LimitKind("Clusters", 10_000, 50_000),
+    "edgehost": LimitKind("Edge Hosts", 200, 50_000),
+}
+#: The refusal of a create past a limit. Palette documents only that "you will receive an error
+#: message"; the status (400: the request cannot be carried out as the tenant stands, and not a
+#: 403, which clients read as their own key failing) and the code are the stand-in's choice.
+LIMIT_EXCEEDED = "ResourceLimitExceeded"
+
+
+def default_resource_limits() -> dict[str, int]:
+    return {kind: spec.default for kind, spec in RESOURCE_LIMITS.items()}
 
 
 def new_uid() -> str:
@@ -203,6 +254,7 @@ class _Store:
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     clusters: dict[str, Cluster] = field(default_factory=dict)
     locations: dict[str, AzureLocation] = field(default_factory=dict)
+    resource_limits: dict[str, int] = field(default_factory=default_resource_limits)
 
 
 def scope_name(project_uid: str | None) -> str:
@@ -348,6 +400,55 @@ class PaletteBackend:
             self._store.overlords[made.uid] = made
             return made
 
+    # ------------------------------------------------------------------ resource limits
+
+    def resource_limits(self) -> dict[str, int]:
+        """The tenant's limit per kind (``GET /v1/tenants/{tenantUid}/resourceLimits``)."""
+        with self._lock:
+            return dict(self._store.resource_limits)
+
+    def set_resource_limits(self, resources: list[Any]) -> None:
+        """``PATCH``: change the limits of the kinds listed and leave the others; every item is
+        checked before anything changes. A limit below what exists is taken (guessed: Palette does
+        not say): what exists stays, and nothing more of that kind is made until it is raised."""
+        changes: dict[str, int] = {}
+        for index, item in enumerate(resources):
+            path = f"resources[{index}]"
+            entry = item if isinstance(item, dict) else {}
+            kind, limit = entry.get("kind"), entry.get("limit")
+            spec = RESOURCE_LIMITS.get(kind) if isinstance(kind, str) else None
+            if spec is None or not isinstance(kind, str):
+                raise invalid_field(f"{path}.kind", "supported", f"{path}.kind must be one of the kinds Palette "
+                                    f"supports ({', '.join(RESOURCE_LIMITS)}); got {kind!r}.")
+            if (isinstance(limit, bool) or not isinstance(limit, int | float) or not math.isfinite(limit)
+                    or limit != int(limit)):
+                raise invalid_field(f"{path}.limit", "required", f"{path}.limit is required: a whole number.")
+            if not 1 <= limit <= spec.max_limit:
+                raise invalid_field(f"{path}.limit", "range", f"{path}.limit of '{kind}' must be between 1 and "
+                                    f"{spec.max_limit}; got {int(limit)}.")
+            if changes.get(kind, int(limit)) != int(limit):
+                raise invalid_field(f"{path}.kind", "unique", f"'{kind}' is listed twice with different limits.")
+            changes[kind] = int(limit)
+        with self._lock:
+            self._store.resource_limits.update(changes)
+
+    def override_resource_limits(self, limits: dict[str, int]) -> None:
+        """Admin: set limits as given, past any ``maxLimit`` too (a benchmark's tenant of more
+        objects than Palette lets an admin allow); the caller has checked the kinds and numbers."""
+        with self._lock:
+            self._store.resource_limits.update(limits)
+
+    def _refuse_past_limit(self, kind: str, count: int, holder: str) -> None:
+        """Under the lock, before an object of ``kind`` is stored: ``count`` exist already."""
+        limit = self._store.resource_limits[kind]
+        if count >= limit:
+            label = RESOURCE_LIMITS[kind].label
+            raise PaletteError(400, LIMIT_EXCEEDED,
+                               f"Resource limit reached: {holder} holds {count} {label} and the limit for '{kind}' is "
+                               f"{limit}. A tenant admin can raise it (Tenant Settings > Resource Limits, or PATCH "
+                               f"/v1/tenants/{self.tenant_uid}/resourceLimits).",
+                               details={"kind": kind, "limit": limit, "count": count})
+
     # ------------------------------------------------------------------ Azure credentials
 
     def validate_azure_credentials(self, spec: dict[str, Any], *, field_prefix: str = "") -> None:
@@ -393,11 +494,13 @@ class PaletteBackend:
         _require_credential_fields(stored_spec, "spec.")
         with self._lock:
             self._check_account_name_free(project_uid, name, None)
+            self._refuse_past_limit("cloudaccount", len(self._store.accounts), "the tenant")
         self._check_gateway(annotations)
         self.validate_azure_credentials(stored_spec, field_prefix="spec.")  # unlocked: it may call Entra
         now = self.clock()
         with self._lock:
             self._check_account_name_free(project_uid, name, None)
+            self._refuse_past_limit("cloudaccount", len(self._store.accounts), "the tenant")
             account = AzureAccount(new_uid(), name, project_uid, stored_spec, annotations, dict(labels),
                                    now, now)
             self._store.accounts[account.uid] = account
@@ -408,6 +511,14 @@ class PaletteBackend:
         with self._lock:
             return [a for a in self._store.accounts.values()
                     if a.project_uid is None or a.project_uid == project_uid]
+
+    def summary_accounts(self, project_uid: str | None) -> list[AzureAccount]:
+        """``GET /v1/cloudaccounts/summary``: in a project as :meth:`list_azure_accounts`; in the
+        tenant every account of every scope (guessed: the tenant admin's view of all of them, and the
+        count Palette's tenant-wide limit on cloud accounts is checked against)."""
+        with self._lock:
+            return [a for a in self._store.accounts.values()
+                    if project_uid is None or a.project_uid is None or a.project_uid == project_uid]
 
     def seed_azure_accounts(self, *, name_prefix: str, count: int, project_uid: str | None = None
                             ) -> list[AzureAccount]:
@@ -428,6 +539,34 @@ class PaletteBackend:
                 account = AzureAccount(new_uid(), name, project_uid, spec, {}, {}, now, now)
                 self._store.accounts[account.uid] = account
                 made.append(account)
+        return made
+
+    def add_azure_accounts(self, project_uid: str | None, accounts: list[dict[str, Any]]) -> list[AzureAccount]:
+        """Admin: cloud accounts as given (name, credentials, annotations, a uid or a fresh one), all
+        or none, without asking Azure: accounts an earlier onboarding made, for a benchmark of a
+        large inventory. Names must be free in the scope and uids unused; limits do not apply (as
+        for :meth:`seed_azure_accounts`). One pass over what exists, whatever the number given."""
+        now = self.clock()
+        made = []
+        with self._lock:
+            taken = {a.name for a in self._store.accounts.values() if a.project_uid == project_uid}
+            uids = set(self._store.accounts)
+            for item in accounts:
+                name = _require_name(item.get("name"))
+                if name in taken and self.unique_names:
+                    raise AlreadyExists("CloudAccountAlreadyExists", "Cloud account", name, scope_name(project_uid))
+                uid = item.get("uid") or new_uid()
+                if not isinstance(uid, str) or not re.fullmatch(r"[0-9a-f]{24}", uid) or uid in uids:
+                    raise InvalidRequest(f"uid {uid!r} of account {name!r} is not 24 hex digits or is taken.")
+                spec = _azure_spec_with_defaults({key: item[key] for key in ("tenantId", "clientId", "clientSecret")
+                                                  if key in item})
+                _require_credential_fields(spec, "")
+                annotations = _own_annotations(project_uid, dict(item.get("annotations") or {}))
+                made.append(AzureAccount(uid, name, project_uid, spec, annotations, dict(item.get("labels") or {}),
+                                         now, now))
+                taken.add(name)
+                uids.add(uid)
+            self._store.accounts.update((account.uid, account) for account in made)
         return made
 
     def get_azure_account(self, project_uid: str | None, uid: str) -> AzureAccount:
@@ -521,6 +660,7 @@ class PaletteBackend:
         now = self.clock()
         with self._lock:
             self._check_ssh_name_free(project_uid, name, None)
+            self._refuse_past_limit("sshkey", len(self._store.ssh_keys), "the tenant")
             key = SshKey(new_uid(), name, project_uid, public_key, annotations, dict(labels), now, now)
             self._store.ssh_keys[key.uid] = key
             return key
@@ -639,6 +779,8 @@ class PaletteBackend:
                 raise PaletteError(400, "UserNotFound",
                                    f"spec.userUid '{owner_uid}' names no user of this tenant.")
             self._check_api_key_name_free(name, None)
+            self._refuse_past_limit("apiKey", sum(1 for k in self._store.api_keys.values() if k.user_uid == owner_uid),
+                                    f"user '{owner_uid}'")
             value = secrets.token_urlsafe(32)
             now = self.clock()
             key = ApiKey(new_uid(), name, owner_uid, expires, True, key_digest(value), dict(annotations),
@@ -710,6 +852,7 @@ class PaletteBackend:
             return {
                 "tenantUid": self.tenant_uid,
                 "orgName": self.org_name,
+                "resourceLimits": dict(store.resource_limits),
                 "projects": [{"uid": p.uid, "name": p.name} for p in store.projects.values()],
                 "users": [{"uid": u.uid, "name": u.name, "emailId": u.email, "roles": u.roles,
                            "ownsAdminApiKey": u.uid == self._seed.users[0][0]}

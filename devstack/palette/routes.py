@@ -33,6 +33,14 @@ Decisions where Palette's behaviour is not documented (see also ``errors.py`` fo
   ``orderBy`` supports ``field=1|-1`` lists.
 - The rate limit is one token bucket per resource prefix (``/v1/cloudaccounts``, ``/v1/users``...)
   for all callers, not per source IP.
+- Tenant resource limits (``/v1/tenants/{tenantUid}/resourceLimits``): ``GET`` answers every kind
+  ``v1TenantResourceLimitsEntity`` names as supported, with Palette's documented defaults; ``PATCH``
+  changes the kinds it lists (a whole number from 1 to the kind's ``maxLimit``; another kind, or one
+  listed twice with two limits, is a 400) and answers 204. Another tenant's uid is 403. Any key of
+  the tenant may read and change them (no role model, as above). A create past a limit is a 400
+  ``ResourceLimitExceeded`` whose ``details`` are ``{kind, limit, count}`` (Palette documents only
+  that an error comes back). The tenant-scope ``GET /v1/cloudaccounts/summary`` lists every
+  scope's accounts, the tenant-wide count the cloud account limit is checked against (guessed).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from typing import Any
 from devstack.httpbase import HttpError, Request, Response, ServiceApp
 from devstack.palette.errors import Forbidden, InvalidRequest, PaletteError, Unauthorized, invalid_field
 from devstack.palette.models import (
+    RESOURCE_LIMITS,
     SECRET_MASK,
     ApiKey,
     AzureAccount,
@@ -205,9 +214,10 @@ class PaletteApp(ServiceApp):
             return Response.json(200, self._rate_config())
         if subpath == "config" and request.method == "POST":
             config = request.json()
-            if not isinstance(config, dict) or set(config) - {"ratePerSecond", "burst", "uniqueNames"}:
+            known = {"ratePerSecond", "burst", "uniqueNames", "resourceLimits"}
+            if not isinstance(config, dict) or set(config) - known:
                 raise InvalidRequest('The config body is {"ratePerSecond"?: number, "burst"?: integer, '
-                                     '"uniqueNames"?: boolean}.')
+                                     '"uniqueNames"?: boolean, "resourceLimits"?: {kind: integer}}.')
             rate = config.get("ratePerSecond", self.limiter.rate_per_second)
             burst = config.get("burst", self.limiter.burst)
             unique = config.get("uniqueNames", self.backend.unique_names)
@@ -217,8 +227,14 @@ class PaletteApp(ServiceApp):
                 raise InvalidRequest("burst must be an integer of 1 or more.")
             if not isinstance(unique, bool):
                 raise InvalidRequest("uniqueNames must be true or false.")
+            limits = config.get("resourceLimits", {})
+            if (not isinstance(limits, dict) or set(limits) - set(RESOURCE_LIMITS)
+                    or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in limits.values())):
+                raise InvalidRequest(f"resourceLimits maps kinds ({', '.join(RESOURCE_LIMITS)}) to whole numbers of 1 "
+                                     "or more; unlike Palette's PATCH, no maxLimit applies.")
             self.limiter.configure(rate, burst)
             self.backend.unique_names = unique
+            self.backend.override_resource_limits(limits)
             return Response.json(200, self._rate_config())
         if subpath == "clusters" and request.method == "POST":
             spec = request.json()
@@ -233,6 +249,8 @@ class PaletteApp(ServiceApp):
         if subpath.startswith("clusters/") and request.method == "DELETE":
             self.backend.remove_cluster(subpath.removeprefix("clusters/"))
             return Response.empty()
+        if subpath == "cloudaccounts/bulk" and request.method == "POST":
+            return self._seed_accounts_in_bulk(request)
         if subpath == "cloudaccounts" and request.method == "POST":
             spec = request.json()
             count = spec.get("count", 1) if isinstance(spec, dict) else None
@@ -253,6 +271,31 @@ class PaletteApp(ServiceApp):
             gateway = self.backend.set_overlord(spec["name"], spec["state"], str(spec.get("cloudType", "azure")))
             return Response.json(200, {"uid": gateway.uid, "name": gateway.name, "state": gateway.state})
         return None
+
+    _BULK_ACCOUNT_REQUIRED = ("name", "tenantId", "clientId", "clientSecret")
+    _BULK_ACCOUNT_FIELDS = {*_BULK_ACCOUNT_REQUIRED, "uid", "annotations", "labels"}
+
+    def _seed_accounts_in_bulk(self, request: Request) -> Response:
+        """Admin: many Azure cloud accounts at once, as given (an earlier onboarding's, with the
+        product's annotations), stored without asking Azure; the uids in the order given. What a
+        benchmark of tens of thousands of managed accounts seeds in seconds."""
+        spec = request.json()
+        usage = ('The body is {"projectUid"?: string, "accounts": [{"name", "tenantId", "clientId", "clientSecret": '
+                 'string, "uid"?: 24 hex digits, "annotations"?, "labels"?: {string: string}}]}.')
+        accounts = spec.get("accounts") if isinstance(spec, dict) else None
+        if (not isinstance(spec, dict) or set(spec) - {"projectUid", "accounts"} or not isinstance(accounts, list)
+                or not accounts or not isinstance(spec.get("projectUid"), str | None)):
+            raise InvalidRequest(usage)
+        for item in accounts:
+            if (not isinstance(item, dict) or set(item) - self._BULK_ACCOUNT_FIELDS
+                    or not all(isinstance(item.get(key), str) for key in self._BULK_ACCOUNT_REQUIRED)
+                    or not all(_string_map(item.get(key, {})) for key in ("annotations", "labels"))):
+                raise InvalidRequest(usage)
+        project_uid = spec.get("projectUid")
+        if project_uid is not None and self.backend.project(project_uid) is None:
+            raise InvalidRequest(f"projectUid {project_uid!r} is not a project of this tenant.")
+        made = self.backend.add_azure_accounts(project_uid, accounts)
+        return Response.json(201, {"count": len(made), "uids": [account.uid for account in made]})
 
     _SEED_LOCATION_FIELDS = {"name": True, "projectUid": False, "tenantId": True, "clientId": True,
                              "clientSecret": True, "subscriptionId": False, "clientCloud": False,
@@ -418,6 +461,8 @@ class PaletteApp(ServiceApp):
         serve("GET", "/v1/overlords", self._list_overlords)
         serve("GET", "/v1/overlords/{uid}", self._get_overlord)
         serve("POST", "/v1/dashboard/spectroclusters/search", self._search_clusters, scoped=True)
+        serve("GET", "/v1/tenants/{tenantUid}/resourceLimits", self._get_resource_limits)
+        serve("PATCH", "/v1/tenants/{tenantUid}/resourceLimits", self._set_resource_limits)
 
     # Azure cloud accounts
 
@@ -439,7 +484,7 @@ class PaletteApp(ServiceApp):
         name = filtered_name(call.query.get("filters"))
         if name is not None:
             accounts = [a for a in accounts if a.name == name]
-        return self._paged(call, "cloudaccounts/azure", [account_wire(a) for a in accounts])
+        return self._paged(call, "cloudaccounts/azure", accounts, account_wire)
 
     def _get_account(self, call: Call) -> Response:
         return Response.json(200, account_wire(self.backend.get_azure_account(call.project_uid, call.uid())))
@@ -458,8 +503,8 @@ class PaletteApp(ServiceApp):
         return Response.empty(204)
 
     def _account_summaries(self, call: Call) -> Response:
-        items = [account_summary_wire(a) for a in self.backend.list_azure_accounts(call.project_uid)]
-        return self._paged(call, "cloudaccounts/summary", items)
+        return self._paged(call, "cloudaccounts/summary", self.backend.summary_accounts(call.project_uid),
+                           account_summary_wire)
 
     # SSH keys
 
@@ -601,6 +646,30 @@ class PaletteApp(ServiceApp):
             raise PaletteError(404, "ResourceNotFound", f"Private cloud gateway '{call.uid()}' not found.")
         return Response.json(200, overlord_wire(gateway, self.backend.tenant_uid))
 
+    # Tenant resource limits
+
+    def _own_tenant(self, call: Call) -> None:
+        tenant_uid = call.request.path_params["tenantUid"]
+        if tenant_uid != self.backend.tenant_uid:
+            raise Forbidden(f"Tenant '{tenant_uid}' is not the tenant of this API key; GET /v1/users/info "
+                            "names its tenant.")
+
+    def _get_resource_limits(self, call: Call) -> Response:
+        self._own_tenant(call)
+        limits = self.backend.resource_limits()
+        return Response.json(200, {"resources": [
+            {"kind": kind, "label": spec.label, "limit": limits[kind], "maxLimit": spec.max_limit}
+            for kind, spec in RESOURCE_LIMITS.items()]})
+
+    def _set_resource_limits(self, call: Call) -> Response:
+        self._own_tenant(call)
+        resources = (call.body or {}).get("resources")
+        if not isinstance(resources, list) or not resources:
+            raise invalid_field("resources", "required", "resources is required: the kinds to change, each "
+                                "{\"kind\", \"limit\"}.")
+        self.backend.set_resource_limits(resources)
+        return Response.empty(204)
+
     # Clusters (only what the offboarding asks: which clusters use a cloud account)
 
     def _search_clusters(self, call: Call) -> Response:
@@ -615,18 +684,31 @@ class PaletteApp(ServiceApp):
 
     # Paging
 
-    def _paged(self, call: Call, kind: str, items: list[dict[str, Any]]) -> Response:
+    def _paged(self, call: Call, kind: str, items: list[Any],
+               wire: Callable[[Any], dict[str, Any]] | None = None) -> Response:
+        """One page of ``items`` (wire dicts, or objects ``wire`` turns into them). Without filters
+        or an order only the page is put in wire form: a page of a large tenant costs its 50 items,
+        not every account."""
         filters, order_by = call.query.get("filters"), call.query.get("orderBy")
+        if wire is not None and (filters or order_by):
+            items, wire = [wire(item) for item in items], None
         items = apply_order(apply_filters(items, filters), order_by)
         # The token is bound to the list, scope and query so it cannot be replayed on another list.
         listing = f"{kind}|{call.project_uid or 'tenant'}|{filters or ''}|{order_by or ''}"
         page, listmeta = paginate(items, listing=hashlib.sha256(listing.encode()).hexdigest()[:16],
                                   limit=call.query.get("limit"), offset=call.query.get("offset"),
                                   token=call.query.get("continue"))
+        if wire is not None:
+            page = [wire(item) for item in page]
         return Response.json(200, {"items": page, "listmeta": listmeta})
 
 
 # ---------------------------------------------------------------------------------------------- bodies
+
+
+def _string_map(value: Any) -> bool:
+    """Whether ``value`` is a JSON object of strings (annotations, labels)."""
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
 def _required_object(body: dict[str, Any], name: str) -> dict[str, Any]:

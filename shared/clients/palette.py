@@ -2,7 +2,8 @@
 
 Scope: Palette picks tenant or project scope from the ``ProjectUid`` header (absent: tenant).
 Every method that can work in either scope takes ``project_uid``; API keys and users are always
-tenant-scoped, so those methods never send the header.
+tenant-scoped, so those methods never send the header, and so are the tenant's resource limits
+(read by the tenant's uid, which the client asks for once: it never changes for a key).
 
 Rate limits: Palette allows about 10 requests/s per source IP and resource prefix (``/v1/users``,
 ``/v1/cloudaccounts``...), burst 5, then answers 429. The client keeps a pace per prefix: its own
@@ -21,6 +22,8 @@ is never repeated here (see ``http.py``).
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -197,6 +200,18 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class ResourceLimit:
+    """One of the tenant's resource limits (``v1TenantResourceLimit``): at most ``limit`` objects
+    of ``kind`` (``cloudaccount``, ``sshkey``, ``apiKey``, ...), which an admin may raise up to
+    ``max_limit``."""
+
+    kind: str
+    limit: int
+    label: str | None = None
+    max_limit: int | None = None
+
+
+@dataclass(frozen=True)
 class ClusterRef:
     """A cluster, as far as the offboarding needs to name it."""
 
@@ -244,6 +259,14 @@ def _seg(value: str) -> str:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _whole(value: object) -> int | None:
+    """A JSON number that is a whole number (the spec types limits as ``number``), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value != int(value):
+        return None
+    return int(value)
 
 
 def _dict(value: object) -> dict[str, Any]:
@@ -419,6 +442,8 @@ class PaletteClient(JsonHttpClient):
         super().__init__(endpoint, timeout=timeout, session=session, retry=retry,
                          rate_limiter=rate_limiter or RateLimiter(rate_per_second, burst))
         self._api_key = api_key
+        self._tenant_uid: str | None = None
+        self._tenant_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -472,6 +497,46 @@ class PaletteClient(JsonHttpClient):
         if not uid:
             raise DecodeError(message=f"Palette created the {what} but returned no uid")
         return uid
+
+    # -- the tenant and its resource limits -----------------------------------------------------
+
+    def tenant_uid(self) -> str:
+        """The uid of the tenant the API key belongs to (``GET /v1/users/info``), asked once for the
+        client's life: a key never moves to another tenant."""
+        with self._tenant_lock:
+            if self._tenant_uid is None:
+                uid = _str(self._json("GET", "/v1/users/info").get("tenantUid"))
+                if not uid:
+                    raise DecodeError(message="Palette's GET /v1/users/info named no tenantUid")
+                self._tenant_uid = uid
+            return self._tenant_uid
+
+    def get_resource_limits(self) -> dict[str, ResourceLimit]:
+        """The tenant's resource limits by kind (``GET /v1/tenants/{tenantUid}/resourceLimits``);
+        read afresh on every call, since an admin may change them at any time. A kind Palette does
+        not list has no limit here."""
+        body = self._json("GET", f"/v1/tenants/{_seg(self.tenant_uid())}/resourceLimits")
+        resources = body.get("resources")
+        found: dict[str, ResourceLimit] = {}
+        for item in resources if isinstance(resources, list) else []:
+            entry = _dict(item)
+            kind, limit, most = _str(entry.get("kind")), _whole(entry.get("limit")), _whole(entry.get("maxLimit"))
+            if kind and limit is not None:
+                found[kind] = ResourceLimit(kind=kind, limit=limit, label=_str(entry.get("label")), max_limit=most)
+        return found
+
+    def count_cloud_accounts(self) -> int:
+        """How many cloud accounts, of every cloud, the tenant holds: the tenant-scope cross-cloud
+        summary (``GET /v1/cloudaccounts/summary``) with ``limit=1``, read from ``listmeta.count``,
+        so one small call however many there are. Palette does not document whether that list
+        takes in the projects' accounts too; the limit is tenant-wide, so a count that left them
+        out would be low, and Palette's refusal at the create would then be what stops a request.
+        Without a count in the answer, the pages are counted."""
+        body = self._json("GET", "/v1/cloudaccounts/summary", params={"limit": 1})
+        count = _dict(body.get("listmeta")).get("count")
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            return count
+        return sum(1 for _ in self._paged("/v1/cloudaccounts/summary", project_uid=None, convert=lambda item: item))
 
     # -- lookups --------------------------------------------------------------------------------
 

@@ -127,6 +127,14 @@ RULES: tuple[Rule, ...] = (
     (_is("Resource Manager", 404), FailureKind.PERMANENT, "permissions_scope_not_found",
      lambda e: f"Resource Manager has no scope {_scope(e)} (404): check the subscription and resource group in "
                f"azure.permissions.scopes. {_message(e)}"),
+    # Palette refusing a create past one of the tenant's resource limits: the check step counts
+    # first, so only a race or objects it cannot count (SSH keys of other projects) get here; an
+    # admin raises the limit. Palette's code for it is not documented: the stand-in's is matched.
+    (lambda e: _service(e) == "Palette" and _code(e) == "ResourceLimitExceeded", FailureKind.PERMANENT,
+     "palette_limit_reached",
+     lambda e: f"Palette refused to make another object past one of the tenant's resource limits: {_message(e)} "
+               "A Palette tenant admin can raise it (Tenant Settings > Resource Limits, or PATCH "
+               "/v1/tenants/{tenantUid}/resourceLimits); then submit the request again under a new requestId."),
     # Palette: our own API key failing (401/403) is an operator's fix that a later retry picks up,
     # rather than a reason to fail every request for good; other 4xx are about the request.
     (_is("Palette", 401, 403), FailureKind.TRANSIENT, "palette_credentials", _message),

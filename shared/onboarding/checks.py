@@ -12,12 +12,21 @@ both callers tell the same story:
   error as an ``error`` outcome and carries on, and skips what depends on a check that failed.
 
 Order (the pipeline's): project, Private Cloud Gateway, API key user and name, cloud account, SSH
-key, the Key Vault names the request writes, then the client secret's source (a Key Vault secret,
-or the app registration a password is added to). The order is how results are reported and which
-failure counts as the first; the lookups themselves all start at once, those that need the
-project's uid (an SSH key, a project-scoped account) as soon as the project is known. They only
-read, so one onboarding's checks cost two round trips instead of a dozen. A check hands on what it
+key, Palette's resource limits, the Key Vault names the request writes, then the client secret's
+source (a Key Vault secret, or the app registration a password is added to). The order is how
+results are reported and which failure counts as the first; the lookups themselves all start at
+once, those that need the project's uid (an SSH key, a project-scoped account) as soon as the
+project is known. They only read, so one onboarding's checks cost two round trips instead of a
+dozen. A lookup two checks need (the account of the request's name, the project's SSH keys, the
+tenant's API keys, the key's user) is made once, by whichever asks first. A check hands on what it
 found (``CheckResult.found``), so the steps of the same delivery need not look it up again.
+
+The limits check counts only what this request would make: a cloud account unless one of its name
+is there already (the product's own is updated, anybody else's is a clash), an SSH key when the
+request asks for one the project does not hold, an API key when it asks for one and none of that
+name is this request's. So a request whose account already exists is never refused for it, and a
+redelivery never meets the check again anyway: the engine skips a step it recorded as done, and
+the check is recorded before anything is made.
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -43,7 +53,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from shared.clients.keyvault import SecretStore
-    from shared.clients.palette import ApiKey, AzureAccount, Project
+    from shared.clients.palette import ApiKey, AzureAccount, Project, ResourceLimit, SshKey, User
     from shared.engine.plan import Lookups
     from shared.models import OnboardingRequest
     from shared.services import Services
@@ -184,6 +194,34 @@ def deleted_secret_block(request: OnboardingRequest, kind: SecretKind, store: Se
         field="recoverDeletedSecrets" if ours else _KIND_FIELDS[kind])
 
 Check = Callable[[], CheckResult]
+T = TypeVar("T")
+
+#: The failure reason of a request that would take Palette past one of its resource limits.
+LIMIT_REACHED = "palette_limit_reached"
+
+
+@dataclass(frozen=True)
+class Room:
+    """One object the request would make, as a Palette resource limit counts it."""
+
+    kind: str  # the limit's kind (v1ResourceLimitType)
+    what: str  # what it counts, for people ("cloud accounts")
+    held: int  # how many of those count against the limit now
+    where: str  # whose they are ("the tenant (every cloud, every scope)")
+    new: str  # the one the request would add
+    field: str | None  # the request field that asks for it, if any
+
+
+def limit_problem(rooms: list[tuple[Room, int]], tenant_uid: str) -> str:
+    """Why the request is refused: each limit it would exceed, with the count and the limit, and
+    how an admin raises one."""
+    over = "; ".join(f"{room.where} holds {room.held} {room.what} and the tenant's '{room.kind}' limit is {limit}, "
+                     f"so {room.new} would be one too many" for room, limit in rooms)
+    raised = ", ".join(f'{{"kind": "{room.kind}", "limit": {room.held + 1}}}' for room, _ in rooms)
+    return (f"Palette's resource limit would be exceeded: {over}; nothing was made. A Palette tenant admin can raise "
+            f"it in Palette (Tenant Settings > Resource Limits) or with PATCH /v1/tenants/{tenant_uid}/resourceLimits "
+            f'{{"resources": [{raised}]}} (or higher), or make room by deleting what is not used; then submit the '
+            "request again under a new requestId (the same body under this requestId only answers this failure).")
 
 
 class _Checks:
@@ -197,6 +235,41 @@ class _Checks:
         self._project_known = threading.Event()
         self._guard = threading.Lock()
         self._followers: list[tuple[Check, Future[CheckResult]]] = []
+        self._shared: dict[str, Future[Any]] = {}
+
+    def _once(self, name: str, fetch: Callable[[], T]) -> T:
+        """``fetch()`` once for these checks, made by whichever check asks first; the others wait
+        for its answer (or its error)."""
+        with self._guard:
+            future = self._shared.get(name)
+            first = future is None
+            if future is None:
+                future = self._shared[name] = Future()
+        if first:
+            _run_into(fetch, future)
+        result: T = future.result()
+        return result
+
+    def _named_account(self) -> AzureAccount | None:
+        """The Azure account of the request's name in its scope (a project-scoped one needs the project)."""
+        def fetch() -> AzureAccount | None:
+            project = self.project if self.request.palette.scope == "project" else None
+            return self.clients.palette.find_azure_account(self.request.account_name,
+                                                           project_uid=project.uid if project else None)
+        return self._once("account", fetch)
+
+    def _project_ssh_keys(self, project: Project) -> list[SshKey]:
+        """Every SSH key of the project: one call, unfiltered, which both finds the request's key by
+        name and counts the keys (the endpoint is not paged)."""
+        return self._once("sshKeys", lambda: self.clients.palette.list_ssh_keys(project_uid=project.uid))
+
+    def _api_keys(self) -> list[ApiKey]:
+        return self._once("apiKeys", self.clients.palette.list_api_keys)
+
+    def _api_key_user(self) -> User | None:
+        spec = self.request.api_key
+        assert spec is not None
+        return self._once("user", lambda: self.clients.palette.find_user_by_email(spec.user))
 
     @property
     def project(self) -> Project | None:
@@ -215,6 +288,7 @@ class _Checks:
         yield "palette.account", self.account_free_or_ours
         if request.ssh_key is not None:
             yield "palette.sshKey", self.ssh_key_free_or_same
+        yield "palette.limits", self.within_limits
         for kind in request.secrets_written:
             yield f"keyVault.{kind.value}", partial(self.key_vault_name_usable, kind)
         secret = request.azure.secret
@@ -293,7 +367,7 @@ class _Checks:
     def user_exists(self) -> CheckResult:
         spec = self.request.api_key
         assert spec is not None
-        user = self.clients.palette.find_user_by_email(spec.user)
+        user = self._api_key_user()
         if user is None:
             return CheckResult.failed("palette.user", CheckOutcome.MISSING, PermanentStepError(
                 "check", "user_not_found", f"No Palette user has the email '{spec.user}'; check apiKey.user.",
@@ -304,7 +378,7 @@ class _Checks:
     def api_key_name_free(self) -> CheckResult:
         spec = self.request.api_key
         assert spec is not None
-        keys = self.clients.palette.list_api_keys()
+        keys = self._api_keys()
         clash = api_key_name_clash(self.request, self.clients, "check", keys)
         if clash is not None:
             return CheckResult.failed("palette.apiKey", CheckOutcome.CLASH, clash, Action.CLASH)
@@ -315,8 +389,7 @@ class _Checks:
         request = self.request
         if request.palette.scope == "project" and self.project is None:
             return _skipped("palette.account", "a project-scoped account needs the project")
-        scope_uid = self.project.uid if request.palette.scope == "project" and self.project else None
-        found = self.clients.palette.find_azure_account(request.account_name, project_uid=scope_uid)
+        found = self._named_account()
         try:
             existing = account_we_may_change("check", found, request)
         except PermanentStepError as clash:
@@ -334,7 +407,7 @@ class _Checks:
         assert spec is not None
         if self.project is None:
             return _skipped("palette.sshKey", "SSH keys live in the project")
-        existing = self.clients.palette.find_ssh_key(spec.name, project_uid=self.project.uid)
+        existing = _project_key(self._project_ssh_keys(self.project), spec.name)
         if existing is None:
             what = "generated and uploaded" if spec.generate else "uploaded"
             return CheckResult("palette.sshKey", CheckOutcome.OK,
@@ -370,6 +443,78 @@ class _Checks:
         deleted = store.get_deleted_secret(name)
         return (deleted is not None and deleted.tags.get(credentials.KEY_NAME_TAG) == spec.name
                 and deleted.tags.get(credentials.PUBLIC_KEY_TAG) == fingerprint)
+
+    def within_limits(self) -> CheckResult:
+        """Palette's resource limits leave room for what this request would make (see the module
+        notes: only what it would make counts). The limits are read afresh, as an admin may have
+        changed them; the counts come from the lookups the other checks make, but for the cloud
+        accounts of every cloud in the tenant (one call, made only when an account is to be made)."""
+        from shared.concurrency import in_thread
+
+        palette = self.clients.palette
+        limits = in_thread(palette.get_resource_limits, name="onboarding-check")  # beside the lookups below
+        rooms = [room for room in (self._account_room(), self._ssh_key_room(), self._api_key_room()) if room]
+        if not rooms:
+            limits.cancel()
+            return CheckResult("palette.limits", CheckOutcome.OK, "the request makes nothing in Palette that a "
+                               "resource limit counts (its account, and any key it names, exist already)")
+        read = limits.result()
+        unlisted = [room.kind for room in rooms if room.kind not in read]
+        over: list[tuple[Room, int]] = []
+        for room in rooms:
+            limit: ResourceLimit | None = read.get(room.kind)
+            if limit is not None and room.held + 1 > limit.limit:
+                over.append((room, limit.limit))
+        if over:
+            first = over[0][0]
+            return CheckResult.failed("palette.limits", CheckOutcome.NOT_READY, PermanentStepError(
+                "check", LIMIT_REACHED, limit_problem(over, palette.tenant_uid()), field=first.field))
+        within = "; ".join(f"{room.what}: {room.held} of {read[room.kind].limit} in {room.where}, {room.new} "
+                           "would be one more" for room in rooms if room.kind in read)
+        missing = f"; Palette lists no limit for {', '.join(unlisted)}" if unlisted else ""
+        return CheckResult("palette.limits", CheckOutcome.OK, f"within Palette's resource limits: {within}{missing}"
+                           if within else f"Palette lists no limit for {', '.join(unlisted)}")
+
+    def _account_room(self) -> Room | None:
+        """The account the request would make, unless one of its name exists (ours: updated;
+        anybody else's: a clash, which fails the request on its own)."""
+        request = self.request
+        if request.palette.scope == "project" and self.project is None:
+            return None
+        if self._named_account() is not None:
+            return None
+        return Room("cloudaccount", "cloud accounts", self.clients.palette.count_cloud_accounts(),
+                    "the tenant (every cloud, every scope)", f"account '{request.account_name}'", None)
+
+    def _ssh_key_room(self) -> Room | None:
+        """The SSH key the request would upload, unless the project holds one of that name. The
+        project's keys are what one call can count; the limit is the tenant's, so keys of other
+        scopes can still make Palette refuse the upload (the request then fails with this reason)."""
+        spec = self.request.ssh_key
+        project = self.project if spec is not None else None
+        if spec is None or project is None:
+            return None
+        keys = self._project_ssh_keys(project)
+        if _project_key(keys, spec.name) is not None:
+            return None
+        return Room("sshkey", "SSH keys", len(keys), f"project '{self.request.palette.project}'",
+                    f"SSH key '{spec.name}'", "sshKey")
+
+    def _api_key_room(self) -> Room | None:
+        """The API key the request would create, unless this request made it already; Palette's
+        limit on API keys is per user, so the user's keys are counted."""
+        spec = self.request.api_key
+        if spec is None:
+            return None
+        user = self._api_key_user()
+        if user is None:
+            return None
+        keys = self._api_keys()
+        if any(k.name == spec.name and credentials.made_by_request(k.annotations, self.request.request_id)
+               for k in keys):
+            return None
+        held = sum(1 for k in keys if k.user_uid == user.uid)
+        return Room("apiKey", "API keys", held, f"user {spec.user}", f"API key '{spec.name}'", "apiKey")
 
     # -- Key Vault --------------------------------------------------------------------------------
 
@@ -533,13 +678,18 @@ class _Checks:
             field="azure.permissions"))
 
 
-def _run_into(check: Check, future: Future[CheckResult]) -> None:
+def _run_into(work: Callable[[], T], future: Future[T]) -> None:
     if not future.set_running_or_notify_cancel():
         return
     try:
-        future.set_result(check())
+        future.set_result(work())
     except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the check
         future.set_exception(exc)
+
+
+def _project_key(keys: list[SshKey], name: str) -> SshKey | None:
+    """The project's own key of that name (Palette annotates each key with its scope)."""
+    return next((k for k in keys if k.name == name and k.scope == "project"), None)
 
 
 def _skipped(name: str, why: str) -> CheckResult:

@@ -106,6 +106,13 @@ def project_uid(client: PaletteClient, name: str = "Default") -> str:
     return project.uid
 
 
+def set_limits(palette: RunningServer, tenant_uid: str, **limits: int) -> None:
+    """Raise (or lower) the tenant's resource limits through Palette's own PATCH, as an admin would."""
+    response = requests.patch(f"{palette.url}/v1/tenants/{tenant_uid}/resourceLimits", headers={"ApiKey": ADMIN_KEY},
+                              json={"resources": [{"kind": k, "limit": v} for k, v in limits.items()]}, timeout=10)
+    assert response.status_code == 204, response.text
+
+
 # -- lookups ----------------------------------------------------------------------------------------
 
 
@@ -134,6 +141,48 @@ def test_find_user_by_email_ignores_case(client: PaletteClient) -> None:
     alice = client.find_user_by_email("alice.ops@example.com")
     assert alice is not None and alice.uid != admin_user.uid and alice.first_name == "Alice"
     assert client.find_user_by_email("nobody@example.com") is None
+
+
+# -- the tenant and its resource limits --------------------------------------------------------------
+
+
+def test_the_tenant_uid_is_asked_once_for_the_clients_life(client: PaletteClient, admin: requests.Session,
+                                                           palette: RunningServer) -> None:
+    first = client.tenant_uid()
+    assert first and client.tenant_uid() == first
+    assert _count(admin, palette, "GET", "/v1/users/info") == 1
+
+
+def test_resource_limits_are_palettes_defaults_and_read_afresh(client: PaletteClient, palette: RunningServer) -> None:
+    limits = client.get_resource_limits()
+    assert (limits["cloudaccount"].limit, limits["sshkey"].limit, limits["apiKey"].limit) == (200, 300, 20)
+    assert limits["cloudaccount"].label == "Cloud Accounts" and limits["cloudaccount"].max_limit == 10_000
+    set_limits(palette, client.tenant_uid(), cloudaccount=500, sshkey=301)
+    again = client.get_resource_limits()
+    assert (again["cloudaccount"].limit, again["sshkey"].limit, again["apiKey"].limit) == (500, 301, 20)
+
+
+def test_cloud_accounts_are_counted_over_every_scope_in_one_small_call(client: PaletteClient, admin: requests.Session,
+                                                                       palette: RunningServer) -> None:
+    assert client.count_cloud_accounts() == 0
+    client.create_azure_account("in-tenant", creds())
+    client.create_azure_account("in-project", creds(), project_uid=project_uid(client))
+    admin.post(f"{palette.url}/_devstack/cloudaccounts", json={"namePrefix": "other", "count": 60},
+               timeout=10).raise_for_status()
+    admin.delete(f"{palette.url}/_devstack/requests", timeout=5).raise_for_status()
+    assert client.count_cloud_accounts() == 62
+    calls = [(r["method"], r["path"], r["query"]) for r in recorded(admin, palette)]
+    assert calls == [("GET", "/v1/cloudaccounts/summary", {"limit": ["1"]})]
+
+
+def test_a_create_past_a_limit_is_palettes_refusal_naming_it(client: PaletteClient, palette: RunningServer) -> None:
+    set_limits(palette, client.tenant_uid(), cloudaccount=1)
+    client.create_azure_account("first", creds())
+    with pytest.raises(HttpResponseError) as refused:
+        client.create_azure_account("second", creds())
+    assert refused.value.status_code == 400 and refused.value.error is not None
+    assert refused.value.error.code == "ResourceLimitExceeded" and "cloudaccount" in str(refused.value)
+    assert [a.name for a in client.list_azure_accounts()] == ["first"]
 
 
 # -- Azure credentials and accounts -----------------------------------------------------------------
@@ -270,6 +319,7 @@ def test_a_lookup_by_name_among_two_thousand_accounts_is_one_filtered_call(
     here (a server that filtered loosely would still give the right account)."""
     admin.post(f"{palette.url}/_devstack/cloudaccounts", json={"namePrefix": "seeded", "count": 2000},
                timeout=30).raise_for_status()
+    set_limits(palette, client.tenant_uid(), cloudaccount=2001)  # Palette's default is 200
     uid = client.create_azure_account("wanted-account", creds())
     admin.delete(f"{palette.url}/_devstack/requests", timeout=5).raise_for_status()
 
