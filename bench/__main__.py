@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "intake": ("bench.http_intake", "POST /api/onboardings at 1, 8 and 32 clients"),
     "kill-recovery": ("bench.kill_recovery", "8 onboardings, the host SIGKILLed three times"),
     "stack": ("bench.stack_startup", "start-up time of the local stack"),
+    "scale": ("bench.scale", "the sweep at 2,000 to 50,000 accounts, 5,000 due, a drift slice, onboarding beside them"),
 }
 
 

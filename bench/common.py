@@ -44,6 +44,24 @@ EVENT_PREFIX = "palette.onboarding."
 FULL_EVENTS = ("requested", "secret.stored", "account.registered", "sshkey.uploaded", "apikey.created", "validated")
 
 
+#: The tenant resource limits a benchmark's Palette gets: its onboardings and seeded accounts are
+#: many more than Palette's defaults allow (200 cloud accounts, 300 SSH keys, 20 API keys per user,
+#: and the requests' keys all belong to admin@example.com). 10,000 is the most Palette lets an admin set.
+BENCH_LIMITS = {"cloudaccount": 10_000, "sshkey": 10_000, "apiKey": 10_000}
+
+
+def raise_palette_limits(settings: dict[str, str], limits: dict[str, int] | None = None) -> None:
+    """Raise the tenant's resource limits as a Palette admin does: ``PATCH
+    /v1/tenants/{tenantUid}/resourceLimits`` with the stack's admin key."""
+    import requests
+
+    endpoint, headers = settings["PALETTE_ENDPOINT"], {"ApiKey": settings["PALETTE_API_KEY"]}
+    tenant = requests.get(f"{endpoint}/v1/users/info", headers=headers, timeout=30).json()["tenantUid"]
+    resources = [{"kind": kind, "limit": limit} for kind, limit in (limits or BENCH_LIMITS).items()]
+    requests.patch(f"{endpoint}/v1/tenants/{tenant}/resourceLimits", headers=headers, json={"resources": resources},
+                   timeout=30).raise_for_status()
+
+
 def figure(name: str, value: float | int | str, unit: str = "", target: str = "none", *,
            digits: int = 2) -> None:
     """Print one figure: ``name: value unit (target: ...)``."""
@@ -130,6 +148,7 @@ class BenchStack:
     def __enter__(self) -> BenchStack:
         self.settings = self.stack.start()
         os.environ.update(self.settings)  # the SDKs find the CA bundle and the managed identity here
+        raise_palette_limits(self.settings)
         return self
 
     def __exit__(self, *_exc: object) -> None:

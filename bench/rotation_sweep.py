@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a file, too
 
-from bench.common import ROOT, describe, figure, say
+from bench.common import ROOT, describe, figure, raise_palette_limits, say
 
 MINIMUM = {"palette": 4, "graph": 2, "keyvault": 2, "entra": 1}
 
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(StackOptions(workdir=Path(tmp), tools_dir=ROOT / ".devstack" / "tools"))
         settings = stack.start()
         os.environ.update(settings)
+        raise_palette_limits(settings)  # more accounts than Palette's default of 200 may be onboarded
         verify = settings["REQUESTS_CA_BUNDLE"]
         assert stack.palette is not None and stack.keyvault is not None and stack.identity_https is not None
         servers = {"palette": stack.palette.url, "keyvault": stack.keyvault.url, "identity": stack.identity_https.url}

@@ -51,6 +51,7 @@ API_VERSIONS = frozenset({"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5"
                           "2025-07-01", LATEST_API_VERSION})
 _PREVIEW_API_VERSION = re.compile(r"7\.\d-preview(\.\d+)?")
 MAX_PAGE_SIZE = 25
+_BULK_FIELDS = {"name", "value", "contentType", "tags", "expires", "notBefore", "version"}
 _PAGE_SIZE = re.compile(r"\d{1,4}")
 _HOST = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?")
 # Stands in for Key Vault's build number in the diagnostic header clients log.
@@ -229,8 +230,35 @@ class KeyVaultApp(ServiceApp):
                 "eventGridSubscriptions": [s.to_json() for s in self.events.topic.subscriptions()]}
 
     def admin(self, request: Request, subpath: str) -> Response | None:
-        """``/_devstack/eventgrid/...``: the vault's Event Grid subscriptions and events (see events.py)."""
+        """``/_devstack/eventgrid/...``: the vault's Event Grid subscriptions and events (see events.py);
+        ``POST /_devstack/secrets/bulk``: many secrets at once (a benchmark's large inventory)."""
+        if subpath == "secrets/bulk" and request.method == "POST":
+            return self._add_in_bulk(request)
         return self.events.admin(request, subpath, self._url or self._vault_url(request))
+
+    def _add_in_bulk(self, request: Request) -> Response:
+        """One new version per item, without events; the versions (never a value) in the order given."""
+        usage = ('The body is {"secrets": [{"name", "value": string, "contentType"?: string, "tags"?: {string: '
+                 'string}, "expires"?, "notBefore"?: Unix seconds, "version"?: 32 hex digits}]}.')
+        payload = _json_object(request)
+        items = payload.get("secrets")
+        if set(payload) != {"secrets"} or not isinstance(items, list) or not items:
+            raise BadParameter(usage)
+        staged = []
+        for item in items:
+            if (not isinstance(item, dict) or set(item) - _BULK_FIELDS
+                    or not isinstance(item.get("name"), str) or not isinstance(item.get("value"), str)
+                    or not isinstance(item.get("contentType"), str | None)
+                    or not isinstance(item.get("version"), str | None)
+                    or any(isinstance(item.get(key), bool) or not isinstance(item.get(key), int | None)
+                           for key in ("expires", "notBefore"))):
+                raise BadParameter(usage)
+            _optional_tags(item)  # a JSON object of strings, or absent
+            staged.append({"name": item["name"], "value": item["value"], "content_type": item.get("contentType"),
+                           "tags": item.get("tags"), "expires": item.get("expires"),
+                           "not_before": item.get("notBefore"), "version": item.get("version")})
+        records = self.backend.add_versions(staged)
+        return Response.json(201, {"count": len(records), "versions": [r.version.version for r in records]})
 
     def redact(self, body: Any) -> Any:
         if isinstance(body, dict) and "value" in body:

@@ -396,6 +396,36 @@ def test_list_versions_across_pages(client: SecretClient) -> None:
     assert all(p.name == "many-versions" for p in listed)
 
 
+def test_admin_adds_secrets_in_bulk_all_or_none(client: SecretClient, server: RunningServer,
+                                                cert: LoopbackCertificate) -> None:
+    def bulk(body: Any) -> requests.Response:
+        return requests.post(f"{server.url}/_devstack/secrets/bulk", json=body, verify=str(cert.ca_path), timeout=10)
+
+    client.set_secret("bulk-1", "earlier")
+    items = [{"name": f"bulk-{i}", "value": f"value-{i}", "tags": {"n": str(i)}, "expires": 2_000_000_000,
+              "contentType": "text/plain"} for i in range(3)]
+    items[2]["version"] = "c" * 32
+    added = bulk({"secrets": items})
+    assert added.status_code == 201, added.text
+    assert added.json()["count"] == 3 and added.json()["versions"][2] == "c" * 32
+    assert "value-" not in added.text
+    latest = client.get_secret("bulk-1")
+    assert latest.value == "value-1" and latest.properties.tags == {"n": "1"}
+    assert latest.properties.version == added.json()["versions"][1]
+    assert latest.properties.expires_on == dt.datetime.fromtimestamp(2_000_000_000, dt.UTC)
+    assert len(list(client.list_properties_of_secret_versions("bulk-1"))) == 2
+    assert client.get_secret("bulk-2", "c" * 32).value == "value-2"
+    taken = bulk({"secrets": [{"name": "bulk-new", "value": "x"},
+                              {"name": "bulk-2", "value": "y", "version": "c" * 32}]})
+    assert taken.status_code == 400, taken.text
+    with pytest.raises(ResourceNotFoundError):
+        client.get_secret("bulk-new")
+    for bad in ({"secrets": []}, {"secrets": [{"name": "x"}]}, {"secrets": [{"name": "x", "value": "v", "zz": 1}]},
+                {"secrets": [{"name": "x", "value": "v", "expires": "soon"}]},
+                {"secrets": [{"name": "x", "value": "v", "tags": {"a": 1}}]}, {"other": 1}):
+        assert bulk(bad).status_code == 400, bad
+
+
 # -- soft delete, recover, purge -------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ EXPECTED_ROUTES = {
     ("GET", "/v1/users"), ("POST", "/v1/users/summary"), ("GET", "/v1/users/info"),
     ("GET", "/v1/dashboard/projects/metadata"), ("GET", "/v1/overlords"), ("GET", "/v1/overlords/{uid}"),
     ("POST", "/v1/dashboard/spectroclusters/search"),
+    ("GET", "/v1/tenants/{tenantUid}/resourceLimits"), ("PATCH", "/v1/tenants/{tenantUid}/resourceLimits"),
 }
 
 
@@ -686,6 +687,32 @@ def test_admin_seeds_another_teams_location(api: Api) -> None:
         expect_error(requests.post(f"{api.base}/_devstack/locations/azure", json=bad, timeout=5), 400, "InvalidRequest")
 
 
+def test_admin_seeds_accounts_in_bulk_all_or_none(api: Api) -> None:
+    mine = {"palette-onboarding/managed-by": "palette-onboarding"}
+    accounts = [{"name": f"bulk-{i:03d}", "tenantId": "t-1", "clientId": f"c-{i}", "clientSecret": f"s-{i}",
+                 "annotations": mine} for i in range(120)]
+    accounts[7]["uid"] = "ab" * 12
+    seeded = requests.post(f"{api.base}/_devstack/cloudaccounts/bulk", json={"accounts": accounts}, timeout=10)
+    assert seeded.status_code == 201, seeded.text
+    assert seeded.json()["count"] == 120 and seeded.json()["uids"][7] == "ab" * 12
+    first = api.get("/v1/cloudaccounts/azure").json()
+    assert len(first["items"]) == 50 and first["listmeta"]["count"] == 120
+    got = api.get(f"/v1/cloudaccounts/azure/{'ab' * 12}").json()
+    assert got["metadata"]["name"] == "bulk-007" and got["spec"]["clientSecret"] == "********"
+    assert got["metadata"]["annotations"] == {**mine, "scope": "tenant"}
+    named = api.get("/v1/cloudaccounts/azure", params={"filters": "metadata.name=bulk-119"}).json()["items"]
+    assert [i["spec"]["clientId"] for i in named] == ["c-119"]
+    clash = [{"name": "new-one", "tenantId": "t", "clientId": "c", "clientSecret": "s"},
+             {"name": "bulk-000", "tenantId": "t", "clientId": "c", "clientSecret": "s"}]
+    expect_error(requests.post(f"{api.base}/_devstack/cloudaccounts/bulk", json={"accounts": clash}, timeout=5),
+                 409, "CloudAccountAlreadyExists")
+    assert api.get("/v1/cloudaccounts/azure", params={"filters": "metadata.name=new-one"}).json()["items"] == []
+    for bad in ({"accounts": []}, {"accounts": [{"name": "x"}]}, {"accounts": [{**clash[0], "uid": "nope"}]},
+                {"accounts": [{**clash[0], "annotations": {"a": 1}}]}, {"accounts": [clash[0]], "zz": 1}):
+        expect_error(requests.post(f"{api.base}/_devstack/cloudaccounts/bulk", json=bad, timeout=5), 400,
+                     "InvalidRequest")
+
+
 # ------------------------------------------------------------------------------------ users, projects
 
 
@@ -743,6 +770,124 @@ def test_429_after_the_burst_then_recovery(api: Api) -> None:
         assert time.monotonic() < deadline, "the bucket never refilled"
         time.sleep(0.2)
     expect_error(requests.post(f"{admin}/config", json={"burst": 0}, timeout=5), 400, "InvalidRequest")
+
+
+# ------------------------------------------------------------------------------------ resource limits
+
+
+def limits_path(api: Api) -> str:
+    return f"/v1/tenants/{api.get('/v1/users/info').json()['tenantUid']}/resourceLimits"
+
+
+def set_limits(api: Api, **limits: int) -> None:
+    response = api.patch(limits_path(api), json={"resources": [{"kind": k, "limit": v} for k, v in limits.items()]})
+    assert response.status_code == 204, response.text
+
+
+def limits_of(api: Api) -> dict[str, int]:
+    return {item["kind"]: item["limit"] for item in api.get(limits_path(api)).json()["resources"]}
+
+
+def test_resource_limits_start_at_palettes_defaults_and_a_patch_changes_only_what_it_lists(api: Api) -> None:
+    body = api.get(limits_path(api)).json()
+    kinds = {item["kind"]: item for item in body["resources"]}
+    assert set(kinds) == {"user", "project", "apiKey", "team", "role", "cloudaccount", "clusterprofile", "workspace",
+                          "registry", "privategateway", "location", "certificate", "macro", "sshkey", "alert",
+                          "spectrocluster", "edgehost"}  # what v1TenantResourceLimitsEntity says is supported
+    assert kinds["cloudaccount"] == {"kind": "cloudaccount", "label": "Cloud Accounts", "limit": 200, "maxLimit": 10000}
+    assert (kinds["sshkey"]["limit"], kinds["apiKey"]["limit"]) == (300, 20)
+    set_limits(api, cloudaccount=350, apiKey=25)
+    after = limits_of(api)
+    assert (after["cloudaccount"], after["apiKey"], after["sshkey"], after["user"]) == (350, 25, 300, 300)
+    requests.post(f"{api.base}/_devstack/reset", timeout=5).raise_for_status()
+    assert limits_of(api)["cloudaccount"] == 200
+
+
+def test_a_resource_limits_patch_the_spec_or_palette_refuses_changes_nothing(api: Api) -> None:
+    path = limits_path(api)
+    assert violations(api.patch(path, json={"resources": [{"kind": "cloudaccounts", "limit": 5}]}))[0][
+        "path"] == "resources[0].kind"  # not in v1ResourceLimitType
+    assert violations(api.patch(path, json={"resources": [{"kind": "cloudaccount", "limit": "5"}]}))[0][
+        "path"] == "resources[0].limit"
+    assert violations(api.patch(path, json={"resources": [{"kind": "cloudaccount", "limit": 5, "label": "x"}]}))[0][
+        "path"] == "resources[0].label"  # the entity has kind and limit only
+    assert violations(api.patch(path, json={"limits": []}))[0]["path"] == "limits"
+    refused = [
+        ({"resources": [{"kind": "systemadmin", "limit": 5}]}, "resources[0].kind"),  # in the enum, not supported
+        ({"resources": [{"kind": "cloudaccount", "limit": 0}]}, "resources[0].limit"),
+        ({"resources": [{"kind": "cloudaccount", "limit": 10001}]}, "resources[0].limit"),
+        ({"resources": [{"kind": "cloudaccount", "limit": 2.5}]}, "resources[0].limit"),
+        ({"resources": [{"kind": "sshkey", "limit": 400}, {"kind": "sshkey", "limit": 500}]}, "resources[1].kind"),
+        ({"resources": []}, "resources"),
+        (None, "resources"),
+    ]
+    for body, field in refused:
+        assert violations(api.patch(path, json=body))[0]["path"] == field, body
+    assert limits_of(api)["sshkey"] == 300 and limits_of(api)["cloudaccount"] == 200
+    other = "0" * 24
+    expect_error(api.get(f"/v1/tenants/{other}/resourceLimits"), 403, "Forbidden")
+    expect_error(api.patch(f"/v1/tenants/{other}/resourceLimits",
+                           json={"resources": [{"kind": "cloudaccount", "limit": 5}]}), 403, "Forbidden")
+
+
+def test_a_cloud_account_past_the_limit_is_refused_counting_every_scope(api: Api) -> None:
+    project = api.scoped(project_uid(api, "Default"))
+    set_limits(api, cloudaccount=2)
+    create_account(api, "in-tenant")
+    create_account(project, "in-project")
+    body = expect_error(api.post("/v1/cloudaccounts/azure", json=account_body("third")), 400, "ResourceLimitExceeded")
+    assert body["details"] == {"kind": "cloudaccount", "limit": 2, "count": 2}
+    assert "cloudaccount" in body["message"] and "resourceLimits" in body["message"]
+    expect_error(project.post("/v1/cloudaccounts/azure", json=account_body("third")), 400, "ResourceLimitExceeded")
+    # The tenant's cross-cloud summary counts every scope's accounts, as the limit does.
+    summary = api.get("/v1/cloudaccounts/summary", params={"limit": 1}).json()
+    assert summary["listmeta"]["count"] == 2 and len(summary["items"]) == 1
+    assert api.get("/v1/cloudaccounts/azure").json()["listmeta"]["count"] == 1  # the tenant's own list is unchanged
+    set_limits(api, cloudaccount=3)
+    create_account(api, "third")
+
+
+def test_ssh_keys_past_the_limit_count_the_whole_tenant_and_api_keys_their_user(api: Api) -> None:
+    default, team = api.scoped(project_uid(api, "Default")), api.scoped(project_uid(api, "Team-A"))
+    set_limits(api, sshkey=2, apiKey=1)
+
+    def upload(scoped: Api, name: str) -> requests.Response:
+        return scoped.post("/v1/users/assets/sshkeys", json={"metadata": {"name": name},
+                                                             "spec": {"publicKey": ssh_public_key(name)}})
+
+    assert upload(default, "a").status_code == 201 and upload(team, "b").status_code == 201
+    refused = expect_error(upload(default, "c"), 400, "ResourceLimitExceeded")
+    assert refused["details"] == {"kind": "sshkey", "limit": 2, "count": 2}
+
+    alice, bob = user_uid(api, "alice.ops@example.com"), user_uid(api, "bob.dev@example.com")
+
+    def create_key(name: str, owner: str) -> requests.Response:
+        return api.post("/v1/apiKeys", json={"metadata": {"name": name},
+                                             "spec": {"userUid": owner, "expiry": future()}})
+
+    assert create_key("alice-1", alice).status_code == 201
+    refused = expect_error(create_key("alice-2", alice), 400, "ResourceLimitExceeded")
+    assert refused["details"] == {"kind": "apiKey", "limit": 1, "count": 1} and alice in refused["message"]
+    assert create_key("bob-1", bob).status_code == 201  # the limit is per user
+    assert {k["metadata"]["name"] for k in api.get("/v1/apiKeys").json()["items"]} == {"alice-1", "bob-1"}
+
+
+def test_an_admin_seed_is_not_refused_by_a_limit_but_counts_against_it(api: Api) -> None:
+    set_limits(api, cloudaccount=3)
+    seeded = requests.post(f"{api.base}/_devstack/cloudaccounts", json={"namePrefix": "other", "count": 5}, timeout=10)
+    assert seeded.status_code == 201, seeded.text
+    expect_error(api.post("/v1/cloudaccounts/azure", json=account_body("mine")), 400, "ResourceLimitExceeded")
+    assert requests.get(f"{api.base}/_devstack/state", timeout=5).json()["resourceLimits"]["cloudaccount"] == 3
+    # A benchmark's tenant may need more than Palette's maxLimit allows: the admin config sets any.
+    config = requests.post(f"{api.base}/_devstack/config", json={"resourceLimits": {"cloudaccount": 20000}}, timeout=5)
+    assert config.status_code == 200, config.text
+    assert limits_of(api)["cloudaccount"] == 20000
+    create_account(api, "mine")
+    wrong: list[Any] = [{"nope": 3}, {"cloudaccount": 0}, {"cloudaccount": "many"}, []]
+    for bad_limits in wrong:
+        refused = requests.post(f"{api.base}/_devstack/config", json={"resourceLimits": bad_limits}, timeout=5)
+        assert refused.status_code == 400, bad_limits
+    assert limits_of(api)["cloudaccount"] == 20000
 
 
 # ------------------------------------------------------------------------------------ admin surface
@@ -856,6 +1001,10 @@ def test_every_response_matches_the_spec(api: Api, app: PaletteApp) -> None:
     check("GET", "/v1/dashboard/projects/metadata", api.get("/v1/dashboard/projects/metadata"))
     check("GET", "/v1/overlords", api.get("/v1/overlords"))
     check("GET", "/v1/overlords/{uid}", api.get(f"/v1/overlords/{east}"))
+    tenant = api.get("/v1/users/info").json()["tenantUid"]
+    check("GET", "/v1/tenants/{tenantUid}/resourceLimits", api.get(f"/v1/tenants/{tenant}/resourceLimits"))
+    check("PATCH", "/v1/tenants/{tenantUid}/resourceLimits", api.patch(
+        f"/v1/tenants/{tenant}/resourceLimits", json={"resources": [{"kind": "sshkey", "limit": 301}]}))
 
     assert checked == {op.operation_id for op in app.operations}
     # error bodies are the spec's v1Error too
