@@ -145,6 +145,8 @@ class Stack:
                 burst=opts.palette_burst,
             ))
             queues, topics = load_entities(opts.entities_path)
+            # entities.json lists the onboarding queue first, then the background queue.
+            onboarding_queue, background_queue = queues
             self.broker = start_broker(queues=queues, topics=topics, tls=cert.context_for)
             if self.azurite is not None:
                 self.azurite.wait_ready()
@@ -155,7 +157,8 @@ class Stack:
                 "PALETTE_API_KEY": palette_api_key,
                 "KEY_VAULT_URL": self.keyvault.url + "/",
                 "ServiceBusConnection": self.broker.connection_string,
-                "ONBOARDING_QUEUE": queues[0].name,
+                "ONBOARDING_QUEUE": onboarding_queue.name,
+                "BACKGROUND_QUEUE": background_queue.name,
                 "EVENTS_TOPIC": topics[0].name,
                 "EVENTS_SUBSCRIPTION": topics[0].subscriptions[0].name,
                 "AzureWebJobsStorage": storage,
@@ -168,7 +171,7 @@ class Stack:
                 "ROTATION_THRESHOLD_DAYS": "30",
                 "SWEEP_SCHEDULE": "0 */2 * * * *",
                 "DRIFT_SCHEDULE": "0 30 4 * * *",
-                "PYTHON_THREADPOOL_THREAD_COUNT": "40",  # as infra/app/api.bicep sets it
+                "PYTHON_THREADPOOL_THREAD_COUNT": "60",  # as infra/app/api.bicep sets it
                 "REQUESTS_CA_BUNDLE": str(cert.ca_path),
                 "IDENTITY_ENDPOINT": f"{self.identity.url}/msi/token",
                 "IDENTITY_HEADER": identity_header,

@@ -32,6 +32,8 @@ class Dependencies:
     credential: TokenCredential
     clients: Services
     queue: RequestQueue
+    #: Timed rotations and API key renewals (``BACKGROUND_QUEUE``): never ahead of interactive work.
+    background_queue: RequestQueue
     pace: SharedPace | None = None
     graph_pace: SharedPace | None = None
 
@@ -73,6 +75,7 @@ class Dependencies:
             self.clients.authorization.close()
         self.clients.key_pairs.close()
         self.queue.close()
+        self.background_queue.close()
 
 
 def build(settings: Settings) -> Dependencies:
@@ -100,11 +103,13 @@ def build(settings: Settings) -> Dependencies:
         connection = settings.service_bus_connection
         events = EventPublisher.from_connection_string(connection, settings.events_topic, ca_bundle=trust)
         queue = RequestQueue.from_connection_string(connection, settings.onboarding_queue, ca_bundle=trust)
+        background = RequestQueue.from_connection_string(connection, settings.background_queue, ca_bundle=trust)
     else:
         assert settings.service_bus_namespace is not None
         namespace = settings.service_bus_namespace
         events = EventPublisher.from_namespace(namespace, credential, settings.events_topic, ca_bundle=trust)
         queue = RequestQueue.from_namespace(namespace, credential, settings.onboarding_queue, ca_bundle=trust)
+        background = RequestQueue.from_namespace(namespace, credential, settings.background_queue, ca_bundle=trust)
     if settings.storage_connection:
         state = TableStateStore.from_connection_string(settings.storage_connection, settings.state_table)
         inventory = InventoryStore.from_connection_string(settings.storage_connection, settings.inventory_table)
@@ -138,7 +143,8 @@ def build(settings: Settings) -> Dependencies:
                                           scope=settings.resource_manager_scope),
     )
     _open_links_in_background(events)
-    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue, pace=pace,
+    return Dependencies(settings=settings, credential=credential, clients=clients, queue=queue,
+                        background_queue=background, pace=pace,
                         graph_pace=graph_pace)
 
 

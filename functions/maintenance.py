@@ -22,6 +22,7 @@ def sweep_onboardings(timer: func.TimerRequest, context: func.Context) -> None:
     with bind(invocationId=context.invocation_id):
         if timer.past_due:
             logger.info("sweep: running late")
-        report = sweep(deps.clients, deps.queue, deps.settings.sweep, pipeline=deps.settings.pipeline)
+        report = sweep(deps.clients, deps.queue, deps.settings.sweep, pipeline=deps.settings.pipeline,
+                       background_queue=deps.background_queue)
         if report.errors and report.errors == report.looked_at:
             raise RuntimeError(f"The sweep could not handle any of {report.looked_at} rows; see the warnings.")

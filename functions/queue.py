@@ -1,5 +1,7 @@
-"""Service Bus queue triggers: onboarding requests from ticketing systems, and the messages
-Service Bus gave up on (the queue's dead-letter queue)."""
+"""Service Bus queue triggers: onboarding requests from ticketing systems (the ``onboarding``
+queue, with offboardings and the rotations someone asked for), the product's own background work
+(the ``background`` queue: timed rotations and API key renewals, which must never hold an
+onboarding up), and the messages Service Bus gave up on (each queue's dead-letter queue)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,14 @@ import datetime as dt
 import json
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from shared.logs import bind, get_logger
+
+if TYPE_CHECKING:
+    from shared.clients.queue import RequestQueue
 
 bp = func.Blueprint()
 logger = get_logger(__name__)
@@ -20,8 +26,25 @@ logger = get_logger(__name__)
 @bp.service_bus_queue_trigger(arg_name="message", queue_name="%ONBOARDING_QUEUE%",
                               connection="ServiceBusConnection")
 def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> None:
-    """Run or resume one onboarding. Permanent failures are recorded, announced and completed;
-    when the request must wait, a delayed copy is scheduled and this one completes; anything
+    """Run or resume one onboarding, offboarding or rotation asked for (see :func:`_run`)."""
+    from functions import dependencies
+
+    _run(message, context, dependencies.get().queue)
+
+
+@bp.function_name("background_queue")
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%BACKGROUND_QUEUE%",
+                              connection="ServiceBusConnection")
+def background_queue(message: func.ServiceBusMessage, context: func.Context) -> None:
+    """Run or resume one timed rotation or API key renewal (see :func:`_run`)."""
+    from functions import dependencies
+
+    _run(message, context, dependencies.get().background_queue)
+
+
+def _run(message: func.ServiceBusMessage, context: func.Context, queue: RequestQueue) -> None:
+    """Permanent failures are recorded, announced and completed; when the request must wait, a
+    delayed copy is scheduled on the queue the message came from and this one completes; anything
     unexpected raises, so the host abandons the message and Service Bus redelivers it."""
     from functions import dependencies
     from shared.engine.enqueue import RECORDED, recorded
@@ -42,9 +65,8 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
                     f": {outcome.reason}" if outcome.reason else "")
         if outcome.retry_in_seconds is not None:
             at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=outcome.retry_in_seconds)
-            deps.queue.schedule(json.loads(body), message_id=f"{outcome.request_id}/{outcome.kind.value}/"
-                                f"{uuid.uuid4().hex[:8]}", at=at,
-                                application_properties=recorded(outcome.retry_token or ""))
+            queue.schedule(json.loads(body), message_id=f"{outcome.request_id}/{outcome.kind.value}/"
+                           f"{uuid.uuid4().hex[:8]}", at=at, application_properties=recorded(outcome.retry_token or ""))
 
 
 @bp.function_name("onboarding_dead_letters")
@@ -52,6 +74,18 @@ def onboarding_queue(message: func.ServiceBusMessage, context: func.Context) -> 
                               connection="ServiceBusConnection")
 def onboarding_dead_letters(message: func.ServiceBusMessage, context: func.Context) -> None:
     """A message Service Bus dead-lettered: fail its request with the reason and announce it."""
+    _dead_letter(message, context)
+
+
+@bp.function_name("background_dead_letters")
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%BACKGROUND_QUEUE%/$DeadLetterQueue",
+                              connection="ServiceBusConnection")
+def background_dead_letters(message: func.ServiceBusMessage, context: func.Context) -> None:
+    """A background message Service Bus dead-lettered: the same as the onboarding queue's."""
+    _dead_letter(message, context)
+
+
+def _dead_letter(message: func.ServiceBusMessage, context: func.Context) -> None:
     from functions import dependencies
     from shared.operations import handle_dead_letter
 

@@ -28,7 +28,7 @@ class Probe:
         return {"name": self.name, "outcome": self.outcome, "detail": self.detail}
 
 
-DEPENDENCIES = ("stateTable", "queue", "topic")
+DEPENDENCIES = ("stateTable", "queue", "backgroundQueue", "topic")
 
 
 def readiness(env: Mapping[str, str]) -> list[Probe]:
@@ -45,7 +45,8 @@ def readiness(env: Mapping[str, str]) -> list[Probe]:
     deps = dependencies.get()
     events = deps.clients.events
     probes: dict[str, Callable[[], str]] = {"stateTable": deps.clients.state.check_reachable,
-                                            "queue": deps.queue.check_reachable}
+                                            "queue": deps.queue.check_reachable,
+                                            "backgroundQueue": deps.background_queue.check_reachable}
     if isinstance(events, ServiceBusSenderHandle):
         probes["topic"] = events.check_reachable
     found = [Probe("settings", "ok", "every required setting is present")]

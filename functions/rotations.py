@@ -1,7 +1,9 @@
 """Rotation triggers: the daily sweep, Key Vault's near-expiry event, and the drift pass.
 
-The sweep and the event put a rotation request on the onboarding queue; the queue trigger carries
-it out (shared/rotation). The rotation and inventory routes are in functions/http_api.py.
+The sweep and the event put a rotation request (and the sweep an API key renewal) on the
+background queue, whose trigger carries it out (shared/rotation); a rotation the drift pass or a
+person asks for goes on the onboarding queue. The rotation and inventory routes are in
+functions/http_api.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
 
     deps = dependencies.get()
     with bind(invocationId=context.invocation_id):
-        report = sweep(deps.clients, deps.queue, deps.settings.pipeline.rotation)
+        report = sweep(deps.clients, deps.background_queue, deps.settings.pipeline.rotation)
         if report.errors and report.errors >= report.due:
             raise RuntimeError(f"The rotation sweep could not start any of {report.due} due accounts.")
 
@@ -30,7 +32,7 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.function_name("drift_pass")
 @bp.timer_trigger(arg_name="timer", schedule="%DRIFT_SCHEDULE%", run_on_startup=False)
 def drift_pass(timer: func.TimerRequest, context: func.Context) -> None:
-    """The full look at every managed account (shared/rotation/drift.py), daily by default."""
+    """The drift pass's slice of the managed accounts that fell due (shared/rotation/drift.py), hourly."""
     from functions import dependencies
     from shared.rotation.drift import drift_pass as run_drift_pass
 
@@ -54,4 +56,5 @@ def rotation_near_expiry(event: func.EventGridEvent, context: func.Context) -> N
         if event.event_type != "Microsoft.KeyVault.SecretNearExpiry" or not isinstance(data, dict):
             logger.info("rotation: ignored Event Grid event %s of type %s", event.id, event.event_type)
             return
-        logger.info("rotation: %s", near_expiry(data, deps.clients, deps.queue, deps.settings.pipeline.rotation))
+        logger.info("rotation: %s", near_expiry(data, deps.clients, deps.background_queue,
+                                                 deps.settings.pipeline.rotation))

@@ -127,6 +127,8 @@ var tags = {
 }
 var functionAppName = '${abbrs.functionApp}api-${resourceToken}'
 var onboardingQueueName = 'onboarding'
+// Timed rotations and API key renewals: their own queue, so onboardings never wait behind them.
+var backgroundQueueName = 'background'
 var eventsTopicName = 'events'
 var ticketingSubscriptionName = 'ticketing'
 var deploymentContainerName = 'app-package'
@@ -243,6 +245,7 @@ module serviceBus 'app/servicebus.bicep' = {
     location: location
     tags: tags
     queueName: onboardingQueueName
+    backgroundQueueName: backgroundQueueName
     topicName: eventsTopicName
     subscriptionName: ticketingSubscriptionName
     serviceBusSku: vnetEnabled ? 'Premium' : 'Standard'
@@ -377,6 +380,7 @@ module rbac 'app/rbac.bicep' = {
     configKeyVaultName: configKeyVault.outputs.name
     serviceBusNamespaceName: serviceBus.outputs.name
     queueName: serviceBus.outputs.queueName
+    backgroundQueueName: serviceBus.outputs.backgroundQueueName
     topicName: serviceBus.outputs.topicName
     subscriptionName: serviceBus.outputs.subscriptionName
     appInsightsName: monitoring.outputs.appInsightsName
@@ -426,6 +430,7 @@ module api 'app/api.bicep' = {
     configKeyVaultName: configKeyVault.outputs.name
     serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
     onboardingQueueName: serviceBus.outputs.queueName
+    backgroundQueueName: serviceBus.outputs.backgroundQueueName
     eventsTopicName: serviceBus.outputs.topicName
     paletteEndpoint: paletteEndpoint
     paletteApiKeySecretName: paletteApiKeySecretName
@@ -474,6 +479,7 @@ output PALETTE_API_KEY_SECRET_NAME string = paletteApiKeySecretName
 output SERVICE_BUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
 output SERVICE_BUS_NAMESPACE_NAME string = serviceBus.outputs.name
 output ONBOARDING_QUEUE string = serviceBus.outputs.queueName
+output BACKGROUND_QUEUE string = serviceBus.outputs.backgroundQueueName
 output EVENTS_TOPIC string = serviceBus.outputs.topicName
 output EVENTS_SUBSCRIPTION string = serviceBus.outputs.subscriptionName
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name

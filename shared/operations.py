@@ -86,12 +86,13 @@ def process_request(body: bytes | str | Mapping[str, Any], clients: Services, co
 
 
 def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig | None = None,
-          now: dt.datetime | None = None) -> SweepReport:
+          background_queue: RequestQueue | None = None, now: dt.datetime | None = None) -> SweepReport:
     """The sweeper's pass (:func:`shared.engine.sweeper.sweep`), with every operation's plan."""
     from shared.engine.sweeper import sweep as run
     from shared.settings import PipelineConfig
 
-    return run(clients, queue, config, pipeline=pipeline or PipelineConfig(), plan_for=plan_for, now=now)
+    return run(clients, queue, config, pipeline=pipeline or PipelineConfig(), plan_for=plan_for,
+               background_queue=background_queue, now=now)
 
 
 def handle_dead_letter(body: bytes | str | Mapping[str, Any], clients: Services, *, message_id: str, reason: str,

@@ -115,6 +115,9 @@ class Settings:
     service_bus_connection: str | None
     service_bus_namespace: str | None
     onboarding_queue: str
+    #: ``BACKGROUND_QUEUE``: where timed rotations and API key renewals wait, so that onboardings,
+    #: offboardings and rotations someone asked for never queue behind thousands of them.
+    background_queue: str
     events_topic: str
     storage_connection: str | None
     table_endpoint: str | None
@@ -195,6 +198,7 @@ class Settings:
             service_bus_connection=sb_connection,
             service_bus_namespace=sb_namespace,
             onboarding_queue=env.get("ONBOARDING_QUEUE", "onboarding"),
+            background_queue=env.get("BACKGROUND_QUEUE", "background"),
             events_topic=env.get("EVENTS_TOPIC", "events"),
             storage_connection=storage,
             table_endpoint=table_endpoint,

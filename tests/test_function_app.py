@@ -28,6 +28,10 @@ def _bindings() -> dict[str, dict[str, object]]:
 
 def test_every_function_indexes_with_its_trigger() -> None:
     bindings = _bindings()
+    queues = {name: b["queueName"] for name, b in bindings.items() if b["type"] == "serviceBusTrigger"}
+    assert queues == {"onboarding_queue": "%ONBOARDING_QUEUE%", "background_queue": "%BACKGROUND_QUEUE%",
+                      "onboarding_dead_letters": "%ONBOARDING_QUEUE%/$DeadLetterQueue",
+                      "background_dead_letters": "%BACKGROUND_QUEUE%/$DeadLetterQueue"}
     assert bindings["onboarding_queue"] == {
         "direction": 0, "type": "serviceBusTrigger", "name": "message",
         "queueName": "%ONBOARDING_QUEUE%", "connection": "ServiceBusConnection",

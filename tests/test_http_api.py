@@ -140,7 +140,7 @@ def test_health_is_ready_when_settings_table_queue_and_topic_answer(host: LocalH
     body = response.json()
     assert body["status"] == "ok"
     assert [(c["name"], c["outcome"]) for c in body["checks"]] == [
-        ("settings", "ok"), ("stateTable", "ok"), ("queue", "ok"), ("topic", "ok")]
+        ("settings", "ok"), ("stateTable", "ok"), ("queue", "ok"), ("backgroundQueue", "ok"), ("topic", "ok")]
 
 
 def test_health_names_missing_settings_with_a_503(host: LocalHost, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +160,8 @@ def test_health_names_missing_settings_with_a_503(host: LocalHost, monkeypatch: 
     problem = response.json()
     assert "KEY_VAULT_URL" in problem["detail"] and "PALETTE_API_KEY" in problem["detail"]
     assert [(c["name"], c["outcome"]) for c in problem["checks"]] == [
-        ("settings", "missing"), ("stateTable", "skipped"), ("queue", "skipped"), ("topic", "skipped")]
+        ("settings", "missing"), ("stateTable", "skipped"), ("queue", "skipped"), ("backgroundQueue", "skipped"),
+        ("topic", "skipped")]
 
 
 def test_health_names_an_unreachable_queue_with_a_503(host: LocalHost, stack: Stack,

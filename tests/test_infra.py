@@ -54,6 +54,8 @@ EXPECTED_GRANTS = {
             ("Key Vault Secrets Officer", "keyVault"),
             ("Azure Service Bus Data Receiver", "queue"),
             ("Azure Service Bus Data Sender", "queue"),
+            ("Azure Service Bus Data Receiver", "backgroundQueue"),
+            ("Azure Service Bus Data Sender", "backgroundQueue"),
             ("Azure Service Bus Data Sender", "topic"),
             ("Monitoring Metrics Publisher", "appInsights"),
         )
@@ -71,6 +73,7 @@ SCOPE_SOURCES = {
     "configKeyVaultName": ["configKeyVault", "outputs", "name"],
     "serviceBusNamespaceName": ["serviceBus", "outputs", "name"],
     "queueName": ["serviceBus", "outputs", "queueName"],
+    "backgroundQueueName": ["serviceBus", "outputs", "backgroundQueueName"],
     "topicName": ["serviceBus", "outputs", "topicName"],
     "subscriptionName": ["serviceBus", "outputs", "subscriptionName"],
     "appInsightsName": ["monitoring", "outputs", "appInsightsName"],
@@ -291,6 +294,11 @@ def indexed_bindings() -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def trigger_bindings() -> list[dict[str, Any]]:
+    """The trigger binding of every indexed function."""
+    return [next(b for b in bindings if str(b["type"]).endswith("Trigger")) for bindings in indexed_bindings().values()]
+
+
 def binding_settings() -> tuple[set[str], set[str]]:
     """`%SETTING%` binding expressions and `connection` names of the indexed functions."""
     expressions: set[str] = set()
@@ -383,8 +391,11 @@ def test_outputs_azd_reads() -> None:
     outputs = tree("main.bicep")["outputs"]
     for name in ("AZURE_FUNCTION_NAME", "KEY_VAULT_URL", "SERVICE_BUS_NAMESPACE", "AZURE_RESOURCE_GROUP",
                  "MANAGED_IDENTITY_PRINCIPAL_ID", "CONFIG_KEY_VAULT_NAME", "EVENTGRID_SYSTEM_TOPIC_NAME",
-                 "ROTATION_EVENT_SECRET_PREFIXES", "API_PRIVATE", "PALETTE_API_KEY_SECRET_NAME"):
+                 "ROTATION_EVENT_SECRET_PREFIXES", "API_PRIVATE", "PALETTE_API_KEY_SECRET_NAME",
+                 "ONBOARDING_QUEUE", "BACKGROUND_QUEUE"):
         assert name in outputs
+    assert accessor_chain(outputs["ONBOARDING_QUEUE"]["value"]) == ["serviceBus", "outputs", "queueName"]
+    assert accessor_chain(outputs["BACKGROUND_QUEUE"]["value"]) == ["serviceBus", "outputs", "backgroundQueueName"]
 
 
 def test_parameters_come_from_azd_environment_variables() -> None:
@@ -602,36 +613,61 @@ def _duplicate_detection_window(properties: dict[str, Any]) -> int | None:
     return iso_seconds(_entity_setting(properties, "duplicateDetectionHistoryTimeWindow"))
 
 
+def bicep_queues() -> dict[str, dict[str, Any]]:
+    """servicebus.bicep's queues by the main.bicep variable that names each, with their properties
+    (a variable's value when the resource names one)."""
+    servicebus = tree("app/servicebus.bicep")
+    variables = {name: var["value"] for name, var in servicebus["variables"].items()}
+    # servicebus.bicep's name parameter -> the main.bicep variable main passes to it
+    names = {param: module_param("serviceBus", param) for param in ("queueName", "backgroundQueueName")}
+    queues: dict[str, dict[str, Any]] = {}
+    for _, _, queue in resources_of("Microsoft.ServiceBus/namespaces/queues"):
+        properties = queue["properties"]
+        queues[names[queue["name"]]] = variables[properties] if isinstance(properties, str) else properties
+    return queues
+
+
 def test_queue_and_topic_match_the_local_stack() -> None:
     """devstack/entities.json, as the broker reads it (defaults applied), turns on what the Bicep
-    turns on, with Service Bus's defaults standing in for what either leaves out."""
-    from devstack.servicebus.config import load_entities
+    turns on, with Service Bus's defaults standing in for what either leaves out: both queues (the
+    onboarding queue first, then the background queue, as devstack/stack.py reads them) and the topic."""
+    from devstack.servicebus.config import QueueConfig, SubscriptionConfig, load_entities
 
-    (queue,), (topic,) = load_entities(ROOT / "devstack" / "entities.json")
+    local_queues, (topic,) = load_entities(ROOT / "devstack" / "entities.json")
     main_vars = {name: var["value"] for name, var in tree("main.bicep")["variables"].items()}
-    assert queue.name == main_vars["onboardingQueueName"]
+    assert [queue.name for queue in local_queues] == [main_vars["onboardingQueueName"],
+                                                       main_vars["backgroundQueueName"]] == ["onboarding", "background"]
     assert topic.name == main_vars["eventsTopicName"]
 
-    queue_bicep = the_one("Microsoft.ServiceBus/namespaces/queues")["properties"]
+    queues_bicep = bicep_queues()
+    assert set(queues_bicep) == {"onboardingQueueName", "backgroundQueueName"}
+    # The background queue is the onboarding queue's twin: only what it carries differs.
+    assert queues_bicep["backgroundQueueName"] == queues_bicep["onboardingQueueName"]
     topic_bicep = the_one("Microsoft.ServiceBus/namespaces/topics")["properties"]
     subscription = the_one("Microsoft.ServiceBus/namespaces/topics/subscriptions")
     assert subscription["parent"] == "topic"
     subscription_bicep = subscription["properties"]
-    for properties in (queue_bicep, topic_bicep, subscription_bicep):
+    for properties in (*queues_bicep.values(), topic_bicep, subscription_bicep):
         unknown = set(properties) - set(SERVICE_BUS_DEFAULTS) - NOT_MODELLED_BY_THE_STAND_IN
         assert not unknown, f"compare {sorted(unknown)} with devstack/entities.json"
         assert _entity_setting(properties, "enablePartitioning") is False  # the stand-in is not partitioned
 
-    assert _duplicate_detection_window(queue_bicep) == queue.duplicate_detection_window_seconds
     assert _duplicate_detection_window(topic_bicep) == topic.duplicate_detection_window_seconds
-    assert queue.duplicate_detection_window_seconds is not None  # the product relies on both
-    assert topic.duplicate_detection_window_seconds is not None
+    assert topic.duplicate_detection_window_seconds is not None  # the product relies on it
     (local_subscription,) = topic.subscriptions
-    for properties, local in ((queue_bicep, queue), (subscription_bicep, local_subscription)):
+    pairs = [(queues_bicep[main_name], local) for main_name, local in
+             zip(("onboardingQueueName", "backgroundQueueName"), local_queues, strict=True)]
+    for queue_bicep, queue in pairs:
+        assert _duplicate_detection_window(queue_bicep) == queue.duplicate_detection_window_seconds
+        assert queue.duplicate_detection_window_seconds is not None  # the product relies on it
+        assert queue_bicep["deadLetteringOnMessageExpiration"] is True
+        assert queue_bicep["defaultMessageTimeToLive"] == "P14D"
+    receivers: list[tuple[dict[str, Any], QueueConfig | SubscriptionConfig]] = [
+        *pairs, (subscription_bicep, local_subscription)]
+    for properties, local in receivers:
         assert iso_seconds(_entity_setting(properties, "lockDuration")) == local.lock_duration_seconds
         assert _entity_setting(properties, "maxDeliveryCount") == local.max_delivery_count
         assert _entity_setting(properties, "requiresSession") is False  # the stand-in has no sessions
-    assert queue_bicep["deadLetteringOnMessageExpiration"] is True
 
 
 # --- network isolation ----------------------------------------------------------------------------
@@ -828,7 +864,7 @@ def test_the_scan_sees_the_settings_and_bindings() -> None:
     assert {"VALIDATION_BUDGET_SECONDS", "RETRY_DELAYS_SECONDS", "PALETTE_REQUIRE_PCG_FOR_US_GOVERNMENT",
             "GRAPH_SCOPE", "AZURE_AUTHORITY_HOST", "AzureWebJobsStorage__tableServiceUri"} <= scanned
     expressions, connections = binding_settings()
-    assert "ONBOARDING_QUEUE" in expressions and connections == {"ServiceBusConnection"}
+    assert {"ONBOARDING_QUEUE", "BACKGROUND_QUEUE"} <= expressions and connections == {"ServiceBusConnection"}
 
 
 def test_connections_are_identity_based() -> None:
@@ -882,6 +918,18 @@ def test_every_trigger_is_wired() -> None:
     settings = app_settings()
     assert settings["ROTATION_SCHEDULE"] == "rotationSchedule"
     assert settings["SWEEP_SCHEDULE"] == "sweepSchedule"
+    # Each queue setting names the queue servicebus.bicep creates (and rbac.bicep grants on).
+    assert settings["ONBOARDING_QUEUE"] == "onboardingQueueName"
+    assert settings["BACKGROUND_QUEUE"] == "backgroundQueueName"
+    assert accessor_chain(module_param("api", "onboardingQueueName")) == ["serviceBus", "outputs", "queueName"]
+    assert accessor_chain(module_param("api", "backgroundQueueName")) == [
+        "serviceBus", "outputs", "backgroundQueueName"]
+    # Every queue a Service Bus trigger reads is one of those two, or its dead-letter queue: the
+    # Receiver grants on both queues cover them all.
+    service_bus_queues = {trigger["queueName"] for trigger in trigger_bindings()
+                          if trigger["type"] == "serviceBusTrigger"}
+    assert service_bus_queues == {"%ONBOARDING_QUEUE%", "%ONBOARDING_QUEUE%/$DeadLetterQueue",
+                                  "%BACKGROUND_QUEUE%", "%BACKGROUND_QUEUE%/$DeadLetterQueue"}
     # The near-expiry subscription: the managed vault's events, one type, the product's secrets.
     topic = the_one("Microsoft.EventGrid/systemTopics")
     assert topic["properties"] == {"source": {"operator": {"type": "property_accessor", "operands": {
@@ -917,6 +965,18 @@ def test_capacity_parameters() -> None:
     assert f"| `maxConcurrentCalls` (host.json) | {concurrent_calls} |" in readme
     assert "| `maximumInstanceCount` | 40 |" in readme
     assert "| `perInstanceConcurrency` (HTTP) | 16 |" in readme
+    # The worker's thread pool holds what one instance can run at once: every queue trigger at
+    # maxConcurrentCalls, the HTTP requests and the timers.
+    threads = int(app_settings()["PYTHON_THREADPOOL_THREAD_COUNT"])
+    assert f"| `PYTHON_THREADPOOL_THREAD_COUNT` | {threads} |" in readme
+    triggers = [trigger["type"] for trigger in trigger_bindings()]
+    in_flight = (triggers.count("serviceBusTrigger") * concurrent_calls + api["httpPerInstanceConcurrency"]["default"]
+                 + triggers.count("timerTrigger"))
+    assert in_flight <= threads, f"{in_flight} calls can run at once on one instance, with {threads} threads"
+    # The local stack runs with the same pool.
+    template = json.loads((ROOT / "local.settings.json.template").read_text())["Values"]
+    assert template["PYTHON_THREADPOOL_THREAD_COUNT"] == str(threads)
+    assert f'"PYTHON_THREADPOOL_THREAD_COUNT": "{threads}",' in (ROOT / "devstack" / "stack.py").read_text()
 
 
 def test_observability_queries_and_alerts() -> None:
@@ -937,3 +997,6 @@ def test_observability_queries_and_alerts() -> None:
     variables = monitoring["variables"]
     assert "palette.onboarding.rotation.failed" in variables["rotationFailedAlertQuery"]["value"]
     assert "DeadletteredMessages" in variables["deadLetterAlertQuery"]["value"]
+    # Both dead-letter triggers log the same line; the saved query names the one that did.
+    [dead_letters] = [q["query"] for q in queries if q["name"] == "dead-lettered-messages"]
+    assert "Source = OperationName" in dead_letters and "onboarding queue" not in dead_letters

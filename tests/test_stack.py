@@ -18,9 +18,9 @@ from devstack.stack import Stack
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_SETTINGS = {
     "PALETTE_ENDPOINT", "PALETTE_API_KEY", "KEY_VAULT_URL", "ServiceBusConnection", "ONBOARDING_QUEUE",
-    "EVENTS_TOPIC", "AzureWebJobsStorage", "GRAPH_ENDPOINT", "AZURE_AUTHORITY_HOST", "ROTATION_SCHEDULE",
-    "ROTATION_THRESHOLD_DAYS", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "EVENTS_SUBSCRIPTION",
-    "RESOURCE_MANAGER_ENDPOINT", "RESOURCE_MANAGER_SCOPE",
+    "BACKGROUND_QUEUE", "EVENTS_TOPIC", "AzureWebJobsStorage", "GRAPH_ENDPOINT", "AZURE_AUTHORITY_HOST",
+    "ROTATION_SCHEDULE", "ROTATION_THRESHOLD_DAYS", "REQUESTS_CA_BUNDLE", "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
+    "EVENTS_SUBSCRIPTION", "RESOURCE_MANAGER_ENDPOINT", "RESOURCE_MANAGER_SCOPE",
 }
 
 
@@ -90,6 +90,27 @@ def test_state_table_lives_in_azurite(stack: Stack) -> None:
     table = service.create_table_if_not_exists("stackcheck")
     table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "Value": 1})
     assert table.get_entity("p", "r")["Value"] == 1
+
+
+def test_both_queues_take_messages_once_per_message_id(stack: Stack) -> None:
+    """The onboarding and background queues the settings name exist in the broker, with the
+    duplicate detection the app relies on (a second send of one message_id is dropped)."""
+    from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+    settings = stack.settings
+    assert settings["ONBOARDING_QUEUE"] == "onboarding" and settings["BACKGROUND_QUEUE"] == "background"
+    with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client:
+        for queue in (settings["ONBOARDING_QUEUE"], settings["BACKGROUND_QUEUE"]):
+            message_id = f"stack-check-{uuid.uuid4().hex}"
+            with client.get_queue_sender(queue) as sender:
+                for _ in range(2):
+                    sender.send_messages(ServiceBusMessage(b"{}", message_id=message_id))
+            with client.get_queue_receiver(queue, max_wait_time=2) as receiver:
+                received = [m for m in receiver.receive_messages(max_message_count=10, max_wait_time=2)
+                            if m.message_id == message_id]
+                for message in received:
+                    receiver.complete_message(message)
+            assert len(received) == 1, queue
 
 
 def test_palette_credential_validation_asks_entra_for_real(stack: Stack) -> None:

@@ -39,6 +39,7 @@ param configKeyVaultName string
 
 param serviceBusFullyQualifiedNamespace string
 param onboardingQueueName string
+param backgroundQueueName string
 param eventsTopicName string
 param paletteEndpoint string
 param paletteApiKeySecretName string
@@ -150,8 +151,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
           name: 'AzureWebJobsStorage__tableServiceUri'
           value: storage.properties.primaryEndpoints.table
         }
-        // The Service Bus triggers' connection (connection="ServiceBusConnection": the queue and
-        // its dead-letter queue); the app's own senders read the namespace from the same setting.
+        // The Service Bus triggers' connection (connection="ServiceBusConnection": both queues and
+        // their dead-letter queues); the app's own senders read the namespace from the same setting.
         {
           name: 'ServiceBusConnection__fullyQualifiedNamespace'
           value: serviceBusFullyQualifiedNamespace
@@ -166,10 +167,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         }
         // The Python worker runs sync functions on one thread pool (default min(32, CPUs + 4): 6 on a
         // 2-core instance, fewer than the queue triggers' calls host.json allows). Sized in
-        // infra/README.md ("Capacity"): both queue triggers at maxConcurrentCalls, the timers, HTTP.
+        // infra/README.md ("Capacity"): the four queue triggers (both queues, both dead-letter
+        // queues) at maxConcurrentCalls, the timers, HTTP.
         {
           name: 'PYTHON_THREADPOOL_THREAD_COUNT'
-          value: '40'
+          value: '60'
         }
         // DefaultAzureCredential picks the user-assigned identity (Key Vault, Graph, Tables, Service Bus).
         {
@@ -228,6 +230,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ONBOARDING_QUEUE'
           value: onboardingQueueName
+        }
+        // Timed rotations and API key renewals: a queue of their own, with its own triggers.
+        {
+          name: 'BACKGROUND_QUEUE'
+          value: backgroundQueueName
         }
         {
           name: 'EVENTS_TOPIC'

@@ -75,7 +75,7 @@ union
   (AppTraces
    | where Message startswith "dead-lettered message "
    | parse Message with "dead-lettered message " MessageId " of request " RequestId ": " Reason
-   | project TimeGenerated, Source = "onboarding queue", RequestId, MessageId, Reason, Count = 1.0),
+   | project TimeGenerated, Source = OperationName, RequestId, MessageId, Reason, Count = 1.0),
   (AzureMetrics
    | where ResourceProvider == "MICROSOFT.SERVICEBUS" and MetricName == "DeadletteredMessages" and Maximum > 0
    | project TimeGenerated, Source = "namespace metric", RequestId = "", MessageId = "", Reason = "messages waiting in a dead-letter queue", Count = Maximum)
@@ -98,7 +98,9 @@ var workbookItems = [for item in queries: {
   }
 }]
 
-// Alert queries: a row means the condition held in the window.
+// Alert queries: a row means the condition held in the window. The dead-letter line is the same
+// from both dead-letter triggers (onboarding_dead_letters, background_dead_letters; the saved query
+// names the one in Source, the function name), and the metric counts every queue of the namespace.
 var deadLetterAlertQuery = '''
 union
   (AppTraces | where Message startswith "dead-lettered message "),

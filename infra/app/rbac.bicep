@@ -21,6 +21,7 @@ param keyVaultName string
 param configKeyVaultName string
 param serviceBusNamespaceName string
 param queueName string
+param backgroundQueueName string
 param topicName string
 param subscriptionName string
 param appInsightsName string
@@ -39,11 +40,12 @@ var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 // Key Vault Secrets User: read-only, for the PALETTE_API_KEY Key Vault reference to the config vault.
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 // Azure Service Bus Data Receiver: the queue triggers (receive, complete, abandon, renew lock), on
-// the queue and, through the same scope, its dead-letter queue; the developer's on the ticketing
+// each queue and, through the same scope, its dead-letter queue; the developer's on the ticketing
 // subscription, to read events.
 var serviceBusDataReceiverRoleId = '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
-// Azure Service Bus Data Sender: HTTP intake, sweeps and scheduled (delayed) retries on the queue;
-// CloudEvents on the topic.
+// Azure Service Bus Data Sender: HTTP intake, sweeps and scheduled (delayed) retries on the
+// onboarding queue; timed rotations and API key renewals on the background queue; CloudEvents on
+// the topic.
 var serviceBusDataSenderRoleId = '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
 // Monitoring Metrics Publisher: telemetry ingestion with Entra ID (App Insights local auth is off).
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -83,6 +85,11 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' existing = {
 resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
   parent: namespace
   name: queueName
+}
+
+resource backgroundQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' existing = {
+  parent: namespace
+  name: backgroundQueueName
 }
 
 resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' existing = {
@@ -146,6 +153,27 @@ resource queueDataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 resource queueDataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
   name: guid(queue.id, principal.id, serviceBusDataSenderRoleId)
   scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+// The background queue: the same two roles, on that queue alone.
+resource backgroundQueueDataReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(backgroundQueue.id, principal.id, serviceBusDataReceiverRoleId)
+  scope: backgroundQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiverRoleId)
+    principalId: principal.id
+    principalType: principal.type
+  }
+}]
+
+resource backgroundQueueDataSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principal in principals: {
+  name: guid(backgroundQueue.id, principal.id, serviceBusDataSenderRoleId)
+  scope: backgroundQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
     principalId: principal.id

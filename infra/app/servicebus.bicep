@@ -1,6 +1,8 @@
 // Service Bus: the `onboarding` queue the trigger listens on (and the HTTP intake and delayed
-// retries send to; its dead-letter queue has a trigger of its own) and the `events` topic with a
-// subscription for ticketing systems. Premium when private (only Premium takes private endpoints),
+// retries send to; its dead-letter queue has a trigger of its own), the `background` queue for
+// timed rotations and API key renewals (its own trigger and dead-letter trigger, so an onboarding
+// never waits behind thousands of them) and the `events` topic with a subscription for ticketing
+// systems. Premium when private (only Premium takes private endpoints),
 // Standard otherwise (Basic has no topics). Entra ID only (SAS keys disabled), TLS 1.2. Metrics go
 // to Log Analytics, where the dead-letter query reads them.
 
@@ -8,6 +10,7 @@ param name string
 param location string
 param tags object = {}
 param queueName string
+param backgroundQueueName string
 param topicName string
 param subscriptionName string
 
@@ -60,22 +63,31 @@ resource firewall 'Microsoft.ServiceBus/namespaces/networkRuleSets@2024-01-01' =
   }
 }
 
-// Duplicate detection on message_id (= requestId) over 10 minutes; a message that keeps failing
-// goes to the dead-letter queue after 10 deliveries. The 1-minute lock is renewed by the host
-// (maxAutoLockRenewalDuration in host.json).
+// Both queues: duplicate detection on message_id (= requestId) over 10 minutes; a message that
+// keeps failing goes to the dead-letter queue after 10 deliveries. The 1-minute lock is renewed by
+// the host (maxAutoLockRenewalDuration in host.json). One set of properties, so the two cannot
+// drift apart.
+var queueProperties = {
+  requiresDuplicateDetection: true
+  duplicateDetectionHistoryTimeWindow: 'PT10M'
+  maxDeliveryCount: 10
+  lockDuration: 'PT1M'
+  deadLetteringOnMessageExpiration: true
+  defaultMessageTimeToLive: 'P14D'
+  requiresSession: false
+  enablePartitioning: false
+}
+
 resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
   parent: namespace
   name: queueName
-  properties: {
-    requiresDuplicateDetection: true
-    duplicateDetectionHistoryTimeWindow: 'PT10M'
-    maxDeliveryCount: 10
-    lockDuration: 'PT1M'
-    deadLetteringOnMessageExpiration: true
-    defaultMessageTimeToLive: 'P14D'
-    requiresSession: false
-    enablePartitioning: false
-  }
+  properties: queueProperties
+}
+
+resource backgroundQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = {
+  parent: namespace
+  name: backgroundQueueName
+  properties: queueProperties
 }
 
 resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
@@ -121,5 +133,6 @@ output name string = namespace.name
 // serviceBusEndpoint is https://<name>.servicebus.<cloud suffix>:443/; keep only the host name.
 output fullyQualifiedNamespace string = split(split(namespace.properties.serviceBusEndpoint, '/')[2], ':')[0]
 output queueName string = queue.name
+output backgroundQueueName string = backgroundQueue.name
 output topicName string = topic.name
 output subscriptionName string = ticketing.name

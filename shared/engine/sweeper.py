@@ -34,7 +34,7 @@ from shared.engine.fail import stop_request
 from shared.engine.failures import Failure, FailureKind
 from shared.engine.outcome import Outcome, OutcomeKind
 from shared.engine.plan import build_document
-from shared.errors import StateStoreError
+from shared.errors import RequestValidationError, StateStoreError
 from shared.logs import Counts, bind, get_logger
 from shared.made import Made, take_back
 from shared.state import ConcurrentUpdateError, RequestRecord, RequestStatus, retry
@@ -65,15 +65,21 @@ class SweepReport(Counts):
 
 
 def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeline: PipelineConfig,
-          plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], now: dt.datetime | None = None) -> SweepReport:
-    """Look at every row that needs it once; one row failing does not stop the others."""
+          plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], background_queue: RequestQueue | None = None,
+          now: dt.datetime | None = None) -> SweepReport:
+    """Look at every row that needs it once; one row failing does not stop the others. A request is
+    sent again to the queue its plan puts it on: ``background_queue`` for background work (when
+    given), ``queue`` else."""
     report = SweepReport()
     moment = now or utcnow()
     for record in clients.state.list_open():
         report.looked_at += 1
         with bind(requestId=record.request_id):
             try:
-                _sweep_row(record, clients, queue, config, pipeline, plan_for, moment, report)
+                target = queue
+                if background_queue is not None and _is_background(record, plan_for, pipeline):
+                    target = background_queue
+                _sweep_row(record, clients, target, config, pipeline, plan_for, moment, report)
             except Exception:
                 report.errors += 1
                 logger.warning("sweep: request %s could not be handled", record.request_id, exc_info=True)
@@ -117,6 +123,18 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
     report.redriven += 1
     logger.info("sweep: re-drove request %s (%s, re-drive %d)", record.request_id, record.status.value,
                 record.redrives)
+
+
+def _is_background(record: RequestRecord, plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan],
+                   pipeline: PipelineConfig) -> bool:
+    """Whether the request's plan calls it background work (its queue is the background queue)."""
+    if not record.request:
+        return False
+    plan = plan_for(record.request)
+    try:
+        return plan.background(plan.parse(record.request, pipeline))
+    except RequestValidationError:  # it parsed when it was stored; were it not to now, the default queue
+        return False
 
 
 def _older_than(stamp: str, now: dt.datetime, age: dt.timedelta) -> bool:

@@ -183,7 +183,7 @@ def test_queue_refuses_a_request_carrying_an_inline_secret() -> None:
 def broker() -> Iterator[RunningBroker]:
     """The onboarding queue and events topic with the settings of devstack/entities.json (which
     tests/test_infra.py keeps equal to the Bicep), under this module's names."""
-    (queue,), (topic,) = load_entities(ENTITIES_PATH)
+    (queue, _background), (topic,) = load_entities(ENTITIES_PATH)
     subscriptions = tuple(replace(topic.subscriptions[0], name=name) for name in SUBSCRIPTIONS)
     running = start_broker(queues=[replace(queue, name=QUEUE)],
                            topics=[replace(topic, name=TOPIC, subscriptions=subscriptions)])

@@ -103,14 +103,15 @@ class World:
             retry_token = outcome.retry_token
         raise AssertionError(f"request not done after {limit} deliveries")
 
-    def queued(self, wait: float = 1.0) -> list[tuple[bytes, str, dict[str, str]]]:
-        """Take every message off the onboarding queue: (body, message id, application properties)."""
+    def queued(self, wait: float = 1.0, *, queue: str = "ONBOARDING_QUEUE") -> list[tuple[bytes, str, dict[str, str]]]:
+        """Take every message off the onboarding queue (or the queue the setting ``queue`` names):
+        (body, message id, application properties)."""
         from azure.servicebus import ServiceBusClient
 
         settings = self.stack.settings
         found = []
         with ServiceBusClient.from_connection_string(settings["ServiceBusConnection"]) as client, \
-                client.get_queue_receiver(settings["ONBOARDING_QUEUE"], max_wait_time=wait) as receiver:
+                client.get_queue_receiver(settings[queue], max_wait_time=wait) as receiver:
             while batch := receiver.receive_messages(max_message_count=50, max_wait_time=wait):
                 for message in batch:
                     properties = {(k.decode() if isinstance(k, bytes) else str(k)):

@@ -6,8 +6,10 @@ read each of Palette, Key Vault and Graph. The figures at scale are ``python -m 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -203,3 +205,33 @@ def test_graph_warning_of_its_limit_slows_the_apps_graph_writes_in_every_instanc
         row = table.get_entity(PARTITION, _row_key(GRAPH_WRITES))
         table.upsert_entity({"PartitionKey": PARTITION, "RowKey": row["RowKey"], "SlowUntil": 0.0})  # for later tests
     assert row["SlowUntil"] > NOW.timestamp() and row["SlowFactor"] < 0.5  # 9 of 10 used: 0.3 of the pace
+
+
+def test_a_timed_rotation_is_sent_again_to_the_background_queue_and_one_asked_for_to_the_onboarding_queue(
+        world: World) -> None:
+    """The timer's rotations wait on the background queue (functions/rotations.py hands the sweep
+    that queue), never ahead of an onboarding; when a send failed, the sweeper sends each request
+    again to its own queue."""
+    from shared.clients.queue import RequestQueue
+    from shared.operations import sweep as sweep_stuck
+    from shared.rotation.sweep import rotate_now
+    from shared.settings import SweepConfig
+
+    due, asked = onboard(world)["accountName"], onboard(world)["accountName"]
+    make_due(world, due)
+    config = world.deps.settings.pipeline.rotation
+    # The sends fail (a queue that does not exist): the rows stay queued for the sweeper.
+    nowhere = RequestQueue.from_connection_string(world.stack.settings["ServiceBusConnection"], "no-such-queue",
+                                                  ca_bundle=world.verify)
+    try:
+        assert sweep(world.deps.clients, nowhere, config, now=NOW).errors == 1
+        with contextlib.suppress(Exception):
+            rotate_now(world.deps.clients, nowhere, asked)
+    finally:
+        nowhere.close()
+    report = sweep_stuck(world.deps.clients, world.deps.queue, SweepConfig(queued_after_seconds=0),
+                         pipeline=world.deps.settings.pipeline, background_queue=world.deps.background_queue,
+                         now=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    assert report.resent == 2
+    assert [json.loads(body)["accountName"] for body, _, _ in world.queued(queue="BACKGROUND_QUEUE")] == [due]
+    assert [json.loads(body)["accountName"] for body, _, _ in world.queued()] == [asked]
