@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             say(f"one sweep over {args.managed} managed accounts, {args.latency_ms} ms per stand-in call ...")
             try:
                 began = time.monotonic()
-                report = sweep(deps.clients, deps.queue, deps.settings.pipeline.rotation)
+                report = sweep(deps.clients, deps.background_queue, deps.settings.pipeline.rotation)  # as the timer
                 swept = time.monotonic() - began
                 deadline = began + args.timeout
                 while time.monotonic() < deadline:

@@ -411,6 +411,7 @@ def _job(kind: str, settings_path: str) -> int:
     deps = build(Settings.from_mapping(settings))
     try:
         deps.queue.open_link()
+        deps.background_queue.open_link()
         deps.clients.state.check_reachable()
         deps.clients.inventory.get("warm-up-probe")
         if deps.clients.graph is not None:
@@ -426,7 +427,8 @@ def _job(kind: str, settings_path: str) -> int:
             now = dt.datetime.fromisoformat(words[1]) if len(words) > 1 else None
             began = time.time()
             if kind == "sweep":
-                report = sweep(deps.clients, deps.queue, config, now=now).as_dict()
+                # As the timer does: the rotations it starts wait on the background queue.
+                report = sweep(deps.clients, deps.background_queue, config, now=now).as_dict()
             else:
                 report = drift_pass(deps.clients, deps.queue, config, now=now or utcnow()).as_dict()
             seconds = time.time() - began
