@@ -320,15 +320,40 @@ class InventoryStore:
         return self._write(record, "create", [])
 
     def create_many(self, records: list[AccountRecord]) -> int:
-        """Write new rows in bulk (seeding a large inventory): one transaction per row and its index
-        rows; rows that exist already are left as they are. Returns how many were written."""
-        written = 0
+        """Write new rows in bulk (seeding a large inventory): the rows of one partition and their
+        index rows go in transactions of up to 100 operations; a transaction that meets a row that
+        exists already is written row by row instead, leaving that row as it is. Returns how many
+        rows were written."""
+        from azure.data.tables import TableTransactionError
+
+        self._ensure()
+        now = iso(utcnow())
+        by_partition: dict[str, list[AccountRecord]] = {}
         for record in records:
+            record.created_at = record.created_at or now
+            record.updated_at = now
+            record.index_keys = index_keys(record)
+            by_partition.setdefault(shard_of(record.account_name), []).append(record)
+        batches: list[tuple[str, list[AccountRecord]]] = []
+        for partition, rows in by_partition.items():
+            batch: list[AccountRecord] = []
+            for record in rows:
+                if batch and sum(1 + len(row.index_keys) for row in [*batch, record]) > 100:
+                    batches.append((partition, batch))
+                    batch = []
+                batch.append(record)
+            batches.append((partition, batch))
+        written = 0
+        for partition, batch in batches:
             try:
-                self.create(record)
-                written += 1
-            except ConcurrentUpdateError:
-                continue
+                self._table.submit_transaction([op for row in batch for op in [("create", _to_entity(row)), *(
+                    ("upsert", _index_entity(partition, key)) for key in row.index_keys)]])
+                written += len(batch)
+            except TableTransactionError:
+                for row in batch:
+                    with contextlib.suppress(ConcurrentUpdateError):
+                        self.create(row)
+                        written += 1
         return written
 
     def replace(self, record: AccountRecord) -> AccountRecord:

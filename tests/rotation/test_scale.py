@@ -235,3 +235,17 @@ def test_a_timed_rotation_is_sent_again_to_the_background_queue_and_one_asked_fo
     assert report.resent == 2
     assert [json.loads(body)["accountName"] for body, _, _ in world.queued(queue="BACKGROUND_QUEUE")] == [due]
     assert [json.loads(body)["accountName"] for body, _, _ in world.queued()] == [asked]
+
+
+def test_rows_written_in_bulk_carry_their_index_and_leave_a_row_that_exists_as_it_is(world: World) -> None:
+    from shared.state.inventory import AccountRecord
+
+    inventory = world.deps.clients.inventory
+    expires = iso(NOW + dt.timedelta(days=5))
+    existing = inventory.create(AccountRecord(account_name="bulk-0", palette_uid="kept"))
+    rows = [AccountRecord(account_name=f"bulk-{n}", palette_uid=f"uid-{n}", expires_on=expires) for n in range(120)]
+    assert inventory.create_many(rows) == 119
+    kept = inventory.get("bulk-0")
+    assert kept is not None and kept.palette_uid == "kept" and kept.etag == existing.etag
+    assert {entry.account_name for entry in inventory.due("expires", expires)} == {f"bulk-{n}" for n in range(1, 120)}
+    assert len(list(inventory.due("drift"))) == 120
