@@ -150,6 +150,9 @@ def drift_pass(clients: Services, queue: RequestQueue, config: RotationConfig, *
         stopped = stopped or not looked
         if not stopped:
             reached = entry.value
+    else:  # the whole slice: every phase up to now's was looked at, accounts there or not
+        if not stopped:
+            reached = phase_of(moment, period)
     if not whole:
         _move_cursor(clients, cursor, etag, reached, moment, net_due)
     logger.info("drift pass: %s", report.as_dict())

@@ -126,6 +126,11 @@ def test_every_account_is_looked_at_once_a_period_by_the_run_its_phase_falls_in(
         offset = (int(drift_phase(name)) - int(phase_of(NOW, DAY))) % 1_000_000 / 1_000_000 * DAY
         expected = next(at for at in runs if at - NOW >= offset)
         assert row.drift_looked_at == iso(expected), name
+    # The cycle's cursor is at the last run's phase, not at the last account's: the phases between
+    # that account and the run were looked at too (none of the accounts lies there), so the next lap
+    # starts from them and no account is passed over.
+    cursor, _ = world.deps.clients.inventory.read_meta("drift")
+    assert cursor["Cursor"] == phase_of(runs[-1], DAY)
     # A second lap looks at each again, once.
     assert sum(drift_pass(world.deps.clients, world.deps.queue, config, now=at + DAY).accounts
                for at in runs) == len(names)
