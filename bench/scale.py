@@ -27,10 +27,13 @@ Two local stacks, one after the other:
    in a process of its own, twice: the cycle's first run (it starts the cycle and runs the safety
    net, once a period), and the run ``--drift-interval`` (an hour, its schedule) later, whose
    slice is measured: the accounts it looked at (its report's ``accounts``), its time and calls per
-   account against the minimum (Palette, Key Vault and Graph one read each). Last, one onboarding
-   with every option (as ``bench latency``) on the idle system (median of ``--runs``), and the
-   same onboarding submitted ``--submit-after`` (30) s into another sweep of ``--heavy-due``, a
-   drift slice started a second before it (target: at most 1.2 times the idle one).
+   account against the minimum (Palette, Key Vault and Graph one read each). Last, onboardings
+   with every option (as ``bench latency``), 10 s apart: ``--runs`` (5) on the idle system, as
+   many beside one core kept busy by plain computation (a control: what the machine's cores alone
+   cost), and ``--beside`` (5) during another sweep of ``--heavy-due``, the first ``--submit-after``
+   (30) s into it, each a second after a drift slice (the cycle's next run) started (target: the
+   median at most 1.2 times the idle one). With each, how busy the machine's cores were.
+   ``--parts beside`` leaves out the first sweep of many due (the onboardings' figures alone).
 
 Every stand-in answers ``--latency-ms`` (20) late. Palette runs at 10 requests/s per resource
 prefix with its burst of 5 s, Graph at its write limits (3,000 writes per 150 s per app in a
@@ -41,7 +44,7 @@ plot of the sweep's calls and seconds against accounts managed and due goes to b
 fails). ``--quick`` runs 200 and 1,000 accounts with 100 due, in a few minutes. Asserts nothing.
 
     .venv/bin/python -m bench scale [--sizes 2000,10000,50000] [--due 50] [--heavy-size 10000]
-        [--heavy-due 5000] [--latency-ms 20] [--runs 3] [--parts sizes,heavy] [--quick]
+        [--heavy-due 5000] [--latency-ms 20] [--runs 5] [--beside 5] [--parts sizes,heavy] [--quick]
 """
 
 from __future__ import annotations
@@ -80,8 +83,8 @@ if TYPE_CHECKING:
     from devstack.httpbase import Request, Response, RunningServer
 
 #: ``--quick``: the whole benchmark in a few minutes.
-QUICK = {"sizes": "200,1000", "due": 20, "heavy_size": 1000, "heavy_due": 100, "runs": 2, "drift_timeout": 90.0,
-         "onboarding_timeout": 120.0, "submit_after": 5.0}
+QUICK = {"sizes": "200,1000", "due": 20, "heavy_size": 1000, "heavy_due": 100, "runs": 2, "beside": 2,
+         "drift_timeout": 90.0, "onboarding_timeout": 120.0, "submit_after": 5.0}
 #: Calls per account a drift slice needs at least: Palette reads the account, Key Vault its current
 #: version, Graph the app (its passwords); Palette validates only a secret in doubt (none here).
 DRIFT_MINIMUM = {"palette": 1, "keyvault": 1, "graph": 1}
@@ -89,6 +92,8 @@ DRIFT_MINIMUM = {"palette": 1, "keyvault": 1, "graph": 1}
 ROTATION_PREFIXES = {"/v1/cloudaccounts": 2, "/v1/clouds": 1, "/v1/users": 1}
 GRAPH_WRITES_PER_ROTATION = 1
 DUE_IN = dt.timedelta(days=5)
+#: Seconds between the onboardings timed (idle, and beside the load): a drift slice takes about 6 s.
+BESIDE_GAP = 10.0
 NOT_DUE_IN = dt.timedelta(days=200)
 #: How old the seeded secrets are: past the rotation's minimum age.
 SECRET_AGE = dt.timedelta(days=30)
@@ -392,6 +397,11 @@ class Job:
         result: dict[str, Any] = json.loads(line)
         return result
 
+    def poll(self) -> dict[str, Any] | None:
+        """Its JSON line if it has finished a run, without waiting."""
+        line = self._line(0)
+        return json.loads(line) if line is not None else None
+
     def kill(self) -> None:
         if self.running:
             self.process.kill()
@@ -474,6 +484,7 @@ class Env:
         self.seeder = Seeder(bench)
         self.hosts = 0
         self.drift_at: dt.datetime | None = None  # the now of the last drift run
+        self.cpu_busy: list[float] = []  # per onboarding timed: the share of the machine's cores busy
         identity = bench.admin("identity", "GET", "config")
         if "graphWriteLimits" in identity:
             identity = bench.admin("identity", "POST", "config", {"graphWriteLimits": True})
@@ -809,10 +820,11 @@ def scale_sizes(args: argparse.Namespace, results: Results) -> None:
             env.close()
 
 
-def heavy(args: argparse.Namespace, results: Results) -> None:
-    """Many due, a drift slice, and an onboarding idle and beside them, on a fresh stack."""
+def heavy(args: argparse.Namespace, results: Results, *, rotations: bool = True) -> None:
+    """Many due, a drift slice, and onboardings idle and beside them, on a fresh stack (without
+    ``rotations``: the first sweep of many due is left out, for the onboardings' figures alone)."""
     size, due = args.heavy_size, args.heavy_due
-    onboardings = args.runs + 2  # the warm-up, the idle runs, the one under load
+    onboardings = 2 * args.runs + args.beside + 1  # the warm-up, idle, beside plain computation, under load
     with BenchStack() as bench, Subscriber(bench.settings) as subscriber:
         env = Env(bench, subscriber, args.latency_ms)
         try:
@@ -824,13 +836,15 @@ def heavy(args: argparse.Namespace, results: Results) -> None:
                     say(f"Palette holds at most {limit[1]} cloud accounts in a tenant: {seeded} are seeded, so "
                         f"that the {onboardings} onboardings fit")
                 raise_cloud_account_limit(bench, min(limit[1], max(limit[0], seeded + onboardings)))
-            _, seconds = env.seeder.seed(seeded, due=due)
-            figure(f"seeding {seeded} managed accounts, {due} due", seconds, "s", "none", digits=1)
-            floor, _ = rotation_floor(due, env.palette_config, env.identity_config)
-            label = f"rotations at {seeded} managed, {due} due"
-            phase = sweep_phase(env, label, seeded, due, max(args.rotation_timeout, 3 * floor + 300))
-            show_heavy(phase, env)
-            results.heavy = phase
+            _, seconds = env.seeder.seed(seeded, due=due if rotations else 0)
+            figure(f"seeding {seeded} managed accounts, {due if rotations else 0} due", seconds, "s", "none",
+                   digits=1)
+            if rotations:
+                floor, _ = rotation_floor(due, env.palette_config, env.identity_config)
+                label = f"rotations at {seeded} managed, {due} due"
+                phase = sweep_phase(env, label, seeded, due, max(args.rotation_timeout, 3 * floor + 300))
+                show_heavy(phase, env)
+                results.heavy = phase
             first, piece = drift_phases(env, seeded, args.drift_timeout, dt.timedelta(seconds=args.drift_interval))
             show_drift_start(first)
             show_drift(piece, args.drift_timeout)
@@ -840,10 +854,11 @@ def heavy(args: argparse.Namespace, results: Results) -> None:
 
 
 def onboarding_beside(env: Env, args: argparse.Namespace, *, size: int) -> None:
-    """One onboarding with every option on the idle system, then while a sweep and a drift slice run."""
+    """Onboardings with every option on the idle system, then ``--beside`` more while a sweep of
+    many due runs, each submitted a second after a drift slice started (the cycle's next run)."""
     bench, subscriber = env.bench, env.subscriber
     bodies = Bodies()
-    apps = bench.register_apps(args.runs + 2)
+    apps = bench.register_apps(2 * args.runs + args.beside + 1)
     host = env.host()
     say("onboarding: warming the host with one onboarding ...")
     warm = bodies.one(apps[0], 0)
@@ -851,58 +866,123 @@ def onboarding_beside(env: Env, args: argparse.Namespace, *, size: int) -> None:
     subscriber.wait_for({warm["requestId"]}, timeout=args.onboarding_timeout)
     idle: list[float] = []
     for run in range(1, args.runs + 1):
-        time.sleep(1.5)  # the pace's slots refill
+        time.sleep(BESIDE_GAP)  # the pace's slots refill, as between the ones under load
         seconds = _onboard(env, bodies, apps[run], run, args.onboarding_timeout)
         if seconds is not None:
             idle.append(seconds)
         say(f"onboarding on the idle system, run {run}: "
             f"{'timed out' if seconds is None else f'{seconds * 1000:.0f} ms'}")
-    names = env.seeder.make_due(args.heavy_due)
-    say(f"onboarding: {len(names)} more accounts made due; a sweep and a drift slice start ...")
-    sweep_job, drift_job = env.job("sweep"), env.job("drift")
+    idle_busy, env.cpu_busy = env.cpu_busy, []
+    burned: list[float] = []  # a control: beside one core kept busy by plain computation, nothing else
+    burner = multiprocessing.get_context("spawn").Process(target=_burn, daemon=True)
+    burner.start()
     try:
-        since = time.time()
+        for run in range(1, args.runs + 1):
+            time.sleep(BESIDE_GAP)
+            number = args.runs + args.beside + run
+            seconds = _onboard(env, bodies, apps[number], number, args.onboarding_timeout)
+            if seconds is not None:
+                burned.append(seconds)
+            say(f"onboarding beside one core of plain computation, run {run}: "
+                f"{'timed out' if seconds is None else f'{seconds * 1000:.0f} ms'}")
+    finally:
+        burner.kill()
+        burner.join()
+    burned_busy, env.cpu_busy = env.cpu_busy, []
+    names = env.seeder.make_due(args.heavy_due)
+    say(f"onboarding: {len(names)} more accounts made due; a sweep starts, and a drift slice before each "
+        f"of {args.beside} onboardings ...")
+    sweep_job, drift_job = env.job("sweep"), env.job("drift")
+    loaded: list[float | None] = []
+    beside: list[tuple[float, bool, bool, int]] = []  # submitted after, sweeping, drifting, rotations done
+    try:
+        since, sweeping = time.time(), True
         sweep_job.go()
-        time.sleep(max(0.0, args.submit_after - 1))
-        interval = dt.timedelta(seconds=args.drift_interval)
-        drift_job.go((env.drift_at or dt.datetime.now(dt.UTC)) + interval)  # the cycle's next run
-        time.sleep(max(0.0, since + args.submit_after - time.time()))
-        after, sweeping, drifting = time.time() - since, sweep_job.running, drift_job.running
-        done_before, failed_before, _ = wait_rotations(subscriber, since, 0, 0)
-        say(f"onboarding: submitted {after:.1f} s after the sweep started (sweep {'running' if sweeping else 'done'}, "
-            f"drift slice {'running' if drifting else 'done'}, {done_before + failed_before} rotations finished) ...")
-        loaded = _onboard(env, bodies, apps[args.runs + 1], args.runs + 1, args.onboarding_timeout)
+        next_run = env.drift_at or dt.datetime.now(dt.UTC)
+        for number in range(args.runs + 1, args.runs + 1 + args.beside):
+            submit_at = since + args.submit_after + (number - args.runs - 1) * BESIDE_GAP
+            time.sleep(max(0.0, submit_at - 1 - time.time()))
+            next_run += dt.timedelta(seconds=args.drift_interval)
+            drift_job.go(next_run)  # the cycle's next run
+            time.sleep(max(0.0, submit_at - time.time()))
+            sweeping = sweeping and sweep_job.poll() is None and sweep_job.running  # its line is read once
+            drifting = drift_job.poll() is None and drift_job.running  # else its line was read here
+            done, failed, _ = wait_rotations(subscriber, since, 0, 0)
+            beside.append((time.time() - since, sweeping, drifting, done + failed))
+            seconds = _onboard(env, bodies, apps[number], number, args.onboarding_timeout)
+            loaded.append(seconds)
+            say(f"onboarding beside the load, run {number - args.runs}: submitted {beside[-1][0]:.1f} s into the "
+                f"sweep (sweep {'starting rotations' if sweeping else 'done'}, drift slice "
+                f"{'running' if drifting else 'done'}, {done + failed} rotations finished): "
+                f"{'timed out' if seconds is None else f'{seconds * 1000:.0f} ms'}")
+            if drifting:
+                drift_job.result(args.drift_timeout)  # its slice ends before the next starts
     finally:
         sweep_job.kill()
         drift_job.kill()
         host.stop()
     base = median(idle)
     label = f"onboarding at {size} managed"
-    if loaded is None:
+    timed = [seconds for seconds in loaded if seconds is not None]
+    if len(timed) < len(loaded):
         figure(f"{label}: latency ratio under load", f"> {args.onboarding_timeout / base:.0f}", "", "<= 1.2")
-        figure(f"{label}: beside a sweep of {len(names)} due and a drift slice, enqueue to validated",
-               f"> {args.onboarding_timeout * 1000:.0f}", "ms", "none")
-    else:
-        figure(f"{label}: latency ratio under load", loaded / base, "", "<= 1.2")
-        figure(f"{label}: beside a sweep of {len(names)} due and a drift slice, enqueue to validated",
-               loaded * 1000, "ms", "none", digits=0)
+        figure(f"{label}: beside the load, timed out", len(loaded) - len(timed), "", "0")
+    if timed:
+        if len(timed) == len(loaded):
+            figure(f"{label}: latency ratio under load (medians)", median(timed) / base, "", "<= 1.2")
+        figure(f"{label}: beside a sweep of {len(names)} due and a drift slice, enqueue to validated, median",
+               median(timed) * 1000, "ms", "none", digits=0)
+        figure(f"{label}: beside the load, each", " ".join(f"{seconds * 1000:.0f}" for seconds in timed), "ms",
+               "none")
     figure(f"{label}: on the idle system, enqueue to validated, median", base * 1000, "ms", "none", digits=0)
-    figure(f"{label}: submitted after the sweep started", after, "s", "none", digits=1)
-    figure(f"{label}: rotations finished before it was submitted", done_before + failed_before, "", "none")
-    figure(f"{label}: the sweep still starting rotations when it was submitted", "yes" if sweeping else "no", "",
+    figure(f"{label}: on the idle system, each", " ".join(f"{seconds * 1000:.0f}" for seconds in idle), "ms",
            "none")
-    figure(f"{label}: the drift slice still running when it was submitted", "yes" if drifting else "no", "", "yes")
+    figure(f"{label}: submitted after the sweep started", " ".join(f"{item[0]:.1f}" for item in beside), "s",
+           "none")
+    figure(f"{label}: rotations finished before each was submitted", " ".join(str(item[3]) for item in beside), "",
+           "none")
+    figure(f"{label}: the sweep still starting rotations at each", " ".join("yes" if item[1] else "no"
+                                                                           for item in beside), "", "none")
+    figure(f"{label}: a drift slice running at each", " ".join("yes" if item[2] else "no" for item in beside), "",
+           "yes")
+    figure(f"{label}: the machine's cores busy during each on the idle system, median", median(idle_busy) * 100,
+           "%", "none", digits=0)
+    figure(f"{label}: beside one core of plain computation (a control), median", median(burned) * 1000, "ms",
+           "none", digits=0)
+    figure(f"{label}: beside one core of plain computation, each", " ".join(f"{seconds * 1000:.0f}"
+                                                                           for seconds in burned), "ms", "none")
+    figure(f"{label}: the machine's cores busy during each beside plain computation, median",
+           median(burned_busy) * 100, "%", "none", digits=0)
+    figure(f"{label}: the machine's cores busy during each beside the load, median", median(env.cpu_busy) * 100,
+           "%", "none", digits=0)
     figure(f"{label}: idle runs timed", len(idle), "", str(args.runs))
 
 
 def _onboard(env: Env, bodies: Bodies, app_id: str, number: int, timeout: float) -> float | None:
-    """Enqueue to the ``validated`` event of one onboarding with every option; None if it did not validate."""
+    """Enqueue to the ``validated`` event of one onboarding with every option; None if it did not
+    validate. How busy the machine's cores were meanwhile is added to ``env.cpu_busy``."""
     body = bodies.one(app_id, number)
+    before = _cpu_ticks()
     began = env.bench.enqueue([body])
     event = env.subscriber.wait_for({body["requestId"]}, timeout=timeout).get(body["requestId"])
+    after = _cpu_ticks()
+    env.cpu_busy.append((after[0] - before[0]) / max(after[1] - before[1], 1))
     if event is None or event.type != "validated":
         return None
     return event.received - began
+
+
+def _burn() -> None:
+    """Keep one core busy with plain computation (the control beside which onboardings are timed)."""
+    while True:
+        sum(range(10_000))
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """The machine's (busy, all) CPU ticks so far, from ``/proc/stat``."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return sum(fields) - idle, sum(fields)
 
 
 # -------------------------------------------------------------------------------------------- plot
@@ -981,8 +1061,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heavy-size", type=int, default=10000, help="accounts managed for the many-due part")
     parser.add_argument("--heavy-due", type=int, default=5000, help="accounts due in the many-due part")
     parser.add_argument("--latency-ms", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3, help="onboardings timed on the idle system")
-    parser.add_argument("--parts", default="sizes,heavy", help="sizes, heavy, or both")
+    parser.add_argument("--runs", type=int, default=5, help="onboardings timed on the idle system")
+    parser.add_argument("--beside", type=int, default=5, help="onboardings timed beside the sweep and drift slices")
+    parser.add_argument("--parts", default="sizes,heavy",
+                        help="sizes, heavy, or both; or beside: heavy without its first sweep of many due")
     parser.add_argument("--rotation-timeout", type=float, default=600.0, help="seconds a sweep's rotations may take")
     parser.add_argument("--drift-timeout", type=float, default=600.0, help="seconds before a drift slice is stopped")
     parser.add_argument("--drift-interval", type=float, default=3600.0,
@@ -1007,8 +1089,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Results()
     if "sizes" in parts:
         scale_sizes(args, results)
-    if "heavy" in parts:
-        heavy(args, results)
+    if "heavy" in parts or "beside" in parts:
+        heavy(args, results, rotations="heavy" in parts)
     path = args.plot or OUT / ("scale-quick.png" if args.quick else "scale.png")
     figure("plot", plot(results, path), "", "bench/out/")
     figure("benchmark run time", (time.monotonic() - began) / 60, "min", "none", digits=1)
