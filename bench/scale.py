@@ -484,7 +484,10 @@ class Env:
         self.seeder = Seeder(bench)
         self.hosts = 0
         self.drift_at: dt.datetime | None = None  # the now of the last drift run
-        self.cpu_busy: list[float] = []  # per onboarding timed: the share of the machine's cores busy
+        #: Per onboarding timed: the share of the machine's cores busy while it ran, and right after
+        #: it the round trip of a Table write to Azurite and of a Palette read (median of five each).
+        self.samples: dict[str, list[float]] = {"cpu": [], "table": [], "palette": []}
+        self._probe: Any = None
         identity = bench.admin("identity", "GET", "config")
         if "graphWriteLimits" in identity:
             identity = bench.admin("identity", "POST", "config", {"graphWriteLimits": True})
@@ -499,6 +502,33 @@ class Env:
             first.result(120)
         finally:
             first.kill()
+
+    def take_samples(self) -> dict[str, list[float]]:
+        samples, self.samples = self.samples, {name: [] for name in self.samples}
+        return samples
+
+    def probe(self) -> None:
+        """Time five Table writes and five Palette reads, one after another (what the onboarding's
+        critical path is made of), into :attr:`samples`."""
+        import requests
+        from azure.data.tables import TableClient
+
+        settings = self.bench.settings
+        if self._probe is None:
+            self._probe = TableClient.from_connection_string(settings["AzureWebJobsStorage"], table_name="benchprobe")
+            with contextlib.suppress(Exception):
+                self._probe.create_table()
+        for name, one in (("table", lambda n: self._probe.upsert_entity({"PartitionKey": "p", "RowKey": str(n)})),
+                          ("palette", lambda n: requests.get(
+                              f"{settings['PALETTE_ENDPOINT']}/v1/users/info", timeout=30,
+                              headers={"ApiKey": settings["PALETTE_API_KEY"]},
+                              verify=settings["REQUESTS_CA_BUNDLE"]).raise_for_status())):
+            times = []
+            for number in range(5):
+                began = time.perf_counter()
+                one(number)
+                times.append(time.perf_counter() - began)
+            self.samples[name].append(median(times) * 1000)
 
     def host(self) -> HostProcess:
         """A fresh host of the real app, serving (warmed by its warmup trigger), its Table calls counted."""
@@ -531,6 +561,8 @@ class Env:
 
     def close(self) -> None:
         self.tables.stop()
+        if self._probe is not None:
+            self._probe.close()
 
 
 def host_peak(host: HostProcess) -> float:
@@ -872,7 +904,7 @@ def onboarding_beside(env: Env, args: argparse.Namespace, *, size: int) -> None:
             idle.append(seconds)
         say(f"onboarding on the idle system, run {run}: "
             f"{'timed out' if seconds is None else f'{seconds * 1000:.0f} ms'}")
-    idle_busy, env.cpu_busy = env.cpu_busy, []
+    idle_samples = env.take_samples()
     burned: list[float] = []  # a control: beside one core kept busy by plain computation, nothing else
     burner = multiprocessing.get_context("spawn").Process(target=_burn, daemon=True)
     burner.start()
@@ -888,7 +920,7 @@ def onboarding_beside(env: Env, args: argparse.Namespace, *, size: int) -> None:
     finally:
         burner.kill()
         burner.join()
-    burned_busy, env.cpu_busy = env.cpu_busy, []
+    burned_samples = env.take_samples()
     names = env.seeder.make_due(args.heavy_due)
     say(f"onboarding: {len(names)} more accounts made due; a sweep starts, and a drift slice before each "
         f"of {args.beside} onboardings ...")
@@ -945,28 +977,33 @@ def onboarding_beside(env: Env, args: argparse.Namespace, *, size: int) -> None:
                                                                            for item in beside), "", "none")
     figure(f"{label}: a drift slice running at each", " ".join("yes" if item[2] else "no" for item in beside), "",
            "yes")
-    figure(f"{label}: the machine's cores busy during each on the idle system, median", median(idle_busy) * 100,
-           "%", "none", digits=0)
     figure(f"{label}: beside one core of plain computation (a control), median", median(burned) * 1000, "ms",
            "none", digits=0)
     figure(f"{label}: beside one core of plain computation, each", " ".join(f"{seconds * 1000:.0f}"
                                                                            for seconds in burned), "ms", "none")
-    figure(f"{label}: the machine's cores busy during each beside plain computation, median",
-           median(burned_busy) * 100, "%", "none", digits=0)
-    figure(f"{label}: the machine's cores busy during each beside the load, median", median(env.cpu_busy) * 100,
-           "%", "none", digits=0)
+    loaded_samples = env.take_samples()
+    for condition, samples in (("on the idle system", idle_samples), ("beside plain computation", burned_samples),
+                               ("beside the load", loaded_samples)):
+        figure(f"{label}: {condition}: the machine's cores busy during each, median", median(samples["cpu"]) * 100,
+               "%", "none", digits=0)
+        figure(f"{label}: {condition}: a Table write to Azurite right after each, median",
+               median(samples["table"]), "ms", "none", digits=1)
+        figure(f"{label}: {condition}: a Palette read right after each ({args.latency_ms} ms added), median",
+               median(samples["palette"]), "ms", "none", digits=1)
     figure(f"{label}: idle runs timed", len(idle), "", str(args.runs))
 
 
 def _onboard(env: Env, bodies: Bodies, app_id: str, number: int, timeout: float) -> float | None:
     """Enqueue to the ``validated`` event of one onboarding with every option; None if it did not
-    validate. How busy the machine's cores were meanwhile is added to ``env.cpu_busy``."""
+    validate. How busy the machine's cores were meanwhile, and the round trips right after, go to
+    ``env.samples``."""
     body = bodies.one(app_id, number)
     before = _cpu_ticks()
     began = env.bench.enqueue([body])
     event = env.subscriber.wait_for({body["requestId"]}, timeout=timeout).get(body["requestId"])
     after = _cpu_ticks()
-    env.cpu_busy.append((after[0] - before[0]) / max(after[1] - before[1], 1))
+    env.samples["cpu"].append((after[0] - before[0]) / max(after[1] - before[1], 1))
+    env.probe()
     if event is None or event.type != "validated":
         return None
     return event.received - began
