@@ -32,7 +32,9 @@ Two local stacks, one after the other:
    many beside one core kept busy by plain computation (a control: what the machine's cores alone
    cost), and ``--beside`` (5) during another sweep of ``--heavy-due``, the first ``--submit-after``
    (30) s into it, each a second after a drift slice (the cycle's next run) started (target: the
-   median at most 1.2 times the idle one). With each, how busy the machine's cores were.
+   median at most 1.2 times the idle one). With each, how busy the machine's cores were, and
+   right after it the round trip of a Table write to Azurite and of a Palette read (what its
+   critical path is made of: are they slower beside the load?).
    ``--parts beside`` leaves out the first sweep of many due (the onboardings' figures alone).
 
 Every stand-in answers ``--latency-ms`` (20) late. Palette runs at 10 requests/s per resource
