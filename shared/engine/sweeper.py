@@ -72,14 +72,16 @@ def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeli
     given), ``queue`` else."""
     report = SweepReport()
     moment = now or utcnow()
+
+    def queue_of(record: RequestRecord) -> RequestQueue:  # asked only of a request that is sent again
+        if background_queue is not None and _is_background(record, plan_for, pipeline):
+            return background_queue
+        return queue
     for record in clients.state.list_open():
         report.looked_at += 1
         with bind(requestId=record.request_id):
             try:
-                target = queue
-                if background_queue is not None and _is_background(record, plan_for, pipeline):
-                    target = background_queue
-                _sweep_row(record, clients, target, config, pipeline, plan_for, moment, report)
+                _sweep_row(record, clients, queue_of, config, pipeline, plan_for, moment, report)
             except Exception:
                 report.errors += 1
                 logger.warning("sweep: request %s could not be handled", record.request_id, exc_info=True)
@@ -87,9 +89,10 @@ def sweep(clients: Services, queue: RequestQueue, config: SweepConfig, *, pipeli
     return report
 
 
-def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, config: SweepConfig,
-               pipeline: PipelineConfig, plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan],
-               now: dt.datetime, report: SweepReport) -> None:
+def _sweep_row(record: RequestRecord, clients: Services, queue_of: Callable[[RequestRecord], RequestQueue],
+               config: SweepConfig, pipeline: PipelineConfig,
+               plan_for: Callable[[bytes | str | Mapping[str, Any]], Plan], now: dt.datetime,
+               report: SweepReport) -> None:
     store = clients.state
     if record.outbox and not record.lease_active(now):
         record = store.flush(record, clients.events)
@@ -101,7 +104,7 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
     if record.status is RequestStatus.QUEUED and not record.stop:
         if _older_than(record.updated_at, now, dt.timedelta(seconds=config.queued_after_seconds)) and record.request:
             record = _count_redrive(record, clients)
-            send_recorded(queue, record)
+            send_recorded(queue_of(record), record)
             report.resent += 1
         return
     stale = (record.status is not RequestStatus.WAITING and not record.lease_active(now - grace)) or (
@@ -118,7 +121,7 @@ def _sweep_row(record: RequestRecord, clients: Services, queue: RequestQueue, co
         report.failed += 1
         return
     record = _count_redrive(record, clients)
-    send_recorded(queue, record, message_id=f"{message_id_of(record)}/redrive/{record.redrives}",
+    send_recorded(queue_of(record), record, message_id=f"{message_id_of(record)}/redrive/{record.redrives}",
                   retry_token=record.retry_token)
     report.redriven += 1
     logger.info("sweep: re-drove request %s (%s, re-drive %d)", record.request_id, record.status.value,

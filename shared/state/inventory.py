@@ -337,11 +337,13 @@ class InventoryStore:
         batches: list[tuple[str, list[AccountRecord]]] = []
         for partition, rows in by_partition.items():
             batch: list[AccountRecord] = []
+            operations = 0  # in ``batch``: each row and its index rows
             for record in rows:
-                if batch and sum(1 + len(row.index_keys) for row in [*batch, record]) > 100:
+                if batch and operations + 1 + len(record.index_keys) > 100:
                     batches.append((partition, batch))
-                    batch = []
+                    batch, operations = [], 0
                 batch.append(record)
+                operations += 1 + len(record.index_keys)
             batches.append((partition, batch))
         written = 0
         for partition, batch in batches:
